@@ -1,0 +1,45 @@
+# llmft: `make install demo` sets up and runs the main job; `make test` runs every test. See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# the CPU torch pin lives in settings.ini, beside every other pin
+TORCH_CPU := $(shell sed -n 's/^torch_cpu *= *//p' settings.ini)
+TORCH_INDEX_URL ?=
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test export clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "CUDA GPU found: torch from pip's default index"; \
+	else \
+	  echo "No CUDA GPU: installing the CPU build $(TORCH_CPU) first"; \
+	  $(PY) -m pip install -q "$(TORCH_CPU)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)); \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+models/tiny-llama3: | install
+	$(PY) -c "from llmft.testing import save_tiny_model; print('built', save_tiny_model('models/tiny-llama3'))"
+
+demo: install models/tiny-llama3
+	$(BIN)/llmft train examples/quickstart_sft.yaml
+
+test: install
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/pytest -q tests
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(PY) tools/readme.py
+
+clean:
+	rm -rf saves models _docs _proc

@@ -1,0 +1,38 @@
+import os, sys
+from pathlib import Path
+import pytest
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+ROOT = Path(__file__).resolve().parents[1]
+LF_DEMO = ROOT.parent / 'shared' / 'reference-data' / 'llamafactory-demo'
+
+
+@pytest.fixture(scope='session')
+def root(): return ROOT
+
+
+@pytest.fixture(scope='session')
+def tiny_llama():
+    from llmft.testing import tiny_model
+    return str(tiny_model('llama'))
+
+
+@pytest.fixture
+def sft_cfg(tiny_llama, tmp_path):
+    "A small LoRA SFT config on the demo data that a tiny model can memorise."
+    return dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', lora_target='all',
+                dataset='alpaca_demo', dataset_dir=str(ROOT / 'data'), template='llama3', cutoff_len=128, max_samples=8,
+                output_dir=str(tmp_path / 'run'), overwrite_output_dir=True, per_device_train_batch_size=4,
+                learning_rate=1e-2, max_steps=40, logging_steps=5, report_to='none', save_strategy='no',
+                disable_gradient_checkpointing=True, seed=0)
+
+
+def cli(*args, cwd=ROOT, timeout=600):
+    "Run the installed `llmft` console script in a subprocess."
+    import subprocess
+    exe = Path(sys.executable).parent / 'llmft'
+    return subprocess.run([str(exe), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)

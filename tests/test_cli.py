@@ -1,0 +1,59 @@
+"The `llmft` command in a subprocess: the quickstart recipe, a LLaMA-Factory-style recipe, and a misspelled key."
+import json
+from pathlib import Path
+import pytest
+import yaml
+from conftest import LF_DEMO, ROOT, cli
+
+
+def test_train_quickstart_with_overrides(tiny_llama, tmp_path):
+    out = tmp_path / 'q'
+    r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'output_dir={out}',
+            'max_steps=6', 'logging_steps=2', 'eval_steps=3', 'max_samples=40')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f'Run folder: {out}' in r.stdout
+    for f in ('adapter_model.safetensors', 'training_loss.png', 'training_loss.html', 'llmft_args.yaml', 'template.json'):
+        assert (out / f).exists(), f
+    args = yaml.safe_load((out / 'llmft_args.yaml').read_text())
+    assert args['max_steps'] == 6 and args['bf16'] is False          # the override won; bf16 fell back to fp32 on CPU
+    rows = [json.loads(l) for l in open(out / 'trainer_log.jsonl')]
+    assert [r['current_steps'] for r in rows if 'loss' in r] == [2, 4, 6]
+    assert any('eval_loss' in r for r in rows)
+
+
+def test_misspelled_key_names_the_right_one(tmp_path):
+    p = tmp_path / 'bad.yaml'
+    cfg = yaml.safe_load((ROOT / 'examples/quickstart_sft.yaml').read_text())
+    cfg['per_device_train_batchsize'] = cfg.pop('per_device_train_batch_size')
+    p.write_text(yaml.safe_dump(cfg))
+    r = cli('train', p)
+    assert r.returncode == 2
+    assert "Unknown config key 'per_device_train_batchsize'; did you mean 'per_device_train_batch_size'?" in r.stderr
+    assert 'Traceback' not in r.stderr
+
+
+def test_llamafactory_recipe_runs_unchanged(tiny_llama, tmp_path):
+    "LLaMA-Factory's llama3_lora_sft.yaml shape, only model, dataset and output paths swapped for local ones."
+    text = (ROOT / 'tests/assets/lf_llama3_lora_sft.yaml').read_text()
+    text = text.replace('MODEL', tiny_llama).replace('OUTPUT', str(tmp_path / 'lf'))
+    p = tmp_path / 'lf.yaml'; p.write_text(text)
+    r = cli('train', p, f'dataset_dir={ROOT / "data"}', 'max_steps=4')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / 'lf' / 'adapter_model.safetensors').exists()
+
+
+@pytest.mark.skipif(not LF_DEMO.exists(), reason='LLaMA-Factory reference data is not beside the repo')
+def test_llamafactory_registry_and_data(tiny_llama, tmp_path):
+    "LLaMA-Factory's own dataset_info.json and alpaca_en_demo read unchanged."
+    text = (ROOT / 'tests/assets/lf_llama3_lora_sft.yaml').read_text()
+    text = text.replace('MODEL', tiny_llama).replace('OUTPUT', str(tmp_path / 'lf')).replace('alpaca_demo,identity', 'identity,alpaca_en_demo')
+    p = tmp_path / 'lf.yaml'; p.write_text(text)
+    r = cli('train', p, f'dataset_dir={LF_DEMO}', 'max_steps=2', 'max_samples=50')
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_env_and_version():
+    r = cli('env')
+    assert r.returncode == 0 and '- torch:' in r.stdout and '- devices:' in r.stdout
+    r = cli('version')
+    assert r.returncode == 0 and r.stdout.strip()

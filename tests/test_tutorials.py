@@ -1,0 +1,15 @@
+"Tutorials run in a real Jupyter kernel through papermill, with tiny parameters."
+import json
+import papermill as pm
+from conftest import ROOT
+
+
+def test_quickstart_tutorial(tmp_path):
+    out_nb = tmp_path / 'out.ipynb'
+    pm.execute_notebook(str(ROOT / 'tutorials/01_quickstart_sft.ipynb'), str(out_nb), cwd=str(ROOT), kernel_name='python3',
+                        parameters=dict(max_steps=12, output_dir=str(tmp_path / 'run')), progress_bar=False)
+    nb = json.loads(out_nb.read_text())
+    assert any('parameters' in c['metadata'].get('tags', []) for c in nb['cells'])
+    assert any('injected-parameters' in c['metadata'].get('tags', []) for c in nb['cells'])
+    assert (tmp_path / 'run' / 'adapter_model.safetensors').exists()
+    assert (tmp_path / 'run' / 'training_loss.png').exists()
