@@ -39,7 +39,7 @@ test: install
 	$(BIN)/pytest -q tests
 
 export: install
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(PY) tools/readme.py
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/nbdev_clean --fname tutorials && $(PY) tools/readme.py
 
 clean:
 	rm -rf saves models _docs _proc
