@@ -74,3 +74,12 @@ def test_freeze_trains_only_chosen_layer(sft_cfg):
     assert snap.before and all(n.startswith('model.layers.1.') for n in snap.before), sorted(snap.before)[:3]
     after = dict(res.trainer.model.named_parameters())
     assert all(not torch.equal(p, after[n]) for n, p in snap.before.items() if p.dim() > 1)
+
+
+def test_neat_packing_sft_trains(sft_cfg):
+    cfg = {**sft_cfg, 'packing': True, 'neat_packing': True, 'cutoff_len': 256, 'max_samples': 32, 'max_steps': 20,
+           'per_device_train_batch_size': 2}
+    res = run_exp(cfg)
+    ls = losses(res.output_dir)
+    assert ls[-1] < ls[0], ls
+    assert len(res.trainer.train_dataset) < 32          # examples were packed

@@ -4,24 +4,27 @@
 
 # %% ../../nbs/22_data.loader.ipynb #ed8a3cc0
 from __future__ import annotations
+import json, os
 from pathlib import Path
-from datasets import Dataset, concatenate_datasets, load_dataset
+import numpy as np
+from datasets import Dataset, IterableDataset, concatenate_datasets, interleave_datasets, load_dataset
 from ..core import get_logger
 from .registry import DatasetAttr, get_dataset_list
-from .converters import CANONICAL, CONVERTERS
+from .converters import CONVERTERS, check_shape
 
 # %% auto #0
-__all__ = ['log', 'FILE_BUILDERS', 'data_files', 'load_raw', 'to_canonical', 'load_datasets', 'split_dataset']
+__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'DEFAULT_COLUMNS', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw',
+           'check_columns', 'sample_rows', 'to_canonical', 'merge_datasets', 'load_datasets', 'split_dataset']
 
 # %% ../../nbs/22_data.loader.ipynb #e10585e3
 log = get_logger(__name__)
 FILE_BUILDERS = {'json': 'json', 'jsonl': 'json', 'csv': 'csv', 'parquet': 'parquet', 'arrow': 'arrow', 'txt': 'text'}
 
+def _offline() -> bool:
+    return os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes') or os.environ.get('HF_DATASETS_OFFLINE', '0').lower() in ('1', 'true', 'yes')
+
 def data_files(attr:DatasetAttr, dataset_dir) -> tuple[str, list[str]]:
     "The `datasets` builder and the files of a file-based entry (a file, or every file of one type in a folder)."
-    if attr.load_from != 'file':
-        raise ValueError(f"Dataset '{attr.name}' lives on a hub ({attr.load_from}: {attr.file_name}) and hub loading is not available "
-                         f"offline: download it to a local file and set file_name in dataset_info.json.")
     p = Path(dataset_dir)/attr.file_name
     if p.is_dir(): files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith('.'))
     elif p.is_file(): files = [str(p)]
@@ -31,45 +34,135 @@ def data_files(attr:DatasetAttr, dataset_dir) -> tuple[str, list[str]]:
         raise ValueError(f"Dataset '{attr.name}': {p} must hold files of one type among {sorted(FILE_BUILDERS)}, found {sorted(exts) or 'none'}.")
     return FILE_BUILDERS[exts.pop()], files
 
-# %% ../../nbs/22_data.loader.ipynb #6dcc2042
-def load_raw(attr:DatasetAttr, dataset_dir, cache_dir=None) -> Dataset:
-    "The rows of a registered dataset as stored, before conversion; a file that cannot be read is named."
-    builder, files = data_files(attr, dataset_dir)
-    try: return load_dataset(builder, data_files=files, split=attr.split, cache_dir=cache_dir)
-    except Exception as e:
-        raise ValueError(f"Dataset '{attr.name}': could not read {', '.join(files)} as {builder}: {type(e).__name__}: {e}") from None
+# %% ../../nbs/22_data.loader.ipynb #03d7a5ab
+def check_utf8(path) -> str|None:
+    "Where a file stops being UTF-8 (line and byte), or None."
+    raw = Path(path).read_bytes()
+    try: raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        return f'{path}: line {line}: bytes that are not UTF-8 at byte {e.start} ({raw[e.start:e.start + 4]!r}); save the file as UTF-8.'
+    return None
 
-def to_canonical(ds:Dataset, attr:DatasetAttr, max_samples:int|None=None, num_proc:int|None=None,
-                 load_from_cache_file:bool=True) -> Dataset:
-    "Convert rows to canonical examples; rows that cannot be converted are counted, reported with index and reason, and left out."
+def diagnose_file(path) -> str|None:
+    "Where a text data file is broken: bytes that are not UTF-8, or the first line that is not JSON (json / jsonl); None if neither."
+    path = Path(path)
+    if bad := check_utf8(path): return bad
+    text = path.read_text(encoding='utf-8')
+    if path.suffix == '.jsonl':
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip(): continue
+            try: json.loads(line)
+            except json.JSONDecodeError as e: return f'{path}: line {i}: not valid JSON ({e.msg} at column {e.colno}).'
+    elif path.suffix == '.json':
+        try: json.loads(text)
+        except json.JSONDecodeError as e: return f'{path}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}).'
+    return None
+
+# %% ../../nbs/22_data.loader.ipynb #801c9fd1
+def load_raw(attr:DatasetAttr, dataset_dir, cache_dir=None, streaming:bool=False, num_proc:int|None=None):
+    "The rows of a registered dataset as stored, before conversion; a file that cannot be read is named, with its line."
+    if attr.load_from != 'file': return _load_hub(attr, cache_dir, streaming)
+    builder, files = data_files(attr, dataset_dir)
+    if builder in ('json', 'text', 'csv'):  # pyarrow reads invalid UTF-8 without complaint; it fails later, far from the file
+        bad = next((d for d in map(check_utf8, files) if d), None)
+        if bad: raise ValueError(f"Dataset '{attr.name}': {bad}")
+    try: return load_dataset(builder, data_files=files, split=attr.split, cache_dir=cache_dir, streaming=streaming,
+                             num_proc=None if streaming else num_proc)
+    except Exception as e:
+        where = next((d for d in map(diagnose_file, files) if d), None) if builder in ('json', 'text', 'csv') else None
+        where = where or f"could not read {', '.join(files)} as {builder}: {type(e).__name__}: {e}"
+        raise ValueError(f"Dataset '{attr.name}': {where}") from None
+
+def _load_hub(attr:DatasetAttr, cache_dir, streaming:bool):
+    "A hub dataset: loaded by `datasets` when online; offline, an error that says how to use a local copy."
+    if attr.load_from != 'hf_hub_url':
+        raise ValueError(f"Dataset '{attr.name}': {attr.load_from} is not supported; download the data and set file_name in dataset_info.json.")
+    if _offline():
+        raise ValueError(f"Dataset '{attr.name}' lives on the hub ({attr.load_from}: {attr.file_name}) and this run is offline "
+                         f"(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): download it to a local file and set file_name in dataset_info.json.")
+    return load_dataset(attr.file_name, name=attr.subset, data_dir=attr.folder, split=attr.split, cache_dir=cache_dir, streaming=streaming)
+
+# %% ../../nbs/22_data.loader.ipynb #c0b07d57
+REQUIRED = {'alpaca': ('prompt',), 'sharegpt': ('messages',)}
+
+def check_columns(ds, attr:DatasetAttr):
+    "Every column the entry maps (and the format needs) must be in the data; the error lists the columns it has."
+    have = ds.column_names
+    if have is None: return  # a stream whose columns are not known before reading
+    explicit = [k for k, v in attr.columns.items() if v and (k in REQUIRED[attr.formatting] or k in ('chosen', 'rejected', 'kto_tag')
+                                                               or v != DEFAULT_COLUMNS.get(k))]
+    missing = [f"{k} -> '{attr.columns[k]}'" for k in explicit if attr.columns[k] not in have]
+    if missing: raise ValueError(f"Dataset '{attr.name}' ({attr.file_name}): column {', '.join(missing)} not found; the data has columns {have}.")
+
+DEFAULT_COLUMNS = dict(prompt='instruction', query='input', response='output', messages='conversations')
+
+def sample_rows(ds:Dataset, attr:DatasetAttr, max_samples:int|None, seed:int) -> Dataset:
+    "`num_samples` of the entry (a seeded sample, repeating rows when it exceeds the data), then `max_samples` (the first rows)."
+    if attr.num_samples is not None:
+        rng = np.random.default_rng(seed)
+        idx = rng.permutation(len(ds))[:attr.num_samples]
+        if attr.num_samples > len(ds): idx = np.concatenate([idx, rng.choice(len(ds), attr.num_samples - len(ds))])
+        ds = ds.select(idx.tolist())
     if max_samples is not None and max_samples < len(ds): ds = ds.select(range(max_samples))
-    conv = CONVERTERS[attr.formatting]
-    out = ds.map(conv, batched=True, fn_kwargs={'attr': attr}, remove_columns=ds.column_names, num_proc=num_proc,
+    return ds
+
+def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|None=None, num_proc:int|None=None,
+                 load_from_cache_file:bool=True, seed:int=42):
+    "Convert rows to canonical examples; rows that cannot be used are counted, reported with index and reason, and left out."
+    check_columns(ds, attr)
+    conv = lambda b: check_shape(CONVERTERS[attr.formatting](b, attr), shape)
+    if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples)
+    ds = sample_rows(ds, attr, max_samples, seed)
+    out = ds.map(conv, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
                  load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}')
     reasons = out['_skip']
     bad = [i for i, r in enumerate(reasons) if r]
     if bad:
         shown = '; '.join(f'row {i}: {reasons[i]}' for i in bad[:5])
         log.warning(f"Dataset '{attr.name}' ({attr.file_name}): left out {len(bad)} of {len(out)} rows: {shown}{' ...' if len(bad) > 5 else ''}")
-        keep = sorted(set(range(len(out))) - set(bad))
-        out = out.select(keep)
+        out = out.select(sorted(set(range(len(out))) - set(bad)))
     if len(out) == 0: raise ValueError(f"Dataset '{attr.name}' ({attr.file_name}) has no usable rows: all {len(reasons)} were left out.")
     return out.remove_columns('_skip')
 
-# %% ../../nbs/22_data.loader.ipynb #81c23188
-def load_datasets(names:list[str]|None, # names from the registry
-                  dataset_dir,           # folder with dataset_info.json
-                  max_samples:int|None=None, num_proc:int|None=None, overwrite_cache:bool=False,
-                 ) -> Dataset|None:
-    "Load, convert and concatenate the named datasets."
-    attrs = get_dataset_list(names, dataset_dir)
-    if not attrs: return None
-    parts = [to_canonical(load_raw(a, dataset_dir), a, max_samples, num_proc, not overwrite_cache) for a in attrs]
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+def _to_canonical_stream(ds, attr, conv, max_samples):
+    "The streaming variant: rows are converted as they are read; each left-out row is logged with its index (the first 20)."
+    if max_samples is not None: ds = ds.take(max_samples)
+    seen = {'n': 0}
+    def keep(row, idx):
+        if row['_skip']:
+            seen['n'] += 1
+            if seen['n'] <= 20: log.warning(f"Dataset '{attr.name}' ({attr.file_name}): left out row {idx}: {row['_skip']} ({seen['n']} so far)")
+        return not row['_skip']
+    return ds.map(conv, batched=True, remove_columns=ds.column_names).filter(keep, with_indices=True).remove_columns('_skip')
 
-def split_dataset(ds:Dataset, val_size:float, seed:int) -> tuple[Dataset, Dataset|None]:
-    "Hold out `val_size` examples (a fraction below 1, else a count), seeded; returns (train, eval)."
+# %% ../../nbs/22_data.loader.ipynb #b90b79c0
+def merge_datasets(parts:list, strategy:str='concat', probs:list[float]|None=None, seed:int=42):
+    "Mix datasets: `concat`, `interleave_under` (stop when one runs out) or `interleave_over` (oversample until all are used)."
+    if len(parts) == 1: return parts[0]
+    if strategy == 'concat':
+        return concatenate_datasets(parts)
+    stop = {'interleave_under': 'first_exhausted', 'interleave_over': 'all_exhausted'}[strategy]
+    return interleave_datasets(parts, probabilities=probs, seed=seed, stopping_strategy=stop)
+
+def load_datasets(names:list[str]|None, data_args, shape:str='supervised', seed:int=42, merge:bool=True):
+    "Load, convert and mix the named datasets (a dict by name when `merge` is False)."
+    attrs = get_dataset_list(names, data_args.dataset_dir)
+    if not attrs: return None
+    parts = {}
+    for a in attrs:
+        raw = load_raw(a, data_args.dataset_dir, streaming=data_args.streaming, num_proc=data_args.preprocessing_num_workers)
+        parts[a.name] = to_canonical(raw, a, shape, data_args.max_samples, data_args.preprocessing_num_workers,
+                                     not data_args.overwrite_cache, seed)
+    if not merge: return parts
+    return merge_datasets(list(parts.values()), data_args.mix_strategy, data_args.interleave_probs, seed)
+
+def split_dataset(ds, val_size:float, seed:int, buffer_size:int=16384):
+    "Hold out `val_size` examples (a fraction below 1, else a count), seeded; returns (train, eval). A stream holds out its first rows."
     if not val_size: return ds, None
+    if isinstance(ds, IterableDataset):
+        ds = ds.shuffle(buffer_size=buffer_size, seed=seed)
+        return ds.skip(int(val_size)), ds.take(int(val_size))
     n = int(val_size) if val_size >= 1 else max(1, round(val_size * len(ds)))
     if n >= len(ds): raise ValueError(f'val_size {val_size} leaves no training examples out of {len(ds)}.')
     s = ds.train_test_split(test_size=n, seed=seed)

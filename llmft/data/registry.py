@@ -10,13 +10,16 @@ from typing import Optional
 from ..core import closest, read_json
 
 # %% auto #0
-__all__ = ['COLUMN_DEFAULTS', 'TAG_DEFAULTS', 'COLUMN_KEYS', 'HUB_KEYS', 'DatasetAttr', 'parse_entry', 'get_dataset_list']
+__all__ = ['COLUMN_DEFAULTS', 'TAG_DEFAULTS', 'OPENAI_TAGS', 'COLUMN_KEYS', 'HUB_KEYS', 'DatasetAttr', 'parse_entry',
+           'get_dataset_list']
 
 # %% ../../nbs/20_data.registry.ipynb #4d272249
 COLUMN_DEFAULTS = {'alpaca': dict(prompt='instruction', query='input', response='output', history=None),
                    'sharegpt': dict(messages='conversations')}
 TAG_DEFAULTS = dict(role_tag='from', content_tag='value', user_tag='human', assistant_tag='gpt',
                     observation_tag='observation', function_tag='function_call', system_tag='system')
+OPENAI_TAGS = dict(role_tag='role', content_tag='content', user_tag='user', assistant_tag='assistant',
+                   observation_tag='tool', function_tag='function', system_tag='system')
 COLUMN_KEYS = ('system', 'tools', 'images', 'videos', 'audios', 'chosen', 'rejected', 'kto_tag',
                'prompt', 'query', 'response', 'history', 'messages')
 HUB_KEYS = ('hf_hub_url', 'ms_hub_url', 'om_hub_url', 'script_url', 'cloudfile_name')
@@ -27,7 +30,7 @@ class DatasetAttr:
     name: str
     load_from: str = 'file'           # file, or the hub key it names
     file_name: Optional[str] = None   # file or folder below dataset_dir (or the hub id)
-    formatting: str = 'alpaca'        # alpaca or sharegpt
+    formatting: str = 'alpaca'        # alpaca or sharegpt (openai is read as sharegpt with OpenAI's keys)
     ranking: bool = False             # preference data (chosen / rejected)
     subset: Optional[str] = None
     split: str = 'train'
@@ -45,7 +48,11 @@ def parse_entry(name:str, entry:dict, source:str='dataset_info.json') -> Dataset
     elif hub: load_from, file_name = hub[0], entry[hub[0]]
     else: raise ValueError(f"{source}: entry '{name}' has no file_name (or hub url) saying where its data is.")
     fmt = entry.get('formatting', 'alpaca')
-    if fmt not in COLUMN_DEFAULTS: raise ValueError(f"{source}: entry '{name}': formatting must be alpaca or sharegpt, got '{fmt}'.")
+    if fmt not in COLUMN_DEFAULTS and fmt != 'openai':
+        raise ValueError(f"{source}: entry '{name}': formatting must be alpaca, sharegpt or openai, got '{fmt}'.")
+    if fmt == 'openai':  # a sharegpt variant: OpenAI's message keys are the defaults
+        fmt, entry = 'sharegpt', {**entry, 'columns': {'messages': 'messages', **(entry.get('columns') or {})},
+                                  'tags': {**OPENAI_TAGS, **(entry.get('tags') or {})}}
     cols = dict(COLUMN_DEFAULTS[fmt], **(entry.get('columns') or {}))
     unknown = [k for k in cols if k not in COLUMN_KEYS]
     if unknown: raise ValueError(f"{source}: entry '{name}': unknown column key '{unknown[0]}'{closest(unknown[0], COLUMN_KEYS)}")

@@ -16,7 +16,8 @@ from .train import TrainingArguments, GeneratingArguments
 # %% auto #0
 __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'ConfigError', 'RunArgs', 'check_has_task', 'check_train_has_dataset',
            'check_eval_has_data', 'check_generate_only_sft', 'check_sft_predict_generates', 'check_sft_only_options',
-           'check_neat_packing_implies_packing', 'check_quantization_needs_adapter', 'check_output_dir', 'run_checks']
+           'check_neat_packing_implies_packing', 'check_quantization_needs_adapter', 'check_output_dir',
+           'check_streaming_needs_max_steps', 'run_checks']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -62,10 +63,13 @@ def check_sft_predict_generates(a:RunArgs):
 SFT_ONLY = ('packing', 'neat_packing', 'train_on_prompt', 'mask_history')
 
 def check_sft_only_options(a:RunArgs):
-    "packing, neat_packing, train_on_prompt and mask_history shape sft data only."
-    bad = [k for k in SFT_ONLY if getattr(a.data, k)]
-    if bad and a.finetuning.stage != 'sft':
-        raise ConfigError(f"{', '.join(bad)} only apply to stage sft, not '{a.finetuning.stage}'.")
+    "neat_packing, train_on_prompt and mask_history shape sft data only; packing also pt (where it is the default)."
+    stage = a.finetuning.stage
+    bad = [k for k in SFT_ONLY if getattr(a.data, k) and not (k == 'packing' and stage == 'pt')]
+    if bad and stage != 'sft':
+        raise ConfigError(f"{', '.join(bad)} only apply to stage sft, not '{stage}'.")
+    if a.data.packing is None: a.data.packing = stage == 'pt'
+
 
 def check_neat_packing_implies_packing(a:RunArgs):
     "neat_packing turns packing on."
@@ -88,7 +92,12 @@ def check_output_dir(a:RunArgs):
     t.resume_from_checkpoint = last
     log.info(f'Resuming training from {last} (set overwrite_output_dir: true to start over).')
 
-CHECKS = [check_has_task, check_train_has_dataset, check_eval_has_data, check_generate_only_sft, check_sft_predict_generates,
+def check_streaming_needs_max_steps(a:RunArgs):
+    "A stream has no length, so the schedule needs max_steps."
+    if a.data.streaming and a.training.do_train and a.training.max_steps <= 0:
+        raise ConfigError('streaming needs max_steps (a stream has no length to derive the number of steps from).')
+
+CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data, check_generate_only_sft, check_sft_predict_generates,
           check_sft_only_options, check_neat_packing_implies_packing, check_quantization_needs_adapter, check_output_dir]
 
 def run_checks(a:RunArgs) -> RunArgs:

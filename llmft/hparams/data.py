@@ -10,7 +10,7 @@ import os
 from ..core import get_logger
 
 # %% auto #0
-__all__ = ['DataArguments']
+__all__ = ['MIX_STRATEGIES', 'DataArguments']
 
 # %% ../../nbs/11_hparams.data.ipynb #566446b4
 def _split_names(v):
@@ -18,6 +18,8 @@ def _split_names(v):
     if v is None: return None
     items = v.split(',') if isinstance(v, str) else v
     return [s.strip() for s in items if s.strip()] or None
+
+MIX_STRATEGIES = ('concat', 'interleave_under', 'interleave_over')
 
 @dataclass
 class DataArguments:
@@ -37,6 +39,12 @@ class DataArguments:
     packing: Optional[bool] = field(default=None, metadata={'help': 'Pack several examples into one sequence (sft only).'})
     neat_packing: bool = field(default=False, metadata={'help': 'Pack without cross-attention between examples (implies packing).'})
     default_system: Optional[str] = field(default=None, metadata={'help': "Replace the template's default system message."})
+    mix_strategy: str = field(default='concat', metadata={'help': 'How several datasets mix: concat, interleave_under (stop at the first exhausted) or interleave_over (until all are).'})
+    interleave_probs: Optional[str] = field(default=None, metadata={'help': 'Sampling probabilities of the datasets when interleaving, comma-separated.'})
+    eval_on_each_dataset: bool = field(default=False, metadata={'help': 'Evaluate on each eval dataset separately (metrics eval_<name>_*).'})
+    streaming: bool = field(default=False, metadata={'help': 'Read datasets lazily as a stream (needs max_steps).'})
+    buffer_size: int = field(default=16384, metadata={'help': 'Shuffle buffer of a streamed dataset.'})
+    tokenized_path: Optional[str] = field(default=None, metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'})
 
     def __post_init__(self):
         self.dataset = _split_names(self.dataset)
@@ -45,6 +53,16 @@ class DataArguments:
         if self.val_size < 0: raise ValueError(f'val_size must be >= 0, got {self.val_size}.')
         if self.val_size > 1 and self.val_size != int(self.val_size):
             raise ValueError(f'val_size above 1 is a count and must be whole, got {self.val_size}.')
+        if self.mix_strategy not in MIX_STRATEGIES:
+            raise ValueError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{self.mix_strategy}'.")
+        if isinstance(self.interleave_probs, str): self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]
+        if self.interleave_probs is not None:
+            if self.mix_strategy == 'concat': raise ValueError('interleave_probs needs mix_strategy interleave_under or interleave_over.')
+            if self.dataset and len(self.interleave_probs) != len(self.dataset):
+                raise ValueError(f'interleave_probs has {len(self.interleave_probs)} values for {len(self.dataset)} datasets.')
+        if self.streaming and 0 < self.val_size < 1:
+            raise ValueError('With streaming, val_size must be a count of examples (>= 1): a stream has no length to take a fraction of.')
+        if self.streaming and self.tokenized_path: raise ValueError('tokenized_path cannot be used with streaming: a stream is not saved.')
         cpus = os.cpu_count() or 1
         if self.preprocessing_num_workers and self.preprocessing_num_workers > cpus:
             get_logger(__name__).info(f'preprocessing_num_workers={self.preprocessing_num_workers} > {cpus} CPUs: using {cpus}.')

@@ -71,14 +71,15 @@ def _coerce(key:str, value, tp):
     except (KeyError, ValueError): raise ConfigError(f"{key}: expected {t.__name__}, got '{value}'.") from None
 
 # %% ../../nbs/15_hparams.parser.ipynb #d7b1f546
-def _fit_precision(train:dict):
-    "Without a CUDA device, bf16 / fp16 requests fall back to fp32 with a warning (transformers would refuse them)."
+def _fit_device(train:dict):
+    "Without a CUDA device, bf16 / fp16 requests fall back to fp32 with a warning (transformers would refuse them), and memory is not pinned."
     import torch
     if torch.cuda.is_available(): return
     for k in ('bf16', 'fp16'):
         if train.get(k):
             log.warning(f'{k}: true asked for, but no CUDA device is present: training in float32.')
             train[k] = False
+    train.setdefault('dataloader_pin_memory', False)
 
 # %% ../../nbs/15_hparams.parser.ipynb #50ae37ba
 def load_cfg(cfg) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def get_train_args(cfg, # a dict, a YAML/JSON path, or CLI words `[path] key=val
                   ) -> RunArgs:
     "Parse and check a training configuration into `RunArgs(model, data, training, finetuning, generating)`."
     groups = split_cfg({**load_cfg(cfg), **overrides})
-    _fit_precision(groups['training'])
+    _fit_device(groups['training'])
     try: args = RunArgs(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
     except ConfigError: raise
     except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None

@@ -13,8 +13,8 @@ from ..core import TEMPLATE_FILE, get_logger, write_json
 from ..data.templates import get_template
 from ..data.template import template_record
 from ..data.pipeline import get_dataset
-from ..data.collators import PaddingCollator
-from ..model.loader import load_model, load_tokenizer
+from ..data.collators import SFTCollator
+from ..model.loader import compute_dtype, load_model, load_tokenizer
 from .callbacks import LogCallback
 from .plots import plot_loss
 
@@ -43,7 +43,8 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     template = get_template(data_args.template, tokenizer)
     ds = get_dataset(template, data_args, training_args, 'sft', tokenizer)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
-    collator = PaddingCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    collator = SFTCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+                           block_diag=data_args.neat_packing, dtype=compute_dtype(training_args))
     trainer = Seq2SeqTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer,
                              callbacks=[LogCallback(), *(callbacks or [])], **ds)
     out, result = Path(training_args.output_dir), RunResult(training_args.output_dir, trainer=trainer)

@@ -7,15 +7,15 @@ from __future__ import annotations
 from ...core import IGNORE_INDEX
 
 # %% auto #0
-__all__ = ['batch_encode', 'infer_seqlen', 'DatasetProcessor']
+__all__ = ['batch_encode', 'infer_seqlen', 'DatasetProcessor', 'join_pairs', 'truncate_pair']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #b19a8ec8
-def batch_encode(tokenizer, texts:list[str]) -> list[list[int]]:
-    "Token ids of many texts in one call to the Rust tokenizer (no special tokens added)."
+def batch_encode(tokenizer, texts:list[str], add_special_tokens:bool=False) -> list[list[int]]:
+    "Token ids of many texts in one call to the Rust tokenizer (no special tokens added unless asked)."
     if not texts: return []
     backend = getattr(tokenizer, 'backend_tokenizer', None)
-    if backend is not None: return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
-    return tokenizer(texts, add_special_tokens=False)['input_ids']
+    if backend is not None: return [e.ids for e in backend.encode_batch(texts, add_special_tokens=add_special_tokens)]
+    return tokenizer(texts, add_special_tokens=add_special_tokens)['input_ids']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #ca2342bf
 def infer_seqlen(source_len:int, target_len:int, cutoff_len:int) -> tuple[int, int]:
@@ -33,6 +33,15 @@ class DatasetProcessor:
     def __init__(self, template, tokenizer, data_args):
         self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
 
+    def encode_conversations(self, convs:list[list[dict]], systems:list[str]) -> list[list[list[int]]]:
+        "Token ids of every turn of every conversation, rendered by the template and tokenized in one batch."
+        texts, spans = [], []
+        for msgs, system in zip(convs, systems):
+            t = self.template.render_turns(self.tokenizer, msgs, system or None)
+            spans.append((len(texts), len(t))); texts += t
+        ids = batch_encode(self.tokenizer, texts)
+        return [ids[s:s + k] for s, k in spans]
+
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         "A batch of canonical examples to a batch of model inputs."
         raise NotImplementedError
@@ -46,3 +55,12 @@ class DatasetProcessor:
             lines += [f'label_ids:\n{labels}', f"labels:\n{tok.decode([t for t in labels if t != IGNORE_INDEX], skip_special_tokens=False)}"]
         s = '\n'.join(lines); print(s)
         return s
+
+def join_pairs(turns:list[list[int]]) -> tuple[list[int], list[int]]:
+    "All turns but the last joined as the prompt, and the last turn: (prompt ids, response ids)."
+    return [t for x in turns[:-1] for t in x], list(turns[-1])
+
+def truncate_pair(src:list[int], tgt:list[int], cutoff_len:int) -> tuple[list[int], list[int]]:
+    "A (prompt, response) pair cut to `cutoff_len` by `infer_seqlen`."
+    sl, tl = infer_seqlen(len(src), len(tgt), cutoff_len)
+    return src[:sl], tgt[:tl]

@@ -8,7 +8,7 @@ from ...core import IGNORE_INDEX
 from .base import DatasetProcessor, batch_encode, infer_seqlen
 
 # %% auto #0
-__all__ = ['SupervisedDatasetProcessor']
+__all__ = ['SupervisedDatasetProcessor', 'greedy_knapsack', 'PackedSupervisedDatasetProcessor']
 
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #557da91e
 class SupervisedDatasetProcessor(DatasetProcessor):
@@ -37,15 +37,46 @@ class SupervisedDatasetProcessor(DatasetProcessor):
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         "Render every turn of the batch, tokenize them in one call, then assemble and mask each example."
-        texts, spans = [], []
-        for prompt, resp, system in zip(batch['_prompt'], batch['_response'], batch['_system']):
-            t = self.template.render_turns(self.tokenizer, prompt + resp, system)
-            spans.append((len(texts), len(t))); texts += t
-        ids = batch_encode(self.tokenizer, texts)
+        convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'attention_mask': [], 'labels': []}
-        for start, k in spans:
-            pairs = [(ids[start + j], ids[start + j + 1]) for j in range(0, k - 1, 2)]
-            input_ids, labels = self.encode_pairs(pairs)
+        for turns in self.encode_conversations(convs, batch['_system']):
+            input_ids, labels = self.encode_pairs([(turns[j], turns[j + 1]) for j in range(0, len(turns) - 1, 2)])
             if all(l == IGNORE_INDEX for l in labels): continue  # nothing to train on: dropped, counted by the pipeline
             out['input_ids'].append(input_ids); out['attention_mask'].append([1] * len(input_ids)); out['labels'].append(labels)
+        return out
+
+# %% ../../../nbs/27b_data.processors.supervised.ipynb #9ae71c2e
+import bisect
+
+def greedy_knapsack(lengths:list[int], capacity:int) -> list[list[int]]:
+    "Indices of `lengths` grouped into bins of total length <= `capacity`: each bin takes the longest item that still fits, repeatedly."
+    items = sorted((l, i) for i, l in enumerate(lengths))
+    if items and items[-1][0] > capacity: raise ValueError(f'An item of length {items[-1][0]} exceeds the capacity {capacity}.')
+    keys = [l for l, _ in items]
+    bins = []
+    while items:
+        room, b = capacity, []
+        while True:
+            k = bisect.bisect(keys, room) - 1
+            if k < 0: break
+            l, i = items.pop(k); keys.pop(k)
+            b.append(i); room -= l
+        bins.append(b)
+    return bins
+
+# %% ../../../nbs/27b_data.processors.supervised.ipynb #d83e3de4
+class PackedSupervisedDatasetProcessor(SupervisedDatasetProcessor):
+    "Supervised examples packed into sequences of at most `cutoff_len`; `neat_packing` keeps each example's segment id."
+
+    def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
+        ex = super().preprocess_dataset(batch)
+        neat = self.data_args.neat_packing
+        out = {'input_ids': [], 'attention_mask': [], 'position_ids': [], 'labels': []}
+        for b in greedy_knapsack([len(x) for x in ex['input_ids']], self.data_args.cutoff_len):
+            ids, mask, pos, labels = [], [], [], []
+            for seg, i in enumerate(b, 1):
+                n = len(ex['input_ids'][i])
+                ids += ex['input_ids'][i]; labels += ex['labels'][i]
+                mask += [seg if neat else 1] * n; pos += list(range(n))
+            out['input_ids'].append(ids); out['attention_mask'].append(mask); out['position_ids'].append(pos); out['labels'].append(labels)
         return out
