@@ -105,14 +105,66 @@ IDENTITY = [
 ]
 
 
+def wrong(r, inst, inp, out):
+    "A plausible but wrong answer to an alpaca task: another task's answer of the same kind, or a number off by some."
+    import re
+    nums = re.findall(r'\d+', out)
+    if nums:
+        n = nums[-1]
+        return out[::-1][out[::-1].index(n[::-1]) + len(n):][::-1] + str(int(n) + r.choice([-3, -2, -1, 1, 2, 7])) + out[out.rindex(n) + len(n):]
+    if 'capital of' in out:
+        c = out.split('capital of ')[1].split(' is ')[0]
+        return f'The capital of {c} is {r.choice([v for k, v in CAPITALS.items() if k != c])}.'
+    return out[::-1] if len(out) > 3 and out[::-1] != out else out + ' Maybe.'
+
+
+def preference(n=240, seed=2):
+    "alpaca-style preference pairs: the right answer is chosen, a wrong one rejected."
+    r, out = random.Random(seed), []
+    for row in alpaca(n, seed):
+        out.append({'instruction': row['instruction'], 'input': row['input'], 'chosen': row['output'],
+                    'rejected': wrong(r, row['instruction'], row['input'], row['output'])})
+    return out
+
+
+def feedback(n=240, seed=3):
+    "alpaca-style KTO rows: a right answer tagged true, or a wrong one tagged false."
+    r, out = random.Random(seed), []
+    for row in alpaca(n, seed):
+        good = r.random() < 0.5
+        out.append({'instruction': row['instruction'], 'input': row['input'],
+                    'output': row['output'] if good else wrong(r, row['instruction'], row['input'], row['output']), 'kto_tag': good})
+    return out
+
+
+def pretrain(n=300, seed=4):
+    "Plain text documents for pre-training: a few sentences each about the facts above."
+    r, out = random.Random(seed), []
+    for _ in range(n):
+        sents = []
+        for _ in range(r.randint(2, 6)):
+            c, x, e = r.choice(list(CAPITALS)), r.choice(list(ANTONYMS)), r.choice(list(ELEMENTS))
+            sents.append(r.choice([f'{CAPITALS[c]} is the capital of {c}.', f'The opposite of {x} is {ANTONYMS[x]}.',
+                                   f'The chemical symbol of {e} is {ELEMENTS[e]}.', f'{r.randint(2, 50)} is a number.',
+                                   f'After {DAYS[r.randrange(7)]} comes the next day of the week.', r.choice(SENTENCES).capitalize() + '.']))
+        out.append({'text': ' '.join(sents)})
+    return out
+
+
 def main(root=Path(__file__).parent):
     files = {'alpaca_demo.json': alpaca(), 'sharegpt_demo.json': sharegpt(),
-             'identity.json': [{'instruction': q, 'input': '', 'output': a} for q, a in IDENTITY]}
+             'identity.json': [{'instruction': q, 'input': '', 'output': a} for q, a in IDENTITY],
+             'pref_demo.json': preference(), 'kto_demo.json': feedback(), 'pretrain_demo.jsonl': pretrain()}
     for name, rows in files.items():
-        (root / name).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + '\n', encoding='utf-8')
+        text = ''.join(json.dumps(x, ensure_ascii=False) + '\n' for x in rows) if name.endswith('.jsonl') else json.dumps(rows, indent=2, ensure_ascii=False) + '\n'
+        (root / name).write_text(text, encoding='utf-8')
     info = {'alpaca_demo': {'file_name': 'alpaca_demo.json'},
             'sharegpt_demo': {'file_name': 'sharegpt_demo.json', 'formatting': 'sharegpt'},
-            'identity': {'file_name': 'identity.json'}}
+            'identity': {'file_name': 'identity.json'},
+            'pref_demo': {'file_name': 'pref_demo.json', 'ranking': True,
+                          'columns': {'prompt': 'instruction', 'query': 'input', 'chosen': 'chosen', 'rejected': 'rejected'}},
+            'kto_demo': {'file_name': 'kto_demo.json', 'columns': {'prompt': 'instruction', 'query': 'input', 'response': 'output', 'kto_tag': 'kto_tag'}},
+            'pretrain_demo': {'file_name': 'pretrain_demo.jsonl', 'columns': {'prompt': 'text'}}}
     (root / 'dataset_info.json').write_text(json.dumps(info, indent=2) + '\n', encoding='utf-8')
     return {k: len(v) for k, v in files.items()}
 

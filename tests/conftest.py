@@ -5,7 +5,6 @@ import pytest
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 ROOT = Path(__file__).resolve().parents[1]
 LF_DEMO = ROOT.parent / 'shared' / 'reference-data' / 'llamafactory-demo'

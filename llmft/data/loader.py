@@ -122,7 +122,8 @@ def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|N
         shown = '; '.join(f'row {i}: {reasons[i]}' for i in bad[:5])
         log.warning(f"Dataset '{attr.name}' ({attr.file_name}): left out {len(bad)} of {len(out)} rows: {shown}{' ...' if len(bad) > 5 else ''}")
         out = out.select(sorted(set(range(len(out))) - set(bad)))
-    if len(out) == 0: raise ValueError(f"Dataset '{attr.name}' ({attr.file_name}) has no usable rows: all {len(reasons)} were left out.")
+    if len(out) == 0:
+        raise ValueError(f"Dataset '{attr.name}' ({attr.file_name}) has no usable rows: all {len(reasons)} were left out (row 0: {reasons[0]}).")
     return out.remove_columns('_skip')
 
 def _to_canonical_stream(ds, attr, conv, max_samples):

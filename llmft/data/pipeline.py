@@ -13,6 +13,7 @@ from .registry import get_dataset_list
 from .loader import data_files, load_datasets, split_dataset
 from .template import template_record
 from .converters import CANONICAL
+from .processors.base import to_arrow_columns
 from .processors.pretrain import PretrainDatasetProcessor
 from .processors.supervised import PackedSupervisedDatasetProcessor, SupervisedDatasetProcessor
 from .processors.unsupervised import UnsupervisedDatasetProcessor
@@ -46,7 +47,7 @@ def preprocess(ds, processor, data_args, name:str='train'):
     kw = dict(batched=True, batch_size=data_args.preprocessing_batch_size, remove_columns=list(CANONICAL[:-1]))
     if isinstance(ds, IterableDataset): return ds.map(processor.preprocess_dataset, **kw)
     n = len(ds)
-    out = ds.map(processor.preprocess_dataset, num_proc=data_args.preprocessing_num_workers,
+    out = ds.map(lambda b: to_arrow_columns(processor.preprocess_dataset(b)), num_proc=data_args.preprocessing_num_workers,
                  load_from_cache_file=not data_args.overwrite_cache, desc=f'Tokenizing {name}', **kw)
     if isinstance(processor, PretrainDatasetProcessor) and data_args.packing is not False:
         log.info(f'{name}: {n} documents -> {len(out)} blocks of {data_args.cutoff_len} tokens.')

@@ -12,7 +12,7 @@ __all__ = ['SupervisedDatasetProcessor', 'greedy_knapsack', 'PackedSupervisedDat
 
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #557da91e
 class SupervisedDatasetProcessor(DatasetProcessor):
-    "Canonical examples to `input_ids`, `attention_mask` and `labels`; only response tokens are trained by default."
+    "Canonical examples to `input_ids` and `labels`; only response tokens are trained by default."
 
     def encode_pairs(self, pairs:list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
         "Join (prompt, response) id pairs into one sequence and its labels, within `cutoff_len`."
@@ -38,11 +38,11 @@ class SupervisedDatasetProcessor(DatasetProcessor):
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         "Render every turn of the batch, tokenize them in one call, then assemble and mask each example."
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])]
-        out = {'input_ids': [], 'attention_mask': [], 'labels': []}
+        out = {'input_ids': [], 'labels': []}
         for turns in self.encode_conversations(convs, batch['_system']):
             input_ids, labels = self.encode_pairs([(turns[j], turns[j + 1]) for j in range(0, len(turns) - 1, 2)])
-            if all(l == IGNORE_INDEX for l in labels): continue  # nothing to train on: dropped, counted by the pipeline
-            out['input_ids'].append(input_ids); out['attention_mask'].append([1] * len(input_ids)); out['labels'].append(labels)
+            if labels.count(IGNORE_INDEX) == len(labels): continue  # nothing to train on: dropped, counted by the pipeline
+            out['input_ids'].append(input_ids); out['labels'].append(labels)
         return out
 
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #9ae71c2e
