@@ -57,3 +57,15 @@ def test_env_and_version():
     assert r.returncode == 0 and '- torch:' in r.stdout and '- devices:' in r.stdout
     r = cli('version')
     assert r.returncode == 0 and r.stdout.strip()
+
+
+def test_expand_then_train_llama_pro(tiny_llama, tmp_path):
+    r = cli('expand', tiny_llama, tmp_path / 'pro', 'num_expand=2')
+    assert r.returncode == 0, r.stderr[-2000:]
+    from transformers import AutoConfig
+    assert AutoConfig.from_pretrained(tmp_path / 'pro').num_hidden_layers == 4
+    r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tmp_path / "pro"}', f'output_dir={tmp_path / "run"}',
+            'finetuning_type=freeze', 'use_llama_pro=true', 'freeze_trainable_layers=2', 'max_steps=2', 'max_samples=16', 'val_size=0',
+            'eval_strategy=no')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / 'run' / 'model.safetensors').exists()

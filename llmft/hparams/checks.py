@@ -72,10 +72,12 @@ def check_sft_only_options(a:RunArgs):
 
 
 def check_neat_packing_implies_packing(a:RunArgs):
-    "neat_packing turns packing on."
+    "neat_packing turns packing on; tokens are then counted as all positions (the 4D mask cannot be summed like a 0/1 mask)."
     if a.data.neat_packing and not a.data.packing:
         log.info('neat_packing is set, so packing is turned on too.')
         a.data.packing = True
+    if a.data.neat_packing and a.training.include_num_input_tokens_seen == 'non_padding':
+        a.training.include_num_input_tokens_seen = 'all'  # packs are nearly full, so this is close to the real count
 
 def check_quantization_needs_adapter(a:RunArgs):
     "A quantized base model cannot be trained in full; only adapters train."

@@ -9,10 +9,11 @@ from typing import Optional
 from ..core import STAGES, closest
 
 # %% auto #0
-__all__ = ['FINETUNING_TYPES', 'FinetuningArguments']
+__all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'FinetuningArguments']
 
 # %% ../../nbs/12_hparams.finetune.ipynb #13737893
-FINETUNING_TYPES = ('full', 'freeze', 'lora')
+FINETUNING_TYPES = ('full', 'freeze', 'lora', 'oft')
+REWARD_MODEL_TYPES = ('full', 'lora', 'api')
 
 def _names(v):
     return [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else list(v)
@@ -30,6 +31,23 @@ class FinetuningArguments:
     lora_dropout: float = field(default=0.0, metadata={'help': 'lora: dropout on the adapter input.'})
     lora_target: str = field(default='all', metadata={'help': 'lora: module names to adapt, comma-separated, or all (every linear layer but the output head).'})
     additional_target: Optional[str] = field(default=None, metadata={'help': 'lora: extra modules trained in full and saved with the adapter.'})
+    use_rslora: bool = field(default=False, metadata={'help': 'lora: rank-stabilised scaling alpha / sqrt(rank) instead of alpha / rank.'})
+    use_dora: bool = field(default=False, metadata={'help': 'lora: weight-decomposed LoRA (DoRA): a trained magnitude per output row.'})
+    pissa_init: bool = field(default=False, metadata={'help': 'lora: initialise the adapter from the principal singular vectors of each weight (PiSSA).'})
+    pissa_iter: int = field(default=16, metadata={'help': 'pissa: iterations of fast SVD (-1: exact SVD).'})
+    pissa_convert: bool = field(default=False, metadata={'help': 'pissa: also save the adapter converted to a plain LoRA of the original weights.'})
+    loraplus_lr_ratio: Optional[float] = field(default=None, metadata={'help': 'LoRA+: learning rate of the B matrices = ratio x learning_rate.'})
+    loraplus_lr_embedding: float = field(default=1e-6, metadata={'help': 'LoRA+: learning rate of adapted embedding layers.'})
+    create_new_adapter: bool = field(default=False, metadata={'help': 'lora: train a new adapter on top of the loaded ones (all merged) instead of resuming the last.'})
+    oft_rank: int = field(default=0, metadata={'help': 'oft: number of orthogonal blocks per layer (0: set by oft_block_size).'})
+    oft_block_size: int = field(default=32, metadata={'help': 'oft: size of each orthogonal block.'})
+    oft_target: str = field(default='all', metadata={'help': 'oft: module names to adapt, comma-separated, or all.'})
+    use_llama_pro: bool = field(default=False, metadata={'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'})
+    num_layer_trainable: Optional[int] = field(default=None, metadata={'help': 'Older name of freeze_trainable_layers; when set it wins.'})
+    pure_bf16: bool = field(default=False, metadata={'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'})
+    reward_model: Optional[str] = field(default=None, metadata={'help': 'ppo: reward model path (full), adapter path (lora) or URL (api).'})
+    reward_model_type: str = field(default='lora', metadata={'help': f'ppo: how the reward model is given: one of {", ".join(REWARD_MODEL_TYPES)}.'})
+    ref_model: Optional[str] = field(default=None, metadata={'help': 'dpo / kto / ppo: a separate reference model (default: a frozen copy, or the base without adapters).'})
     plot_loss: bool = field(default=False, metadata={'help': 'Save the loss curve (training_loss.html / .png) after training.'})
 
     def __post_init__(self):
@@ -37,7 +55,14 @@ class FinetuningArguments:
         if self.finetuning_type not in FINETUNING_TYPES:
             raise ValueError(f"Unknown finetuning_type '{self.finetuning_type}'{closest(self.finetuning_type, FINETUNING_TYPES)} "
                              f'Expected one of {FINETUNING_TYPES}.')
+        if self.reward_model_type not in REWARD_MODEL_TYPES:
+            raise ValueError(f"reward_model_type must be one of {REWARD_MODEL_TYPES}, got '{self.reward_model_type}'.")
+        if self.num_layer_trainable is not None: self.freeze_trainable_layers = self.num_layer_trainable
+        if self.use_dora and self.pissa_init: raise ValueError('use_dora and pissa_init cannot be combined: choose one initialisation.')
+        if self.use_llama_pro and self.finetuning_type == 'full': raise ValueError('use_llama_pro needs finetuning_type freeze or lora.')
+        if self.pissa_convert and not self.pissa_init: raise ValueError('pissa_convert needs pissa_init.')
         self.lora_alpha = self.lora_alpha or self.lora_rank * 2
+        self.oft_target = _names(self.oft_target)
         self.freeze_trainable_modules = _names(self.freeze_trainable_modules)
         self.freeze_extra_modules = _names(self.freeze_extra_modules) if self.freeze_extra_modules else []
         self.lora_target = _names(self.lora_target)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 # %% auto #0
-__all__ = ['ATTN_IMPLS', 'ModelArguments']
+__all__ = ['ROPE_TYPES', 'ATTN_IMPLS', 'ModelArguments']
 
 # %% ../../nbs/10_hparams.model.ipynb #3645a2c8
 @dataclass
@@ -23,6 +23,14 @@ class ModelArguments:
     disable_gradient_checkpointing: bool = field(default=False, metadata={'help': 'Turn off gradient checkpointing (faster, more memory).'})
     flash_attn: str = field(default='auto', metadata={'help': 'Attention implementation: auto, disabled (eager), sdpa or fa2.'})
     quantization_bit: Optional[int] = field(default=None, metadata={'help': 'Quantize the base model to 4 or 8 bits (QLoRA); needs CUDA and bitsandbytes.'})
+    quantization_type: str = field(default='nf4', metadata={'help': '4-bit data type: nf4 or fp4.'})
+    double_quantization: bool = field(default=True, metadata={'help': '4-bit: also quantize the quantization constants.'})
+    rope_scaling: Optional[str] = field(default=None, metadata={'help': 'RoPE scaling for longer contexts: linear, dynamic, yarn or llama3 (factor from model_max_length).'})
+    model_max_length: Optional[int] = field(default=None, metadata={'help': 'Context length to reach; with rope_scaling it sets the factor (default: cutoff_len).'})
+    resize_vocab: bool = field(default=False, metadata={'help': 'Resize the embeddings to the tokenizer (new tokens get the mean embedding).'})
+    upcast_layernorm: bool = field(default=False, metadata={'help': 'Keep normalisation weights in float32.'})
+    upcast_lmhead_output: bool = field(default=False, metadata={'help': 'Compute the output logits in float32.'})
+    moe_aux_loss_coef: Optional[float] = field(default=None, metadata={'help': 'Mixture-of-experts: weight of the router load-balancing loss (router logits are output while training).'})
     print_param_status: bool = field(default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'})
 
     def __post_init__(self):
@@ -31,7 +39,10 @@ class ModelArguments:
             self.adapter_name_or_path = [p.strip() for p in self.adapter_name_or_path.split(',') if p.strip()]
         if self.quantization_bit not in (None, 4, 8):
             raise ValueError(f'quantization_bit must be 4 or 8, got {self.quantization_bit}.')
+        if self.quantization_type not in ('nf4', 'fp4'): raise ValueError(f"quantization_type must be nf4 or fp4, got '{self.quantization_type}'.")
+        if self.rope_scaling not in ROPE_TYPES: raise ValueError(f"rope_scaling must be one of {[r for r in ROPE_TYPES if r]}, got '{self.rope_scaling}'.")
         if self.flash_attn not in ATTN_IMPLS:
             raise ValueError(f"flash_attn must be one of {sorted(ATTN_IMPLS)}, got '{self.flash_attn}'.")
 
+ROPE_TYPES = (None, 'linear', 'dynamic', 'yarn', 'llama3')
 ATTN_IMPLS = {'auto': None, 'disabled': 'eager', 'eager': 'eager', 'sdpa': 'sdpa', 'fa2': 'flash_attention_2'}

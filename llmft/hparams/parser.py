@@ -4,7 +4,7 @@
 
 # %% ../../nbs/15_hparams.parser.ipynb #1a1961be
 from __future__ import annotations
-import dataclasses, enum, json, typing
+import dataclasses, enum, json, types, typing
 from pathlib import Path
 from typing import Any, Union
 import yaml
@@ -64,7 +64,9 @@ _BOOL = {'true': True, 'yes': True, '1': True, 'on': True, 'false': False, 'no':
 
 def _coerce(key:str, value, tp):
     "Convert a string `value` to the simple type `tp` (bool, int, float, or Optional of these); other values pass through."
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is Union else [tp]
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (Union, types.UnionType) else [tp]
+    if isinstance(value, bool) and bool not in args and any(a is str or (isinstance(a, type) and issubclass(a, enum.Enum)) for a in args):
+        return 'yes' if value else 'no'  # YAML 1.1 reads a bare `no` as false: `eval_strategy: no` means the string
     if not isinstance(value, str) or len(args) != 1 or args[0] not in (bool, int, float): return value
     t = args[0]
     try: return _BOOL[value.lower()] if t is bool else t(value)

@@ -9,13 +9,15 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_env', 'cmd_version', 'cmd_help', 'main']
+__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help',
+           'main']
 
 # %% ../../nbs/85_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
 
 commands:
   train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file
+  expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
   help                           this message
@@ -48,6 +50,18 @@ def cmd_train(args:list[str]) -> int:
         if (out/name).exists(): print(f'  {name:28s} {(out/name).resolve()}')
     return 0
 
+def cmd_expand(args:list[str]) -> int:
+    "llmft expand MODEL OUT num_expand=N"
+    from llmft.hparams.parser import parse_overrides
+    from llmft.model.expand import expand_model
+    pos = [a for a in args if '=' not in a and not a.startswith('--')]
+    kw = parse_overrides([a for a in args if a not in pos])
+    if len(pos) != 2 or set(kw) - {'num_expand'} or 'num_expand' not in kw:
+        print('usage: llmft expand MODEL OUT num_expand=N', file=sys.stderr); return 2
+    out = expand_model(pos[0], pos[1], int(kw['num_expand']))
+    print(f'Expanded model saved to {Path(out).resolve()}')
+    return 0
+
 def cmd_env(args) -> int:
     for k, v in env_info().items(): print(f'- {k}: {v}')
     return 0
@@ -58,7 +72,7 @@ def cmd_version(args) -> int:
 def cmd_help(args) -> int:
     print(USAGE); return 0
 
-COMMANDS = {'train': cmd_train, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
+COMMANDS = {'train': cmd_train, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."

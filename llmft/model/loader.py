@@ -5,14 +5,18 @@
 # %% ../../nbs/40_model.loader.ipynb #e33e4136
 from __future__ import annotations
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoTokenizer
 from ..core import get_logger
 from ..hparams.model import ATTN_IMPLS, ModelArguments
 from ..hparams.finetune import FinetuningArguments
 from .adapters import init_adapter
+from .patches import patch_config, patch_model
+from .quant import check_quantization, quantization_config
+from .valuehead import ModelWithValueHead
 
 # %% auto #0
-__all__ = ['log', 'load_tokenizer', 'load_config', 'compute_dtype', 'count_parameters', 'load_model']
+__all__ = ['log', 'AUTO_CLASSES', 'load_tokenizer', 'load_config', 'compute_dtype', 'count_parameters', 'auto_class',
+           'load_model']
 
 # %% ../../nbs/40_model.loader.ipynb #e0b21287
 log = get_logger(__name__)
@@ -46,33 +50,44 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 # %% ../../nbs/40_model.loader.ipynb #5d937bd7
-def _check_quantization(model_args:ModelArguments):
-    "Refuse quantization where it cannot run, before any weight is loaded."
-    if model_args.quantization_bit is None: return
-    if not torch.cuda.is_available():
-        raise RuntimeError(f'quantization_bit={model_args.quantization_bit} needs a CUDA GPU (bitsandbytes); none is present. Remove quantization_bit to train in full precision.')
-    raise NotImplementedError('quantization_bit (QLoRA) is not available in llmft yet.')
+AUTO_CLASSES = (AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForCausalLM)
 
+def auto_class(config):
+    "The transformers auto class for a config: image-text-to-text for vision-language models, seq2seq for encoder-decoders, else causal LM."
+    return next((c for c in AUTO_CLASSES if type(config) in c._model_mapping.keys()), AutoModelForCausalLM)
+
+# %% ../../nbs/40_model.loader.ipynb #3f46a6f7
 def load_model(tokenizer,                            # from `load_tokenizer`; its size is checked against the embeddings
                model_args:ModelArguments,
                finetuning_args:FinetuningArguments,
                is_trainable:bool=False,                # prepare for training (adapters, checkpointing) or for inference
                training_args=None,                     # for the dtype (fp16 / bf16)
+               add_valuehead:bool=False,               # wrap in `ModelWithValueHead` (reward models, PPO)
+               cutoff_len:int|None=None,               # the context RoPE scaling should reach when model_max_length is unset
               ):
-    "The causal LM of `model_args`, with gradient checkpointing and adapters set up for `finetuning_args` when trainable."
-    _check_quantization(model_args)
+    "The model of `model_args` (auto class by config), patched, with adapters set up for `finetuning_args` when trainable."
+    check_quantization(model_args)
     dtype = compute_dtype(training_args)
-    kw = dict(dtype=dtype, **_hub_kwargs(model_args))
+    config = patch_config(load_config(model_args), model_args, is_trainable, cutoff_len)
+    kw = dict(config=config, dtype=dtype, **_hub_kwargs(model_args))
     if ATTN_IMPLS[model_args.flash_attn]: kw['attn_implementation'] = ATTN_IMPLS[model_args.flash_attn]
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kw)
+    if (q := quantization_config(model_args, dtype)) is not None:
+        kw.update(quantization_config=q, device_map={'': torch.cuda.current_device()})
+    model = auto_class(config).from_pretrained(model_args.model_name_or_path, **kw)
+    patch_model(model, tokenizer, model_args)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         raise ValueError(f'The tokenizer has {len(tokenizer)} tokens but the model embeds only {model.get_input_embeddings().weight.shape[0]}: '
-                         'new special tokens need resize_vocab.')
+                         'set resize_vocab: true.')
     if is_trainable:
         model.config.use_cache = False
         if not model_args.disable_gradient_checkpointing and model.supports_gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
     model = init_adapter(model, model_args, finetuning_args, is_trainable)
+    if add_valuehead:
+        model = ModelWithValueHead(model)
+        src = (model_args.adapter_name_or_path or [model_args.model_name_or_path])[-1]
+        if not model.load_value_head(src) and not is_trainable: log.warning(f'No value head in {src}: it starts untrained.')
+        if is_trainable: model.v_head.float().requires_grad_(True)
     if is_trainable: model.train()
     else:
         model.eval()

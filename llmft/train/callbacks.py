@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from ..core import TRAINER_LOG
 
 # %% auto #0
-__all__ = ['LogCallback']
+__all__ = ['LogCallback', 'PissaConvertCallback']
 
 # %% ../../nbs/50_train.callbacks.ipynb #32cccad7
 def _fmt_time(s:float) -> str:
@@ -39,3 +39,20 @@ class LogCallback(TrainerCallback):
             rec['tokens_seen'] = int(tokens)
             rec['tokens_per_second'] = round(tokens / elapsed, 2) if elapsed else None
         with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(rec, ensure_ascii=False) + '\n')
+
+# %% ../../nbs/50_train.callbacks.ipynb #3903af78
+class PissaConvertCallback(TrainerCallback):
+    "With `pissa_convert`: save the PiSSA adapter at the start, and at the end also a plain LoRA of the original weights in `pissa_converted/`."
+    def _unwrap(self, model): return getattr(model, 'pretrained_model', model)
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if not state.is_world_process_zero: return
+        m = self._unwrap(model); cfg = m.peft_config['default']
+        init = cfg.init_lora_weights
+        cfg.init_lora_weights = True  # peft saves the initial adapter as a plain one
+        m.save_pretrained(Path(args.output_dir)/'pissa_init'); cfg.init_lora_weights = init
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        if not state.is_world_process_zero: return
+        m = self._unwrap(model); out = Path(args.output_dir)
+        m.save_pretrained(out/'pissa_converted', path_initial_model_for_weight_conversion=str(out/'pissa_init'))

@@ -15,7 +15,8 @@ from ..data.template import template_record
 from ..data.pipeline import get_dataset
 from ..data.collators import SFTCollator
 from ..model.loader import compute_dtype, load_model, load_tokenizer
-from .callbacks import LogCallback
+from .callbacks import LogCallback, PissaConvertCallback
+from .optim import create_custom_optimizer
 from .plots import plot_loss
 
 # %% auto #0
@@ -42,11 +43,13 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     tokenizer = load_tokenizer(model_args)
     template = get_template(data_args.template, tokenizer)
     ds = get_dataset(template, data_args, training_args, 'sft', tokenizer)
-    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
+    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len)
     collator = SFTCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None,
                            block_diag=data_args.neat_packing, dtype=compute_dtype(training_args))
+    extra = [PissaConvertCallback()] if finetuning_args.pissa_convert and training_args.do_train else []
     trainer = Seq2SeqTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer,
-                             callbacks=[LogCallback(), *(callbacks or [])], **ds)
+                             callbacks=[LogCallback(), *extra, *(callbacks or [])], **ds,
+                             optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     out, result = Path(training_args.output_dir), RunResult(training_args.output_dir, trainer=trainer)
     if training_args.should_save: out.mkdir(parents=True, exist_ok=True); write_json(out/TEMPLATE_FILE, template_record(template, tokenizer))
     if training_args.do_train:

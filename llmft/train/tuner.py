@@ -6,6 +6,7 @@
 from __future__ import annotations
 from pathlib import Path
 import yaml
+from transformers import set_seed
 from ..core import ARGS_FILE, get_logger
 from ..hparams.parser import get_train_args, load_cfg, resolved_config
 from .sft import RunResult, run_sft
@@ -30,4 +31,5 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
     if t.should_save:
         out = Path(t.output_dir); out.mkdir(parents=True, exist_ok=True)
         (out/ARGS_FILE).write_text(yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True))
+    set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
     return STAGES[stage](*args, callbacks=callbacks)
