@@ -93,3 +93,25 @@ def test_llama_pro_expand_then_train_only_new_blocks(sft_cfg, tiny_llama, tmp_pa
     res, snap, changed = run(sft_cfg, model_name_or_path=str(pro), finetuning_type='freeze', use_llama_pro=True, freeze_trainable_layers=2)
     layers = {int(n.split('layers.')[1].split('.')[0]) for n in snap.trainable}
     assert layers == {1, 3} and changed == snap.trainable
+
+
+def _tiny_configs(vocab):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, T5Config
+    text = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    return {'T5ForConditionalGeneration': T5Config(vocab_size=vocab, d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2, decoder_start_token_id=0),
+            'LlavaForConditionalGeneration': LlavaConfig(text_config=text, vision_config=vision, image_token_index=vocab - 1),
+            'LlamaForCausalLM': text}
+
+
+@pytest.mark.parametrize('name', ['T5ForConditionalGeneration', 'LlavaForConditionalGeneration', 'LlamaForCausalLM'])
+def test_auto_class_from_config(name, tiny_llama, tmp_path):
+    "A tiny random model of each kind, built from its config and saved, loads through load_model as its own class, LoRA included."
+    import transformers
+    tok = load_tokenizer(ModelArguments(model_name_or_path=tiny_llama))
+    cfg = _tiny_configs((len(tok) + 63) // 64 * 64)[name]
+    getattr(transformers, name)(cfg).save_pretrained(tmp_path / name); tok.save_pretrained(tmp_path / name)
+    m = load_model(tok, ModelArguments(model_name_or_path=str(tmp_path / name)), FinetuningArguments(finetuning_type='full'))
+    assert type(m).__name__ == name
+    lora = load_model(tok, ModelArguments(model_name_or_path=str(tmp_path / name)), FinetuningArguments(lora_target='q_proj,q' if 'T5' in name else 'q_proj'), is_trainable=True)
+    assert any(p.requires_grad for p in lora.parameters()) and all('lora_' in n for n, p in lora.named_parameters() if p.requires_grad)
