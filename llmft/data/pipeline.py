@@ -8,7 +8,7 @@ import hashlib, json, os, shutil, tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from datasets import Dataset, DatasetDict, IterableDataset, load_from_disk
-from ..core import STAGE_DATA, get_logger, read_json, write_json
+from ..core import STAGE_DATA, cache_dir, get_logger, read_json, write_json
 from .registry import get_dataset_list
 from .loader import data_files, load_datasets, split_dataset
 from .template import template_record
@@ -122,11 +122,16 @@ def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_gen
     "Train and eval datasets of `stage`, tokenized: `{'train_dataset': ..., 'eval_dataset': ...}` (eval: a dict by name with `eval_on_each_dataset`)."
     shape, seed = STAGE_DATA[stage], getattr(training_args, 'seed', 42)
     processor = get_processor(shape, template, tokenizer, data_args, do_generate)
-    fp = fingerprint(data_args, shape, template, tokenizer, seed, do_generate) if data_args.tokenized_path else None
-    if fp and Path(data_args.tokenized_path).exists() and not data_args.overwrite_cache:
-        return _unsplit(load_tokenized(data_args.tokenized_path, fp))
+    multi = training_args is not None and training_args.world_size > 1 and not data_args.streaming
+    path = data_args.tokenized_path
+    fp = fingerprint(data_args, shape, template, tokenizer, seed, do_generate) if path or multi else None
+    if multi and not path: path = str(cache_dir('tokenized')/hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16])
+    if path and Path(path).exists() and not data_args.overwrite_cache:
+        return _unsplit(load_tokenized(path, fp))
     first = training_args.main_process_first(desc='preprocessing') if training_args is not None else nullcontext()
     with first:
+        if multi and training_args.local_process_index != 0:  # the local main process tokenized while this one waited
+            return _unsplit(load_tokenized(path, fp))
         train = load_datasets(data_args.dataset, data_args, shape, seed)
         evals = load_datasets(data_args.eval_dataset, data_args, shape, seed, merge=not data_args.eval_on_each_dataset)
         if train is not None and data_args.val_size:
@@ -136,7 +141,7 @@ def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_gen
         if isinstance(evals, dict): evals = {k: preprocess(v, processor, data_args, f'eval {k}') for k, v in evals.items()}
         else: evals = preprocess(evals, processor, data_args, 'eval')
         splits = _splits(preprocess(train, processor, data_args, 'train'), evals)
-        if fp and (training_args is None or training_args.should_save): save_tokenized(data_args.tokenized_path, splits, fp)
+        if path and (multi or training_args is None or training_args.should_save): save_tokenized(path, splits, fp)
     out = _unsplit(splits)
     if out['train_dataset'] is not None and not isinstance(out['train_dataset'], IterableDataset) and (training_args is None or training_args.should_log):
         processor.print_data_example(out['train_dataset'][0])

@@ -16,8 +16,8 @@ from .train import TrainingArguments, GeneratingArguments
 from .checks import ConfigError, RunArgs, run_checks
 
 # %% auto #0
-__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'read_config', 'parse_overrides', 'load_cfg', 'split_cfg', 'get_train_args',
-           'resolved_config']
+__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'read_config', 'parse_overrides', 'check_deepspeed', 'load_cfg', 'split_cfg',
+           'get_train_args', 'resolved_config']
 
 # %% ../../nbs/15_hparams.parser.ipynb #729cd6fe
 log = get_logger(__name__)
@@ -74,16 +74,32 @@ def _coerce(key:str, value, tp):
 
 # %% ../../nbs/15_hparams.parser.ipynb #d7b1f546
 def _fit_device(train:dict):
-    "Without a CUDA device, bf16 / fp16 requests fall back to fp32 with a warning (transformers would refuse them), and memory is not pinned."
-    import torch
+    "Without a CUDA device: bf16 / fp16 fall back to fp32 with a warning (transformers would refuse them), memory is not pinned, DDP uses gloo."
+    import os, torch
     if torch.cuda.is_available(): return
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1: train.setdefault('ddp_backend', 'gloo')  # DDP on CPU
     for k in ('bf16', 'fp16'):
         if train.get(k):
             log.warning(f'{k}: true asked for, but no CUDA device is present: training in float32.')
             train[k] = False
     train.setdefault('dataloader_pin_memory', False)
 
-# %% ../../nbs/15_hparams.parser.ipynb #50ae37ba
+# %% ../../nbs/15_hparams.parser.ipynb #10c3e28a
+def check_deepspeed(train:dict):
+    "A `deepspeed` config must be a readable JSON file with a ZeRO stage 0-3, and the package must be installed."
+    import importlib.util
+    path = train.get('deepspeed')
+    if not path or isinstance(path, dict): return
+    p = Path(path)
+    if not p.is_file(): raise ConfigError(f'deepspeed: config file {path} not found.')
+    try: ds = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise ConfigError(f'deepspeed: {path} is not valid JSON: line {e.lineno}: {e.msg}') from None
+    stage = (ds.get('zero_optimization') or {}).get('stage', 0)
+    if stage not in (0, 1, 2, 3): raise ConfigError(f'deepspeed: {path}: zero_optimization.stage must be 0-3, got {stage}.')
+    if importlib.util.find_spec('deepspeed') is None:
+        raise ConfigError(f'deepspeed: {path} asks for DeepSpeed ZeRO-{stage}, but the deepspeed package is not installed: pip install deepspeed.')
+
+# %% ../../nbs/15_hparams.parser.ipynb #55d38137
 def load_cfg(cfg) -> dict[str, Any]:
     "A config given as a dict, a file path, or CLI words (`[path] key=value ...`) as one flat dict."
     if isinstance(cfg, dict): return dict(cfg)
@@ -107,13 +123,13 @@ def get_train_args(cfg, # a dict, a YAML/JSON path, or CLI words `[path] key=val
                   ) -> RunArgs:
     "Parse and check a training configuration into `RunArgs(model, data, training, finetuning, generating)`."
     groups = split_cfg({**load_cfg(cfg), **overrides})
-    _fit_device(groups['training'])
+    _fit_device(groups['training']); check_deepspeed(groups['training'])
     try: args = RunArgs(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
     except ConfigError: raise
     except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None
     return run_checks(args)
 
-# %% ../../nbs/15_hparams.parser.ipynb #55d38137
+# %% ../../nbs/15_hparams.parser.ipynb #b46ac8c1
 def _plain(v):
     "A value as YAML-safe plain data (enums by value)."
     if isinstance(v, enum.Enum): return v.value

@@ -18,6 +18,7 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     overwrite_output_dir: bool = field(default=False, metadata={'help': 'Train into a non-empty output_dir instead of refusing or resuming.'})
     include_num_input_tokens_seen: str = field(default='non_padding', metadata={'help': 'Count input tokens seen: non_padding (default here), all, or no.'})
     warmup_ratio: float = field(default=0.0, metadata={'help': 'Warm-up as a fraction of all steps (sets warmup_steps to this ratio).'})
+    average_tokens_across_devices: bool = field(default=False, metadata={'help': "Normalise the loss by the token count of all processes (transformers' option; off here, see the notebook)."})
 
     def __post_init__(self):
         if self.warmup_ratio:

@@ -16,7 +16,8 @@ __all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_exp
 USAGE = """usage: llmft COMMAND [ARGS]
 
 commands:
-  train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file
+  train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file;
+                                 nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
@@ -40,10 +41,19 @@ def env_info() -> dict[str, str]:
 
 # %% ../../nbs/85_launch.cli.ipynb #5f7459df
 def cmd_train(args:list[str]) -> int:
-    "llmft train CONFIG [key=value ...]"
-    from llmft.train.tuner import run_exp
+    "llmft train CONFIG [key=value ...]: in this process, or re-launched under torchrun when several processes are asked for."
+    import subprocess
+    from llmft.hparams.parser import load_cfg
+    from llmft.launch.dist import in_distributed_worker, launch_settings, torchrun_command
     if not args: print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr); return 2
-    res = run_exp(args)
+    settings, cfg = launch_settings(load_cfg(args))
+    if settings.get('nproc_per_node', 1) * settings.get('nnodes', 1) > 1 and not in_distributed_worker():
+        cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
+        print('Launching: ' + ' '.join(cmd), flush=True)
+        return subprocess.run(cmd).returncode
+    from llmft.train.tuner import run_exp
+    res = run_exp(cfg)
+    if not res.trainer.is_world_process_zero(): return 0
     out = Path(res.output_dir)
     print(f'\nDone. Run folder: {out.resolve()}')
     for name in ('adapter_model.safetensors', 'model.safetensors', 'training_loss.png', 'training_loss.html', 'trainer_log.jsonl', 'all_results.json'):

@@ -32,4 +32,11 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
         out = Path(t.output_dir); out.mkdir(parents=True, exist_ok=True)
         (out/ARGS_FILE).write_text(yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True))
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
-    return STAGES[stage](*args, callbacks=callbacks)
+    try: return STAGES[stage](*args, callbacks=callbacks)
+    finally: _end_process_group()
+
+def _end_process_group():
+    "Destroy the process group a multi-process run created (left alive, about one run in ten aborts at exit)."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(); dist.destroy_process_group()
