@@ -13,8 +13,9 @@ from .registry import DatasetAttr, get_dataset_list
 from .converters import CONVERTERS, check_shape
 
 # %% auto #0
-__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'DEFAULT_COLUMNS', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw',
-           'check_columns', 'sample_rows', 'to_canonical', 'merge_datasets', 'load_datasets', 'split_dataset']
+__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'DEFAULT_COLUMNS', 'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file',
+           'load_raw', 'check_columns', 'sample_rows', 'to_canonical', 'merge_datasets', 'load_datasets',
+           'split_dataset']
 
 # %% ../../nbs/22_data.loader.ipynb #e10585e3
 log = get_logger(__name__)
@@ -68,7 +69,7 @@ def load_raw(attr:DatasetAttr, dataset_dir, cache_dir=None, streaming:bool=False
         bad = next((d for d in map(check_utf8, files) if d), None)
         if bad: raise ValueError(f"Dataset '{attr.name}': {bad}")
     try: return load_dataset(builder, data_files=files, split=attr.split, cache_dir=cache_dir, streaming=streaming,
-                             num_proc=None if streaming else num_proc)
+                             num_proc=num_proc if not streaming and len(files) > 1 else None)  # a pool cannot split one file
     except Exception as e:
         where = next((d for d in map(diagnose_file, files) if d), None) if builder in ('json', 'text', 'csv') else None
         where = where or f"could not read {', '.join(files)} as {builder}: {type(e).__name__}: {e}"
@@ -146,15 +147,18 @@ def merge_datasets(parts:list, strategy:str='concat', probs:list[float]|None=Non
     stop = {'interleave_under': 'first_exhausted', 'interleave_over': 'all_exhausted'}[strategy]
     return interleave_datasets(parts, probabilities=probs, seed=seed, stopping_strategy=stop)
 
+CONVERT_POOL_MIN = 200_000  # rows from which conversion uses preprocessing_num_workers
+
 def load_datasets(names:list[str]|None, data_args, shape:str='supervised', seed:int=42, merge:bool=True):
     "Load, convert and mix the named datasets (a dict by name when `merge` is False)."
     attrs = get_dataset_list(names, data_args.dataset_dir)
     if not attrs: return None
-    parts = {}
+    parts, workers = {}, data_args.preprocessing_num_workers
     for a in attrs:
-        raw = load_raw(a, data_args.dataset_dir, streaming=data_args.streaming, num_proc=data_args.preprocessing_num_workers)
-        parts[a.name] = to_canonical(raw, a, shape, data_args.max_samples, data_args.preprocessing_num_workers,
-                                     not data_args.overwrite_cache, seed)
+        raw = load_raw(a, data_args.dataset_dir, streaming=data_args.streaming, num_proc=workers)
+        # conversion is light Python: a worker pool only pays off on large sets
+        conv_workers = workers if not data_args.streaming and len(raw) >= CONVERT_POOL_MIN else None
+        parts[a.name] = to_canonical(raw, a, shape, data_args.max_samples, conv_workers, not data_args.overwrite_cache, seed)
     if not merge: return parts
     return merge_datasets(list(parts.values()), data_args.mix_strategy, data_args.interleave_probs, seed)
 
