@@ -46,5 +46,7 @@ def test_engine_configs_load():
     for f in (ROOT / 'examples/deepspeed').glob('*.json'):
         ds = json.loads(f.read_text())
         assert ds['zero_optimization']['stage'] in (0, 2, 3) and ds['train_micro_batch_size_per_gpu'] == 'auto'
-    r = cli('train', 'examples/quickstart_sft.yaml', 'deepspeed=examples/deepspeed/ds_z3_config.json')
-    assert r.returncode == 2 and 'deepspeed package is not installed' in r.stderr
+    import importlib.util
+    if importlib.util.find_spec('deepspeed') is None:  # where it is installed, the GPU script runs these configs instead
+        r = cli('train', 'examples/quickstart_sft.yaml', 'deepspeed=examples/deepspeed/ds_z3_config.json')
+        assert r.returncode == 2 and 'deepspeed package is not installed' in r.stderr
