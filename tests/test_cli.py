@@ -1,6 +1,5 @@
 "The `llmft` command in a subprocess: the quickstart recipe, a LLaMA-Factory-style recipe, and a misspelled key."
 import json
-from pathlib import Path
 import pytest
 import yaml
 from conftest import LF_DEMO, ROOT, cli

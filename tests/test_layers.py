@@ -1,6 +1,5 @@
 "No module imports from a higher layer (DESIGN §2): the band of a module is the number of the notebook that exports it."
 import ast, json, re
-from pathlib import Path
 from conftest import ROOT
 
 
@@ -40,3 +39,12 @@ def test_no_upward_imports():
             if target // 10 > band // 10: bad.append(f'{mod} (band {band}) imports {imp} (band {target})')
             if imp == 'llmft.testing' and mod != 'llmft.testing': bad.append(f'{mod} imports llmft.testing (tests only)')
     assert not bad, '\n'.join(bad)
+
+
+def test_no_undefined_names():
+    "A notebook runs every cell in one namespace, so a name imported only by a test cell works there and fails in the library."
+    import subprocess, sys
+    files = [str(p) for p in (ROOT / 'llmft').rglob('*.py') if p.name not in ('__init__.py', '_modidx.py')]
+    r = subprocess.run([sys.executable, '-m', 'pyflakes', *files], capture_output=True, text=True)
+    undefined = [l for l in r.stdout.splitlines() if 'undefined name' in l]
+    assert not undefined, '\n'.join(undefined)

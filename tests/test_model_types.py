@@ -1,6 +1,6 @@
 """Every fine-tuning type and adapter option on the tiny model: exactly the expected parameters train, training changes only
 them, and the saved artifact reloads to identical logits (merged adapters: the same logits as applied ones)."""
-import dataclasses, json, re
+import re
 from pathlib import Path
 import pytest
 import torch
@@ -115,3 +115,17 @@ def test_auto_class_from_config(name, tiny_llama, tmp_path):
     assert type(m).__name__ == name
     lora = load_model(tok, ModelArguments(model_name_or_path=str(tmp_path / name)), FinetuningArguments(lora_target='q_proj,q' if 'T5' in name else 'q_proj'), is_trainable=True)
     assert any(p.requires_grad for p in lora.parameters()) and all('lora_' in n for n, p in lora.named_parameters() if p.requires_grad)
+
+
+def test_reference_and_reward_models_from_the_library(tiny_llama, tmp_path):
+    "The library module itself (not a notebook namespace) builds reference and reward models."
+    from llmft.train.refs import create_ref_model, create_reward_model
+    tok = load_tokenizer(ModelArguments(model_name_or_path=tiny_llama))
+    margs = ModelArguments(model_name_or_path=tiny_llama)
+    ref = create_ref_model(tok, margs, FinetuningArguments(finetuning_type='full'))
+    assert not any(p.requires_grad for p in ref.parameters())
+    rm = load_model(tok, margs, FinetuningArguments(), is_trainable=True, add_valuehead=True)
+    rm.save_pretrained(tmp_path / 'rm')
+    loaded = create_reward_model(tok, margs, FinetuningArguments(reward_model=str(tmp_path / 'rm'), reward_model_type='lora'))
+    x = torch.tensor([tok('Hi').input_ids])
+    with torch.no_grad(): assert torch.equal(loaded(x)[2], rm.eval()(x)[2])

@@ -50,14 +50,15 @@ def tiktoken_encoding(tokenizer):
     added = st.get('added_tokens') or []
     if any(a.get('lstrip') or a.get('rstrip') or a.get('single_word') for a in added): return None, 'added tokens strip spaces'
     dec = byte_decoder()
-    try: ranks = {bytes(dec[c] for c in t): i for t, i in m['vocab'].items()}
+    try: as_bytes = {t: bytes(dec[c] for c in t) for t in m['vocab']}
     except KeyError: return None, 'the vocabulary is not byte-level'
+    ranks = {as_bytes[t]: i for t, i in m['vocab'].items()}
     if len(ranks) != len(m['vocab']): return None, 'two vocabulary entries stand for the same bytes'
     merges = [x.split(' ', 1) if isinstance(x, str) else x for x in m['merges']]
     ids = [m['vocab'].get(a + b) for a, b in merges]
     if None in ids or any(x >= y for x, y in zip(ids, ids[1:])) or len(set(ids)) != len(ids):
         return None, 'merge priorities do not follow token ids'
-    lone = set(m['vocab'].values()) - set(ids) - {m['vocab'][t] for t in m['vocab'] if len(bytes(dec[c] for c in t)) == 1}
+    lone = set(m['vocab'].values()) - set(ids) - {m['vocab'][t] for t, b in as_bytes.items() if len(b) == 1}
     if lone and not m.get('ignore_merges'): return None, 'some tokens are reachable by no merge'
     specials = {a['content']: a['id'] for a in added}
     try: return tiktoken.Encoding(f'llmft-{id(tokenizer)}', pat_str=pat, mergeable_ranks=ranks, special_tokens=specials), ''

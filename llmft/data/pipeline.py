@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib, json, os, shutil, tempfile
 from contextlib import nullcontext
 from pathlib import Path
-from datasets import Dataset, DatasetDict, IterableDataset, load_from_disk
+from datasets import DatasetDict, IterableDataset, load_from_disk
 from ..core import STAGE_DATA, cache_dir, get_logger, read_json, write_json
 from .registry import get_dataset_list
 from .loader import data_files, load_datasets, split_dataset

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
-from ..core import closest, get_logger
+from ..core import get_logger
 from .formatter import F, Formatter
 
 # %% auto #0

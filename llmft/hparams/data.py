@@ -4,8 +4,8 @@
 
 # %% ../../nbs/11_hparams.data.ipynb #dcde2d3f
 from __future__ import annotations
-from dataclasses import dataclass, field, fields
-from typing import Optional, Union
+from dataclasses import dataclass, field
+from typing import Optional
 import os
 from ..core import get_logger
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_hparams.finetune.ipynb #998b2bb6
 from __future__ import annotations
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Optional
 from ..core import STAGES, closest
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10_hparams.model.ipynb #294e5705
 from __future__ import annotations
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Optional
 
 # %% auto #0

@@ -4,8 +4,8 @@
 
 # %% ../../nbs/13_hparams.train.ipynb #14ef0224
 from __future__ import annotations
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any
 from transformers import Seq2SeqTrainingArguments
 
 # %% auto #0

@@ -5,7 +5,6 @@
 # %% ../../nbs/42_model.patches.ipynb #108d113e
 from __future__ import annotations
 import math
-import torch
 from ..core import get_logger
 
 # %% auto #0

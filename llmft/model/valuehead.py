@@ -5,7 +5,6 @@
 # %% ../../nbs/45_model.valuehead.ipynb #841b7dce
 from __future__ import annotations
 from pathlib import Path
-import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 from ..core import get_logger

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_train.callbacks.ipynb #ce2bd346
 from __future__ import annotations
-import json, os, time
+import json, time
 from pathlib import Path
 from transformers import TrainerCallback
 from ..core import TRAINER_LOG

@@ -4,9 +4,9 @@
 
 # %% ../../nbs/53_train.refs.ipynb #429d9810
 from __future__ import annotations
-from contextlib import contextmanager, nullcontext
+import dataclasses
+from contextlib import contextmanager
 from ..core import get_logger
-from ..hparams.model import ModelArguments
 from ..hparams.finetune import FinetuningArguments
 from ..model.loader import load_model
 

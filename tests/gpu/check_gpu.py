@@ -77,7 +77,7 @@ def qlora_4bit():
 
 @check('qlora_8bit')
 def qlora_8bit():
-    import torch, bitsandbytes as bnb
+    import bitsandbytes as bnb
     from llmft.testing import tiny_model
     from llmft.train.tuner import run_exp
     out = Path(tempfile.mkdtemp())
@@ -90,7 +90,6 @@ def qlora_8bit():
 
 @check('neat_packing_bf16')
 def neat_packing_bf16():
-    import torch
     from llmft.testing import tiny_model
     from llmft.train.tuner import run_exp
     out = Path(tempfile.mkdtemp())

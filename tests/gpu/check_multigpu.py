@@ -4,7 +4,7 @@
 
     python tests/gpu/check_multigpu.py
 """
-import json, os, subprocess, sys, tempfile
+import os, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]

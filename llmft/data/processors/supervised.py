@@ -5,7 +5,7 @@
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #35100b12
 from __future__ import annotations
 from ...core import IGNORE_INDEX
-from .base import DatasetProcessor, batch_encode, infer_seqlen
+from .base import DatasetProcessor, infer_seqlen
 
 # %% auto #0
 __all__ = ['SupervisedDatasetProcessor', 'greedy_knapsack', 'PackedSupervisedDatasetProcessor']
