@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #1a2ce3ec
 from __future__ import annotations
-import difflib, json, logging, os, sys
+import difflib, json, logging, os, shutil, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'get_logger', 'cache_dir',
-           'closest', 'read_json', 'write_json']
+__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'CHECKPOINT_DONE', 'get_logger',
+           'cache_dir', 'closest', 'read_json', 'write_json', 'last_checkpoint']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -64,3 +64,28 @@ def write_json(path, obj, indent:int=2):
     path = Path(path); tmp = path.with_name(path.name + '.tmp')
     tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False), encoding='utf-8')
     os.replace(tmp, path)
+
+# %% ../nbs/00_core.ipynb #ac3725a5
+CHECKPOINT_DONE = 'llmft_checkpoint_complete.json'
+
+def _checkpoints(output_dir) -> list[Path]:
+    "The `checkpoint-N` folders of `output_dir`, oldest step first."
+    d = Path(output_dir)
+    if not d.is_dir(): return []
+    found = [p for p in d.iterdir() if p.is_dir() and p.name.startswith('checkpoint-') and p.name[11:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[11:]))
+
+def last_checkpoint(output_dir,          # a run's output folder
+                    set_aside:bool=True, # rename incomplete checkpoints to `incomplete-checkpoint-N`
+                   ) -> str|None:
+    "The newest complete checkpoint of `output_dir` (None if there is none); incomplete ones are reported and set aside."
+    complete = None
+    for p in _checkpoints(output_dir):
+        if (p/CHECKPOINT_DONE).exists(): complete = p; continue
+        msg = f'{p} is incomplete (no {CHECKPOINT_DONE}: the process stopped while writing it)'
+        if set_aside:
+            dst = p.with_name('incomplete-' + p.name)
+            if dst.exists(): shutil.rmtree(dst)   # an older broken copy of the same step
+            os.replace(p, dst); msg += f'; renamed to {dst.name}'
+        get_logger(__name__).warning(msg + '.')
+    return str(complete) if complete else None

@@ -6,8 +6,7 @@
 from __future__ import annotations
 import os
 from typing import NamedTuple
-from transformers.trainer_utils import get_last_checkpoint
-from ..core import get_logger
+from ..core import get_logger, last_checkpoint
 from .model import ModelArguments
 from .data import DataArguments
 from .finetune import FinetuningArguments
@@ -15,9 +14,9 @@ from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
 __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'ConfigError', 'RunArgs', 'check_has_task', 'check_train_has_dataset',
-           'check_eval_has_data', 'check_generate_only_sft', 'check_sft_predict_generates', 'check_sft_only_options',
-           'check_neat_packing_implies_packing', 'check_quantization_needs_adapter', 'check_output_dir',
-           'check_streaming_needs_max_steps', 'run_checks']
+           'check_eval_has_data', 'check_generate_only_sft', 'check_disable_shuffling', 'check_sft_predict_generates',
+           'check_sft_only_options', 'check_neat_packing_implies_packing', 'check_quantization_needs_adapter',
+           'check_output_dir', 'check_ppo', 'check_stage_finetuning', 'check_streaming_needs_max_steps', 'run_checks']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -54,6 +53,12 @@ def check_generate_only_sft(a:RunArgs):
     "predict_with_generate is an sft feature."
     if a.training.predict_with_generate and a.finetuning.stage != 'sft':
         raise ConfigError(f"predict_with_generate is only for stage sft, not '{a.finetuning.stage}'.")
+    if a.training.predict_with_generate and a.training.do_train:
+        raise ConfigError('predict_with_generate encodes the data as prompts only, so it cannot train: run do_train first, then do_predict in a second run.')
+
+def check_disable_shuffling(a:RunArgs):
+    "disable_shuffling reads the training set in order (the Trainer's sequential sampler)."
+    if a.finetuning.disable_shuffling: a.training.train_sampling_strategy = 'sequential'
 
 def check_sft_predict_generates(a:RunArgs):
     "sft do_predict writes generated text, so it needs predict_with_generate."
@@ -87,20 +92,37 @@ def check_quantization_needs_adapter(a:RunArgs):
 def check_output_dir(a:RunArgs):
     "A non-empty output_dir is refused, resumed from its last checkpoint, or (overwrite_output_dir) trained over."
     t = a.training; out = t.output_dir
+    if str(t.resume_from_checkpoint).lower() in ('true', 'yes', 'last'):   # `resume_from_checkpoint: true`: the newest complete one
+        t.resume_from_checkpoint = last_checkpoint(out)
+        if t.resume_from_checkpoint is None: raise ConfigError(f'resume_from_checkpoint: true, but {out} holds no complete checkpoint.')
+        log.info(f'Resuming training from {t.resume_from_checkpoint}.'); return
     if not (t.do_train and out and os.path.isdir(out) and os.listdir(out)) or t.overwrite_output_dir or t.resume_from_checkpoint: return
-    last = get_last_checkpoint(out)
+    last = last_checkpoint(out)
     if last is None:
         raise ConfigError(f'output_dir {out} exists and is not empty: set overwrite_output_dir: true, or choose another output_dir.')
     t.resume_from_checkpoint = last
     log.info(f'Resuming training from {last} (set overwrite_output_dir: true to start over).')
+
+def check_ppo(a:RunArgs):
+    "ppo trains only (like LLaMA-Factory) and needs a reward model; rm and ppo need the value head's hidden states, so no packing."
+    f, t = a.finetuning, a.training
+    if f.stage != 'ppo': return
+    if t.do_eval or t.do_predict: raise ConfigError('stage ppo trains only: set do_eval and do_predict to false.')
+    if not f.reward_model: raise ConfigError('stage ppo needs reward_model: a reward model folder, a LoRA reward adapter, or an http(s) URL.')
+
+def check_stage_finetuning(a:RunArgs):
+    "Stages with a value head or a reference train full, freeze or lora models; `oft` is sft / pt only here."
+    f = a.finetuning
+    if f.stage in ('rm', 'ppo', 'dpo', 'kto') and f.finetuning_type == 'oft':
+        raise ConfigError(f"finetuning_type oft is available for stages pt and sft, not '{f.stage}': use lora.")
 
 def check_streaming_needs_max_steps(a:RunArgs):
     "A stream has no length, so the schedule needs max_steps."
     if a.data.streaming and a.training.do_train and a.training.max_steps <= 0:
         raise ConfigError('streaming needs max_steps (a stream has no length to derive the number of steps from).')
 
-CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data, check_generate_only_sft, check_sft_predict_generates,
-          check_sft_only_options, check_neat_packing_implies_packing, check_quantization_needs_adapter, check_output_dir]
+CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data, check_generate_only_sft, check_disable_shuffling, check_sft_predict_generates,
+          check_sft_only_options, check_neat_packing_implies_packing, check_quantization_needs_adapter, check_ppo, check_stage_finetuning, check_output_dir]
 
 def run_checks(a:RunArgs) -> RunArgs:
     "Run every check in `CHECKS` on `a` (some fix `a` in place) and return it."

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 from ..core import STAGES, closest
+from .rlhf import RLHFArguments
 
 # %% auto #0
 __all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'FinetuningArguments']
@@ -19,7 +20,7 @@ def _names(v):
     return [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else list(v)
 
 @dataclass
-class FinetuningArguments:
+class FinetuningArguments(RLHFArguments):
     "The training stage, which parameters train, and run-level switches."
     stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
     finetuning_type: str = field(default='lora', metadata={'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'})
@@ -51,6 +52,7 @@ class FinetuningArguments:
     plot_loss: bool = field(default=False, metadata={'help': 'Save the loss curve (training_loss.html / .png) after training.'})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.stage not in STAGES: raise ValueError(f"Unknown stage '{self.stage}'{closest(self.stage, STAGES)} Expected one of {STAGES}.")
         if self.finetuning_type not in FINETUNING_TYPES:
             raise ValueError(f"Unknown finetuning_type '{self.finetuning_type}'{closest(self.finetuning_type, FINETUNING_TYPES)} "

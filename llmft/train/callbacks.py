@@ -4,13 +4,13 @@
 
 # %% ../../nbs/50_train.callbacks.ipynb #ce2bd346
 from __future__ import annotations
-import json, time
+import json, os, signal, threading, time
 from pathlib import Path
 from transformers import TrainerCallback
-from ..core import TRAINER_LOG
+from ..core import CHECKPOINT_DONE, TRAINER_LOG, get_logger, write_json
 
 # %% auto #0
-__all__ = ['LogCallback', 'PissaConvertCallback']
+__all__ = ['log', 'LogCallback', 'PissaConvertCallback', 'CheckpointCallback', 'InterruptCallback']
 
 # %% ../../nbs/50_train.callbacks.ipynb #32cccad7
 def _fmt_time(s:float) -> str:
@@ -25,6 +25,10 @@ class LogCallback(TrainerCallback):
         self.path, self.start = Path(args.output_dir)/TRAINER_LOG, time.time()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not args.resume_from_checkpoint: self.path.unlink()  # a fresh run starts a fresh log
+        elif self.path.exists():  # resumed: drop what was logged after the checkpoint, those steps run again
+            rows = [l for l in self.path.read_text(encoding='utf-8').splitlines() if l.strip()]
+            keep = [l for l in rows if json.loads(l).get('current_steps', 0) <= state.global_step]
+            if len(keep) < len(rows): self.path.write_text(''.join(l + '\n' for l in keep), encoding='utf-8')
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or self.path is None or not logs: return
@@ -56,3 +60,37 @@ class PissaConvertCallback(TrainerCallback):
         if not state.is_world_process_zero: return
         m = self._unwrap(model); out = Path(args.output_dir)
         m.save_pretrained(out/'pissa_converted', path_initial_model_for_weight_conversion=str(out/'pissa_init'))
+
+# %% ../../nbs/50_train.callbacks.ipynb #56f9b0ca
+log = get_logger(__name__)
+
+class CheckpointCallback(TrainerCallback):
+    "After a checkpoint is fully written, mark it complete (`CHECKPOINT_DONE`, with each file's size): resume trusts only marked checkpoints."
+    def on_save(self, args, state, control, **kw):
+        if not args.should_save: return
+        ckpt = Path(args.output_dir)/f'checkpoint-{state.global_step}'
+        if not ckpt.is_dir(): return
+        files = {str(p.relative_to(ckpt)): p.stat().st_size for p in sorted(ckpt.rglob('*')) if p.is_file() and p.name != CHECKPOINT_DONE}
+        write_json(ckpt/CHECKPOINT_DONE, {'step': state.global_step, 'files': files})
+
+# %% ../../nbs/50_train.callbacks.ipynb #9325da81
+class InterruptCallback(TrainerCallback):
+    "First SIGINT during training: finish the step, save a checkpoint, stop. A second one interrupts immediately."
+    def __init__(self): self.requested, self._old = False, None
+
+    def _handler(self, signum, frame):
+        if self.requested:   # asked twice: the user wants out now
+            signal.signal(signal.SIGINT, self._old); raise KeyboardInterrupt
+        self.requested = True
+        log.warning('Interrupt received: stopping after this step and saving a checkpoint (interrupt again to stop at once).')
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.requested = False
+        if threading.current_thread() is threading.main_thread(): self._old = signal.signal(signal.SIGINT, self._handler)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.requested: control.should_save = control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._old is not None: signal.signal(signal.SIGINT, self._old); self._old = None

@@ -9,14 +9,20 @@ import yaml
 from transformers import set_seed
 from ..core import ARGS_FILE, get_logger
 from ..hparams.parser import get_train_args, load_cfg, resolved_config
-from .sft import RunResult, run_sft
+from .workflow import RunResult
+from .pt import run_pt
+from .sft import run_sft
+from .rm import run_rm
+from .dpo import run_dpo
+from .kto import run_kto
+from .ppo import run_ppo
 
 # %% auto #0
 __all__ = ['log', 'STAGES', 'run_exp']
 
 # %% ../../nbs/59_train.tuner.ipynb #81cbe07d
 log = get_logger(__name__)
-STAGES = {'sft': run_sft}
+STAGES = {'pt': run_pt, 'sft': run_sft, 'rm': run_rm, 'dpo': run_dpo, 'kto': run_kto, 'ppo': run_ppo}
 
 def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
             callbacks=None,    # extra `TrainerCallback`s
