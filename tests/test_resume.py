@@ -63,3 +63,23 @@ def test_non_empty_output_dir_resumes_from_last_complete(sft_cfg, tmp_path):
     res = run_exp(cfg)
     assert res.trainer.state.global_step == 10
     assert sorted(log_losses(res.output_dir)) == list(range(1, 11))
+
+
+def copy_checkpoint(src_out, step, dst_out):
+    import shutil
+    Path(dst_out).mkdir(parents=True)
+    shutil.copytree(Path(src_out) / f'checkpoint-{step}', Path(dst_out) / f'checkpoint-{step}')
+
+
+import pytest
+
+@pytest.mark.parametrize('stage,ft', [('rm', 'lora'), ('rm', 'full'), ('dpo', 'lora')])
+def test_preference_stages_resume_exactly(stage, ft, sft_cfg, tmp_path):
+    "Value-head models (rm) resume from their own checkpoint format; dpo resumes with its reference untouched."
+    cfg = {**resume_cfg(sft_cfg, tmp_path), 'stage': stage, 'finetuning_type': ft, 'dataset': 'pref_demo', 'max_samples': 8, 'max_steps': 6,
+           'learning_rate': 1e-3 if ft == 'full' else 5e-3}
+    ref = log_losses(run_exp({**cfg, 'output_dir': str(tmp_path / 'ref')}).output_dir)
+    copy_checkpoint(tmp_path / 'ref', 2, cfg['output_dir'])
+    got = log_losses(run_exp({**cfg, 'resume_from_checkpoint': True}).output_dir)
+    assert sorted(got) == [3, 4, 5, 6]
+    assert max(abs(got[s] - ref[s]) for s in got) < 1e-6, (got, ref)

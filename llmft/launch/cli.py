@@ -17,7 +17,8 @@ USAGE = """usage: llmft COMMAND [ARGS]
 
 commands:
   train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file;
-                                 nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun
+                                 nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun;
+                                 stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version

@@ -13,7 +13,7 @@ from ..model.loader import load_model, load_tokenizer
 from .losses import dpo_loss, orpo_loss, simpo_loss, token_logps
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference
-from .workflow import RunResult, StageMetricsMixin, evaluate_into, save_template, stage_callbacks, train_and_save
+from .workflow import RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks, train_and_save
 
 # %% auto #0
 __all__ = ['PAIR_LOSSES', 'batch_logps', 'DPOTrainer', 'run_dpo']
@@ -34,15 +34,8 @@ PAIR_LOSSES = {   # pref_loss -> f(finetuning_args, policy (chosen, rejected, n_
     'orpo': lambda f, p, r: orpo_loss(p[0] / p[2], p[1] / p[3], f.pref_beta),
     'simpo': lambda f, p, r: simpo_loss(p[0] / p[2], p[1] / p[3], f.pref_beta, f.simpo_gamma)}
 
-class DPOTrainer(StageMetricsMixin, Trainer):
+class DPOTrainer(PreferenceMixin, Trainer):
     "Preference optimisation on pairwise batches; `finetuning_args` chooses the loss, `ref_model` (or disabled adapters) is the reference."
-    loss_is_scaled_for_ga = False   # a mean over pairs: the Trainer divides by the accumulation steps
-
-    def __init__(self, *args, finetuning_args=None, ref_model=None, **kw):
-        super().__init__(*args, **kw)
-        self.finetuning_args, self.ref_model = finetuning_args, ref_model
-        if ref_model is not None: self.ref_model = ref_model.to(self.args.device).eval()
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f = self.finetuning_args
         logps, n, logits = batch_logps(model, inputs)
@@ -60,10 +53,6 @@ class DPOTrainer(StageMetricsMixin, Trainer):
                             'logits/chosen': lc, 'logits/rejected': lr, 'sft_loss': sft.detach()}, 'train' if model.training else 'eval')
         loss = losses.mean()
         return (loss, {'chosen': c, 'rejected': r}) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        with torch.no_grad(): loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
 # %% ../../nbs/57_train.dpo.ipynb #0fe85ca6
 def run_dpo(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:

@@ -14,21 +14,14 @@ from .dpo import batch_logps
 from .losses import kto_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference
-from .workflow import RunResult, StageMetricsMixin, evaluate_into, save_template, stage_callbacks, train_and_save
+from .workflow import RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks, train_and_save
 
 # %% auto #0
 __all__ = ['KTOTrainer', 'run_kto']
 
 # %% ../../nbs/57a_train.kto.ipynb #314003cf
-class KTOTrainer(StageMetricsMixin, Trainer):
+class KTOTrainer(PreferenceMixin, Trainer):
     "KTO on feedback batches: desirable / undesirable answers against a reference point estimated from the KL pairs."
-    loss_is_scaled_for_ga = False   # a mean over examples: the Trainer divides by the accumulation steps
-
-    def __init__(self, *args, finetuning_args=None, ref_model=None, **kw):
-        super().__init__(*args, **kw)
-        self.finetuning_args, self.ref_model = finetuning_args, ref_model
-        if ref_model is not None: self.ref_model = ref_model.to(self.args.device).eval()
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f, tags = self.finetuning_args, inputs['kto_tags'].bool()
         logps, n, logits = batch_logps(model, inputs)
@@ -46,10 +39,6 @@ class KTOTrainer(StageMetricsMixin, Trainer):
         if tags.any() and (~tags).any(): m['rewards/margins'] = rc.mean() - rr.mean()
         self.store_metrics(m, 'train' if model.training else 'eval')
         return (loss, {'logps': logps}) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        with torch.no_grad(): loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
 # %% ../../nbs/57a_train.kto.ipynb #346095bc
 def run_kto(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:

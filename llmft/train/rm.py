@@ -14,7 +14,7 @@ from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
 from .losses import last_token_scores, pairwise_loss
 from .optim import create_custom_optimizer
-from .workflow import RunResult, StageMetricsMixin, save_with_value_head, evaluate_into, record, save_template, stage_callbacks, train_and_save
+from .workflow import RunResult, StageMetricsMixin, load_with_value_head, save_with_value_head, evaluate_into, record, save_template, stage_callbacks, train_and_save
 
 # %% auto #0
 __all__ = ['pair_accuracy', 'RewardTrainer', 'save_scores', 'run_rm']
@@ -49,6 +49,7 @@ class RewardTrainer(StageMetricsMixin, Trainer):
         return loss.detach(), torch.stack([chosen, rejected], -1), torch.zeros_like(chosen, dtype=torch.long)  # label: answer 0 preferred
 
     def _save(self, output_dir=None, state_dict=None): save_with_value_head(self, output_dir)
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None): load_with_value_head(self, resume_from_checkpoint)
 
 # %% ../../nbs/56_train.rm.ipynb #6d0f0c20
 def save_scores(path, predictions) -> Path:

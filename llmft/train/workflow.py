@@ -14,8 +14,8 @@ from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, Pissa
 from .plots import plot_loss
 
 # %% auto #0
-__all__ = ['log', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head', 'train_and_save',
-           'evaluate_into', 'StageMetricsMixin']
+__all__ = ['log', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head', 'load_with_value_head',
+           'train_and_save', 'evaluate_into', 'StageMetricsMixin', 'PreferenceMixin']
 
 # %% ../../nbs/54b_train.workflow.ipynb #8083b8b6
 log = get_logger(__name__)
@@ -51,6 +51,22 @@ def save_with_value_head(trainer, output_dir=None):
     out = output_dir or trainer.args.output_dir
     trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out)
     if trainer.processing_class is not None: trainer.processing_class.save_pretrained(out)
+
+def load_with_value_head(trainer, checkpoint):
+    "A `Trainer._load_from_checkpoint` for models with a value head: the adapter (or full weights) and the value head, for exact resume."
+    from transformers.trainer_utils import load_sharded_checkpoint
+    from safetensors.torch import load_file
+    m = trainer.accelerator.unwrap_model(trainer.model)
+    lm, ckpt = m.pretrained_model, Path(checkpoint)
+    if (ckpt/'adapter_model.safetensors').exists():
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(lm, load_file(str(ckpt/'adapter_model.safetensors')))
+    elif (ckpt/'model.safetensors').exists():
+        missing, unexpected = lm.load_state_dict(load_file(str(ckpt/'model.safetensors')), strict=False)
+        tied = set(getattr(lm, 'all_tied_weights_keys', None) or {})
+        if unexpected or [k for k in missing if k not in tied]: raise ValueError(f'{ckpt}: weights do not match the model (missing {missing}, unexpected {unexpected}).')
+    else: load_sharded_checkpoint(lm, str(ckpt), strict=False)
+    if not m.load_value_head(ckpt): raise FileNotFoundError(f'{ckpt}: no value_head.safetensors to resume the value head from.')
 
 # %% ../../nbs/54b_train.workflow.ipynb #bf48c8c9
 def train_and_save(trainer, training_args, finetuning_args, result:RunResult, plot_keys=('loss', 'eval_loss')) -> RunResult:
@@ -89,3 +105,17 @@ class StageMetricsMixin:
             if vals: logs[('eval_' if split == 'eval' else '') + k] = sum(vals) / len(vals)
         store.clear() if store else None
         return super().log(logs, start_time)
+
+# %% ../../nbs/54b_train.workflow.ipynb #1d4f5c1f
+class PreferenceMixin(StageMetricsMixin):
+    "For preference trainers: keeps `finetuning_args` and a frozen `ref_model`; the loss is a mean over examples; eval computes the loss only."
+    loss_is_scaled_for_ga = False   # a mean over pairs / examples: the Trainer divides it by the accumulation steps
+
+    def __init__(self, *args, finetuning_args=None, ref_model=None, **kw):
+        super().__init__(*args, **kw)
+        self.finetuning_args = finetuning_args
+        self.ref_model = ref_model.to(self.args.device).eval() if ref_model is not None else None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad(): loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
