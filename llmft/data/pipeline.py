@@ -19,10 +19,12 @@ from .processors.supervised import PackedSupervisedDatasetProcessor, SupervisedD
 from .processors.unsupervised import UnsupervisedDatasetProcessor
 from .processors.pairwise import PairwiseDatasetProcessor
 from .processors.feedback import FeedbackDatasetProcessor
+from .checks import check_dataset
 
 # %% auto #0
 __all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'processor_key', 'get_processor', 'preprocess', 'tokenizer_hash',
-           'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized', 'get_dataset']
+           'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized', 'get_dataset',
+           'check_training_data']
 
 # %% ../../nbs/29_data.pipeline.ipynb #5f68f8f3
 log = get_logger(__name__)
@@ -119,7 +121,24 @@ def _unsplit(splits:dict) -> dict:
     return dict(train_dataset=splits.get('train'), eval_dataset=evals or splits.get('validation'))
 
 def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> dict:
-    "Train and eval datasets of `stage`, tokenized: `{'train_dataset': ..., 'eval_dataset': ...}` (eval: a dict by name with `eval_on_each_dataset`)."
+    "Train and eval datasets of `stage`, tokenized and checked: `{'train_dataset': ..., 'eval_dataset': ...}` (eval: a dict by name with `eval_on_each_dataset`)."
+    out = _load_or_build(template, data_args, training_args, stage, tokenizer, do_generate)
+    check_training_data(out['train_dataset'], template, tokenizer, 'unsupervised' if do_generate else STAGE_DATA[stage], data_args, training_args)
+    return out
+
+def check_training_data(ds, template, tokenizer, shape:str, data_args, training_args=None):
+    "Run the data checker on the training set (main process): log its summary; with `data_check: error`, refuse fully masked samples."
+    if ds is None or isinstance(ds, IterableDataset) or data_args.data_check == 'off': return
+    if training_args is not None and not training_args.should_log: return
+    for rep in check_dataset(ds, template, tokenizer, shape, data_args):
+        (log.info if rep.ok else log.warning)('Data check\n' + rep.summary())
+        f = rep.get('fully masked samples')
+        if f.count and data_args.data_check == 'error':
+            raise ValueError(f'{f.count} of {rep.n_samples} training samples ({rep.name}) have no trained token (e.g. samples {f.samples}): '
+                             'check the template, cutoff_len, train_on_prompt / mask_history, or set data_check: warn to train anyway.')
+
+def _load_or_build(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> dict:
+    "Load the tokenized splits from the cache, or load, convert, mix, split and tokenize them."
     shape, seed = STAGE_DATA[stage], getattr(training_args, 'seed', 42)
     processor = get_processor(shape, template, tokenizer, data_args, do_generate)
     multi = training_args is not None and training_args.world_size > 1 and not data_args.streaming

@@ -45,6 +45,7 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={'help': 'Read datasets lazily as a stream (needs max_steps).'})
     buffer_size: int = field(default=16384, metadata={'help': 'Shuffle buffer of a streamed dataset.'})
     tokenized_path: Optional[str] = field(default=None, metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'})
+    data_check: str = field(default='error', metadata={'help': 'Check the tokenized training data before training: error (refuse fully masked samples), warn (log only), off.'})
 
     def __post_init__(self):
         self.dataset = _split_names(self.dataset)
@@ -53,6 +54,7 @@ class DataArguments:
         if self.val_size < 0: raise ValueError(f'val_size must be >= 0, got {self.val_size}.')
         if self.val_size > 1 and self.val_size != int(self.val_size):
             raise ValueError(f'val_size above 1 is a count and must be whole, got {self.val_size}.')
+        if self.data_check not in ('error', 'warn', 'off'): raise ValueError(f"data_check must be error, warn or off, got '{self.data_check}'.")
         if self.mix_strategy not in MIX_STRATEGIES:
             raise ValueError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{self.mix_strategy}'.")
         if isinstance(self.interleave_probs, str): self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]

@@ -9,8 +9,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help',
-           'main']
+__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_check_data', 'cmd_expand', 'cmd_env', 'cmd_version',
+           'cmd_help', 'main']
 
 # %% ../../nbs/85_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -19,6 +19,8 @@ commands:
   train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file;
                                  nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun;
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
+  check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens, trained prompt
+                                 tokens, doubled BOS, fully masked or truncated samples; exit 1 on an error
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
@@ -61,6 +63,17 @@ def cmd_train(args:list[str]) -> int:
         if (out/name).exists(): print(f'  {name:28s} {(out/name).resolve()}')
     return 0
 
+def cmd_check_data(args:list[str]) -> int:
+    "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error-level finding."
+    from llmft.hparams.parser import load_cfg
+    from llmft.train.tuner import check_data
+    if not args: print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr); return 2
+    reports = check_data(load_cfg(args))
+    for r in reports: print(r.summary())
+    bad = [r.name for r in reports if not r.ok]
+    print(f"\n{'FAIL' if bad else 'PASS'}: " + (f"errors in {', '.join(bad)}" if bad else f'{len(reports)} data set(s) clean'))
+    return 1 if bad else 0
+
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
     from llmft.hparams.parser import parse_overrides
@@ -83,7 +96,7 @@ def cmd_version(args) -> int:
 def cmd_help(args) -> int:
     print(USAGE); return 0
 
-COMMANDS = {'train': cmd_train, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
+COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."

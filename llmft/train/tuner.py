@@ -18,7 +18,7 @@ from .kto import run_kto
 from .ppo import run_ppo
 
 # %% auto #0
-__all__ = ['log', 'STAGES', 'run_exp']
+__all__ = ['log', 'STAGES', 'run_exp', 'check_data']
 
 # %% ../../nbs/59_train.tuner.ipynb #81cbe07d
 log = get_logger(__name__)
@@ -46,3 +46,25 @@ def _end_process_group():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier(); dist.destroy_process_group()
+
+# %% ../../nbs/59_train.tuner.ipynb #40e4b9e2
+def check_data(cfg=None, **overrides) -> list:
+    "The data-check reports (`data.checks.DataReport`) of the training and evaluation data `cfg` would use."
+    from llmft.core import STAGE_DATA
+    from llmft.data.checks import check_dataset
+    from llmft.data.pipeline import get_dataset
+    from llmft.data.templates import get_template
+    from llmft.model.loader import load_tokenizer
+    flat = {**load_cfg(cfg or {}), **overrides, 'data_check': 'off'}
+    flat.setdefault('do_train', True)
+    args = get_train_args(flat)
+    tokenizer = load_tokenizer(args.model)
+    template = get_template(args.data.template, tokenizer)
+    stage = args.finetuning.stage
+    ds = get_dataset(template, args.data, None, stage, tokenizer, do_generate=args.training.predict_with_generate)
+    shape = 'unsupervised' if args.training.predict_with_generate else STAGE_DATA[stage]
+    evals = ds['eval_dataset'] if isinstance(ds['eval_dataset'], dict) else {'eval': ds['eval_dataset']}
+    reports = check_dataset(ds['train_dataset'], template, tokenizer, shape, args.data, 'train') if ds['train_dataset'] is not None else []
+    for name, d in evals.items():
+        if d is not None: reports += check_dataset(d, template, tokenizer, shape, args.data, name)
+    return reports
