@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test export clean
+.PHONY: install browser demo test export clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,17 @@ $(VENV)/.installed: settings.ini setup.py
 	fi
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(MAKE) --no-print-directory browser
 	touch $@
+
+# the browser test drives Debian's chromium through Playwright (no browser download): install it where apt-get runs as root
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get) for the browser test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	else echo "chromium is missing and cannot be installed here: install it (e.g. sudo apt-get install chromium) for tests/test_browser.py"; fi
 
 models/tiny-llama3: | install
 	$(PY) -c "from llmft.testing import save_tiny_model; print('built', save_tiny_model('models/tiny-llama3'))"

@@ -9,6 +9,7 @@ from pathlib import Path
 import ipywidgets as W
 from transformers import TrainerCallback
 from ..core import TRAINER_LOG
+from ..train.callbacks import _fmt_time
 
 # %% auto #0
 __all__ = ['PANELS', 'BOOKKEEPING', 'LiveMonitor', 'Follower', 'follow_run']
@@ -60,6 +61,7 @@ class LiveMonitor(TrainerCallback):
             for k, v in vals.items():
                 t = self.fig.data[self.traces[k]]
                 t.x, t.y = tuple(t.x or ()) + (step,), tuple(t.y or ()) + (v,)
+        self._sync_state()
         if rec.get('total_steps'): self.progress.max = max(int(rec['total_steps']), 1)
         if rec.get('current_steps') is not None: self.progress.value = min(int(rec['current_steps']), self.progress.max)
         if rec.get('percentage') is not None:
@@ -67,15 +69,24 @@ class LiveMonitor(TrainerCallback):
                                 f" · ETA {rec.get('remaining_time') or '—'}")
         if 'train_loss' in rec: self._done = True; self.label.value += ' · done'   # the Trainer's final summary
 
+    def _sync_state(self):
+        "Copy the figure into the widget's synced state: plotly sends later edits as one-off messages, which a view that connects later (a Voila page, a reloaded tab) never receives."
+        from copy import deepcopy
+        self.fig._widget_data = deepcopy(self.fig._data); self.fig._widget_layout = deepcopy(self.fig._layout_obj._props)
+
     def series(self, key:str) -> tuple[list, list]:
         "The (steps, values) drawn for `key`."
         t = self.fig.data[self.traces[key]]
         return list(t.x), list(t.y)
 
+    def on_train_begin(self, args, state, control, **kw): self._start, self._step0 = time.time(), state.global_step
+
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs: return
         cur, total = state.global_step, state.max_steps or 1
-        rec = {'current_steps': cur, 'total_steps': total, 'percentage': round(100 * cur / total, 2),
+        el = time.time() - getattr(self, '_start', time.time()); done = cur - getattr(self, '_step0', 0)
+        rec = {'current_steps': cur, 'total_steps': total, 'percentage': round(100 * cur / total, 2), 'elapsed_time': _fmt_time(el),
+               'remaining_time': _fmt_time(el / done * (total - cur)) if done > 0 else None,
                **{('lr' if k == 'learning_rate' else k): v for k, v in logs.items()}}
         self.update(rec)
 

@@ -154,10 +154,18 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
         # trained tokens outside every assistant turn
         d = np.zeros(N + 1, np.int64); np.add.at(d, starts, 1); np.add.at(d, ends, -1)
         outside = trained & (np.cumsum(d)[:N] <= 0)
-        first_turn = np.full(n_rows, N); np.minimum.at(first_turn, t_row, a_pos)
+        # a trained token outside every turn whose user turn is never closed by an assistant header lost that header to truncation
         at_cut = lens >= cutoff_len if cutoff_len else np.zeros(n_rows, bool)
         pos = np.flatnonzero(outside)
-        cut_head = at_cut[row[pos]] & (pos < first_turn[row[pos]])   # answer tokens whose turn header truncation removed
+        U = _matches(ids, markers.user, row)
+        iu = np.searchsorted(U, pos, side='right') - 1
+        u = np.where((iu >= 0) & (row[U[np.maximum(iu, 0)]] == row[pos]) if len(U) else False, U[np.maximum(iu, 0)] if len(U) else 0, offsets[row[pos]])
+        jn = np.searchsorted(U, pos, side='right')
+        nu = np.where((jn < len(U)) & (row[U[np.minimum(jn, max(len(U) - 1, 0))]] == row[pos]) if len(U) else False,
+                      U[np.minimum(jn, max(len(U) - 1, 0))] if len(U) else 0, offsets[row[pos] + 1])
+        ia = np.searchsorted(a_pos, u)
+        closed = (ia < len(a_pos)) & (a_pos[np.minimum(ia, len(a_pos) - 1)] < nu)
+        cut_head = at_cut[row[pos]] & ~closed
         headless = np.bincount(row[pos[cut_head]], minlength=n_rows) > 0
         bad = np.bincount(row[pos[~cut_head]], minlength=n_rows) > 0
         out.append(Finding('answers without their turn header (truncated)', 'warning' if headless.any() else 'ok', int(headless.sum()), _first(headless),
