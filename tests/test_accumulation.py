@@ -3,7 +3,6 @@ step: batch 8 with accumulation 1 and batch 1 with accumulation 8 give the same 
 the gradient itself)."""
 import json
 from pathlib import Path
-import torch
 from llmft.train.tuner import run_exp
 
 

@@ -3,7 +3,7 @@ headless Chromium (Debian's `chromium`, driven by Playwright) renders it; the to
 A screenshot is saved (`tests/artifacts/dashboard.png`)."""
 import os, shutil, socket, subprocess, sys, time
 from pathlib import Path
-import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'tests' / 'assets'))

@@ -1,7 +1,6 @@
 """Interrupting a training run in a live Jupyter kernel: the current step finishes, a whole checkpoint is saved, `run_exp`
 returns normally (no KeyboardInterrupt), and the kernel keeps working; the run then resumes from that checkpoint."""
-import json, queue, time
-from pathlib import Path
+import json, time
 from jupyter_client.manager import start_new_kernel
 from conftest import ROOT
 

@@ -190,5 +190,5 @@ def test_ppo_learns_from_an_http_reward(base, tmp_path):
                        'max_new_tokens': 1, 'do_sample': True, 'temperature': 1.0, 'top_p': 1.0, 'top_k': 2, 'output_dir': str(tmp_path / 'ppo')})
     finally: srv.shutdown()
     rewards = [x['reward'] for x in rows(res.output_dir) if 'reward' in x]
-    first, last = sum(rewards[:6]) / 6, sum(rewards[-6:]) / 6
-    assert last > first + 2 and last > 8, rewards
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-8:]) / 8        # a coin flip at first (about 5); measured 4.7 -> 8.9
+    assert last > first + 2.5 and last > 8, rewards

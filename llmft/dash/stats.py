@@ -6,25 +6,13 @@
 from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
-from ..data.processors.base import DatasetProcessor, join_pairs
+from ..data.checks import conversation_lengths
 from ..data.processors.supervised import greedy_knapsack
 
 # %% auto #0
-__all__ = ['conversation_lengths', 'padding_efficiency', 'DatasetStats', 'dataset_stats']
+__all__ = ['padding_efficiency', 'DatasetStats', 'dataset_stats']
 
 # %% ../../nbs/93_dash.stats.ipynb #18d16f4c
-def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000) -> tuple[np.ndarray, np.ndarray]:
-    "Untruncated (prompt, response) token lengths of canonical examples (`_prompt`, `_response`, `_system` columns)."
-    proc = DatasetProcessor(template, tokenizer, None)
-    eos = 1 if template.efficient_eos else 0
-    P, R = [], []
-    n = len(examples['_prompt'])
-    for s in range(0, n, batch_size):
-        convs = [p + r[:1] for p, r in zip(examples['_prompt'][s:s + batch_size], examples['_response'][s:s + batch_size])]
-        for turns in proc.encode_conversations(convs, examples['_system'][s:s + batch_size]):
-            src, tgt = join_pairs(turns); P.append(len(src)); R.append(len(tgt) + eos)
-    return np.array(P, dtype=np.int64), np.array(R, dtype=np.int64)
-
 def padding_efficiency(lengths, batch_size:int, cutoff_len:int, packing:bool=False) -> float:
     "Share of real tokens in batches of `batch_size` rows padded to their longest row, rows cut at `cutoff_len` or (packing) packed into `cutoff_len`."
     rows = np.minimum(np.asarray(lengths), cutoff_len)

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
 from ..core import IGNORE_INDEX, get_logger
+from .processors.base import DatasetProcessor, join_pairs
 
 # %% auto #0
 __all__ = ['SHAPE_COLUMNS', 'TurnMarkers', 'turn_markers', 'flat_column', 'Finding', 'DataReport', 'check_samples',
-           'check_dataset']
+           'check_dataset', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
 
 # %% ../../nbs/29a_data.checks.ipynb #4b093285
 @dataclass
@@ -96,7 +97,11 @@ class DataReport:
         head = f"<b style='color:{colour['ok' if self.ok else 'error']}'>{'PASS' if self.ok else 'FAIL'}</b> — {self.n_samples} samples ({self.name})"
         rows = ''.join(f"<tr><td style='color:{colour[f.severity if f.count else 'ok']}'>{'●'}</td><td>{f.check}</td><td>{f.count}</td>"
                        f"<td>{f.samples}</td><td>{f.detail}</td></tr>" for f in self.findings)
-        return f"<div>{head}<table><tr><th></th><th>check</th><th>count</th><th>samples</th><th>meaning</th></tr>{rows}</table></div>"
+        h = fraction_histogram(self.trained_fraction); top = max(h) or 1
+        bars = ''.join(f"<tr><td>{i / 10:.1f}–{(i + 1) / 10:.1f}</td><td><span style='display:inline-block;background:#81c784;height:10px;"
+                       f"width:{int(200 * c / top)}px'></span> {c}</td></tr>" for i, c in enumerate(h))
+        return (f"<div>{head}<table><tr><th></th><th>check</th><th>count</th><th>samples</th><th>meaning</th></tr>{rows}</table>"
+                f"<details><summary>trained-token fraction per sample</summary><table>{bars}</table></details></div>")
 
 # %% ../../nbs/29a_data.checks.ipynb #c911fd5e
 def _first(mask_rows:np.ndarray, k:int=5) -> list[int]:
@@ -198,3 +203,29 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
         ids, off = flat_column(dataset, id_col); labels = flat_column(dataset, lab_col)[0] if lab_col != id_col else ids
         out.append(check_samples(ids, labels, off, markers, name=f"{name} {id_col.removesuffix('input_ids').strip('_') or 'samples'}", **kw))
     return out
+
+# %% ../../nbs/29a_data.checks.ipynb #67103606
+def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000) -> tuple[np.ndarray, np.ndarray]:
+    "Untruncated (prompt, response) token lengths of canonical examples (`_prompt`, `_response`, `_system` columns)."
+    proc = DatasetProcessor(template, tokenizer, None)
+    eos = 1 if template.efficient_eos else 0
+    P, R = [], []
+    n = len(examples['_prompt'])
+    for s in range(0, n, batch_size):
+        convs = [p + r[:1] for p, r in zip(examples['_prompt'][s:s + batch_size], examples['_response'][s:s + batch_size])]
+        for turns in proc.encode_conversations(convs, examples['_system'][s:s + batch_size]):
+            src, tgt = join_pairs(turns); P.append(len(src)); R.append(len(tgt) + eos)
+    return np.array(P, dtype=np.int64), np.array(R, dtype=np.int64)
+
+def truncation_finding(prompt_lens:np.ndarray, response_lens:np.ndarray, cutoff_len:int) -> Finding:
+    "How many samples `cutoff_len` truncates, and how many tokens they lose."
+    total = prompt_lens + response_lens; cut = total > cutoff_len
+    lost = (total - cutoff_len)[cut]
+    detail = (f'{int(lost.sum())} tokens cut in all, at most {int(lost.max())} from one sample (indices in the raw data order)' if cut.any()
+              else f'every sample fits in {cutoff_len} tokens')
+    return Finding('samples truncated by cutoff_len', 'warning' if cut.any() else 'ok', int(cut.sum()), _first(cut), detail)
+
+# %% ../../nbs/29a_data.checks.ipynb #d65cb026
+def fraction_histogram(frac:np.ndarray, bins:int=10) -> list[int]:
+    "Counts of samples per trained-token fraction bin [0, 0.1), ..., [0.9, 1.0]."
+    return np.histogram(frac, bins=bins, range=(0, 1))[0].tolist()

@@ -65,6 +65,11 @@ def check_data(cfg=None, **overrides) -> list:
     shape = 'unsupervised' if args.training.predict_with_generate else STAGE_DATA[stage]
     evals = ds['eval_dataset'] if isinstance(ds['eval_dataset'], dict) else {'eval': ds['eval_dataset']}
     reports = check_dataset(ds['train_dataset'], template, tokenizer, shape, args.data, 'train') if ds['train_dataset'] is not None else []
+    if reports and shape in ('supervised', 'pairwise', 'feedback') and not args.data.streaming:   # how much cutoff_len cuts, from untruncated lengths
+        from llmft.data.checks import conversation_lengths, truncation_finding
+        from llmft.data.loader import load_datasets
+        raw = load_datasets(args.data.dataset, args.data, shape, args.training.seed)
+        if raw is not None: reports[0].findings.append(truncation_finding(*conversation_lengths(template, tokenizer, raw[:]), args.data.cutoff_len))
     for name, d in evals.items():
         if d is not None: reports += check_dataset(d, template, tokenizer, shape, args.data, name)
     return reports
