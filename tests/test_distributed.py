@@ -36,6 +36,7 @@ def test_notebook_launcher_and_followed_torchrun(tmp_path):
                         parameters=dict(max_steps=3, output_dir=str(tmp_path / 'run')), progress_bar=False)
     assert len(losses(tmp_path / 'run' / 'launcher')) == 3
     assert len(losses(tmp_path / 'run' / 'torchrun')) == 3
+    assert 'Done. Run folder' in (tmp_path / 'run' / 'torchrun' / 'launch.log').read_text()   # torchrun's output, kept in the run folder
 
 
 def test_engine_configs_load():

@@ -10,7 +10,7 @@ from ..core import get_logger
 from .formatter import F, Formatter
 
 # %% auto #0
-__all__ = ['log', 'Template', 'fix_tokenizer', 'template_record']
+__all__ = ['log', 'Template', 'fix_tokenizer', 'template_record', 'to_jinja', 'trained_ids']
 
 # %% ../../nbs/24_data.template.ipynb #8009bb22
 log = get_logger(__name__)
@@ -91,3 +91,42 @@ def template_record(template:Template, tokenizer) -> dict:
     return dict(name=template.name, efficient_eos=template.efficient_eos, stop_words=list(template.stop_words),
                 eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token, probe_ids=ids,
                 sha1=hashlib.sha1(json.dumps(ids).encode()).hexdigest())
+
+# %% ../../nbs/24_data.template.ipynb #77b62e02
+import re
+
+def _literal(s:str) -> str:
+    "A jinja expression printing `s` (a JSON string literal is a valid jinja string literal)."
+    return '{{ ' + json.dumps(s) + ' }}' if s else ''
+
+def _jinja_fmt(fmt, tokenizer) -> str:
+    "The jinja of one formatter: literals, `{{content}}` -> the message content, `{{idx}}` -> the turn index."
+    out = []
+    for s in fmt.slots:
+        if isinstance(s, str):
+            for p in re.split(r'(\{\{\w+\}\})', s):
+                out.append({'{{content}}': "{{ m['content'] }}", '{{idx}}': '{{ idx }}'}.get(p, _literal(p)))
+        else: out.append(_literal(getattr(tokenizer, next(iter(s)))))
+    return ''.join(out)
+
+def to_jinja(template:Template, tokenizer) -> str:
+    "`template` as a jinja `chat_template` that renders conversations token for token as training encoded them."
+    j = lambda f: _jinja_fmt(f, tokenizer)
+    sys_m = j(template.format_system).replace("m['content']", 'system')
+    eos = _literal(tokenizer.eos_token) if template.efficient_eos else ''
+    return ("{%- if messages and messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}{%- set msgs = messages[1:] %}"
+            "{%- else %}{%- set system = " + json.dumps(template.default_system) + " %}{%- set msgs = messages %}{%- endif %}"
+            "{%- for m in msgs %}{%- set idx = loop.index0 // 2 %}"
+            "{%- if loop.first %}" + j(template.format_prefix) + "{%- if system %}" + sys_m + "{%- endif %}{%- endif %}"
+            "{%- if m['role'] == 'user' %}" + j(template.format_user) +
+            "{%- elif m['role'] == 'assistant' %}" + j(template.format_assistant) + eos +
+            "{%- elif m['role'] in ('observation', 'tool') %}" + j(template.format_observation or template.format_user) +
+            "{%- elif m['role'] == 'function' %}" + j(template.format_function or template.format_assistant) +
+            "{%- endif %}{%- endfor %}")
+
+def trained_ids(template:Template, tokenizer, messages:list[dict]) -> list[int]:
+    "The ids training gives a conversation (user/assistant pairs, a leading system message as the system prompt, EOS after answers with `efficient_eos`)."
+    system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else None
+    turns = messages[1:] if system is not None else messages
+    eos = [tokenizer.eos_token_id] if template.efficient_eos else []
+    return [i for s, r in template.encode_multiturn(tokenizer, turns, system) for i in s + r + eos]

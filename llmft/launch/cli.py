@@ -9,8 +9,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_check_data', 'cmd_expand', 'cmd_env', 'cmd_version',
-           'cmd_help', 'main']
+__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_check_data', 'cmd_templates', 'cmd_expand',
+           'cmd_env', 'cmd_version', 'cmd_help', 'main']
 
 # %% ../../nbs/85_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -21,6 +21,7 @@ commands:
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
   check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens, trained prompt
                                  tokens, doubled BOS, fully masked or truncated samples; exit 1 on an error
+  templates                      the registered chat templates (stop words, efficient_eos, default system)
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
@@ -74,6 +75,14 @@ def cmd_check_data(args:list[str]) -> int:
     print(f"\n{'FAIL' if bad else 'PASS'}: " + (f"errors in {', '.join(bad)}" if bad else f'{len(reports)} data set(s) clean'))
     return 1 if bad else 0
 
+def cmd_templates(args:list[str]) -> int:
+    "llmft templates: the registered chat templates, with their stop words and whether EOS is appended to answers."
+    from llmft.data.templates import TEMPLATES
+    print(f"{'template':16s} {'stop words':34s} efficient_eos  default system")
+    for name, t in sorted(TEMPLATES.items()):
+        print(f"{name:16s} {', '.join(t.stop_words) or '-':34s} {str(t.efficient_eos):14s} {(t.default_system[:40] + '...') if len(t.default_system) > 40 else t.default_system or '-'}")
+    return 0
+
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
     from llmft.hparams.parser import parse_overrides
@@ -96,7 +105,7 @@ def cmd_version(args) -> int:
 def cmd_help(args) -> int:
     print(USAGE); return 0
 
-COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
+COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'templates': cmd_templates, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."

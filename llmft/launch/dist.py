@@ -11,8 +11,8 @@ import yaml
 from ..core import TRAINER_LOG, get_logger
 
 # %% auto #0
-__all__ = ['log', 'LAUNCH_KEYS', 'in_distributed_worker', 'free_port', 'launch_settings', 'torchrun_command', 'launch',
-           'RunHandle', 'launch_torchrun']
+__all__ = ['log', 'LAUNCH_KEYS', 'LAUNCH_LOG', 'in_distributed_worker', 'free_port', 'launch_settings', 'torchrun_command',
+           'launch', 'RunHandle', 'launch_torchrun']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
 log = get_logger(__name__)
@@ -62,6 +62,8 @@ def launch(cfg:dict, num_processes:int=2, **kw):
     notebook_launcher(_train, (cfg,), num_processes=num_processes, use_port=str(free_port()), **kw)
     return Path(cfg['output_dir'])
 
+LAUNCH_LOG = 'launch.log'
+
 @dataclass
 class RunHandle:
     "A training run in a torchrun subprocess; `follow()` yields its log records as they are written."
@@ -86,9 +88,14 @@ class RunHandle:
 
     def wait(self) -> int:
         "Wait for the run and return its exit code (non-zero raises with the end of its output)."
-        out, _ = self.process.communicate()
-        if self.process.returncode: raise RuntimeError(f'torchrun exited with {self.process.returncode}:\n{(out or "")[-3000:]}')
-        return self.process.returncode
+        rc = self.process.wait()
+        if rc: raise RuntimeError(f'torchrun exited with {rc}; the end of {self.output_dir/LAUNCH_LOG}:\n{self.log()[-3000:]}')
+        return rc
+
+    def log(self) -> str:
+        "What torchrun and its workers printed so far (`launch.log` in the run folder)."
+        p = self.output_dir/LAUNCH_LOG
+        return p.read_text(encoding='utf-8', errors='replace') if p.exists() else ''
 
 def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     "Start `torchrun` with `num_processes` processes on `cfg` in the background; the kernel stays free."
@@ -98,5 +105,6 @@ def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     cmd = torchrun_command(exe, ['train', str(recipe)], {'nproc_per_node': num_processes})
     log.info('Starting: ' + ' '.join(cmd))
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    with open(out/LAUNCH_LOG, 'w', encoding='utf-8') as f:   # a file, not a pipe: a long run never blocks on a full pipe nobody reads
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
     return RunHandle(p, out, cmd)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from ..core import TEMPLATE_FILE, get_logger, write_json
-from ..data.template import template_record
+from ..data.template import template_record, to_jinja
 from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, PissaConvertCallback
 from .plots import plot_loss
 
@@ -40,7 +40,8 @@ def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
     return cbs + list(extra or [])
 
 def save_template(training_args, template, tokenizer):
-    "Write `template.json` (the template's name and a hash of its rendering) into the run folder."
+    "Give the tokenizer our template as its jinja `chat_template` (saved with it), and write `template.json` into the run folder."
+    tokenizer.chat_template = to_jinja(template, tokenizer)
     if not training_args.should_save: return
     out = Path(training_args.output_dir); out.mkdir(parents=True, exist_ok=True)
     write_json(out/TEMPLATE_FILE, template_record(template, tokenizer))
