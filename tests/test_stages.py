@@ -156,7 +156,10 @@ def test_kto_learns_and_reloads(base, tmp_path):
 def test_ppo_with_a_lora_reward_model(base, tmp_path):
     rm = run_exp({**base, 'stage': 'rm', 'dataset': 'pref_demo', 'max_steps': 4, 'output_dir': str(tmp_path / 'rm')})
     res = run_exp({**base, 'stage': 'ppo', 'dataset': 'alpaca_demo', 'max_steps': 3, 'logging_steps': 1, 'reward_model': rm.output_dir,
-                   'learning_rate': 1e-3, 'max_new_tokens': 8, 'output_dir': str(tmp_path / 'ppo')})
+                   'learning_rate': 1e-3, 'max_new_tokens': 8, 'output_dir': str(tmp_path / 'ppo'), 'save_strategy': 'steps', 'save_steps': 2})
+    ckpt = tmp_path / 'ppo' / 'checkpoint-2'                      # a whole checkpoint: adapter, value head, optimizer, state
+    for f in ('adapter_model.safetensors', 'value_head.safetensors', 'optimizer.pt', 'trainer_state.json', 'llmft_checkpoint_complete.json'):
+        assert (ckpt / f).exists(), f
     r = [x for x in rows(res.output_dir) if 'reward' in x]
     assert len(r) == 3 and all(k in r[0] for k in ('loss', 'policy_loss', 'value_loss', 'kl', 'kl_coef', 'clipfrac', 'response_length'))
     policy = res.trainer.model.eval()

@@ -9,6 +9,7 @@ from itertools import chain, repeat
 import numpy as np
 import torch
 from transformers import Trainer, TrainerState
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import TrainOutput
 from ..data.templates import get_template
 from ..data.pipeline import get_dataset
@@ -174,7 +175,7 @@ def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
     self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
     self.state = TrainerState(max_steps=max_steps, logging_steps=a.logging_steps, save_steps=a.save_steps,
                               is_local_process_zero=self.is_local_process_zero(), is_world_process_zero=self.is_world_process_zero(),
-                              stateful_callbacks=[])
+                              stateful_callbacks=[c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)])
     self.control = self.callback_handler.on_train_begin(a, self.state, self.control)
     batches, total = chain.from_iterable(repeat(loader)), 0.0
     self.model.train()
