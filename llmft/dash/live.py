@@ -41,7 +41,7 @@ class LiveMonitor(TrainerCallback):
         self.label = W.HTML()
         self.widget = W.VBox([W.HBox([self.progress, self.label]), self.fig])
         self.records: list[dict] = []
-        self._pos, self._done = 0, False
+        self._pos, self._done, self._synced = 0, False, 0.0
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -61,7 +61,7 @@ class LiveMonitor(TrainerCallback):
             for k, v in vals.items():
                 t = self.fig.data[self.traces[k]]
                 t.x, t.y = tuple(t.x or ()) + (step,), tuple(t.y or ()) + (v,)
-        self._sync_state()
+        if time.time() - self._synced > 1.0 or 'train_loss' in rec or any(k.startswith('eval_') for k in rec): self._sync_state()   # it copies the whole figure: at most once a second, and for rare events
         if rec.get('total_steps'): self.progress.max = max(int(rec['total_steps']), 1)
         if rec.get('current_steps') is not None: self.progress.value = min(int(rec['current_steps']), self.progress.max)
         if rec.get('percentage') is not None:
@@ -73,6 +73,7 @@ class LiveMonitor(TrainerCallback):
         "Copy the figure into the widget's synced state: plotly sends later edits as one-off messages, which a view that connects later (a Voila page, a reloaded tab) never receives."
         from copy import deepcopy
         self.fig._widget_data = deepcopy(self.fig._data); self.fig._widget_layout = deepcopy(self.fig._layout_obj._props)
+        self._synced = time.time()
 
     def series(self, key:str) -> tuple[list, list]:
         "The (steps, values) drawn for `key`."
@@ -80,6 +81,7 @@ class LiveMonitor(TrainerCallback):
         return list(t.x), list(t.y)
 
     def on_train_begin(self, args, state, control, **kw): self._start, self._step0 = time.time(), state.global_step
+    def on_train_end(self, args, state, control, **kw): self._sync_state()
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs: return
@@ -121,9 +123,9 @@ class Follower:
             while True:
                 ended = self.process is not None and self.process.poll() is not None
                 self.monitor.poll(self.output_dir)
-                if ended: self.monitor.poll(self.output_dir); return
+                if ended: self.monitor.poll(self.output_dir); self.monitor._sync_state(); return
                 if self.process is None and self.monitor._done:   # the summary line: take what follows it (a final evaluation), then stop
-                    time.sleep(3 * self.interval); self.monitor.poll(self.output_dir); return
+                    time.sleep(3 * self.interval); self.monitor.poll(self.output_dir); self.monitor._sync_state(); return
                 if self.timeout and time.time() - start > self.timeout: raise TimeoutError(f'{self.output_dir}: no end of training after {self.timeout} s')
                 time.sleep(self.interval)
         except Exception as e: self.error = e
