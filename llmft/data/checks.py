@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
-from ..core import IGNORE_INDEX, get_logger
+from ..core import IGNORE_INDEX
 from .processors.base import DatasetProcessor, join_pairs
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_train.callbacks.ipynb #ce2bd346
 from __future__ import annotations
-import json, os, signal, threading, time
+import json, signal, threading, time
 from pathlib import Path
 from transformers import TrainerCallback
 from ..core import CHECKPOINT_DONE, TRAINER_LOG, get_logger, write_json

@@ -67,7 +67,7 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'eval_accuracy'))
     gen = generation_kwargs(generating_args, tokenizer, template)
-    if training_args.do_eval: evaluate_into(trainer, result, perplexity=not generate) if not generate else record(trainer, 'eval', trainer.evaluate(metric_key_prefix='eval', **gen), result)
+    if training_args.do_eval: evaluate_into(trainer, result, perplexity=not generate, **gen)
     if training_args.do_predict:
         pred = trainer.predict(ds['eval_dataset'], metric_key_prefix='predict', **gen)
         record(trainer, 'predict', pred.metrics, result)

@@ -84,10 +84,10 @@ def train_and_save(trainer, training_args, finetuning_args, result:RunResult, pl
     if finetuning_args.plot_loss and trainer.is_world_process_zero(): plot_loss(training_args.output_dir, keys=plot_keys)
     return result
 
-def evaluate_into(trainer, result:RunResult, perplexity:bool=False) -> RunResult:
-    "Evaluate, add perplexity when the loss is a token cross-entropy, record `eval` metrics."
+def evaluate_into(trainer, result:RunResult, perplexity:bool=False, **gen_kwargs) -> RunResult:
+    "Evaluate (generation settings passed on), add perplexity when the loss is a token cross-entropy, record `eval` metrics."
     import math
-    m = trainer.evaluate(metric_key_prefix='eval')
+    m = trainer.evaluate(metric_key_prefix='eval', **gen_kwargs)
     if perplexity and 'eval_loss' in m: m['eval_perplexity'] = math.exp(m['eval_loss']) if m['eval_loss'] < 50 else float('inf')
     record(trainer, 'eval', m, result)
     return result
