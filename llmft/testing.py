@@ -4,13 +4,14 @@
 
 # %% ../nbs/01_testing.ipynb #52938f3c
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import functools, hashlib, json, os, shutil, tempfile
 from pathlib import Path
 from .core import cache_dir, closest, get_logger
 
 # %% auto #0
 __all__ = ['log', 'FIXTURE_VERSION', 'LLAMA3_SPLIT', 'LLAMA3_CHAT_TEMPLATE', 'QWEN_CHAT_TEMPLATE', 'FAMILIES', 'ARCHS',
-           'tiny_tokenizer_path', 'tiny_tokenizer', 'tiny_model', 'save_tiny_model']
+           'tiny_tokenizer_path', 'tiny_tokenizer', 'chat_templates_dir', 'official_chat_template', 'family_tokenizer',
+           'tiny_model', 'save_tiny_model']
 
 # %% ../nbs/01_testing.ipynb #30d42910
 log = get_logger(__name__)
@@ -53,12 +54,40 @@ QWEN_CHAT_TEMPLATE = (  # the no-tools branch of Qwen2.5-Instruct's template
     "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
 
+_LLAMA2 = ['<unk>', '<s>', '</s>']
 FAMILIES = {
     'llama3': dict(specials=['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>',
                              '<|eot_id|>', '<|eom_id|>', '<|python_tag|>', '<|finetune_right_pad_id|>'],
                    bos='<|begin_of_text|>', eos='<|eot_id|>', pad=None, add_bos=True, chat_template=LLAMA3_CHAT_TEMPLATE),
     'qwen': dict(specials=['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
                  bos=None, eos='<|im_end|>', pad='<|endoftext|>', add_bos=False, chat_template=QWEN_CHAT_TEMPLATE),
+    'qwen3': dict(specials=['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '</think>', '<tool_call>', '</tool_call>',
+                            '<tool_response>', '</tool_response>', '<|vision_start|>', '<|vision_end|>', '<|image_pad|>', '<|video_pad|>'],
+                  bos=None, eos='<|im_end|>', pad='<|endoftext|>', add_bos=False, chat_template=None),
+    'llama2': dict(specials=_LLAMA2, bos='<s>', eos='</s>', pad=None, add_bos=True, chat_template=None),
+    'mistral': dict(specials=_LLAMA2 + ['[INST]', '[/INST]', '[AVAILABLE_TOOLS]', '[/AVAILABLE_TOOLS]', '[TOOL_CALLS]', '[TOOL_RESULTS]',
+                                        '[/TOOL_RESULTS]', '[SYSTEM_PROMPT]', '[/SYSTEM_PROMPT]'],
+                    bos='<s>', eos='</s>', pad=None, add_bos=True, chat_template=None),
+    'gemma': dict(specials=['<pad>', '<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>', '<start_of_image>'],
+                  bos='<bos>', eos='<eos>', pad='<pad>', add_bos=True, chat_template=None),
+    'phi': dict(specials=['<|endoftext|>', '<|system|>', '<|user|>', '<|assistant|>', '<|end|>', '<|im_start|>', '<|im_end|>', '<|im_sep|>'],
+                bos='<|endoftext|>', eos='<|endoftext|>', pad=None, add_bos=False, chat_template=None),
+    'glm': dict(specials=['<|endoftext|>', '[gMASK]', 'sop', '<sop>', '<|system|>', '<|user|>', '<|assistant|>', '<|observation|>'],
+                bos=None, eos='<|endoftext|>', pad=None, add_bos=False, chat_template=None),
+    'cohere': dict(specials=['<PAD>', '<BOS_TOKEN>', '<|END_OF_TURN_TOKEN|>', '<|START_OF_TURN_TOKEN|>', '<|SYSTEM_TOKEN|>', '<|USER_TOKEN|>',
+                             '<|CHATBOT_TOKEN|>'], bos='<BOS_TOKEN>', eos='<|END_OF_TURN_TOKEN|>', pad='<PAD>', add_bos=True, chat_template=None),
+    'deepseek': dict(specials=['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<｜User｜>', '<｜Assistant｜>', '<think>', '</think>', '<|EOT|>'],
+                     bos='<｜begin▁of▁sentence｜>', eos='<｜end▁of▁sentence｜>', pad=None, add_bos=True, chat_template=None),
+    'granite': dict(specials=['<|end_of_text|>', '<|start_of_role|>', '<|end_of_role|>', '<|tool_call|>'],
+                    bos='<|end_of_text|>', eos='<|end_of_text|>', pad=None, add_bos=False, chat_template=None),
+    'openchat': dict(specials=_LLAMA2 + ['<|end_of_turn|>'], bos='<s>', eos='<|end_of_turn|>', pad=None, add_bos=True, chat_template=None),
+    'bailing': dict(specials=['<|endoftext|>', '<role>', '</role>'], bos=None, eos='<|endoftext|>', pad=None, add_bos=False, chat_template=None),
+    'megrez': dict(specials=['<|endoftext|>', '<|role_start|>', '<|role_end|>', '<|turn_end|>'],
+                   bos=None, eos='<|turn_end|>', pad=None, add_bos=False, chat_template=None),
+    'cpm': dict(specials=_LLAMA2 + ['<用户>', '<AI>'], bos='<s>', eos='</s>', pad=None, add_bos=True, chat_template=None),
+    'intern': dict(specials=_LLAMA2 + ['<|im_start|>', '<|im_end|>'], bos='<s>', eos='</s>', pad=None, add_bos=True, chat_template=None),
+    'olmo': dict(specials=['<|endoftext|>', '<|padding|>'], bos=None, eos='<|endoftext|>', pad='<|padding|>', add_bos=False, chat_template=None),
+    'falcon': dict(specials=['>>', '<|endoftext|>'], bos='>>', eos='<|endoftext|>', pad=None, add_bos=False, chat_template=None),
 }
 
 # %% ../nbs/01_testing.ipynb #459241ca
@@ -77,10 +106,10 @@ def _build_atomic(dest:Path, build):
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
-def _train_tokenizer(out:Path, family:str, vocab_size:int):
-    from tokenizers import Tokenizer, Regex, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-    spec = FAMILIES[family]
+@functools.lru_cache(maxsize=4)
+def _base_bpe(vocab_size:int) -> str:
+    "The byte-level BPE trained on the corpus, as JSON: trained once per process, shared by every family."
+    from tokenizers import Tokenizer, Regex, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior='isolated'),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -88,6 +117,13 @@ def _train_tokenizer(out:Path, family:str, vocab_size:int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer)
+    return tok.to_str()
+
+def _train_tokenizer(out:Path, family:str, vocab_size:int):
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+    spec = FAMILIES[family]
+    tok = Tokenizer.from_str(_base_bpe(vocab_size))
     tok.add_special_tokens(spec['specials'])
     post = [processors.ByteLevel(trim_offsets=False)]
     if spec['add_bos']:
@@ -116,6 +152,26 @@ def tiny_tokenizer(family:str='llama3', # a key of `FAMILIES`
     return AutoTokenizer.from_pretrained(tiny_tokenizer_path(family, vocab_size))
 
 # %% ../nbs/01_testing.ipynb #445ff72d
+def chat_templates_dir() -> Path:
+    "The folder of official chat template fixtures (`tests/assets/chat_templates`)."
+    here = [Path.cwd(), *Path.cwd().parents] + ([Path(globals()['__file__']).resolve().parents[1]] if '__file__' in globals() else [])
+    for d in here:
+        if (d/'tests/assets/chat_templates').is_dir(): return d/'tests/assets/chat_templates'
+    raise FileNotFoundError('tests/assets/chat_templates not found above the working directory nor beside the llmft package.')
+
+def official_chat_template(name:str) -> str:
+    "The published jinja chat template `name` (a fixture file)."
+    p = chat_templates_dir()/f'{name}.jinja'
+    if not p.exists(): raise KeyError(f"No official template '{name}'{closest(name, [q.stem for q in chat_templates_dir().glob('*.jinja')])}")
+    return p.read_text()
+
+def family_tokenizer(family:str, template:str):
+    "The fixture tokenizer of `family` carrying the official chat template `template`."
+    tok = tiny_tokenizer(family)
+    tok.chat_template = official_chat_template(template)
+    return tok
+
+# %% ../nbs/01_testing.ipynb #2a470d3a
 ARCHS = {'llama': ('LlamaConfig', 'LlamaForCausalLM', 'llama3'),
          'qwen2': ('Qwen2Config', 'Qwen2ForCausalLM', 'qwen')}
 
@@ -149,7 +205,7 @@ def tiny_model(arch:str='llama',    # a key of `ARCHS`: llama or qwen2
     dest = cache_dir('fixtures')/f'model-{arch}-{family}-h{hidden}-l{layers}-{_key(*args, FAMILIES[family])}'
     return _build_atomic(dest, lambda tmp: _build_model(tmp, *args))
 
-# %% ../nbs/01_testing.ipynb #599255b9
+# %% ../nbs/01_testing.ipynb #1cb0e46f
 def save_tiny_model(dest,               # folder to write (replaced if it exists)
                     arch:str='llama',   # a key of `ARCHS`
                     **kw,               # more `tiny_model` arguments

@@ -144,11 +144,11 @@ def inspect_dataset(cfg=None,            # a training config (dict, YAML path or
         shape = shape or ('pairwise' if 'chosen_input_ids' in cols else 'feedback' if 'kto_tags' in cols else 'supervised')
         return Inspector(cfg, tokenizer, template, shape)
     from llmft.data.pipeline import get_dataset
-    from llmft.data.templates import get_template
+    from llmft.data.templates import get_template_and_fix_tokenizer
     from llmft.hparams.parser import get_train_args, load_cfg
     from llmft.model.loader import load_tokenizer
     args = get_train_args({'do_train': True, **load_cfg(cfg or {}), **overrides, 'data_check': 'off'})
-    tok = load_tokenizer(args.model); tmpl = get_template(args.data.template, tok)
+    tok = load_tokenizer(args.model); tmpl = get_template_and_fix_tokenizer(tok, args.data)
     stage = args.finetuning.stage
     ds = get_dataset(tmpl, args.data, None, stage, tok, do_generate=args.training.predict_with_generate)[f'{split}_dataset']
     if isinstance(ds, dict): ds = next(iter(ds.values()))

@@ -63,11 +63,11 @@ def dataset_stats(cfg=None, **overrides) -> DatasetStats:
     "Length statistics of the training data of a config (dataset, template, tokenizer, cutoff_len, batch size as the run would use)."
     from llmft.core import STAGE_DATA
     from llmft.data.loader import load_datasets
-    from llmft.data.templates import get_template
+    from llmft.data.templates import get_template_and_fix_tokenizer
     from llmft.hparams.parser import get_train_args, load_cfg
     from llmft.model.loader import load_tokenizer
     a = get_train_args({'do_train': True, **load_cfg(cfg or {}), **overrides})
-    tok = load_tokenizer(a.model); tmpl = get_template(a.data.template, tok)
+    tok = load_tokenizer(a.model); tmpl = get_template_and_fix_tokenizer(tok, a.data)
     ds = load_datasets(a.data.dataset, a.data, STAGE_DATA[a.finetuning.stage], a.training.seed)
     p, r = conversation_lengths(tmpl, tok, ds[:])
     return DatasetStats(p, r, a.data.cutoff_len, a.training.per_device_train_batch_size)

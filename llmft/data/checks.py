@@ -206,14 +206,15 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
 
 # %% ../../nbs/29a_data.checks.ipynb #67103606
 def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000) -> tuple[np.ndarray, np.ndarray]:
-    "Untruncated (prompt, response) token lengths of canonical examples (`_prompt`, `_response`, `_system` columns)."
+    "Untruncated (prompt, response) token lengths of canonical examples (`_prompt`, `_response`, `_system`, `_tools` columns)."
     proc = DatasetProcessor(template, tokenizer, None)
     eos = 1 if template.efficient_eos else 0
     P, R = [], []
     n = len(examples['_prompt'])
     for s in range(0, n, batch_size):
         convs = [p + r[:1] for p, r in zip(examples['_prompt'][s:s + batch_size], examples['_response'][s:s + batch_size])]
-        for turns in proc.encode_conversations(convs, examples['_system'][s:s + batch_size]):
+        tools = examples['_tools'][s:s + batch_size] if '_tools' in examples else None
+        for turns in proc.encode_conversations(convs, examples['_system'][s:s + batch_size], tools):
             src, tgt = join_pairs(turns); P.append(len(src)); R.append(len(tgt) + eos)
     return np.array(P, dtype=np.int64), np.array(R, dtype=np.int64)
 

@@ -22,8 +22,8 @@ from .processors.feedback import FeedbackDatasetProcessor
 from .checks import check_dataset
 
 # %% auto #0
-__all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'processor_key', 'get_processor', 'preprocess', 'tokenizer_hash',
-           'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized', 'get_dataset',
+__all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'processor_key', 'get_processor', 'code_hash', 'preprocess',
+           'tokenizer_hash', 'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized', 'get_dataset',
            'check_training_data']
 
 # %% ../../nbs/29_data.pipeline.ipynb #5f68f8f3
@@ -43,12 +43,20 @@ def get_processor(shape:str, template, tokenizer, data_args, do_generate:bool=Fa
     return PROCESSORS[processor_key(shape, data_args, do_generate)](template, tokenizer, data_args)
 
 # %% ../../nbs/29_data.pipeline.ipynb #0ba220ef
+def code_hash() -> str:
+    "A hash of the data-processing code (converters, formatters, tools, templates, processors): new code never reads an old cache."
+    import llmft.data
+    root = Path(llmft.data.__file__).parent
+    files = sorted(root.glob('*.py')) + sorted(root.glob('processors/*.py')) + sorted(root.glob('families/*.py'))
+    return hashlib.sha1(b''.join(f.read_bytes() for f in files)).hexdigest()[:16]
+
 def preprocess(ds, processor, data_args, name:str='train'):
     "Tokenize canonical examples with `processor`; the number of examples dropped is logged."
     if ds is None: return None
     kw = dict(batched=True, batch_size=data_args.preprocessing_batch_size, remove_columns=list(CANONICAL[:-1]))
     if isinstance(ds, IterableDataset): return ds.map(processor.preprocess_dataset, **kw)
     n = len(ds)
+    processor.code = code_hash()   # part of the map's fingerprint: datasets' own cache never serves output of older code
     out = ds.map(lambda b: to_arrow_columns(processor.preprocess_dataset(b)), num_proc=data_args.preprocessing_num_workers,
                  load_from_cache_file=not data_args.overwrite_cache, desc=f'Tokenizing {name}', **kw)
     if isinstance(processor, PretrainDatasetProcessor) and data_args.packing is not False:
@@ -59,7 +67,7 @@ def preprocess(ds, processor, data_args, name:str='train'):
     if len(out) == 0: raise ValueError(f'{name}: no example left after tokenization (cutoff_len={data_args.cutoff_len}).')
     return out
 
-# %% ../../nbs/29_data.pipeline.ipynb #47726de7
+# %% ../../nbs/29_data.pipeline.ipynb #a7f1df69
 FP_KEYS = ('cutoff_len', 'train_on_prompt', 'mask_history', 'packing', 'neat_packing', 'max_samples', 'val_size', 'mix_strategy',
            'interleave_probs', 'eval_on_each_dataset', 'dataset', 'eval_dataset', 'default_system')
 FP_FILE = 'llmft_fingerprint.json'
@@ -78,14 +86,14 @@ def fingerprint(data_args, shape:str, template, tokenizer, seed:int, do_generate
         if a.load_from != 'file': files[a.name] = f'{a.load_from}:{a.file_name}'; continue
         for f in data_files(a, data_args.dataset_dir)[1]:
             st = os.stat(f); files[f'{a.name}:{Path(f).name}'] = f'{st.st_size} bytes, mtime {st.st_mtime_ns}'
-    return dict(shape=processor_key(shape, data_args, do_generate), files=files, template=template_record(template, tokenizer)['sha1'],
+    return dict(shape=processor_key(shape, data_args, do_generate), files=files, template=template_record(template, tokenizer)['sha1'], code=code_hash(),
                 tokenizer=tokenizer_hash(tokenizer), seed=seed, **{k: getattr(data_args, k) for k in FP_KEYS})
 
 def fingerprint_changes(saved:dict, now:dict) -> list[str]:
     "What differs between two fingerprints, in words."
     return [f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
-# %% ../../nbs/29_data.pipeline.ipynb #ce4bd3d4
+# %% ../../nbs/29_data.pipeline.ipynb #5ce11f7f
 def save_tokenized(path, splits:dict, fp:dict):
     "Save the splits (a DatasetDict) and the fingerprint into `path`, atomically: written beside it, then renamed."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +116,7 @@ def load_tokenized(path, fp:dict) -> dict:
     log.info(f'Loading tokenized dataset from {path} (fingerprint matches).')
     return dict(load_from_disk(str(Path(path)/'data')))
 
-# %% ../../nbs/29_data.pipeline.ipynb #5ce11f7f
+# %% ../../nbs/29_data.pipeline.ipynb #45e3d785
 def _splits(train, evals) -> dict:
     "Train and eval datasets as named splits (`validation` or `validation_<name>` per eval dataset)."
     out = {'train': train}

@@ -7,60 +7,105 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 from ..core import get_logger
+import re
 from .formatter import F, Formatter
+from .tools import FunctionFormatter, ToolFormatter, extract_tool_calls
 
 # %% auto #0
-__all__ = ['log', 'Template', 'fix_tokenizer', 'template_record', 'to_jinja', 'trained_ids']
+__all__ = ['log', 'TEMPLATES', 'Template', 'register_template', 'fix_tokenizer', 'template_record', 'check_run_template',
+           'to_jinja', 'trained_ids']
 
 # %% ../../nbs/24_data.template.ipynb #8009bb22
 log = get_logger(__name__)
 
 @dataclass
 class Template:
-    "A chat format: how each role is written, the prefix, default system, stop words and eos handling."
+    "A chat format: how each role is written, the prefix, default system, tools, reasoning, stop words and eos handling."
     name: str
     format_user: Formatter
     format_assistant: Formatter
     format_system: Formatter = field(default_factory=lambda: F('{{content}}'))
     format_observation: Optional[Formatter] = None  # default: written like a user turn
-    format_function: Optional[Formatter] = None     # default: written like an assistant turn
+    format_function: Optional[Formatter] = None     # default: the calls, written by `tool_format`, in the assistant slots
     format_prefix: Formatter = field(default_factory=F)
+    format_tools: Optional[Formatter] = None        # default: the definitions written by `tool_format`, appended to the system message
     default_system: str = ''
     stop_words: list = field(default_factory=list)
     efficient_eos: bool = False  # the assistant format has no end token: eos is appended (and trained) by the processor
     replace_eos: bool = False    # the tokenizer's eos becomes stop_words[0]
+    system_in_user: bool = False # the system text opens the first user message (Llama 2, Mistral, Gemma) instead of a turn of its own
+    tool_format: str = 'default' # how tool definitions and calls are written: a key of `data.tools.TOOL_FORMATS`
+    thought_words: Optional[tuple] = None  # (open, close) of the reasoning block of a reasoning model
+    enable_thinking: bool = True # with thought_words: answers without a thought get an empty one, trained (True) or in the prompt (False)
 
     def _fmt(self, role:str) -> Formatter:
         fmts = {'user': self.format_user, 'assistant': self.format_assistant,
-                'observation': self.format_observation or self.format_user, 'function': self.format_function or self.format_assistant}
+                'observation': self.format_observation or self.format_user,
+                'function': self.format_function or FunctionFormatter(list(self.format_assistant.slots), tool_format=self.tool_format,
+                                                                      thought_words=self.thought_words)}
         if role not in fmts: raise ValueError(f"Template '{self.name}': cannot write a '{role}' turn; roles are {sorted(fmts)}.")
         return fmts[role]
 
-    def render_turns(self, tokenizer, messages:list[dict], system:str|None=None) -> list[str]:
-        "The text of each message: the first carries the prefix and the system message."
+    def empty_thought(self) -> str:
+        "The thought block of an answer without reasoning."
+        return self.thought_words[0] + self.thought_words[1]
+
+    def has_thought(self, content:str) -> bool:
+        return self.thought_words is not None and (self.thought_words[0].strip() in content or self.thought_words[1].strip() in content)
+
+    def remove_thought(self, content:str) -> str:
+        "`content` without its thought blocks."
+        o, c = self.thought_words
+        return re.sub(re.escape(o) + '.*?' + re.escape(c), '', content, flags=re.DOTALL).lstrip('\n')
+
+    def system_text(self, tokenizer, system:str|None=None, tools=None) -> str:
+        "The formatted system message (`system` or the default) with the tool definitions appended; empty when there is neither."
         system = system or self.default_system
-        out = []
+        tool = (self.format_tools or ToolFormatter(tool_format=self.tool_format)).apply(tokenizer, content=tools)
+        if not system: tool = tool.lstrip('\n')   # the blank line separates the tools from a system message; without one it opens the turn
+        return self.format_system.apply(tokenizer, content=system + tool) if (system or tool) else ''
+
+    def render_turns(self, tokenizer, messages:list[dict], system:str|None=None, tools=None) -> list[str]:
+        "The text of each message: the first carries the prefix and the system message (with `tools`), answers their thought."
+        sys_text, out = self.system_text(tokenizer, system, tools), []
         for i, m in enumerate(messages):
-            head = ''
+            content, head = m['content'], ''
             if i == 0:
                 head = self.format_prefix.apply(tokenizer)
-                if system: head += self.format_system.apply(tokenizer, content=system)
-            out.append(head + self._fmt(m['role']).apply(tokenizer, content=m['content'], idx=str(i // 2)))
+                if self.system_in_user: content = sys_text + content
+                else: head += sys_text
+            if self.thought_words and m['role'] in ('assistant', 'function'):
+                if not self.enable_thinking:
+                    content = self.remove_thought(content)
+                    if out: out[-1] += self.empty_thought()
+                elif not self.has_thought(content): content = self.empty_thought() + content
+            out.append(head + self._fmt(m['role']).apply(tokenizer, content=content, idx=str(i // 2)))
         return out
 
-    def encode_multiturn(self, tokenizer, messages:list[dict], system:str|None=None) -> list[tuple[list[int], list[int]]]:
+    def encode_multiturn(self, tokenizer, messages:list[dict], system:str|None=None, tools=None) -> list[tuple[list[int], list[int]]]:
         "(prompt ids, response ids) for each user/assistant pair of `messages`."
-        texts = self.render_turns(tokenizer, messages, system)
+        texts = self.render_turns(tokenizer, messages, system, tools)
         ids = tokenizer(texts, add_special_tokens=False)['input_ids'] if texts else []
         return [(ids[i], ids[i + 1]) for i in range(0, len(ids) - 1, 2)]
 
-    def encode_oneturn(self, tokenizer, messages:list[dict], system:str|None=None) -> tuple[list[int], list[int]]:
+    def encode_oneturn(self, tokenizer, messages:list[dict], system:str|None=None, tools=None) -> tuple[list[int], list[int]]:
         "All but the last response as one prompt, and the last response."
-        pairs = self.encode_multiturn(tokenizer, messages, system)
+        pairs = self.encode_multiturn(tokenizer, messages, system, tools)
         prompt = [t for s, r in pairs[:-1] for t in s + r] + pairs[-1][0]
         return prompt, pairs[-1][1]
 
-# %% ../../nbs/24_data.template.ipynb #a11feb60
+    def extract_tool_calls(self, text:str) -> str|list:
+        "The tool calls in generated `text` (as `FunctionCall`s), or `text` itself when it holds none."
+        return extract_tool_calls(self.tool_format, text)
+
+TEMPLATES: dict[str, Template] = {}
+
+def register_template(t:Template) -> Template:
+    "Add `t` to `TEMPLATES` under its name."
+    TEMPLATES[t.name] = t
+    return t
+
+# %% ../../nbs/24_data.template.ipynb #cf30fd90
 def fix_tokenizer(template:Template, tokenizer) -> list[str]:
     "Make the tokenizer's eos / pad / stop words agree with `template`; returns what changed (also logged)."
     changes = []
@@ -81,47 +126,73 @@ def fix_tokenizer(template:Template, tokenizer) -> list[str]:
     for c in changes: log.info(f"Template '{template.name}': {c}")
     return changes
 
-# %% ../../nbs/24_data.template.ipynb #ab012e7d
+# %% ../../nbs/24_data.template.ipynb #ea6126a5
 import hashlib, json
 _PROBE = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
 
 def template_record(template:Template, tokenizer) -> dict:
-    "The template's name, the ids it gives a probe conversation, and their hash: written to `template.json` in every run."
+    "The template's name and settings, the ids it gives a probe conversation, and their hash: written to `template.json` in every run."
     ids = [i for s, r in template.encode_multiturn(tokenizer, _PROBE, 'S') for i in s + r]
-    return dict(name=template.name, efficient_eos=template.efficient_eos, stop_words=list(template.stop_words),
-                eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token, probe_ids=ids,
-                sha1=hashlib.sha1(json.dumps(ids).encode()).hexdigest())
+    rec = dict(name=template.name, efficient_eos=template.efficient_eos, stop_words=list(template.stop_words),
+               tool_format=template.tool_format, thought_words=list(template.thought_words or []), enable_thinking=template.enable_thinking,
+               eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token, probe_ids=ids)
+    key = [ids, template.tool_format, template.enable_thinking if template.thought_words else None, template.efficient_eos]
+    return dict(rec, sha1=hashlib.sha1(json.dumps(key).encode()).hexdigest())
 
-# %% ../../nbs/24_data.template.ipynb #77b62e02
-import re
+# %% ../../nbs/24_data.template.ipynb #31a7953a
+def check_run_template(run_dir, template:Template, tokenizer) -> bool|None:
+    "Whether `template` renders as the run in `run_dir` was trained (None: the run has no `template.json`); warns loudly when not."
+    from pathlib import Path
+    p = Path(run_dir)/'template.json'
+    if not p.exists(): return None
+    saved, now = json.loads(p.read_text()), template_record(template, tokenizer)
+    if saved.get('sha1') == now['sha1']: return True
+    log.warning('\n' + '!' * 100 + f"\n!! TEMPLATE MISMATCH: {run_dir} was trained with template '{saved.get('name')}' "
+                f"(tool format {saved.get('tool_format')!r}, thinking {saved.get('enable_thinking')!r}),\n!! but it is being loaded with "
+                f"'{now['name']}' (tool format {now['tool_format']!r}, thinking {now['enable_thinking']!r}): the model will see a chat format "
+                f"it was not trained on.\n!! Set `template: {saved.get('name')}` to use the run as it was trained.\n" + '!' * 100)
+    return False
 
+# %% ../../nbs/24_data.template.ipynb #ca556961
 def _literal(s:str) -> str:
     "A jinja expression printing `s` (a JSON string literal is a valid jinja string literal)."
     return '{{ ' + json.dumps(s) + ' }}' if s else ''
 
-def _jinja_fmt(fmt, tokenizer) -> str:
-    "The jinja of one formatter: literals, `{{content}}` -> the message content, `{{idx}}` -> the turn index."
+def _jinja_fmt(fmt, tokenizer, var:str='c') -> str:
+    "The jinja of one formatter: literals, `{{content}}` -> the variable `var`, `{{idx}}` -> the turn index."
     out = []
     for s in fmt.slots:
         if isinstance(s, str):
             for p in re.split(r'(\{\{\w+\}\})', s):
-                out.append({'{{content}}': "{{ m['content'] }}", '{{idx}}': '{{ idx }}'}.get(p, _literal(p)))
+                out.append({'{{content}}': '{{ ' + var + ' }}', '{{idx}}': '{{ idx }}'}.get(p, _literal(p)))
         else: out.append(_literal(getattr(tokenizer, next(iter(s)))))
     return ''.join(out)
 
+def _jinja_thought(t:Template) -> tuple[str, str]:
+    "(jinja after a user turn, jinja before an answer) that add or strip the thought block as training did."
+    if not t.thought_words: return '', ''
+    empty, close = json.dumps(t.empty_thought()), json.dumps(t.thought_words[1].strip())
+    if not t.enable_thinking:
+        return ("{%- if loop.nextitem is defined and loop.nextitem['role'] in ('assistant', 'function') %}{{ " + empty + " }}{%- endif %}",
+                "{%- if " + close + " in c %}{%- set c = c.split(" + close + ")[-1].lstrip('\\n') %}{%- endif %}")
+    opn = json.dumps(t.thought_words[0].strip())
+    return '', "{%- if " + opn + " not in c and " + close + " not in c %}{%- set c = " + empty + " + c %}{%- endif %}"
+
 def to_jinja(template:Template, tokenizer) -> str:
     "`template` as a jinja `chat_template` that renders conversations token for token as training encoded them."
-    j = lambda f: _jinja_fmt(f, tokenizer)
-    sys_m = j(template.format_system).replace("m['content']", 'system')
-    eos = _literal(tokenizer.eos_token) if template.efficient_eos else ''
+    t, j = template, lambda f: _jinja_fmt(f, tokenizer)
+    eos = _literal(tokenizer.eos_token) if t.efficient_eos else ''
+    after_user, before_answer = _jinja_thought(t)
+    place_system = "{%- set c = sys_text + c %}" if t.system_in_user else "{{ sys_text }}"
     return ("{%- if messages and messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}{%- set msgs = messages[1:] %}"
-            "{%- else %}{%- set system = " + json.dumps(template.default_system) + " %}{%- set msgs = messages %}{%- endif %}"
-            "{%- for m in msgs %}{%- set idx = loop.index0 // 2 %}"
-            "{%- if loop.first %}" + j(template.format_prefix) + "{%- if system %}" + sys_m + "{%- endif %}{%- endif %}"
-            "{%- if m['role'] == 'user' %}" + j(template.format_user) +
-            "{%- elif m['role'] == 'assistant' %}" + j(template.format_assistant) + eos +
-            "{%- elif m['role'] in ('observation', 'tool') %}" + j(template.format_observation or template.format_user) +
-            "{%- elif m['role'] == 'function' %}" + j(template.format_function or template.format_assistant) +
+            "{%- else %}{%- set system = " + json.dumps(t.default_system) + " %}{%- set msgs = messages %}{%- endif %}"
+            "{%- set sys_text %}{%- if system %}" + _jinja_fmt(t.format_system, tokenizer, 'system') + "{%- endif %}{%- endset %}"
+            "{%- for m in msgs %}{%- set idx = loop.index0 // 2 %}{%- set c = m['content'] %}"
+            "{%- if loop.first %}" + j(t.format_prefix) + place_system + "{%- endif %}"
+            "{%- if m['role'] == 'user' %}" + j(t.format_user) + after_user +
+            "{%- elif m['role'] == 'assistant' %}" + before_answer + j(t.format_assistant) + eos +
+            "{%- elif m['role'] in ('observation', 'tool') %}" + j(t.format_observation or t.format_user) + after_user +
+            "{%- elif m['role'] == 'function' %}" + before_answer + j(t.format_function or t.format_assistant) +
             "{%- endif %}{%- endfor %}")
 
 def trained_ids(template:Template, tokenizer, messages:list[dict]) -> list[int]:

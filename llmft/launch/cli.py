@@ -21,7 +21,7 @@ commands:
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
   check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens, trained prompt
                                  tokens, doubled BOS, fully masked or truncated samples; exit 1 on an error
-  templates                      the registered chat templates (stop words, efficient_eos, default system)
+  templates                      the registered chat templates (stop words, efficient_eos, tool format, thinking, default system)
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
@@ -76,11 +76,13 @@ def cmd_check_data(args:list[str]) -> int:
     return 1 if bad else 0
 
 def cmd_templates(args:list[str]) -> int:
-    "llmft templates: the registered chat templates, with their stop words and whether EOS is appended to answers."
+    "llmft templates: the registered chat templates: stop words, appended EOS, tool format, reasoning, default system."
     from llmft.data.templates import TEMPLATES
-    print(f"{'template':16s} {'stop words':34s} efficient_eos  default system")
+    print(f"{'template':16s} {'stop words':34s} {'efficient_eos':14s} {'tools':8s} {'thinking':9s} default system")
     for name, t in sorted(TEMPLATES.items()):
-        print(f"{name:16s} {', '.join(t.stop_words) or '-':34s} {str(t.efficient_eos):14s} {(t.default_system[:40] + '...') if len(t.default_system) > 40 else t.default_system or '-'}")
+        think = '-' if not t.thought_words else 'on' if t.enable_thinking else 'off'
+        system = (t.default_system[:40] + '...') if len(t.default_system) > 40 else t.default_system.replace('\n', ' ') or '-'
+        print(f"{name:16s} {', '.join(t.stop_words) or '-':34s} {str(t.efficient_eos):14s} {t.tool_format:8s} {think:9s} {system}")
     return 0
 
 def cmd_expand(args:list[str]) -> int:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from transformers import Trainer
-from ..data.templates import get_template
+from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
@@ -58,7 +58,7 @@ class DPOTrainer(PreferenceMixin, Trainer):
 def run_dpo(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
     "Preference optimisation (DPO, hinge, IPO, ORPO, SimPO) of the model on chosen / rejected pairs."
     tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
     ds = get_dataset(template, data_args, training_args, 'dpo', tokenizer)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args) if finetuning_args.use_ref_model else None
@@ -67,7 +67,7 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, generating_ar
     trainer = DPOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          finetuning_args=finetuning_args, ref_model=ref_model, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
-    save_template(training_args, template, tokenizer)
+    save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'rewards/accuracies'))
     if training_args.do_eval: evaluate_into(trainer, result)

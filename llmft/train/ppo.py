@@ -11,7 +11,7 @@ import torch
 from transformers import Trainer, TrainerState
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import TrainOutput
-from ..data.templates import get_template
+from ..data.templates import get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PaddingCollator
 from ..model.loader import load_model, load_tokenizer
@@ -204,7 +204,7 @@ def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
 def run_ppo(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
     "PPO of a value-head policy against `reward_model` (full, LoRA adapter or HTTP API), with a KL penalty to the reference."
     tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
     ds = get_dataset(template, data_args, training_args, 'ppo', tokenizer)
     model = load_model(tokenizer, model_args, finetuning_args, True, training_args, add_valuehead=True)
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
@@ -216,5 +216,5 @@ def run_ppo(model_args, data_args, training_args, finetuning_args, generating_ar
                          generation_kwargs=generation_kwargs(generating_args, tokenizer, template),
                          callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
-    save_template(training_args, template, tokenizer)
+    save_template(training_args, template, tokenizer, model_args)
     return train_and_save(trainer, training_args, finetuning_args, RunResult(training_args.output_dir, trainer=trainer), ('loss', 'reward', 'kl'))

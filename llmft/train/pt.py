@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from transformers import Trainer
-from ..data.templates import get_template
+from ..data.templates import get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PretrainCollator
 from ..model.loader import load_model, load_tokenizer
@@ -20,14 +20,14 @@ __all__ = ['run_pt']
 def run_pt(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
     "Causal language modelling on raw text: every real token is a label; eval adds perplexity."
     tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
     ds = get_dataset(template, data_args, training_args, 'pt', tokenizer)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len)
     collator = PretrainCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = Trainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                       callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
                       optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
-    save_template(training_args, template, tokenizer)
+    save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result)
     if training_args.do_eval: evaluate_into(trainer, result, perplexity=True)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 import torch
 from transformers import Trainer
-from ..data.templates import get_template
+from ..data.templates import get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
@@ -62,7 +62,7 @@ def save_scores(path, predictions) -> Path:
 def run_rm(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
     "Train a reward model (causal LM + value head) on preference pairs; evaluate accuracy; write scores on predict."
     tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
     ds = get_dataset(template, data_args, training_args, 'rm', tokenizer)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args, add_valuehead=True)
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
@@ -70,7 +70,7 @@ def run_rm(model_args, data_args, training_args, finetuning_args, generating_arg
     trainer = RewardTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                             compute_metrics=pair_accuracy, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
                             optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
-    save_template(training_args, template, tokenizer)
+    save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'eval_accuracy'))
     if training_args.do_eval: evaluate_into(trainer, result)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import Seq2SeqTrainer
 from ..core import get_logger
-from ..data.templates import get_template
+from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import SFTCollator
 from ..model.loader import compute_dtype, load_model, load_tokenizer
@@ -52,7 +52,7 @@ def save_predictions(path, dataset, predictions, labels, tokenizer, skip_special
 def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
     "Supervised fine-tuning of `model_args.model_name_or_path` on `data_args.dataset`; evaluate and predict when asked."
     tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
     generate = training_args.predict_with_generate
     ds = get_dataset(template, data_args, training_args, 'sft', tokenizer, do_generate=generate)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len)
@@ -63,7 +63,7 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     trainer = SFTTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds, **metrics,
                          callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
-    save_template(training_args, template, tokenizer)
+    save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'eval_accuracy'))
     gen = generation_kwargs(generating_args, tokenizer, template)

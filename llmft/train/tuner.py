@@ -53,13 +53,13 @@ def check_data(cfg=None, **overrides) -> list:
     from llmft.core import STAGE_DATA
     from llmft.data.checks import check_dataset
     from llmft.data.pipeline import get_dataset
-    from llmft.data.templates import get_template
+    from llmft.data.templates import get_template_and_fix_tokenizer
     from llmft.model.loader import load_tokenizer
     flat = {**load_cfg(cfg or {}), **overrides, 'data_check': 'off'}
     flat.setdefault('do_train', True)
     args = get_train_args(flat)
     tokenizer = load_tokenizer(args.model)
-    template = get_template(args.data.template, tokenizer)
+    template = get_template_and_fix_tokenizer(tokenizer, args.data)
     stage = args.finetuning.stage
     ds = get_dataset(template, args.data, None, stage, tokenizer, do_generate=args.training.predict_with_generate)
     shape = 'unsupervised' if args.training.predict_with_generate else STAGE_DATA[stage]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from ..core import TEMPLATE_FILE, get_logger, write_json
-from ..data.template import template_record, to_jinja
+from ..data.template import check_run_template, template_record, to_jinja
 from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, PissaConvertCallback
 from .plots import plot_loss
 
@@ -39,14 +39,17 @@ def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
     if finetuning_args.pissa_convert and training_args.do_train: cbs.append(PissaConvertCallback())
     return cbs + list(extra or [])
 
-def save_template(training_args, template, tokenizer):
-    "Give the tokenizer our template as its jinja `chat_template` (saved with it), and write `template.json` into the run folder."
+def save_template(training_args, template, tokenizer, model_args=None):
+    "Warn loudly if a run the model is loaded from used another template; give the tokenizer our template as its jinja `chat_template`; write `template.json`."
+    if model_args is not None:
+        for src in [model_args.model_name_or_path, *(model_args.adapter_name_or_path or [])]:
+            if src and Path(str(src)).is_dir(): check_run_template(src, template, tokenizer)
     tokenizer.chat_template = to_jinja(template, tokenizer)
     if not training_args.should_save: return
     out = Path(training_args.output_dir); out.mkdir(parents=True, exist_ok=True)
     write_json(out/TEMPLATE_FILE, template_record(template, tokenizer))
 
-# %% ../../nbs/54b_train.workflow.ipynb #7e7969e4
+# %% ../../nbs/54b_train.workflow.ipynb #bf48c8c9
 def save_with_value_head(trainer, output_dir=None):
     "A `Trainer._save` for models with a value head: the language model (or adapter) plus `value_head.safetensors`, and the tokenizer."
     out = output_dir or trainer.args.output_dir
@@ -69,7 +72,7 @@ def load_with_value_head(trainer, checkpoint):
     else: load_sharded_checkpoint(lm, str(ckpt), strict=False)
     if not m.load_value_head(ckpt): raise FileNotFoundError(f'{ckpt}: no value_head.safetensors to resume the value head from.')
 
-# %% ../../nbs/54b_train.workflow.ipynb #bf48c8c9
+# %% ../../nbs/54b_train.workflow.ipynb #b6373943
 def train_and_save(trainer, training_args, finetuning_args, result:RunResult, plot_keys=('loss', 'eval_loss')) -> RunResult:
     "Train (resuming when asked), save the model and state, record train metrics with effective tokens/s, plot the log."
     tokens0 = trainer.state.num_input_tokens_seen
@@ -92,7 +95,7 @@ def evaluate_into(trainer, result:RunResult, perplexity:bool=False, **gen_kwargs
     record(trainer, 'eval', m, result)
     return result
 
-# %% ../../nbs/54b_train.workflow.ipynb #b6373943
+# %% ../../nbs/54b_train.workflow.ipynb #bf5e1cd3
 class StageMetricsMixin:
     "Mixed into a stage's Trainer: `store_metrics` collects per-batch values; `log` adds their means since the last log."
     def store_metrics(self, metrics:dict, split:str='train'):
@@ -107,7 +110,7 @@ class StageMetricsMixin:
         store.clear() if store else None
         return super().log(logs, start_time)
 
-# %% ../../nbs/54b_train.workflow.ipynb #1d4f5c1f
+# %% ../../nbs/54b_train.workflow.ipynb #3a5f2ead
 class PreferenceMixin(StageMetricsMixin):
     "For preference trainers: keeps `finetuning_args` and a frozen `ref_model`; the loss is a mean over examples; eval computes the loss only."
     loss_is_scaled_for_ga = False   # a mean over pairs / examples: the Trainer divides it by the accumulation steps

@@ -39,11 +39,11 @@ class DatasetProcessor:
     def __init__(self, template, tokenizer, data_args):
         self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
 
-    def encode_conversations(self, convs:list[list[dict]], systems:list[str]) -> list[list[list[int]]]:
-        "Token ids of every turn of every conversation, rendered by the template and tokenized in one batch."
+    def encode_conversations(self, convs:list[list[dict]], systems:list[str], tools:list[str]|None=None) -> list[list[list[int]]]:
+        "Token ids of every turn of every conversation (with its system message and tool definitions), rendered by the template and tokenized in one batch."
         texts, spans = [], []
-        for msgs, system in zip(convs, systems):
-            t = self.template.render_turns(self.tokenizer, msgs, system or None)
+        for msgs, system, tool in zip(convs, systems, tools or [None] * len(convs)):
+            t = self.template.render_turns(self.tokenizer, msgs, system or None, tool or None)
             spans.append((len(texts), len(t))); texts += t
         ids = batch_encode(self.tokenizer, texts)
         return [ids[s:s + k] for s, k in spans]

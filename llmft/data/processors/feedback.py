@@ -21,7 +21,7 @@ class FeedbackDatasetProcessor(DatasetProcessor):
         if n < 2: log.warning('A feedback batch of one example pairs it with itself for the KL term; use preprocessing_batch_size >= 2.')
         kl_resp = batch['_response'][1:] + batch['_response'][:1]   # rotate by one: never an example's own response when n > 1
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])] + [p + r for p, r in zip(batch['_prompt'], kl_resp)]
-        turns = self.encode_conversations(convs, list(batch['_system']) * 2)
+        turns = self.encode_conversations(convs, list(batch['_system']) * 2, list(batch.get('_tools') or [None] * len(batch['_system'])) * 2)
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {k: [] for k in ('input_ids', 'attention_mask', 'labels', 'kl_input_ids', 'kl_attention_mask', 'kl_labels', 'kto_tags')}
         for i in range(n):

@@ -39,7 +39,7 @@ class SupervisedDatasetProcessor(DatasetProcessor):
         "Render every turn of the batch, tokenize them in one call, then assemble and mask each example."
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'labels': []}
-        for turns in self.encode_conversations(convs, batch['_system']):
+        for turns in self.encode_conversations(convs, batch['_system'], batch.get('_tools')):
             input_ids, labels = self.encode_pairs([(turns[j], turns[j + 1]) for j in range(0, len(turns) - 1, 2)])
             if labels.count(IGNORE_INDEX) == len(labels): continue  # nothing to train on: dropped, counted by the pipeline
             out['input_ids'].append(input_ids); out['labels'].append(labels)

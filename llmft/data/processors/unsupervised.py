@@ -18,7 +18,7 @@ class UnsupervisedDatasetProcessor(DatasetProcessor):
         convs = [p + (r[:1] if r else [empty]) for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'attention_mask': [], 'labels': []}
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
-        for turns, r in zip(self.encode_conversations(convs, batch['_system']), batch['_response']):
+        for turns, r in zip(self.encode_conversations(convs, batch['_system'], batch.get('_tools')), batch['_response']):
             src, tgt = join_pairs(turns)
             tgt = tgt + eos if r else []
             src, tgt = truncate_pair(src, tgt, self.data_args.cutoff_len)
