@@ -34,6 +34,7 @@ class Template:
     efficient_eos: bool = False  # the assistant format has no end token: eos is appended (and trained) by the processor
     replace_eos: bool = False    # the tokenizer's eos becomes stop_words[0]
     system_in_user: bool = False # the system text opens the first user message (Llama 2, Mistral, Gemma) instead of a turn of its own
+    always_system: bool = False  # the system format is written even with no system message (Llama 3.1's dated header)
     tool_format: str = 'default' # how tool definitions and calls are written: a key of `data.tools.TOOL_FORMATS`
     thought_words: Optional[tuple] = None  # (open, close) of the reasoning block of a reasoning model
     enable_thinking: bool = True # with thought_words: answers without a thought get an empty one, trained (True) or in the prompt (False)
@@ -63,7 +64,7 @@ class Template:
         system = system or self.default_system
         tool = (self.format_tools or ToolFormatter(tool_format=self.tool_format)).apply(tokenizer, content=tools)
         if not system: tool = tool.lstrip('\n')   # the blank line separates the tools from a system message; without one it opens the turn
-        return self.format_system.apply(tokenizer, content=system + tool) if (system or tool) else ''
+        return self.format_system.apply(tokenizer, content=system + tool) if (system or tool or self.always_system) else ''
 
     def render_turns(self, tokenizer, messages:list[dict], system:str|None=None, tools=None) -> list[str]:
         "The text of each message: the first carries the prefix and the system message (with `tools`), answers their thought."
@@ -186,7 +187,7 @@ def to_jinja(template:Template, tokenizer) -> str:
     place_system = "{%- set c = sys_text + c %}" if t.system_in_user else "{{ sys_text }}"
     return ("{%- if messages and messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}{%- set msgs = messages[1:] %}"
             "{%- else %}{%- set system = " + json.dumps(t.default_system) + " %}{%- set msgs = messages %}{%- endif %}"
-            "{%- set sys_text %}{%- if system %}" + _jinja_fmt(t.format_system, tokenizer, 'system') + "{%- endif %}{%- endset %}"
+            "{%- set sys_text %}{%- if system" + (" or true" if t.always_system else "") + " %}" + _jinja_fmt(t.format_system, tokenizer, 'system') + "{%- endif %}{%- endset %}"
             "{%- for m in msgs %}{%- set idx = loop.index0 // 2 %}{%- set c = m['content'] %}"
             "{%- if loop.first %}" + j(t.format_prefix) + place_system + "{%- endif %}"
             "{%- if m['role'] == 'user' %}" + j(t.format_user) + after_user +

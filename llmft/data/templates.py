@@ -125,7 +125,8 @@ def derive_template(tokenizer, name:str='derived') -> Template:
         else:                                                       # no system given -> the template writes a default one
             left, right = block.split(m['s'])
             if not (prefix.startswith(left) and prefix.endswith(right)): raise ValueError('Cannot tell the prefix from the system message.')
-            kw.update(format_prefix=F(), format_system=F(left + '{{content}}' + right), default_system=prefix[len(left):len(prefix) - len(right)])
+            default = prefix[len(left):len(prefix) - len(right)]
+            kw.update(format_prefix=F(), format_system=F(left + '{{content}}' + right), default_system=default, always_system=not default)
     elif m['s'] in before and before.startswith(prefix + user_head):  # the system message opens the first user message
         kw.update(format_system=_cut(before[len(prefix + user_head):], '', m['s'], ''), system_in_user=True)
     specials = [t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if t and t in asst_tail]

@@ -135,13 +135,18 @@ register_tool_format(ToolFormat('llama3',
     lambda tools: _LLAMA3_PROMPT.format(date=LLAMA3_DATE, tool_text=''.join(json.dumps(_wrapped(t), indent=4, ensure_ascii=False) + '\n\n' for t in tools)),
     _llama3_calls, lambda text: _json_calls(text, 'parameters')))
 
-# %% ../../nbs/23a_data.tools.ipynb #ad894af6
+# %% ../../nbs/23a_data.tools.ipynb #c422ae04
+register_tool_format(ToolFormat('llama3_1',
+    lambda tools: _LLAMA3_PROMPT.split('\n\n', 1)[1].format(tool_text=''.join(json.dumps(_wrapped(t), indent=4, ensure_ascii=False) + '\n\n' for t in tools)),
+    _llama3_calls, lambda text: _json_calls(text, 'parameters')))
+
+# %% ../../nbs/23a_data.tools.ipynb #a201b4f3
 register_tool_format(ToolFormat('mistral',
     lambda tools: '[AVAILABLE_TOOLS] ' + json.dumps([_wrapped(t) for t in tools], ensure_ascii=False) + '[/AVAILABLE_TOOLS]',
     lambda calls: json.dumps([{'name': c.name, 'arguments': json.loads(c.arguments)} for c in calls], ensure_ascii=False),
     lambda text: _json_calls(text, 'arguments')))
 
-# %% ../../nbs/23a_data.tools.ipynb #cb001342
+# %% ../../nbs/23a_data.tools.ipynb #4b11d98b
 _QWEN_PROMPT = ('\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n'
                 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tool_text}'
                 '\n</tools>\n\nFor each function call, return a json object with function name and arguments within '
@@ -161,7 +166,7 @@ register_tool_format(ToolFormat('qwen',
     lambda calls: '\n'.join('<tool_call>\n' + json.dumps({'name': c.name, 'arguments': json.loads(c.arguments)}, ensure_ascii=False) + '\n</tool_call>' for c in calls),
     _qwen_extract))
 
-# %% ../../nbs/23a_data.tools.ipynb #1f82c8e4
+# %% ../../nbs/23a_data.tools.ipynb #1831e777
 @dataclass
 class FunctionFormatter(Formatter):
     "An assistant turn holding function calls: the calls written by `tool_format`, then placed in the slots' `{{content}}`."

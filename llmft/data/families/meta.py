@@ -35,7 +35,17 @@ register_template(Template(
     format_prefix=F({'bos_token'}), tool_format='llama3',
     stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #771fbcba
+# %% ../../../nbs/26a_data.families.meta.ipynb #3e7e84a3
+register_template(Template(
+    'llama3_1',
+    format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
+    format_assistant=F('{{content}}<|eot_id|>'),
+    format_system=F('<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{{content}}<|eot_id|>'),
+    format_observation=F('<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
+    format_prefix=F({'bos_token'}), always_system=True, tool_format='llama3_1',
+    stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True))
+
+# %% ../../../nbs/26a_data.families.meta.ipynb #30f07f19
 register_template(Template(
     'mistral',
     format_user=F('[INST] {{content}}[/INST]'),
@@ -43,7 +53,7 @@ register_template(Template(
     format_system=F('{{content}}\n\n'),
     format_prefix=F({'bos_token'}), system_in_user=True, **_MISTRAL_TOOLS))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #30f07f19
+# %% ../../../nbs/26a_data.families.meta.ipynb #ce914ddb
 register_template(Template(
     'mistral_v1',
     format_user=F(' [INST] {{content}} [/INST]'),
@@ -51,7 +61,7 @@ register_template(Template(
     format_system=F('{{content}}\n\n'),
     format_prefix=F({'bos_token'}), system_in_user=True, **_MISTRAL_TOOLS))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #ce914ddb
+# %% ../../../nbs/26a_data.families.meta.ipynb #3fb2188b
 register_template(Template(
     'mistral_v7',
     format_user=F('[INST] {{content}}[/INST]'),
@@ -59,7 +69,7 @@ register_template(Template(
     format_system=F('[SYSTEM_PROMPT] {{content}}[/SYSTEM_PROMPT]'),
     format_prefix=F({'bos_token'}), **_MISTRAL_TOOLS))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #3fb2188b
+# %% ../../../nbs/26a_data.families.meta.ipynb #1a6b40ff
 register_template(Template(
     'mistral_small',
     format_user=F('[INST]{{content}}[/INST]'),
@@ -69,17 +79,17 @@ register_template(Template(
     format_observation=F('[TOOL_RESULTS]{"content": {{content}}}[/TOOL_RESULTS]'),
     format_prefix=F({'bos_token'}), tool_format='mistral'))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #2bf950f5
+# %% ../../../nbs/26a_data.families.meta.ipynb #670b0743
 register_template(Template(
     'gemma',
     **_GEMMA, stop_words=['<end_of_turn>'], replace_eos=True))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #670b0743
+# %% ../../../nbs/26a_data.families.meta.ipynb #f77a3151
 register_template(Template(
     'gemma2',
     **_GEMMA, stop_words=['<eos>', '<end_of_turn>'], efficient_eos=True))
 
-# %% ../../../nbs/26a_data.families.meta.ipynb #f77a3151
+# %% ../../../nbs/26a_data.families.meta.ipynb #ec1fa74b
 register_template(Template(
     'gemma3',
     **_GEMMA, stop_words=['<end_of_turn>'], replace_eos=True))
