@@ -5,6 +5,7 @@
 # %% ../../nbs/24_data.template.ipynb #b855bdcc
 from __future__ import annotations
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 from ..core import get_logger
 import re
@@ -39,13 +40,17 @@ class Template:
     thought_words: Optional[tuple] = None  # (open, close) of the reasoning block of a reasoning model
     enable_thinking: bool = True # with thought_words: answers without a thought get an empty one, trained (True) or in the prompt (False)
 
-    def _fmt(self, role:str) -> Formatter:
-        fmts = {'user': self.format_user, 'assistant': self.format_assistant,
+    @cached_property
+    def _fmts(self) -> dict:
+        "The formatter of each role (built once per template, not per message)."
+        return {'user': self.format_user, 'assistant': self.format_assistant,
                 'observation': self.format_observation or self.format_user,
                 'function': self.format_function or FunctionFormatter(list(self.format_assistant.slots), tool_format=self.tool_format,
                                                                       thought_words=self.thought_words)}
-        if role not in fmts: raise ValueError(f"Template '{self.name}': cannot write a '{role}' turn; roles are {sorted(fmts)}.")
-        return fmts[role]
+
+    def _fmt(self, role:str) -> Formatter:
+        if role not in self._fmts: raise ValueError(f"Template '{self.name}': cannot write a '{role}' turn; roles are {sorted(self._fmts)}.")
+        return self._fmts[role]
 
     def empty_thought(self) -> str:
         "The thought block of an answer without reasoning."
