@@ -7,9 +7,11 @@ from __future__ import annotations
 import difflib, html
 import ipywidgets as W
 from .inspect import CSS, _visible
+from ..data import templates
+from ..data.templates import jinja_ids
 
 # %% auto #0
-__all__ = ['SAMPLE_CONVERSATION', 'template_ids', 'jinja_ids', 'diff_ids', 'TemplatePreview', 'template_preview']
+__all__ = ['SAMPLE_CONVERSATION', 'template_ids', 'diff_ids', 'TemplatePreview', 'template_preview']
 
 # %% ../../nbs/91_dash.preview.ipynb #cc27d09e
 SAMPLE_CONVERSATION = [{'role': 'system', 'content': 'You are a helpful assistant.'}, {'role': 'user', 'content': 'What is 2 + 3?'},
@@ -18,13 +20,7 @@ SAMPLE_CONVERSATION = [{'role': 'system', 'content': 'You are a helpful assistan
 def template_ids(template, tokenizer, messages:list[dict]) -> list[int]:
     "The ids our template gives a conversation (a leading system message becomes the system prompt)."
     system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else None
-    turns = messages[1:] if system is not None else messages
-    return [i for s, r in template.encode_multiturn(tokenizer, turns, system) for i in s + r]
-
-def jinja_ids(tokenizer, messages:list[dict]) -> list[int]:
-    "The ids the tokenizer's own jinja `chat_template` gives a conversation."
-    if not getattr(tokenizer, 'chat_template', None): raise ValueError('The tokenizer has no chat_template to compare with.')
-    return list(tokenizer.apply_chat_template(messages, tokenize=True)['input_ids'])
+    return templates.template_ids(template, tokenizer, messages[1:] if system is not None else messages, system)
 
 def diff_ids(a:list[int], b:list[int]) -> list[tuple[str, int, int, int, int]]:
     "difflib opcodes aligning two id sequences: (tag, a_start, a_end, b_start, b_end)."

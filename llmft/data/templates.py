@@ -43,6 +43,7 @@ def to_openai(messages:list[dict]) -> list[dict]:
 
 def jinja_ids(tokenizer, messages:list[dict], system:str|None=None, tools=None, **kwargs) -> list[int]:
     "The ids the tokenizer's own jinja chat template gives a conversation (`kwargs` go to the template, e.g. `enable_thinking`)."
+    if not getattr(tokenizer, 'chat_template', None): raise ValueError('The tokenizer has no chat_template to compare with.')
     msgs = ([{'role': 'system', 'content': system}] if system else []) + to_openai(messages)
     return list(tokenizer.apply_chat_template(msgs, tools=tools, tokenize=True, **kwargs)['input_ids'])
 

@@ -10,6 +10,10 @@ from ..formatter import F
 from ..template import Template, register_template
 
 # %% ../../../nbs/26a_data.families.meta.ipynb #a877bb82
+_LLAMA3 = dict(format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
+               format_assistant=F('{{content}}<|eot_id|>'), format_prefix=F({'bos_token'}),
+               format_observation=F('<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
+               stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True)
 _MISTRAL_TOOLS = dict(format_function=F('[TOOL_CALLS] {{content}}', {'eos_token'}), tool_format='mistral',
                       format_observation=F('[TOOL_RESULTS] {"content": {{content}}}[/TOOL_RESULTS]'))
 _GEMMA = dict(format_user=F('<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n'),
@@ -28,22 +32,16 @@ register_template(Template(
 # %% ../../../nbs/26a_data.families.meta.ipynb #186135e1
 register_template(Template(
     'llama3',
-    format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
-    format_assistant=F('{{content}}<|eot_id|>'),
+    **_LLAMA3,
     format_system=F('<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>'),
-    format_observation=F('<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
-    format_prefix=F({'bos_token'}), tool_format='llama3',
-    stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True))
+    tool_format='llama3'))
 
 # %% ../../../nbs/26a_data.families.meta.ipynb #3e7e84a3
 register_template(Template(
     'llama3_1',
-    format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
-    format_assistant=F('{{content}}<|eot_id|>'),
+    **_LLAMA3,
     format_system=F('<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{{content}}<|eot_id|>'),
-    format_observation=F('<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
-    format_prefix=F({'bos_token'}), always_system=True, tool_format='llama3_1',
-    stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True))
+    always_system=True, tool_format='llama3_1'))
 
 # %% ../../../nbs/26a_data.families.meta.ipynb #30f07f19
 register_template(Template(
