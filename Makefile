@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo test export clean
+.PHONY: install browser demo test export clean parity
 
 install: $(VENV)/.installed
 
@@ -52,3 +52,11 @@ export: install
 
 clean:
 	rm -rf saves models _docs _proc
+
+# side-by-side with LLaMA-Factory 0.9.5 (not in CI: it installs a second torch stack into .lf-venv)
+LF_VENV ?= .lf-venv
+$(LF_VENV)/bin/llamafactory-cli:
+	bash ../shared/bench-lf/setup_lf_venv.sh $(LF_VENV)
+
+parity: install $(LF_VENV)/bin/llamafactory-cli
+	$(PY) bench/parity.py --lf-python $(LF_VENV)/bin/python $(PARITY_ARGS)

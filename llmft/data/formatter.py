@@ -4,6 +4,7 @@
 
 # %% ../../nbs/23_data.formatter.ipynb #3fa307f5
 from __future__ import annotations
+import re
 from dataclasses import dataclass, field
 
 # %% auto #0
@@ -11,6 +12,7 @@ __all__ = ['TOKEN_MARKERS', 'Formatter', 'F']
 
 # %% ../../nbs/23_data.formatter.ipynb #e4d24621
 TOKEN_MARKERS = {'bos_token', 'eos_token'}
+_PLACEHOLDER = re.compile(r'\{\{(\w+)\}\}')
 
 @dataclass
 class Formatter:
@@ -22,8 +24,8 @@ class Formatter:
         out = []
         for s in self.slots:
             if isinstance(s, str):
-                for k, v in kw.items(): s = s.replace('{{' + k + '}}', str(v))
-                out.append(s)
+                # one pass over the slot: a value put in is never searched again, so a message's own `{{idx}}` stays text
+                out.append(_PLACEHOLDER.sub(lambda m: str(kw[m[1]]) if m[1] in kw else m[0], s))
             elif isinstance(s, (set, frozenset)) and len(s) == 1 and next(iter(s)) in TOKEN_MARKERS:
                 tok = getattr(tokenizer, next(iter(s)))
                 if tok is None: raise ValueError(f'The template needs the tokenizer\'s {next(iter(s))}, but it has none.')

@@ -72,7 +72,7 @@ register_template(Template(
     format_system=F('System: {{content}}', {'eos_token'}, '\n')))
 
 # %% ../../nbs/26_data.templates.ipynb #b8fa83e2
-register_template(Template('empty', format_user=F('{{content}}'), format_assistant=F('{{content}}'), efficient_eos=True))
+register_template(Template('empty', format_user=F('{{content}}'), format_assistant=F('{{content}}')))
 
 # %% ../../nbs/26_data.templates.ipynb #e35ebf54
 register_template(Template(
@@ -185,4 +185,5 @@ def get_template_and_fix_tokenizer(tokenizer, data_args) -> Template:
     if getattr(data_args, 'enable_thinking', True) is not True:
         if not t.thought_words: log.warning(f"enable_thinking=False has no effect: template '{t.name}' has no thought words.")
         changes['enable_thinking'] = False
+    if getattr(data_args, 'preserve_thinking', False): changes['preserve_thinking'] = True
     return replace(t, **changes) if changes else t

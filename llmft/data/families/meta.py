@@ -7,6 +7,7 @@ __all__ = []
 
 # %% ../../../nbs/26a_data.families.meta.ipynb #f7565a58
 from ..formatter import F
+from ..tools import FunctionFormatter
 from ..template import Template, register_template
 
 # %% ../../../nbs/26a_data.families.meta.ipynb #a877bb82
@@ -14,7 +15,7 @@ _LLAMA3 = dict(format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{cont
                format_assistant=F('{{content}}<|eot_id|>'), format_prefix=F({'bos_token'}),
                format_observation=F('<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
                stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True)
-_MISTRAL_TOOLS = dict(format_function=F('[TOOL_CALLS] {{content}}', {'eos_token'}), tool_format='mistral',
+_MISTRAL_TOOLS = dict(format_function=FunctionFormatter(['[TOOL_CALLS] {{content}}', {'eos_token'}], tool_format='mistral'), tool_format='mistral',
                       format_observation=F('[TOOL_RESULTS] {"content": {{content}}}[/TOOL_RESULTS]'))
 _GEMMA = dict(format_user=F('<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n'),
               format_assistant=F('{{content}}<end_of_turn>\n'), format_system=F('{{content}}\n\n'),
@@ -73,7 +74,7 @@ register_template(Template(
     format_user=F('[INST]{{content}}[/INST]'),
     format_assistant=F('{{content}}', {'eos_token'}),
     format_system=F('[SYSTEM_PROMPT]{{content}}[/SYSTEM_PROMPT]'),
-    format_function=F('[TOOL_CALLS]{{content}}', {'eos_token'}),
+    format_function=FunctionFormatter(['[TOOL_CALLS]{{content}}', {'eos_token'}], tool_format='mistral'),
     format_observation=F('[TOOL_RESULTS]{"content": {{content}}}[/TOOL_RESULTS]'),
     format_prefix=F({'bos_token'}), tool_format='mistral'))
 

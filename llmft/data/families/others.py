@@ -7,6 +7,7 @@ __all__ = []
 
 # %% ../../../nbs/26c_data.families.others.ipynb #445412d8
 from ..formatter import F
+from ..tools import FunctionFormatter
 from ..template import Template, register_template
 
 # %% ../../../nbs/26c_data.families.others.ipynb #1061bfca
@@ -52,13 +53,13 @@ register_template(Template(
 register_template(Template(
     'chatglm3', format_user=F('<|user|>\n {{content}}<|assistant|>'), format_assistant=F('\n {{content}}'),
     format_system=F('<|system|>\n {{content}}'), format_observation=F('<|observation|>\n {{content}}<|assistant|>'),
-    format_prefix=F('[gMASK]sop'), tool_format='glm4', stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
+    format_function=FunctionFormatter(['{{content}}'], tool_format='glm4'), format_prefix=F('[gMASK]sop'), tool_format='glm4', stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
 
 # %% ../../../nbs/26c_data.families.others.ipynb #8504f25d
 register_template(Template(
     'glm4', format_user=F('<|user|>\n{{content}}<|assistant|>'), format_assistant=F('\n{{content}}'),
     format_system=F('<|system|>\n{{content}}'), format_observation=F('<|observation|>\n{{content}}<|assistant|>'),
-    format_prefix=F('[gMASK]<sop>'), tool_format='glm4', stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
+    format_function=FunctionFormatter(['{{content}}'], tool_format='glm4'), format_prefix=F('[gMASK]<sop>'), tool_format='glm4', stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
 
 # %% ../../../nbs/26c_data.families.others.ipynb #c9b2c172
 register_template(Template(

@@ -29,7 +29,7 @@ register_template(Template(
 # %% ../../../nbs/26b_data.families.qwen.ipynb #86ba9882
 register_template(Template(
     'qwen3_nothink', format_user=_IM_USER, format_assistant=_IM_ASSISTANT, format_system=_IM_SYSTEM, format_observation=_QWEN_OBSERVATION,
-    tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n'), enable_thinking=False, stop_words=['<|im_end|>'], replace_eos=True))
+    tool_format='qwen', stop_words=['<|im_end|>'], replace_eos=True))
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #56f11d09
 register_template(Template(

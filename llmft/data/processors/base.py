@@ -39,11 +39,12 @@ class DatasetProcessor:
     def __init__(self, template, tokenizer, data_args):
         self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
 
-    def encode_conversations(self, convs:list[list[dict]], systems:list[str], tools:list[str]|None=None) -> list[list[list[int]]]:
+    def encode_conversations(self, convs:list[list[dict]], systems:list[str], tools:list[str]|None=None,
+                             last_only:bool=False) -> list[list[list[int]]]:
         "Token ids of every turn of every conversation (with its system message and tool definitions), rendered by the template and tokenized in one batch."
         texts, spans = [], []
         for msgs, system, tool in zip(convs, systems, tools or [None] * len(convs)):
-            t = self.template.render_turns(self.tokenizer, msgs, system or None, tool or None)
+            t = self.template.render_turns(self.tokenizer, msgs, system or None, tool or None, last_only)
             spans.append((len(texts), len(t))); texts += t
         ids = batch_encode(self.tokenizer, texts)
         return [ids[s:s + k] for s, k in spans]

@@ -19,7 +19,7 @@ class PairwiseDatasetProcessor(DatasetProcessor):
         for p, r in zip(batch['_prompt'], batch['_response']): convs += [p + r[:1], p + r[1:2]]
         systems = [s for s in batch['_system'] for _ in (0, 1)]
         tools = [t for t in (batch.get('_tools') or [None] * len(batch['_system'])) for _ in (0, 1)]
-        turns = self.encode_conversations(convs, systems, tools)
+        turns = self.encode_conversations(convs, systems, tools, last_only=True)
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {f'{k}_{c}': [] for k in ('chosen', 'rejected') for c in ('input_ids', 'attention_mask', 'labels')}
         for i in range(0, len(turns), 2):

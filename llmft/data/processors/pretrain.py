@@ -8,19 +8,24 @@ from itertools import chain
 from .base import DatasetProcessor, batch_encode
 
 # %% auto #0
-__all__ = ['PretrainDatasetProcessor']
+__all__ = ['PT_EOS', 'PretrainDatasetProcessor']
 
 # %% ../../../nbs/27c_data.processors.pretrain.ipynb #b2158890
+PT_EOS = {'llama3': '<|end_of_text|>', 'llama3_1': '<|end_of_text|>'}  # Llama 3's chat eos is <|eot_id|>; a document ends with end-of-text
+
 class PretrainDatasetProcessor(DatasetProcessor):
-    "Documents to `input_ids` blocks: encoded as the tokenizer encodes text (BOS where it adds one), eos after each."
+    "Documents to `input_ids` blocks: each text ends with the end-of-text token; BOS only where the tokenizer's `add_bos_token` asks."
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
-        texts = [p[-1]['content'] for p in batch['_prompt']]
-        eos, n = self.tokenizer.eos_token_id, self.data_args.cutoff_len
-        docs = [ids + [eos] for ids in batch_encode(self.tokenizer, texts, add_special_tokens=True)]
+        tok, n = self.tokenizer, self.data_args.cutoff_len
+        end = PT_EOS.get(self.template.name, tok.eos_token)
+        bos = tok.bos_token_id if getattr(tok, 'add_bos_token', False) and tok.bos_token_id is not None else None
+        docs = batch_encode(tok, [p[-1]['content'] + end for p in batch['_prompt']])
         if self.data_args.packing is False:  # one truncated document per row
-            blocks = [d[:n] for d in docs]
+            blocks = [([bos] if bos is not None else []) + d for d in docs]
+            blocks = [b[:n] for b in blocks]
         else:
             flat = list(chain.from_iterable(docs))
             blocks = [flat[i:i + n] for i in range(0, len(flat) // n * n, n)]
+            if bos is not None: blocks = [[bos] + b[1:] for b in blocks]   # each block opens with BOS, in place of a token
         return {'input_ids': blocks, 'attention_mask': [[1] * len(b) for b in blocks]}

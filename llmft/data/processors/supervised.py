@@ -13,17 +13,18 @@ __all__ = ['SupervisedDatasetProcessor', 'greedy_knapsack', 'PackedSupervisedDat
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #557da91e
 class SupervisedDatasetProcessor(DatasetProcessor):
     "Canonical examples to `input_ids` and `labels`; only response tokens are trained by default."
+    reserve = 0  # positions of `cutoff_len` kept free (packing keeps one for padding)
 
     def encode_pairs(self, pairs:list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
         "Join (prompt, response) id pairs into one sequence and its labels, within `cutoff_len`."
         d, eos = self.data_args, self.tokenizer.eos_token_id
-        efficient = self.template.efficient_eos
+        efficient, cutoff = self.template.efficient_eos, self.data_args.cutoff_len - self.reserve
         total = 1 if efficient else 0
         if d.mask_history: pairs = pairs[::-1]  # the last turn gets the budget first
         input_ids, labels = [], []
         for turn, (src, tgt) in enumerate(pairs):
-            if total >= d.cutoff_len: break
-            sl, tl = infer_seqlen(len(src), len(tgt), d.cutoff_len - total)
+            if total >= cutoff: break
+            sl, tl = infer_seqlen(len(src), len(tgt), cutoff - total)
             src, tgt = src[:sl], tgt[:tl]
             total += sl + tl
             if d.train_on_prompt: src_lab = src
@@ -39,7 +40,8 @@ class SupervisedDatasetProcessor(DatasetProcessor):
         "Render every turn of the batch, tokenize them in one call, then assemble and mask each example."
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'labels': []}
-        for turns in self.encode_conversations(convs, batch['_system'], batch.get('_tools')):
+        last_only = self.data_args.mask_history  # only the last answer is trained: earlier thoughts are history
+        for turns in self.encode_conversations(convs, batch['_system'], batch.get('_tools'), last_only):
             input_ids, labels = self.encode_pairs([(turns[j], turns[j + 1]) for j in range(0, len(turns) - 1, 2)])
             if labels.count(IGNORE_INDEX) == len(labels): continue  # nothing to train on: dropped, counted by the pipeline
             out['input_ids'].append(input_ids); out['labels'].append(labels)
@@ -66,17 +68,21 @@ def greedy_knapsack(lengths:list[int], capacity:int) -> list[list[int]]:
 
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #d83e3de4
 class PackedSupervisedDatasetProcessor(SupervisedDatasetProcessor):
-    "Supervised examples packed into sequences of at most `cutoff_len`; `neat_packing` keeps each example's segment id."
+    "Supervised examples packed into `cutoff_len - 1` tokens and padded to `cutoff_len`; `neat_packing` keeps each example's segment id."
+    reserve = 1
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         ex = super().preprocess_dataset(batch)
-        neat = self.data_args.neat_packing
+        neat, n = self.data_args.neat_packing, self.data_args.cutoff_len
         out = {'input_ids': [], 'attention_mask': [], 'position_ids': [], 'labels': []}
-        for b in greedy_knapsack([len(x) for x in ex['input_ids']], self.data_args.cutoff_len):
+        for b in greedy_knapsack([len(x) for x in ex['input_ids']], n - 1):
             ids, mask, pos, labels = [], [], [], []
             for seg, i in enumerate(b, 1):
-                n = len(ex['input_ids'][i])
+                k = len(ex['input_ids'][i])
                 ids += ex['input_ids'][i]; labels += ex['labels'][i]
-                mask += [seg if neat else 1] * n; pos += list(range(n))
+                mask += [seg if neat else 1] * k; pos += list(range(k))
+            pad = n - len(ids)  # at least one
+            ids += [self.tokenizer.pad_token_id] * pad; labels += [IGNORE_INDEX] * pad
+            mask += [0 if neat else 1] * pad; pos += [0] * pad
             out['input_ids'].append(ids); out['attention_mask'].append(mask); out['position_ids'].append(pos); out['labels'].append(labels)
         return out
