@@ -120,6 +120,8 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
                   cutoff_len:int|None=None,      # rows this long were probably truncated
                   train_on_prompt:bool=False,    # prompt tokens are meant to be trained
                   mask_history:bool=False,       # only the last assistant turn of a sample is meant to be trained
+                  response_only:bool=False,      # only the response can carry labels (preference / KTO rows): a trained token outside
+                                                 # every turn lost its header to truncation
                   name:str='train') -> DataReport:
     "Check flattened samples (ids, labels, row offsets) for label-mask and template faults."
     n_rows, N = len(offsets) - 1, len(ids)
@@ -143,6 +145,11 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
         empty = ends == starts
         last = np.r_[t_row[1:] != t_row[:-1], True]
         untrained = (n_trained == 0) & ~empty & (last | ~np.bool_(mask_history))
+        d = np.zeros(N + 1, np.int64); np.add.at(d, starts, 1); np.add.at(d, ends, -1)
+        outside = trained & (np.cumsum(d)[:N] <= 0)   # trained tokens outside every assistant turn
+        if response_only:  # the answer's header was cut: the row's last header is a history turn's, untrained by design
+            cut_rows = np.bincount(row[outside], minlength=n_rows) > 0
+            untrained &= ~cut_rows[t_row]
         out.append(Finding('assistant turns with no trained token', 'error' if untrained.any() else 'ok', int(untrained.sum()),
                            sorted(set(t_row[untrained].tolist()))[:5], 'a whole answer is masked out'))
         # the first end token inside each turn must be trained
@@ -150,17 +157,16 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
         j = np.searchsorted(E, starts)
         has = (j < len(E)) & (np.where(j < len(E), E[np.minimum(j, len(E) - 1)], N) < ends)
         first_end = E[np.minimum(j, max(len(E) - 1, 0))] if len(E) else np.zeros_like(starts)
-        end_untrained = has & ~trained[first_end] & (n_trained > 0)
+        end_untrained = has & ~trained[first_end] & (cs[first_end] - cs[starts] > 0) & (last | ~np.bool_(mask_history))
+        if response_only: end_untrained &= ~cut_rows[t_row]
         out.append(Finding('end-of-turn token not trained', 'error' if end_untrained.any() else 'ok', int(end_untrained.sum()),
                            sorted(set(t_row[end_untrained].tolist()))[:5], 'the model never learns to stop'))
         no_end = ~has & ~empty
         out.append(Finding('assistant turns without an end token', 'warning' if no_end.any() else 'ok', int(no_end.sum()),
                            sorted(set(t_row[no_end].tolist()))[:5], 'cut off (truncation) or a template without an end token'))
-        # trained tokens outside every assistant turn
-        d = np.zeros(N + 1, np.int64); np.add.at(d, starts, 1); np.add.at(d, ends, -1)
-        outside = trained & (np.cumsum(d)[:N] <= 0)
         # a trained token outside every turn whose user turn is never closed by an assistant header lost that header to truncation
         at_cut = lens >= cutoff_len if cutoff_len else np.zeros(n_rows, bool)
+        if response_only: at_cut = np.ones(n_rows, bool)
         pos = np.flatnonzero(outside)
         U = _matches(ids, markers.user, row)
         iu = np.searchsorted(U, pos, side='right') - 1
@@ -197,7 +203,9 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
     "Check a processed dataset of `shape`: one report per (ids, labels) column pair."
     markers = turn_markers(template, tokenizer) if shape != 'pretrain' else TurnMarkers([], [], [], tokenizer.bos_token_id)
     kw = dict(cutoff_len=getattr(data_args, 'cutoff_len', None) if not getattr(data_args, 'packing', False) else None,
-              train_on_prompt=getattr(data_args, 'train_on_prompt', False), mask_history=getattr(data_args, 'mask_history', False))
+              train_on_prompt=getattr(data_args, 'train_on_prompt', False),
+              mask_history=getattr(data_args, 'mask_history', False) or shape in ('pairwise', 'feedback'),   # history is prompt there
+              response_only=shape in ('pairwise', 'feedback'))
     out = []
     for id_col, lab_col in SHAPE_COLUMNS[shape]:
         ids, off = flat_column(dataset, id_col); labels = flat_column(dataset, lab_col)[0] if lab_col != id_col else ids
