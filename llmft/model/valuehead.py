@@ -25,11 +25,11 @@ class ValueHead(nn.Module):
 
 class ModelWithValueHead(nn.Module):
     "A causal LM with a value head: `forward` returns (logits, loss, values), values one per position."
-    def __init__(self, model):
+    def __init__(self, model, dropout:float=0.1):  # 0.1: trl's (and so LLaMA-Factory's) value-head dropout
         super().__init__()
         self.pretrained_model = model
         cfg = getattr(model.config, 'text_config', model.config)
-        self.v_head = ValueHead(cfg.hidden_size)
+        self.v_head = ValueHead(cfg.hidden_size, dropout)
         self.config = model.config
 
     def forward(self, input_ids=None, attention_mask=None, **kw):
@@ -40,13 +40,15 @@ class ModelWithValueHead(nn.Module):
     def save_pretrained(self, path, **kw):
         "The language model (or adapter) as it saves itself, plus `value_head.safetensors`."
         self.pretrained_model.save_pretrained(path, **kw)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}, str(Path(path)/VALUE_HEAD_FILE))
+        state = {f'v_head.{k}': v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}  # LLaMA-Factory's keys
+        save_file(state, str(Path(path)/VALUE_HEAD_FILE))
 
     def load_value_head(self, path) -> bool:
         "Load `value_head.safetensors` from `path` if it is there; True if it was."
         f = Path(path)/VALUE_HEAD_FILE
         if not f.exists(): return False
-        self.v_head.load_state_dict(load_file(str(f)))
+        # keys `v_head.summary.*` (LLaMA-Factory / trl, and llmft now) or `summary.*` (llmft before)
+        self.v_head.load_state_dict({k.removeprefix('v_head.'): v for k, v in load_file(str(f)).items()})
         log.info(f'Loaded the value head from {f}.')
         return True
 

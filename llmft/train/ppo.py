@@ -148,6 +148,8 @@ class PPOTrainer(StageMetricsMixin, Trainer):
                     score=raw, kl=kl.sum(-1), length=amask.sum(-1).float())
 
 # %% ../../nbs/58_train.ppo.ipynb #247e043b
+import time
+from transformers.trainer_utils import speed_metrics
 def ppo_update(self, buffer:list[dict]) -> dict[str, float]:
     "`ppo_epochs` passes over the buffer, an optimizer step every `gradient_accumulation_steps` rollout batches."
     f, a, model = self.finetuning_args, self.args, self.model_wrapped
@@ -177,7 +179,7 @@ def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
                               is_local_process_zero=self.is_local_process_zero(), is_world_process_zero=self.is_world_process_zero(),
                               stateful_callbacks=[c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)])
     self.control = self.callback_handler.on_train_begin(a, self.state, self.control)
-    batches, total = chain.from_iterable(repeat(loader)), 0.0
+    batches, total, start = chain.from_iterable(repeat(loader)), 0.0, time.time()
     self.model.train()
     for step in range(max_steps):
         self.control = self.callback_handler.on_step_begin(a, self.state, self.control)
@@ -198,7 +200,10 @@ def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
             self.control = self.callback_handler.on_save(a, self.state, self.control)
         if self.control.should_training_stop: break
     self.control = self.callback_handler.on_train_end(a, self.state, self.control)
-    return TrainOutput(self.state.global_step, total / max(self.state.global_step, 1), {'train_loss': total / max(self.state.global_step, 1)})
+    n = self.state.global_step
+    prompts = n * per_step * a.per_device_train_batch_size * a.world_size
+    metrics = {**speed_metrics('train', start, num_samples=prompts, num_steps=n), 'train_loss': total / max(n, 1)}
+    return TrainOutput(n, total / max(n, 1), metrics)
 
 # %% ../../nbs/58_train.ppo.ipynb #9d06b468
 def run_ppo(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
