@@ -1,5 +1,5 @@
 "Templates on real tool-calling data: LLaMA-Factory's glaive tool-call demo, tokenized by llmft's pipeline, equals Qwen2.5's published template token for token."
-import json, tempfile
+import dataclasses, json, tempfile
 import pytest
 from conftest import LF_DEMO
 
@@ -12,7 +12,7 @@ def _convert(conv):
     return [{'role': roles[m['from']], 'content': m['value']} for m in conv]
 
 
-@pytest.mark.parametrize('template,fixture,kwargs', [('qwen', 'qwen', {}), ('qwen3_nothink', 'qwen3', dict(enable_thinking=False))])
+@pytest.mark.parametrize('template,fixture,kwargs', [('qwen', 'qwen', {}), ('qwen3', 'qwen3', dict(enable_thinking=False))])
 def test_glaive_toolcall_matches_published_template(template, fixture, kwargs):
     from llmft.data.pipeline import get_dataset
     from llmft.data.templates import get_template, jinja_ids
@@ -20,6 +20,7 @@ def test_glaive_toolcall_matches_published_template(template, fixture, kwargs):
     from llmft.testing import family_tokenizer
     tok = family_tokenizer('qwen3', fixture)
     tpl = get_template(template, tok)
+    if 'enable_thinking' in kwargs: tpl = dataclasses.replace(tpl, enable_thinking=kwargs['enable_thinking'])
     a = get_train_args(dict(model_name_or_path='m', dataset='glaive_toolcall_en_demo', dataset_dir=str(LF_DEMO), template=template,
                             cutoff_len=32768, output_dir=tempfile.mkdtemp(), do_train=True, data_check='warn',
                             enable_thinking=kwargs.get('enable_thinking', True)))
