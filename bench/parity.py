@@ -1,13 +1,16 @@
 """Parity harness: llmft's tokenized data against LLaMA-Factory 0.9.5's, token for token, on seeded conversations.
 
-usage: python bench/parity.py --lf-python PATH [--work DIR] [--templates a,b] [--procs sft,pack] [--tokenizers bosful,bosless]
+usage: python bench/parity.py --lf-python PATH [--work DIR] [--templates a,b] [--procs sft,pack]
+                              [--tokenizers bosful,bosless]
        (`make parity` installs LLaMA-Factory into .lf-venv with ../shared/bench-lf/setup_lf_venv.sh and runs this)
 
 For every chat template registered in both frameworks, every tokenizer variant and every processor case, both frameworks
 tokenize the same dataset files with the same tokenizer, each in its own venv (`bench/parity_side.py`). The table counts
-identical and differing rows; a differing case is marked `deliberate` when `llmft.data.fidelity.LF_DIFFERENCES` lists it,
-and its first difference is printed with the decoded tokens around it. Exit status 1 when an unlisted difference remains.
+identical and differing rows; a differing case is marked `deliberate` when `llmft.data.fidelity.LF_DIFFERENCES` lists
+it, and its first difference is printed with the decoded tokens around it.
+Exit status 1 when an unlisted difference remains.
 """
+
 from __future__ import annotations
 import argparse, json, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,26 +21,40 @@ sys.path.insert(0, str(HERE))
 from parity_data import make_datasets, make_tokenizer, write_llmft_copy, TOKENIZERS  # noqa: E402
 
 # processor cases: stage, dataset, cutoff_len and extra keys
-PROCS = {'sft': dict(stage='sft', dataset='parity_sft', cutoff_len=1024),
-         'sft64': dict(stage='sft', dataset='parity_sft', cutoff_len=64),
-         'hist': dict(stage='sft', dataset='parity_sft', cutoff_len=96, extra=dict(mask_history=True)),
-         'pack': dict(stage='sft', dataset='parity_sft', cutoff_len=256, extra=dict(packing=True)),
-         'neat': dict(stage='sft', dataset='parity_sft', cutoff_len=256, extra=dict(neat_packing=True)),
-         'rm': dict(stage='rm', dataset='parity_pref', cutoff_len=1024),
-         'dpo64': dict(stage='dpo', dataset='parity_pref', cutoff_len=64),
-         'kto': dict(stage='kto', dataset='parity_kto', cutoff_len=1024),
-         'pt': dict(stage='pt', dataset='parity_pt', cutoff_len=64),
-         'ptpack': dict(stage='pt', dataset='parity_pt', cutoff_len=64, extra=dict(packing=True)),
-         'ptrow': dict(stage='pt', dataset='parity_pt', cutoff_len=64, extra=dict(packing=False))}
+PROCS = {
+    'sft': dict(stage='sft', dataset='parity_sft', cutoff_len=1024),
+    'sft64': dict(stage='sft', dataset='parity_sft', cutoff_len=64),
+    'hist': dict(stage='sft', dataset='parity_sft', cutoff_len=96, extra=dict(mask_history=True)),
+    'pack': dict(stage='sft', dataset='parity_sft', cutoff_len=256, extra=dict(packing=True)),
+    'neat': dict(stage='sft', dataset='parity_sft', cutoff_len=256, extra=dict(neat_packing=True)),
+    'rm': dict(stage='rm', dataset='parity_pref', cutoff_len=1024),
+    'dpo64': dict(stage='dpo', dataset='parity_pref', cutoff_len=64),
+    'kto': dict(stage='kto', dataset='parity_kto', cutoff_len=1024),
+    'pt': dict(stage='pt', dataset='parity_pt', cutoff_len=64),
+    'ptpack': dict(stage='pt', dataset='parity_pt', cutoff_len=64, extra=dict(packing=True)),
+    'ptrow': dict(stage='pt', dataset='parity_pt', cutoff_len=64, extra=dict(packing=False)),
+}
 SHAPES = dict(pt='pretrain', sft='supervised', rm='pairwise', dpo='pairwise', kto='feedback')
-PT_TEMPLATES = ('default', 'empty', 'llama3', 'qwen', 'gemma')   # pt does not render chat turns: a few templates suffice
+PT_TEMPLATES = (
+    'default',
+    'empty',
+    'llama3',
+    'qwen',
+    'gemma',
+)  # pt does not render chat turns: a few templates suffice
 
 
-def lf_templates(lf_python:str) -> dict[str, str]:
+def lf_templates(lf_python: str) -> dict[str, str]:
     "LLaMA-Factory's templates and their classes."
-    code = 'import json; from llamafactory.data.template import TEMPLATES as T; print(json.dumps({k: type(v).__name__ for k, v in T.items()}))'
-    out = subprocess.run([lf_python, '-c', code],
-                         capture_output=True, text=True, check=True, env={'DISABLE_VERSION_CHECK': '1', 'PATH': '/usr/bin:/bin'})
+    code = ('import json; from llamafactory.data.template import TEMPLATES as T; '
+            'print(json.dumps({k: type(v).__name__ for k, v in T.items()}))')
+    out = subprocess.run(
+        [lf_python, '-c', code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={'DISABLE_VERSION_CHECK': '1', 'PATH': '/usr/bin:/bin'},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -46,56 +63,87 @@ def make_cases(templates, procs, tokenizers, lf_classes) -> list[dict]:
     for t in templates:
         for tk in tokenizers:
             for p in procs:
-                if PROCS[p]['stage'] == 'pt' and t not in PT_TEMPLATES: continue
+                if PROCS[p]['stage'] == 'pt' and t not in PT_TEMPLATES:
+                    continue
                 # LF rewrites a user's `{{idx}}` in its base Template (and subclasses) only, not in Llama2Template
-                cases.append(dict(PROCS[p], id=f'{t}.{tk}.{p}', template=t, tokenizer=tk, proc=p,
-                                  lf_rewrites=lf_classes[t] != 'Llama2Template'))
+                cases.append(
+                    dict(
+                        PROCS[p],
+                        id=f'{t}.{tk}.{p}',
+                        template=t,
+                        tokenizer=tk,
+                        proc=p,
+                        lf_rewrites=lf_classes[t] != 'Llama2Template',
+                    )
+                )
     return cases
 
 
-def run_side(python:str, side:str, work:Path):
-    with open(work/f'{side}.log', 'w') as f:
-        return subprocess.run([python, str(HERE/'parity_side.py'), side, str(work)], stdout=f, stderr=subprocess.STDOUT).returncode
+def run_side(python: str, side: str, work: Path):
+    with open(work / f'{side}.log', 'w') as f:
+        return subprocess.run(
+            [python, str(HERE / 'parity_side.py'), side, str(work)], stdout=f, stderr=subprocess.STDOUT
+        ).returncode
 
 
-def first_diff(a:list, b:list) -> int:
+def first_diff(a: list, b: list) -> int:
     for i, (x, y) in enumerate(zip(a, b)):
-        if x != y: return i
+        if x != y:
+            return i
     return min(len(a), len(b))
 
 
-def context(tok, ids:list, pos:int, width:int=6) -> str:
+def context(tok, ids: list, pos: int, width: int = 6) -> str:
     "The tokens around `pos`, decoded one by one; the token at `pos` in [brackets]."
-    def show(i): return '·' if i == -100 else tok.decode([i])
-    parts = [repr(show(i))[1:-1] for i in ids[max(0, pos - width):pos]]
+
+    def show(i):
+        return '·' if i == -100 else tok.decode([i])
+
+    parts = [repr(show(i))[1:-1] for i in ids[max(0, pos - width) : pos]]
     here = f'[{repr(show(ids[pos]))[1:-1]}]' if pos < len(ids) else '[<end>]'
-    return ' '.join(parts + [here] + [repr(show(i))[1:-1] for i in ids[pos + 1:pos + width]])
+    return ' '.join(parts + [here] + [repr(show(i))[1:-1] for i in ids[pos + 1 : pos + width]])
 
 
-def compare(case:dict, lf:dict, ours:dict, tok) -> dict:
+def compare(case: dict, lf: dict, ours: dict, tok) -> dict:
     "Counts of identical / differing rows and the first difference of the case."
-    res = dict(id=case['id'], template=case['template'], tokenizer=case['tokenizer'], proc=case['proc'], n_lf=None, n_ours=None,
-               same=0, differ=0, first='')
+    res = dict(
+        id=case['id'],
+        template=case['template'],
+        tokenizer=case['tokenizer'],
+        proc=case['proc'],
+        n_lf=None,
+        n_ours=None,
+        same=0,
+        differ=0,
+        first='',
+    )
     if lf['error']:  # LLaMA-Factory itself fails or refuses: nothing to compare
         res.update(status='lf-error', first=f"LF: {lf['error']} | llmft: {ours['error'] or 'ok'}")
         return res
     if ours['error']:
-        res.update(status='refused', first=f"llmft: {ours['error']} (LF: {len(lf['rows'])} rows)", error=ours['error'])
+        res.update(
+            status='refused', first=f"llmft: {ours['error']} (LF: {len(lf['rows'])} rows)", error=ours['error']
+        )
         return res
     a, b = lf['rows'], ours['rows']
     res.update(n_lf=len(a), n_ours=len(b))
     for i, (x, y) in enumerate(zip(a, b)):
         keys = [k for k in x if k in y]
         bad = [k for k in keys if x[k] != y[k]]
-        if not bad: res['same'] += 1; continue
+        if not bad:
+            res['same'] += 1
+            continue
         res['differ'] += 1
         if not res['first']:
             k = bad[0]
             if isinstance(x[k], list):
                 p = first_diff(x[k], y[k])
-                res['first'] = (f'row {i} {k} @{p} (len {len(x[k])} vs {len(y[k])})\n      LF:    {context(tok, x[k], p)}\n'
-                                f'      llmft: {context(tok, y[k], p)}')
-            else: res['first'] = f'row {i} {k}: LF {x[k]!r} llmft {y[k]!r}'
+                res['first'] = (
+                    f'row {i} {k} @{p} (len {len(x[k])} vs {len(y[k])})\n      LF:    {context(tok, x[k], p)}\n'
+                    f'      llmft: {context(tok, y[k], p)}'
+                )
+            else:
+                res['first'] = f'row {i} {k}: LF {x[k]!r} llmft {y[k]!r}'
     if len(a) != len(b):
         res['differ'] += abs(len(a) - len(b))
         res['first'] = f'rows: LF {len(a)}, llmft {len(b)}. ' + res['first']
@@ -107,16 +155,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--lf-python', required=True, help="python of a venv with llamafactory==0.9.5")
     ap.add_argument('--work', default='.parity', help='work folder (data, tokenizers, both sides\' outputs)')
-    ap.add_argument('--templates', default='', help='comma-separated subset (default: every template registered in both)')
+    ap.add_argument(
+        '--templates', default='', help='comma-separated subset (default: every template registered in both)'
+    )
     ap.add_argument('--procs', default=','.join(PROCS), help=f'comma-separated subset of {list(PROCS)}')
-    ap.add_argument('--tokenizers', default=','.join(TOKENIZERS), help=f'comma-separated subset of {list(TOKENIZERS)}')
+    ap.add_argument(
+        '--tokenizers', default=','.join(TOKENIZERS), help=f'comma-separated subset of {list(TOKENIZERS)}'
+    )
     ap.add_argument('--n', type=int, default=60, help='conversations per dataset')
-    ap.add_argument('--reuse', action='store_true', help='compare the outputs already in --work without running the sides')
+    ap.add_argument(
+        '--reuse', action='store_true', help='compare the outputs already in --work without running the sides'
+    )
     a = ap.parse_args(argv)
     from llmft.data.templates import TEMPLATES
     from llmft.data.fidelity import lf_difference
     from llmft.testing import FAMILIES
     from transformers import AutoTokenizer
+
     work = Path(a.work).resolve()
     lf_classes = lf_templates(a.lf_python)
     both = sorted(set(TEMPLATES) & set(lf_classes))
@@ -124,32 +179,50 @@ def main(argv=None):
     cases = make_cases(templates, a.procs.split(','), a.tokenizers.split(','), lf_classes)
     t0 = time.time()
     if not a.reuse:
-        make_datasets(work/'data', a.n)
-        write_llmft_copy(work/'data', work/'data_llmft')
-        corpus = [json.dumps(json.loads((work/'data'/f).read_text()), ensure_ascii=False) for f in ('parity_sft.json', 'parity_pt.json')]
+        make_datasets(work / 'data', a.n)
+        write_llmft_copy(work / 'data', work / 'data_llmft')
+        corpus = [
+            json.dumps(json.loads((work / 'data' / f).read_text()), ensure_ascii=False)
+            for f in ('parity_sft.json', 'parity_pt.json')
+        ]
         specials = [s for f in FAMILIES.values() for s in f['specials']]
-        for tk in a.tokenizers.split(','): make_tokenizer(work/'tok'/tk, tk, specials, corpus * 3)
-        (work/'cases.json').write_text(json.dumps(cases, indent=1))
-        print(f'{len(cases)} cases ({len(templates)} templates x {a.procs} x {a.tokenizers}); running both sides...', flush=True)
+        for tk in a.tokenizers.split(','):
+            make_tokenizer(work / 'tok' / tk, tk, specials, corpus * 3)
+        (work / 'cases.json').write_text(json.dumps(cases, indent=1))
+        print(
+            f'{len(cases)} cases ({len(templates)} templates x {a.procs} x {a.tokenizers}); running both sides...',
+            flush=True,
+        )
         with ThreadPoolExecutor(2) as ex:
             rcs = list(ex.map(lambda s: run_side(*s, work), [(a.lf_python, 'lf'), (sys.executable, 'llmft')]))
-        if any(rcs): sys.exit(f'a side failed: see {work}/lf.log and {work}/llmft.log')
-    toks = {tk: AutoTokenizer.from_pretrained(work/'tok'/tk) for tk in a.tokenizers.split(',')}
+        if any(rcs):
+            sys.exit(f'a side failed: see {work}/lf.log and {work}/llmft.log')
+    toks = {tk: AutoTokenizer.from_pretrained(work / 'tok' / tk) for tk in a.tokenizers.split(',')}
     results = []
     for c in cases:
-        r = compare(c, *(json.loads((work/s/f"{c['id']}.json").read_text()) for s in ('lf', 'llmft')), toks[c['tokenizer']])
+        r = compare(
+            c,
+            *(json.loads((work / s / f"{c['id']}.json").read_text()) for s in ('lf', 'llmft')),
+            toks[c['tokenizer']],
+        )
         opts = [k for k, v in c.get('extra', {}).items() if v] + (['truncation'] if c['cutoff_len'] < 1024 else [])
-        d = lf_difference(c['template'], SHAPES[c['stage']], opts, r.get('error', '')) if r['status'] not in ('identical', 'lf-error') else None
+        d = (
+            lf_difference(c['template'], SHAPES[c['stage']], opts, r.get('error', ''))
+            if r['status'] not in ('identical', 'lf-error')
+            else None
+        )
         r['deliberate'] = d.what if d else ''
         results.append(r)
-    (work/'results.json').write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (work / 'results.json').write_text(json.dumps(results, indent=1, ensure_ascii=False))
     report(results, time.time() - t0)
-    print("\n(llmft's side reads the datasets with LLaMA-Factory's rewrite of a user's own `{{idx}}` text applied, "
-          "bench/parity_data.py:lf_slot_rewrite: llmft never rewrites message text; listed in llmft.data.fidelity)")
+    print(
+        "\n(llmft's side reads the datasets with LLaMA-Factory's rewrite of a user's own `{{idx}}` text applied, "
+        "bench/parity_data.py:lf_slot_rewrite: llmft never rewrites message text; listed in llmft.data.fidelity)"
+    )
     return 1 if any(r['status'] not in ('identical', 'lf-error') and not r['deliberate'] for r in results) else 0
 
 
-def report(results:list[dict], secs:float):
+def report(results: list[dict], secs: float):
     procs = list(dict.fromkeys(r['proc'] for r in results))
     print('\n| template | ' + ' | '.join(procs) + ' |\n|---|' + '---|' * len(procs))
     cell = {'identical': 'same', 'differ': 'DIFF', 'refused': 'REF', 'lf-error': 'lf-err'}
@@ -165,9 +238,11 @@ def report(results:list[dict], secs:float):
     lf_err = sum(r['status'] == 'lf-error' for r in results)
     rows = sum(r['same'] + r['differ'] for r in results)
     rows_same = sum(r['same'] for r in results)
-    print(f'\ncases: {n}; identical: {same}; differing by a listed deliberate difference (*): {deliberate}; '
-          f'LLaMA-Factory fails (lf-err): {lf_err}; unlisted: {n - same - deliberate - lf_err}.  '
-          f'rows identical: {rows_same}/{rows}.  ({secs:.0f} s)')
+    print(
+        f'\ncases: {n}; identical: {same}; differing by a listed deliberate difference (*): {deliberate}; '
+        f'LLaMA-Factory fails (lf-err): {lf_err}; unlisted: {n - same - deliberate - lf_err}.  '
+        f'rows identical: {rows_same}/{rows}.  ({secs:.0f} s)'
+    )
     for r in results:
         if r['status'] not in ('identical', 'lf-error'):
             tag = f"deliberate: {r['deliberate']}" if r['deliberate'] else 'UNLISTED'

@@ -53,7 +53,10 @@ def render_tokens(tokenizer, ids, labels=None, markers:TurnMarkers|None=None, se
     for i, (t, l, r) in enumerate(zip(ids, labels, roles)):
         if segments is not None and segments[i] != seg:
             title = f'sample {segments[i]}' if segments[i] else 'padding'   # segment 0: the pack's padding
-            if seg is not None: pieces.append('</span>' if cur else ''); cur = None; pieces.append(f"<span class='llmft-seg' title='{title}'></span>")
+            if seg is not None:
+                pieces.append('</span>' if cur else '')
+                cur = None
+                pieces.append(f"<span class='llmft-seg' title='{title}'></span>")
             seg = segments[i]
         if r != cur:
             if cur: pieces.append('</span>')

@@ -120,8 +120,8 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
                   cutoff_len:int|None=None,      # rows this long were probably truncated
                   train_on_prompt:bool=False,    # prompt tokens are meant to be trained
                   mask_history:bool=False,       # only the last assistant turn of a sample is meant to be trained
-                  response_only:bool=False,      # only the response can carry labels (preference / KTO rows): a trained token outside
-                                                 # every turn lost its header to truncation
+                  response_only:bool=False,      # only the response has labels (preference / KTO rows): a trained token
+                                                 # outside every turn lost its header to truncation
                   name:str='train') -> DataReport:
     "Check flattened samples (ids, labels, row offsets) for label-mask and template faults."
     n_rows, N = len(offsets) - 1, len(ids)
@@ -202,10 +202,10 @@ SHAPE_COLUMNS = {'supervised': [('input_ids', 'labels')], 'feedback': [('input_i
 def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_args=None, name:str='train') -> list[DataReport]:
     "Check a processed dataset of `shape`: one report per (ids, labels) column pair."
     markers = turn_markers(template, tokenizer) if shape != 'pretrain' else TurnMarkers([], [], [], tokenizer.bos_token_id)
+    response_only = shape in ('pairwise', 'feedback')   # only the last answer is trained: its history is prompt
     kw = dict(cutoff_len=getattr(data_args, 'cutoff_len', None) if not getattr(data_args, 'packing', False) else None,
               train_on_prompt=getattr(data_args, 'train_on_prompt', False),
-              mask_history=getattr(data_args, 'mask_history', False) or shape in ('pairwise', 'feedback'),   # history is prompt there
-              response_only=shape in ('pairwise', 'feedback'))
+              mask_history=getattr(data_args, 'mask_history', False) or response_only, response_only=response_only)
     out = []
     for id_col, lab_col in SHAPE_COLUMNS[shape]:
         ids, off = flat_column(dataset, id_col); labels = flat_column(dataset, lab_col)[0] if lab_col != id_col else ids

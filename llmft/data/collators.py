@@ -46,7 +46,7 @@ class PaddingCollator:
         out = {prefix + 'input_ids': pad_rows(ids, fills['input_ids'], n, self.padding_side)}
         masks = [f.get(prefix + 'attention_mask') or [1] * len(x) for f, x in zip(features, ids)]
         out[prefix + 'attention_mask'] = pad_rows(masks, 0, n, self.padding_side)
-        for k in ('labels', 'position_ids'):   # each to its own longest row: a reference answer (labels of PPO / predict) is no prompt
+        for k in ('labels', 'position_ids'):   # each to its own longest row: reference answers are no prompts
             if prefix + k not in features[0]: continue
             rows = [f[prefix + k] for f in features]
             out[prefix + k] = pad_rows(rows, fills[k], self._length(max(map(len, rows))), self.padding_side)

@@ -64,7 +64,7 @@ def _roles(t:dict) -> dict:
             t['function_tag']: FUNCTION, t['system_tag']: SYSTEM}
 
 def _conversation(msgs, t:dict, roles:dict) -> tuple[list, str, str]:
-    "(messages, system (None: no system turn), skip reason) of one conversation, roles checked: user/observation at even, assistant/function at odd turns."
+    "(messages, system or None, skip reason) of a conversation; user/observation turns even, assistant/function odd."
     system = None
     if msgs and isinstance(msgs[0], dict) and msgs[0].get(t['role_tag']) == t['system_tag']:
         system, msgs = msgs[0].get(t['content_tag']) or '', msgs[1:]
@@ -85,7 +85,8 @@ def convert_sharegpt(batch:dict, attr:DatasetAttr) -> dict[str, list]:
     cols = {k: _col(batch, attr, k, n) for k in ('messages', 'system', 'tools', 'chosen', 'rejected', 'kto_tag')}
     for i in range(n):
         conv, system, skip = _conversation(list(cols['messages'][i] or []), t, roles)
-        system, kto = (cols['system'][i] or '') if system is None else system, None  # a system turn wins over the column
+        if system is None: system = cols['system'][i] or ''   # a system turn wins over the column
+        kto = None
         if not skip and not conv: skip = 'empty conversation'
         if not skip and attr.ranking:
             ch, rj = cols['chosen'][i], cols['rejected'][i]

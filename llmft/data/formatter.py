@@ -24,7 +24,7 @@ class Formatter:
         out = []
         for s in self.slots:
             if isinstance(s, str):
-                # one pass over the slot: a value put in is never searched again, so a message's own `{{idx}}` stays text
+                # one pass over the slot: a value put in is not searched again (a message's own `{{idx}}` stays text)
                 out.append(_PLACEHOLDER.sub(lambda m: str(kw[m[1]]) if m[1] in kw else m[0], s))
             elif isinstance(s, (set, frozenset)) and len(s) == 1 and next(iter(s)) in TOKEN_MARKERS:
                 tok = getattr(tokenizer, next(iter(s)))

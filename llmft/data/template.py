@@ -39,7 +39,7 @@ class Template:
     tool_format: str = 'default' # how tool definitions and calls are written: a key of `data.tools.TOOL_FORMATS`
     thought_words: Optional[tuple] = None  # (open, close) of the reasoning block of a reasoning model
     enable_thinking: bool = True # with thought_words: answers without a thought get an empty one, trained (True) or in the prompt (False)
-    preserve_thinking: bool = False # with thought_words: earlier answers keep their thoughts where only the last answer is trained
+    preserve_thinking: bool = False # with thought_words: history answers keep thoughts where only the last is trained
 
     @cached_property
     def _fmts(self) -> dict:
@@ -73,24 +73,26 @@ class Template:
         return self.format_system.apply(tokenizer, content=system + tool) if (system or tool or self.always_system) else ''
 
     def thought_of(self, content:str, history:bool, last_only:bool) -> tuple[str, str]:
-        "(answer text, text to append to the prompt before it): the thought rules of a reasoning template for one answer."
-        if history and last_only:  # an earlier answer where only the last is trained: thoughts dropped (or kept), none added
+        "(answer text, text to append to the prompt before it): a reasoning template's thought rules for one answer."
+        if history and last_only:  # history where only the last answer trains: thoughts dropped (or kept), none added
             return (content if self.preserve_thinking else self.remove_thought(content)), ''
         if not self.enable_thinking: return self.remove_thought(content), self.empty_thought()
         return (content if self.has_thought(content) else self.empty_thought() + content), ''
 
-    def render_turns(self, tokenizer, messages:list[dict], system:str|None=None, tools=None, last_only:bool=False) -> list[str]:
+    def render_turns(self, tokenizer, messages:list[dict], system:str|None=None, tools=None,
+                     last_only:bool=False, # only the last answer is trained: earlier answers are history (`thought_of`)
+                    ) -> list[str]:
         "The text of each message: the first carries the prefix and the system message (with `tools`), answers their thought."
         sys_text, out = self.system_text(tokenizer, system, tools), []
-        answers = [i for i, m in enumerate(messages) if m['role'] in ('assistant', 'function')]
+        last = max((i for i, m in enumerate(messages) if m['role'] in ('assistant', 'function')), default=-1)
         for i, m in enumerate(messages):
             content, head = m['content'], ''
             if i == 0:
                 head = self.format_prefix.apply(tokenizer)
                 if self.system_in_user: content = sys_text + content
                 else: head += sys_text
-            if self.thought_words and i in answers:
-                content, to_prompt = self.thought_of(content, i != answers[-1], last_only)
+            if self.thought_words and m['role'] in ('assistant', 'function'):
+                content, to_prompt = self.thought_of(content, i != last, last_only)
                 if out: out[-1] += to_prompt
             out.append(head + self._fmt(m['role']).apply(tokenizer, content=content, idx=str(i // 2)))
         return out
@@ -123,12 +125,14 @@ def fix_tokenizer(template:Template, tokenizer) -> list[str]:
     "Make the tokenizer's eos / pad / stop words agree with `template`; returns what changed (also logged)."
     changes = []
     stops = list(template.stop_words)
+    # a pad the tokenizer's config lacks is a stand-in for its eos (`load_tokenizer`): it follows a replaced eos
+    stand_in = tokenizer.init_kwargs.get('pad_token') is None and tokenizer.pad_token == tokenizer.eos_token
     if template.replace_eos and stops:
         eos = stops.pop(0)
         if tokenizer.eos_token != eos:
             changes.append(f'eos_token {tokenizer.eos_token!r} -> {eos!r}')
             tokenizer.add_special_tokens({'eos_token': eos})
-            if getattr(tokenizer, '_llmft_pad_is_eos', False): tokenizer.pad_token = None  # a stand-in pad follows the eos
+            if stand_in: tokenizer.pad_token = None
     if tokenizer.eos_token is None:
         tokenizer.add_special_tokens({'eos_token': '<|endoftext|>'}); changes.append("eos_token None -> '<|endoftext|>'")
     if tokenizer.pad_token is None:

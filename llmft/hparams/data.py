@@ -41,7 +41,9 @@ class DataArguments:
     default_system: Optional[str] = field(default=None, metadata={'help': "Replace the template's default system message."})
     tool_format: Optional[str] = field(default=None, metadata={'help': "Write tool definitions and calls in this format (default, glm4, llama3, mistral, qwen) instead of the template's own."})
     enable_thinking: bool = field(default=True, metadata={'help': 'Reasoning templates: train an (empty) thought block in every answer (true), or put an empty one in the prompt and drop thoughts from answers (false).'})
-    preserve_thinking: bool = field(default=False, metadata={'help': 'Reasoning templates: keep the thoughts of earlier answers where only the last answer is trained (rm, dpo, kto, mask_history).'})
+    preserve_thinking: bool = field(default=False, metadata={
+        'help': 'Reasoning templates: keep the thoughts of earlier answers where only the last is trained '
+                '(rm, dpo, kto, mask_history).'})
     mix_strategy: str = field(default='concat', metadata={'help': 'How several datasets mix: concat, interleave_under (stop at the first exhausted) or interleave_over (until all are).'})
     interleave_probs: Optional[str] = field(default=None, metadata={'help': 'Sampling probabilities of the datasets when interleaving, comma-separated.'})
     eval_on_each_dataset: bool = field(default=False, metadata={'help': 'Evaluate on each eval dataset separately (metrics eval_<name>_*).'})

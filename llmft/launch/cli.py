@@ -21,7 +21,8 @@ commands:
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
   check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens, trained prompt
                                  tokens, doubled BOS, fully masked or truncated samples; exit 1 on an error
-  templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking, default system);
+  templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking,
+                                 default system);
                                  --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5 (of template NAME)
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
@@ -77,7 +78,7 @@ def cmd_check_data(args:list[str]) -> int:
     return 1 if bad else 0
 
 def cmd_templates(args:list[str]) -> int:
-    "llmft templates [--diff-lf [NAME]]: the registered chat templates; with --diff-lf, where llmft deliberately differs from LLaMA-Factory."
+    "llmft templates [--diff-lf [NAME]]: the registered chat templates, or where llmft differs from LLaMA-Factory."
     from llmft.data.templates import TEMPLATES
     if args[:1] == ['--diff-lf']:
         from llmft.data.fidelity import differences_table

@@ -30,7 +30,6 @@ def load_tokenizer(model_args:ModelArguments):
                                         padding_side='right', **_hub_kwargs(model_args))
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
-        tok._llmft_pad_is_eos = True  # a stand-in: a template that replaces the eos moves the pad with it (`fix_tokenizer`)
         log.info(f'The tokenizer has no pad token: padding with the eos token {tok.eos_token!r}.')
     return tok
 

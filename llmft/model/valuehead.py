@@ -40,7 +40,8 @@ class ModelWithValueHead(nn.Module):
     def save_pretrained(self, path, **kw):
         "The language model (or adapter) as it saves itself, plus `value_head.safetensors`."
         self.pretrained_model.save_pretrained(path, **kw)
-        state = {f'v_head.{k}': v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}  # LLaMA-Factory's keys
+        # LLaMA-Factory's (trl's) keys: v_head.summary.weight / .bias
+        state = {f'v_head.{k}': v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}
         save_file(state, str(Path(path)/VALUE_HEAD_FILE))
 
     def load_value_head(self, path) -> bool:

@@ -47,7 +47,7 @@ def plot_loss(output_dir,                           # the run folder holding tra
         pts = [(r['current_steps'], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if not pts: continue
         steps, vals = zip(*pts)
-        name = f"training_{key.replace('/', '_')}"   # `rewards/accuracies` -> training_rewards_accuracies.png, as LLaMA-Factory
+        name = f"training_{key.replace('/', '_')}"   # rewards/accuracies -> training_rewards_accuracies
         fig = go.Figure([go.Scatter(x=steps, y=vals, name='original', mode='lines+markers', opacity=0.4),
                          go.Scatter(x=steps, y=smooth(list(vals)), name='smoothed')])
         fig.update_layout(title=f'{key} of {Path(output_dir).name}', xaxis_title='step', yaxis_title=key)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerState
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import TrainOutput
+import time
+from transformers.trainer_utils import TrainOutput, speed_metrics
 from ..data.templates import get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PaddingCollator
@@ -148,8 +149,6 @@ class PPOTrainer(StageMetricsMixin, Trainer):
                     score=raw, kl=kl.sum(-1), length=amask.sum(-1).float())
 
 # %% ../../nbs/58_train.ppo.ipynb #247e043b
-import time
-from transformers.trainer_utils import speed_metrics
 def ppo_update(self, buffer:list[dict]) -> dict[str, float]:
     "`ppo_epochs` passes over the buffer, an optimizer step every `gradient_accumulation_steps` rollout batches."
     f, a, model = self.finetuning_args, self.args, self.model_wrapped

@@ -15,7 +15,9 @@ _LLAMA3 = dict(format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{cont
                format_assistant=F('{{content}}<|eot_id|>'), format_prefix=F({'bos_token'}),
                format_observation=F('<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'),
                stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True)
-_MISTRAL_TOOLS = dict(format_function=FunctionFormatter(['[TOOL_CALLS] {{content}}', {'eos_token'}], tool_format='mistral'), tool_format='mistral',
+_MISTRAL_TOOLS = dict(format_function=FunctionFormatter(['[TOOL_CALLS] {{content}}', {'eos_token'}],
+                                                       tool_format='mistral'),
+                      tool_format='mistral',
                       format_observation=F('[TOOL_RESULTS] {"content": {{content}}}[/TOOL_RESULTS]'))
 _GEMMA = dict(format_user=F('<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n'),
               format_assistant=F('{{content}}<end_of_turn>\n'), format_system=F('{{content}}\n\n'),

@@ -53,13 +53,15 @@ register_template(Template(
 register_template(Template(
     'chatglm3', format_user=F('<|user|>\n {{content}}<|assistant|>'), format_assistant=F('\n {{content}}'),
     format_system=F('<|system|>\n {{content}}'), format_observation=F('<|observation|>\n {{content}}<|assistant|>'),
-    format_function=FunctionFormatter(['{{content}}'], tool_format='glm4'), format_prefix=F('[gMASK]sop'), tool_format='glm4', stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
+    format_function=FunctionFormatter(['{{content}}'], tool_format='glm4'), format_prefix=F('[gMASK]sop'),
+    tool_format='glm4',    stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
 
 # %% ../../../nbs/26c_data.families.others.ipynb #8504f25d
 register_template(Template(
     'glm4', format_user=F('<|user|>\n{{content}}<|assistant|>'), format_assistant=F('\n{{content}}'),
     format_system=F('<|system|>\n{{content}}'), format_observation=F('<|observation|>\n{{content}}<|assistant|>'),
-    format_function=FunctionFormatter(['{{content}}'], tool_format='glm4'), format_prefix=F('[gMASK]<sop>'), tool_format='glm4', stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
+    format_function=FunctionFormatter(['{{content}}'], tool_format='glm4'), format_prefix=F('[gMASK]<sop>'),
+    tool_format='glm4',    stop_words=['<|user|>', '<|observation|>'], efficient_eos=True))
 
 # %% ../../../nbs/26c_data.families.others.ipynb #c9b2c172
 register_template(Template(

@@ -19,10 +19,10 @@ class FeedbackDatasetProcessor(DatasetProcessor):
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         n = len(batch['_prompt'])
         if n < 2: log.warning('A feedback batch of one example pairs it with itself for the KL term; use preprocessing_batch_size >= 2.')
-        kl_resp = batch['_response'][-1:] + batch['_response'][:-1]   # the previous example's response (the first gets the last)
+        kl_resp = batch['_response'][-1:] + batch['_response'][:-1]   # the previous example's (the first gets the last)
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])] + [p + r for p, r in zip(batch['_prompt'], kl_resp)]
-        turns = self.encode_conversations(convs, list(batch['_system']) * 2, list(batch.get('_tools') or [None] * len(batch['_system'])) * 2,
-                                          last_only=True)
+        tools = list(batch.get('_tools') or [None] * n) * 2
+        turns = self.encode_conversations(convs, list(batch['_system']) * 2, tools, last_only=True)
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {k: [] for k in ('input_ids', 'attention_mask', 'labels', 'kl_input_ids', 'kl_attention_mask', 'kl_labels', 'kto_tags')}
         for i in range(n):

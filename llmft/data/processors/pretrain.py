@@ -11,10 +11,11 @@ from .base import DatasetProcessor, batch_encode
 __all__ = ['PT_EOS', 'PretrainDatasetProcessor']
 
 # %% ../../../nbs/27c_data.processors.pretrain.ipynb #b2158890
-PT_EOS = {'llama3': '<|end_of_text|>', 'llama3_1': '<|end_of_text|>'}  # Llama 3's chat eos is <|eot_id|>; a document ends with end-of-text
+# Llama 3's chat eos <|eot_id|> ends a turn; a document ends with end-of-text
+PT_EOS = {'llama3': '<|end_of_text|>', 'llama3_1': '<|end_of_text|>'}
 
 class PretrainDatasetProcessor(DatasetProcessor):
-    "Documents to `input_ids` blocks: each text ends with the end-of-text token; BOS only where the tokenizer's `add_bos_token` asks."
+    "Documents to `input_ids` blocks: text + end-of-text, BOS only where the tokenizer's `add_bos_token` asks for it."
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         tok, n = self.tokenizer, self.data_args.cutoff_len
@@ -22,10 +23,10 @@ class PretrainDatasetProcessor(DatasetProcessor):
         bos = tok.bos_token_id if getattr(tok, 'add_bos_token', False) and tok.bos_token_id is not None else None
         docs = batch_encode(tok, [p[-1]['content'] + end for p in batch['_prompt']])
         if self.data_args.packing is False:  # one truncated document per row
-            blocks = [([bos] if bos is not None else []) + d for d in docs]
-            blocks = [b[:n] for b in blocks]
+            head = [bos] if bos is not None else []
+            blocks = [(head + d)[:n] for d in docs]
         else:
             flat = list(chain.from_iterable(docs))
             blocks = [flat[i:i + n] for i in range(0, len(flat) // n * n, n)]
-            if bos is not None: blocks = [[bos] + b[1:] for b in blocks]   # each block opens with BOS, in place of a token
+            if bos is not None: blocks = [[bos] + b[1:] for b in blocks]   # BOS opens each block, in place of a token
         return {'input_ids': blocks, 'attention_mask': [[1] * len(b) for b in blocks]}

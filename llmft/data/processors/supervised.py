@@ -68,7 +68,7 @@ def greedy_knapsack(lengths:list[int], capacity:int) -> list[list[int]]:
 
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #d83e3de4
 class PackedSupervisedDatasetProcessor(SupervisedDatasetProcessor):
-    "Supervised examples packed into `cutoff_len - 1` tokens and padded to `cutoff_len`; `neat_packing` keeps each example's segment id."
+    "Examples packed into `cutoff_len - 1` tokens, padded to `cutoff_len`; `neat_packing` keeps each one's segment id."
     reserve = 1
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
