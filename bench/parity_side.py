@@ -70,7 +70,8 @@ def run_llmft(case: dict, work: Path) -> list[dict]:
     from llmft.data.pipeline import get_dataset
     from llmft.model.loader import load_tokenizer
 
-    args = get_train_args({**cfg_of(case, work, 'llmft'), 'data_check': 'off'})
+    # LLaMA-Factory's truncation (a listed deliberate difference, checked='setting'): the rest compares exactly
+    args = get_train_args({**cfg_of(case, work, 'llmft'), 'data_check': 'off', 'keep_answer_header': False})
     tok = load_tokenizer(args.model)
     template = get_template_and_fix_tokenizer(tok, args.data)
     return rows_of(get_dataset(template, args.data, args.training, case['stage'], tok)['train_dataset'])

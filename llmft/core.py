@@ -4,12 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #1a2ce3ec
 from __future__ import annotations
-import difflib, json, logging, os, shutil, sys
+import difflib, json, logging, os, shutil, sys, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'CHECKPOINT_DONE', 'get_logger',
-           'cache_dir', 'closest', 'read_json', 'write_json', 'last_checkpoint']
+__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'EXIT_CODES',
+           'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode', 'UserError',
+           'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'cache_dir', 'closest', 'read_json', 'write_json',
+           'last_checkpoint']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -18,6 +20,7 @@ STAGE_DATA = dict(pt='pretrain', sft='supervised', rm='pairwise', dpo='pairwise'
 TRAINER_LOG = 'trainer_log.jsonl'
 ARGS_FILE = 'llmft_args.yaml'
 TEMPLATE_FILE = 'template.json'
+LAUNCHER_FILES = ('launch.yaml', 'launch.log', 'llmft_worker_error.json')  # a launcher's files in a run folder
 
 # %% ../nbs/00_core.ipynb #df222411
 _FMT = '[%(levelname)s|%(name)s] %(message)s'
@@ -33,6 +36,51 @@ def get_logger(name:str # module name, shown in every line
         root.setLevel(os.environ.get('LLMFT_LOG_LEVEL', 'INFO').upper())
         root.propagate = False
     return logging.getLogger(name if name.startswith('llmft') else f'llmft.{name}')
+
+# %% ../nbs/00_core.ipynb #ef731bb5
+EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5}  # exit status of `llmft` per kind of user error
+BUG_EXIT = 70   # an unexpected exception: a bug in llmft (sysexits' EX_SOFTWARE)
+ISSUES_URL = 'https://github.com/llmft/llmft/issues'
+
+def debug_mode() -> bool:
+    "Whether `LLMFT_DEBUG` asks for the whole traceback of user errors too."
+    return os.environ.get('LLMFT_DEBUG', '').lower() in ('1', 'true', 'yes', 'on')
+
+class UserError(ValueError):
+    "A mistake in what the user gave llmft (a file, a row, a key, a combination), not a bug: reported in one line."
+    kind = 'configuration'
+
+    @property
+    def exit_code(self) -> int:
+        "The exit status of `llmft` for this kind of error."
+        return EXIT_CODES[self.kind]
+
+    def line(self) -> str:
+        "The one line a user sees: `llmft: <kind> error: <message>`."
+        return f'llmft: {self.kind} error: {self}'
+
+    def _render_traceback_(self) -> list[str]:
+        "What IPython shows in place of a traceback: the line in red (the whole traceback with `LLMFT_DEBUG=1`)."
+        if debug_mode(): return traceback.format_exception(type(self), self, self.__traceback__)
+        return [f'\x1b[31m{self.line()}\x1b[0m']
+
+class ConfigError(UserError):
+    "An invalid configuration key, value or combination."
+    kind = 'configuration'
+
+class DataError(UserError):
+    "A dataset, file, row or column that cannot be used as it is."
+    kind = 'data'
+
+class TemplateError(UserError):
+    "A chat template that is unknown or cannot write the data or the tokenizer it is given."
+    kind = 'template'
+
+class ModelError(UserError):
+    "A model or tokenizer that cannot be loaded or does not fit the run."
+    kind = 'model'
+
+ERROR_CLASSES = {c.kind: c for c in (ConfigError, DataError, TemplateError, ModelError)}  # kind -> class
 
 # %% ../nbs/00_core.ipynb #755f3967
 def cache_dir(sub:str=''   # a sub folder to create below the cache root
@@ -57,7 +105,7 @@ def read_json(path) -> object:
     path = Path(path)
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}') from None
+        raise DataError(f'{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}') from None
 
 def write_json(path, obj, indent:int=2):
     "Write `obj` as UTF-8 JSON atomically (temp file, then rename)."

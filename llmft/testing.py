@@ -140,7 +140,8 @@ def tiny_tokenizer_path(family:str='llama3', # a key of `FAMILIES`
                         vocab_size:int=1024,  # learned vocabulary, before special tokens
                        ) -> Path:
     "Folder of the cached fixture tokenizer of `family`, trained on first use."
-    if family not in FAMILIES: raise KeyError(f"Unknown tokenizer family '{family}'{closest(family, FAMILIES)} Known: {sorted(FAMILIES)}")
+    if family not in FAMILIES: raise KeyError(f"Unknown tokenizer family '{family}'{closest(family, FAMILIES)} "
+                                              f"Known: {sorted(FAMILIES)}")
     dest = cache_dir('fixtures')/f'tok-{family}-{_key(family, vocab_size, FAMILIES[family])}'
     return _build_atomic(dest, lambda tmp: _train_tokenizer(tmp, family, vocab_size))
 
@@ -157,7 +158,8 @@ def chat_templates_dir() -> Path:
     here = [Path.cwd(), *Path.cwd().parents] + ([Path(globals()['__file__']).resolve().parents[1]] if '__file__' in globals() else [])
     for d in here:
         if (d/'tests/assets/chat_templates').is_dir(): return d/'tests/assets/chat_templates'
-    raise FileNotFoundError('tests/assets/chat_templates not found above the working directory nor beside the llmft package.')
+    raise FileNotFoundError('tests/assets/chat_templates not found above the working directory nor beside the llmft '
+                            'package.')
 
 def official_chat_template(name:str) -> str:
     "The published jinja chat template `name` (a fixture file)."

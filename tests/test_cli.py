@@ -11,6 +11,7 @@ def test_train_quickstart_with_overrides(tiny_llama, tmp_path):
             'max_steps=6', 'logging_steps=2', 'eval_steps=3', 'max_samples=40')
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'Run folder: {out}' in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == 'Data: no row was left out.'
     for f in ('adapter_model.safetensors', 'training_loss.png', 'training_loss.html', 'llmft_args.yaml', 'template.json'):
         assert (out / f).exists(), f
     args = yaml.safe_load((out / 'llmft_args.yaml').read_text())
@@ -68,3 +69,56 @@ def test_expand_then_train_llama_pro(tiny_llama, tmp_path):
             'eval_strategy=no')
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / 'run' / 'model.safetensors').exists()
+
+
+def _user_error(tmp_path, tiny_llama, *overrides, env=None):
+    "`llmft check-data` on a small recipe with data of our own; returns the finished process."
+    import os, subprocess, sys
+    from pathlib import Path
+    rows = {'noout': [{'instruction': f'Q{i}'} for i in range(4)],
+            'ok': [{'instruction': f'Q{i}', 'output': f'A{i}'} for i in range(4)],
+            'half': [{'instruction': f'Q{i}', 'output': f'A{i}' if i % 2 else ''} for i in range(8)]}
+    for name, data in rows.items(): (tmp_path / f'{name}.json').write_text(json.dumps(data))
+    (tmp_path / 'dataset_info.json').write_text(json.dumps({name: {'file_name': f'{name}.json'} for name in rows}))
+    args = ['check-data', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'dataset_dir={tmp_path}',
+            'dataset=ok', 'val_size=0', 'eval_strategy=no', *overrides]
+    exe = Path(sys.executable).parent / 'llmft'
+    return subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize('override, code, line', [
+    ('dataset=noout', 3, "llmft: data error: Dataset 'noout' (noout.json) has no column 'output' for the answers"),
+    ('dataset=nope', 3, "llmft: data error: Dataset 'nope' is not in "),
+    ('template=llama9', 4, "llmft: template error: Unknown template 'llama9'; did you mean 'llama3'?"),
+    ('model_name_or_path=/no/such/model', 5,
+     "llmft: model error: model_name_or_path '/no/such/model': cannot load the tokenizer: no such folder."),
+    ('cutoff_len=-4', 2, 'llmft: configuration error: '),
+])
+def test_user_errors_are_one_line_with_their_exit_code(tmp_path, tiny_llama, override, code, line):
+    r = _user_error(tmp_path, tiny_llama, override)
+    assert r.returncode == code, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(line), r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path, tiny_llama):
+    r = _user_error(tmp_path, tiny_llama, 'dataset=noout', env={'LLMFT_DEBUG': '1'})
+    assert r.returncode == 3 and 'Traceback (most recent call last)' in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("llmft: data error: Dataset 'noout'")
+
+
+def test_check_data_counts_rows_left_out(tmp_path, tiny_llama):
+    r = _user_error(tmp_path, tiny_llama, 'dataset=half')
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == 'WARN: 4 rows left out of the data; the rest is clean', r.stdout
+    r = _user_error(tmp_path, tiny_llama, 'dataset=half', 'data_check=strict')
+    assert r.returncode == 1, r.stdout[-2000:]
+
+
+def test_train_summary_counts_rows_left_out(tmp_path, tiny_llama):
+    r = _user_error(tmp_path, tiny_llama, 'dataset=half')   # writes the data; check-data first
+    r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'dataset_dir={tmp_path}',
+            'dataset=half', 'val_size=0', 'eval_strategy=no', 'max_steps=1', f'output_dir={tmp_path / "run"}')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == ("Data: 4 rows left out: 'half': 4 of 8 rows left out: no assistant response"
+                                                 " to train on (e.g. rows [0, 2, 4, 6])"), r.stdout[-2000:]

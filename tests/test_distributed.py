@@ -51,3 +51,38 @@ def test_engine_configs_load():
     if importlib.util.find_spec('deepspeed') is None:  # where it is installed, the GPU script runs these configs instead
         r = cli('train', 'examples/quickstart_sft.yaml', 'deepspeed=examples/deepspeed/ds_z3_config.json')
         assert r.returncode == 2 and 'deepspeed package is not installed' in r.stderr
+
+
+def test_worker_user_error_is_one_line(tiny_llama, tmp_path):
+    "A dataset mistake found in the workers: the launcher ends with the main worker's one line and the data-error status."
+    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
+    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'dataset_dir={tmp_path}',
+            'dataset=noout', 'nproc_per_node=2', 'val_size=0', 'eval_strategy=no', f'output_dir={tmp_path / "run"}', 'max_steps=1')
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("llmft: data error: Dataset 'noout' (noout.json) has no column 'output'")
+    assert 'Traceback' not in r.stderr and 'ChildFailedError' not in r.stderr
+
+
+def test_followed_torchrun_raises_the_worker_error(tiny_llama, tmp_path):
+    "From a notebook: `launch_torchrun(...).wait()` raises the worker's own error, not 'torchrun exited with 3'."
+    from llmft.core import DataError
+    from llmft.launch.dist import launch_torchrun
+    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
+    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    cfg = dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', dataset='noout',
+               dataset_dir=str(tmp_path), template='llama3', output_dir=str(tmp_path / 'run'), max_steps=1, report_to='none')
+    run = launch_torchrun(cfg, 2)
+    with pytest.raises(DataError, match="Dataset 'noout' \\(noout.json\\) has no column 'output'"): run.wait()
+
+
+def test_run_builder_shows_a_worker_error(tiny_llama, tmp_path):
+    "The run builder's torchrun launch: a data mistake in the workers is the red one-line status, and raised when blocking."
+    from llmft.core import DataError
+    from llmft.dash.forms import RunBuilder
+    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
+    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    rb = RunBuilder(dataset_dir=str(tmp_path), model_name_or_path=tiny_llama, output_dir=str(tmp_path / 'run'), max_steps=1)
+    rb.processes.value = 2
+    with pytest.raises(DataError, match="has no column 'output' for the answers"): rb.launch(block=True)
+    assert "failed:</b> llmft: data error: Dataset" in rb.status.value, rb.status.value

@@ -56,7 +56,7 @@ class RunBuilder:
         self.save_button, self.launch_button = W.Button(description='Save YAML', icon='save'), W.Button(description='Launch', icon='play', button_style='success')
         self.save_button.on_click(lambda _: self.save()); self.launch_button.on_click(lambda _: self.launch(block=False))
         for w in [*self.inputs.values(), self.dataset, self.extra]: w.observe(lambda _: self.refresh(), 'value')
-        self.monitor, self.result, self.run = None, None, None
+        self.monitor, self.result, self.run, self.error = None, None, None, None
         self.out = W.Output()
         self.widget = W.VBox([*self.inputs.values(), self.dataset, self.extra, self.processes, self.path,
                               W.HBox([self.save_button, self.launch_button]), self.status, self.preview, self.out])
@@ -96,6 +96,25 @@ class RunBuilder:
         self.status.value = (f"<b style='color:#c62828'>invalid:</b> {html.escape(err, quote=False)}" if err else "<b style='color:#2e7d32'>valid</b>")
         self.launch_button.disabled = bool(err)
 
+    def _finish(self, follower, block:bool=True):
+        "Wait for a torchrun launch to end; a worker's error goes to the status line (and is raised when blocking)."
+        try:
+            follower.wait(); self.run.wait()
+            return self.monitor
+        except (Exception, KeyboardInterrupt) as e:
+            self.show_error(e)
+            if block: raise
+
+    def show_error(self, e:BaseException):
+        "A failed launch in the status line, in red: a user error as its one line; a bug also with its traceback below."
+        import html, traceback
+        from llmft.core import UserError
+        self.error = e
+        line = e.line() if isinstance(e, UserError) else f'llmft: internal error (a bug): {type(e).__name__}: {e}'
+        self.status.value = f"<b style='color:#c62828'>failed:</b> {html.escape(line, quote=False)}"
+        if not isinstance(e, UserError):
+            with self.out: print(''.join(traceback.format_exception(e)))
+
     def save(self) -> Path:
         "Write the YAML to the `save as` path."
         p = Path(self.path.value); p.parent.mkdir(parents=True, exist_ok=True); p.write_text(self.yaml())
@@ -111,9 +130,15 @@ class RunBuilder:
             from llmft.launch.dist import launch_torchrun
             self.run = launch_torchrun(cfg, n)
             follower = follow_run(self.run, self.monitor)
-            return follower.wait() if block else follower
+            if block: return self._finish(follower)
+            threading.Thread(target=self._finish, args=(follower, False), daemon=True).start()
+            return follower
         from llmft.train.tuner import run_exp
-        def go(): self.result = run_exp(cfg, callbacks=[self.monitor])
+        def go():
+            try: self.result = run_exp(cfg, callbacks=[self.monitor])
+            except (Exception, KeyboardInterrupt) as e:   # a thread has nobody to raise to: the status says it
+                self.show_error(e)
+                if block: raise
         if block: go(); return self.result
         self.thread = threading.Thread(target=go, daemon=True); self.thread.start()
         return self.thread

@@ -10,8 +10,8 @@ from ..core import IGNORE_INDEX
 from .processors.base import DatasetProcessor, join_pairs
 
 # %% auto #0
-__all__ = ['SHAPE_COLUMNS', 'TurnMarkers', 'turn_markers', 'flat_column', 'Finding', 'DataReport', 'check_samples',
-           'check_dataset', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
+__all__ = ['LEFT_OUT', 'SHAPE_COLUMNS', 'TurnMarkers', 'turn_markers', 'flat_column', 'Finding', 'DataReport', 'check_samples',
+           'check_dataset', 'left_out_findings', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
 
 # %% ../../nbs/29a_data.checks.ipynb #4b093285
 @dataclass
@@ -53,6 +53,8 @@ def flat_column(data, name:str) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate(vals) if vals else np.zeros(0, np.int64)), np.concatenate(offs)
 
 # %% ../../nbs/29a_data.checks.ipynb #8ac75841
+LEFT_OUT = 'rows left out'  # the check name of every left-out finding
+
 @dataclass
 class Finding:
     "One kind of fault: how many samples (or turns) have it, the first few sample indices, and what it means."
@@ -75,6 +77,13 @@ class DataReport:
         "No error-level finding."
         return not any(f.severity == 'error' for f in self.findings)
 
+    @property
+    def verdict(self) -> str:
+        "FAIL with an error-level finding, WARN when rows were left out beyond the allowed share, else PASS."
+        if not self.ok: return 'FAIL'
+        left = any(f.check.startswith(LEFT_OUT) and f.severity == 'warning' for f in self.findings)
+        return 'WARN' if left else 'PASS'
+
     def get(self, check:str) -> Finding:
         "The finding of `check`."
         return next(f for f in self.findings if f.check == check)
@@ -82,6 +91,10 @@ class DataReport:
     def rows(self) -> list[dict]:
         "The findings as table rows."
         return [dict(check=f.check, severity=f.severity, count=f.count, samples=f.samples, detail=f.detail) for f in self.findings]
+
+    def left_out(self) -> int:
+        "How many rows were left out (all reasons)."
+        return sum(f.count for f in self.findings if f.check.startswith(LEFT_OUT))
 
     def summary(self) -> str:
         "A few lines for the log: one per finding with a non-zero count, and the trained-fraction quantiles."
@@ -94,7 +107,8 @@ class DataReport:
 
     def _repr_html_(self) -> str:
         colour = {'error': '#c62828', 'warning': '#ef6c00', 'info': '#1565c0', 'ok': '#2e7d32'}
-        head = f"<b style='color:{colour['ok' if self.ok else 'error']}'>{'PASS' if self.ok else 'FAIL'}</b> — {self.n_samples} samples ({self.name})"
+        tone = {'PASS': 'ok', 'WARN': 'warning', 'FAIL': 'error'}[self.verdict]
+        head = f"<b style='color:{colour[tone]}'>{self.verdict}</b> — {self.n_samples} samples ({self.name})"
         rows = ''.join(f"<tr><td style='color:{colour[f.severity if f.count else 'ok']}'>{'●'}</td><td>{f.check}</td><td>{f.count}</td>"
                        f"<td>{f.samples}</td><td>{f.detail}</td></tr>" for f in self.findings)
         h = fraction_histogram(self.trained_fraction); top = max(h) or 1
@@ -199,8 +213,10 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
 SHAPE_COLUMNS = {'supervised': [('input_ids', 'labels')], 'feedback': [('input_ids', 'labels')], 'pretrain': [('input_ids', 'input_ids')],
                  'pairwise': [('chosen_input_ids', 'chosen_labels'), ('rejected_input_ids', 'rejected_labels')], 'unsupervised': []}
 
-def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_args=None, name:str='train') -> list[DataReport]:
-    "Check a processed dataset of `shape`: one report per (ids, labels) column pair."
+def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_args=None, name:str='train',
+                  left_out:list|None=None, # `data.loader.LeftOut` records of the rows this set lost on the way
+                 ) -> list[DataReport]:
+    "Check a processed dataset of `shape`: one report per (ids, labels) column pair; rows left out go in the first."
     markers = turn_markers(template, tokenizer) if shape != 'pretrain' else TurnMarkers([], [], [], tokenizer.bos_token_id)
     response_only = shape in ('pairwise', 'feedback')   # only the last answer is trained: its history is prompt
     kw = dict(cutoff_len=getattr(data_args, 'cutoff_len', None) if not getattr(data_args, 'packing', False) else None,
@@ -210,7 +226,14 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
     for id_col, lab_col in SHAPE_COLUMNS[shape]:
         ids, off = flat_column(dataset, id_col); labels = flat_column(dataset, lab_col)[0] if lab_col != id_col else ids
         out.append(check_samples(ids, labels, off, markers, name=f"{name} {id_col.removesuffix('input_ids').strip('_') or 'samples'}", **kw))
+    if not out: out.append(DataReport(len(dataset), [], np.zeros(0), name))
+    out[0].findings += left_out_findings(left_out or [], getattr(data_args, 'max_left_out', 0.0))
     return out
+
+def left_out_findings(records:list, max_fraction:float=0.0) -> list[Finding]:
+    "A finding per `LeftOut` record: a warning (verdict WARN) when its share of the rows exceeds `max_fraction`."
+    return [Finding(f"{LEFT_OUT} of '{r.dataset}'", 'warning' if r.count > max_fraction * r.total else 'info', r.count,
+                    r.rows, f'{r.reason}; {r.count} of {r.total} rows') for r in records]
 
 # %% ../../nbs/29a_data.checks.ipynb #67103606
 def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,8 @@ class Difference:
     options: tuple = ()       # settings that must all be on for it to apply (e.g. `packing`)
     refusal: str = ''         # llmft refuses such data with an error containing this text, where LLaMA-Factory goes on
     checked: str = 'case'     # how the harness treats it: `case` excuses a differing case; `input`: llmft gets
-                              # LLaMA-Factory's rewritten input, so the comparison stays exact; `note`: not generated
+                              # LLaMA-Factory's rewritten input, so the comparison stays exact; `setting`: llmft runs
+                              # with the setting that restores LLaMA-Factory's behaviour (exact); `note`: not generated
 
     def concerns(self, template:str, shape:str, options=()) -> bool:
         "Whether this difference applies to `template` with data of `shape` under the settings `options`."
@@ -64,6 +65,17 @@ deliberate(what="A supervised row whose answer has no trained token (e.g. an emp
            why="LLaMA-Factory keeps it and trains nothing but the end token, with no word to the user.",
            shapes=('supervised',),
            checked="note")
+
+# %% ../../nbs/29b_data.fidelity.ipynb #62fa5363
+deliberate(what="A prompt longer than its share of `cutoff_len` is cut inside the user's text: the header that "
+                "opens the answer stays whole, and a turn with no room for its header and one answer token is left "
+                "out (counted).",
+           why="LLaMA-Factory cuts a long prompt at its end, header included, so the sample trains an answer nobody "
+               "asked for (161 of the 520 quickstart samples at cutoff_len 64). `keep_answer_header: false` restores "
+               "its cut; the harness runs llmft with it, so the comparison stays exact.",
+           shapes=('supervised', 'pairwise', 'feedback', 'unsupervised'),
+           options=('truncation',),
+           checked="setting")
 
 # %% ../../nbs/29b_data.fidelity.ipynb #1a034ddc
 deliberate(what="Tool definitions: Meta's fixed default date (26 Jul 2024) in the `Today Date:` line.",

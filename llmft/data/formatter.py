@@ -6,6 +6,7 @@
 from __future__ import annotations
 import re
 from dataclasses import dataclass, field
+from ..core import TemplateError
 
 # %% auto #0
 __all__ = ['TOKEN_MARKERS', 'Formatter', 'F']
@@ -28,9 +29,10 @@ class Formatter:
                 out.append(_PLACEHOLDER.sub(lambda m: str(kw[m[1]]) if m[1] in kw else m[0], s))
             elif isinstance(s, (set, frozenset)) and len(s) == 1 and next(iter(s)) in TOKEN_MARKERS:
                 tok = getattr(tokenizer, next(iter(s)))
-                if tok is None: raise ValueError(f'The template needs the tokenizer\'s {next(iter(s))}, but it has none.')
+                if tok is None: raise TemplateError(f'The template needs the tokenizer\'s {next(iter(s))}, but it '
+                                                    f'has none.')
                 out.append(tok)
-            else: raise ValueError(f'Bad slot {s!r}: expected a string or one of {TOKEN_MARKERS} as a set.')
+            else: raise TemplateError(f'Bad slot {s!r}: expected a string or one of {TOKEN_MARKERS} as a set.')
         return ''.join(out)
 
 def F(*slots) -> Formatter:

@@ -4,17 +4,19 @@
 
 # %% ../../nbs/22_data.loader.ipynb #ed8a3cc0
 from __future__ import annotations
-import json, os
+import json, os, re
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from datasets import Dataset, IterableDataset, concatenate_datasets, interleave_datasets, load_dataset
-from ..core import get_logger
+from ..core import DataError, get_logger
 from .registry import DatasetAttr, get_dataset_list
 from .converters import CONVERTERS, check_shape
 
 # %% auto #0
-__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'DEFAULT_COLUMNS', 'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file',
-           'load_raw', 'check_columns', 'sample_rows', 'to_canonical', 'merge_datasets', 'load_datasets',
+__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'MEDIA_KEYS', 'DEFAULT_COLUMNS', 'SHAPE_STAGES', 'DATA_KINDS', 'SHAPE_NEEDS',
+           'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw', 'check_columns', 'data_kind',
+           'check_fit', 'LeftOut', 'left_out_records', 'sample_rows', 'to_canonical', 'merge_datasets', 'load_datasets',
            'split_dataset']
 
 # %% ../../nbs/22_data.loader.ipynb #e10585e3
@@ -29,10 +31,11 @@ def data_files(attr:DatasetAttr, dataset_dir) -> tuple[str, list[str]]:
     p = Path(dataset_dir)/attr.file_name
     if p.is_dir(): files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith('.'))
     elif p.is_file(): files = [str(p)]
-    else: raise FileNotFoundError(f"Dataset '{attr.name}': file_name {attr.file_name} not found in {dataset_dir}.")
+    else: raise DataError(f"Dataset '{attr.name}': file_name {attr.file_name} not found in {dataset_dir}.")
     exts = {Path(f).suffix.lstrip('.') for f in files}
     if not files or len(exts) != 1 or next(iter(exts)) not in FILE_BUILDERS:
-        raise ValueError(f"Dataset '{attr.name}': {p} must hold files of one type among {sorted(FILE_BUILDERS)}, found {sorted(exts) or 'none'}.")
+        raise DataError(f"Dataset '{attr.name}': {p} must hold files of one type among {sorted(FILE_BUILDERS)}, "
+                        f"found {sorted(exts) or 'none'}.")
     return FILE_BUILDERS[exts.pop()], files
 
 # %% ../../nbs/22_data.loader.ipynb #03d7a5ab
@@ -67,37 +70,106 @@ def load_raw(attr:DatasetAttr, dataset_dir, cache_dir=None, streaming:bool=False
     builder, files = data_files(attr, dataset_dir)
     if builder in ('json', 'text', 'csv'):  # pyarrow reads invalid UTF-8 without complaint; it fails later, far from the file
         bad = next((d for d in map(check_utf8, files) if d), None)
-        if bad: raise ValueError(f"Dataset '{attr.name}': {bad}")
+        if bad: raise DataError(f"Dataset '{attr.name}': {bad}")
     try: return load_dataset(builder, data_files=files, split=attr.split, cache_dir=cache_dir, streaming=streaming,
                              num_proc=num_proc if not streaming and len(files) > 1 else None)  # a pool cannot split one file
     except Exception as e:
         where = next((d for d in map(diagnose_file, files) if d), None) if builder in ('json', 'text', 'csv') else None
         where = where or f"could not read {', '.join(files)} as {builder}: {type(e).__name__}: {e}"
-        raise ValueError(f"Dataset '{attr.name}': {where}") from None
+        raise DataError(f"Dataset '{attr.name}': {where}") from None
 
 def _load_hub(attr:DatasetAttr, cache_dir, streaming:bool):
     "A hub dataset: loaded by `datasets` when online; offline, an error that says how to use a local copy."
     if attr.load_from != 'hf_hub_url':
-        raise ValueError(f"Dataset '{attr.name}': {attr.load_from} is not supported; download the data and set file_name in dataset_info.json.")
+        raise DataError(f"Dataset '{attr.name}': {attr.load_from} is not supported; download the data and set "
+                        f"file_name in dataset_info.json.")
     if _offline():
-        raise ValueError(f"Dataset '{attr.name}' lives on the hub ({attr.load_from}: {attr.file_name}) and this run is offline "
-                         f"(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): download it to a local file and set file_name in dataset_info.json.")
+        raise DataError(f"Dataset '{attr.name}' lives on the hub ({attr.load_from}: {attr.file_name}) and this run is"
+                        " offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): download it to a local file and set file_name"
+                        " in dataset_info.json.")
     return load_dataset(attr.file_name, name=attr.subset, data_dir=attr.folder, split=attr.split, cache_dir=cache_dir, streaming=streaming)
 
 # %% ../../nbs/22_data.loader.ipynb #c0b07d57
 REQUIRED = {'alpaca': ('prompt',), 'sharegpt': ('messages',)}
+MEDIA_KEYS = ('images', 'videos', 'audios')
+DEFAULT_COLUMNS = dict(prompt='instruction', query='input', response='output', messages='conversations')
 
-def check_columns(ds, attr:DatasetAttr):
-    "Every column the entry maps (and the format needs) must be in the data; the error lists the columns it has."
+def check_columns(ds, attr:DatasetAttr, shape:str='supervised'):
+    "The entry's columns must be in the data and fit `shape`; media columns are refused (text-only models)."
+    media = [f"{k} -> '{attr.columns[k]}'" for k in MEDIA_KEYS if attr.columns.get(k)]
+    if media:
+        raise DataError(f"Dataset '{attr.name}' ({attr.file_name}) maps the media column {', '.join(media)}: llmft "
+                        'trains text-only models and would drop the media without a word. Remove the mapping from '
+                        'dataset_info.json to train on the text alone.')
     have = ds.column_names
     if have is None: return  # a stream whose columns are not known before reading
     explicit = [k for k, v in attr.columns.items() if v and (k in REQUIRED[attr.formatting] or k in ('chosen', 'rejected', 'kto_tag')
                                                                or v != DEFAULT_COLUMNS.get(k))]
     missing = [f"{k} -> '{attr.columns[k]}'" for k in explicit if attr.columns[k] not in have]
-    if missing: raise ValueError(f"Dataset '{attr.name}' ({attr.file_name}): column {', '.join(missing)} not found; the data has columns {have}.")
+    if missing:
+        raise DataError(f"Dataset '{attr.name}' ({attr.file_name}): column {', '.join(missing)} not found; the data "
+                        f"has columns {have}.")
+    check_fit(attr, have, shape)
 
-DEFAULT_COLUMNS = dict(prompt='instruction', query='input', response='output', messages='conversations')
+# %% ../../nbs/22_data.loader.ipynb #8559498c
+SHAPE_STAGES = {'pretrain': ('pt',), 'supervised': ('sft',), 'unsupervised': ('ppo',), 'pairwise': ('rm', 'dpo'),
+                'feedback': ('kto',)}
+DATA_KINDS = {  # what a dataset holds -> (in words, the data shapes it fits)
+    'preference': ('preference data (ranking: true; a chosen and a rejected answer per row)',
+                   ('pairwise', 'pretrain', 'unsupervised')),
+    'feedback': ('KTO feedback (one answer and a kto_tag per row)',
+                 ('feedback', 'supervised', 'pretrain', 'unsupervised')),
+    'text': ('text without answers', ('pretrain', 'unsupervised')),
+    'answered': ('one answer per row', ('supervised', 'pretrain', 'unsupervised')),
+}
+SHAPE_NEEDS = {'supervised': 'one answer per row', 'feedback': 'one answer and a kto_tag per row (columns: kto_tag)',
+               'pairwise': 'a chosen and a rejected answer per row ("ranking": true, columns: chosen, rejected)',
+               'pretrain': 'text', 'unsupervised': 'prompts'}
 
+def data_kind(attr:DatasetAttr, have:list[str]) -> str:
+    "What a dataset holds, by its registry entry and its columns: a key of `DATA_KINDS`."
+    if attr.ranking: return 'preference'
+    if attr.columns.get('kto_tag'): return 'feedback'
+    if attr.formatting == 'alpaca' and attr.columns.get('response') not in have: return 'text'
+    return 'answered'
+
+def _stages(shapes) -> str:
+    return ', '.join(s for sh in shapes for s in SHAPE_STAGES[sh])
+
+def check_fit(attr:DatasetAttr, have:list[str], shape:str):
+    "Refuse a dataset whose kind does not fit the data shape of the stage, naming the stages it fits."
+    kind = data_kind(attr, have)
+    words, fits = DATA_KINDS[kind]
+    if shape in fits: return
+    where, stage = f"Dataset '{attr.name}' ({attr.file_name})", f'stage {_stages([shape])}'
+    if kind == 'text' and shape in ('supervised', 'feedback'):
+        col = attr.columns.get('response') or DEFAULT_COLUMNS['response']
+        raise DataError(f"{where} has no column '{col}' for the answers (columns: response -> '{col}'), which {stage}"
+                        f' trains on; the data has columns {have}. Map the answer column in dataset_info.json, or use'
+                        f' the data for stage {_stages(fits)}.')
+    raise DataError(f'{where} holds {words}, but {stage} needs {SHAPE_NEEDS[shape]}. It fits stage {_stages(fits)}.')
+
+# %% ../../nbs/22_data.loader.ipynb #7e2bfd3b
+@dataclass
+class LeftOut:
+    "Rows of a dataset left out for one reason: how many of how many, the first few row indices, the reason in words."
+    dataset: str
+    reason: str
+    count: int
+    total: int
+    rows: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        rows = f' (e.g. rows {self.rows})' if self.rows else ''
+        return f"'{self.dataset}': {self.count} of {self.total} rows left out: {self.reason}{rows}"
+
+def left_out_records(name:str, reasons:list[str], bad:list[int]) -> list[LeftOut]:
+    "One `LeftOut` per kind of reason (numbers in it ignored: `turn 3: ...` and `turn 5: ...` are one kind)."
+    by = {}
+    for i in bad: by.setdefault(re.sub(r'\d+', '#', reasons[i]), []).append(i)
+    return [LeftOut(name, reasons[ix[0]], len(ix), len(reasons), ix[:5]) for ix in by.values()]
+
+# %% ../../nbs/22_data.loader.ipynb #d801e3fa
 def sample_rows(ds:Dataset, attr:DatasetAttr, max_samples:int|None, seed:int) -> Dataset:
     "`num_samples` of the entry (a seeded sample, repeating rows when it exceeds the data), then `max_samples` (the first rows)."
     if attr.num_samples is not None:
@@ -109,9 +181,11 @@ def sample_rows(ds:Dataset, attr:DatasetAttr, max_samples:int|None, seed:int) ->
     return ds
 
 def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|None=None, num_proc:int|None=None,
-                 load_from_cache_file:bool=True, seed:int=42):
+                 load_from_cache_file:bool=True, seed:int=42,
+                 left_out:list|None=None, # receives a `LeftOut` per reason rows were left out for
+                ):
     "Convert rows to canonical examples; rows that cannot be used are counted, reported with index and reason, and left out."
-    check_columns(ds, attr)
+    check_columns(ds, attr, shape)
     conv = lambda b: check_shape(CONVERTERS[attr.formatting](b, attr), shape)
     if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples)
     ds = sample_rows(ds, attr, max_samples, seed)
@@ -123,8 +197,10 @@ def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|N
         shown = '; '.join(f'row {i}: {reasons[i]}' for i in bad[:5])
         log.warning(f"Dataset '{attr.name}' ({attr.file_name}): left out {len(bad)} of {len(out)} rows: {shown}{' ...' if len(bad) > 5 else ''}")
         out = out.select(sorted(set(range(len(out))) - set(bad)))
+        if left_out is not None: left_out += left_out_records(attr.name, reasons, bad)
     if len(out) == 0:
-        raise ValueError(f"Dataset '{attr.name}' ({attr.file_name}) has no usable rows: all {len(reasons)} were left out (row 0: {reasons[0]}).")
+        raise DataError(f"Dataset '{attr.name}' ({attr.file_name}) has no usable rows: all {len(reasons)} were left "
+                        f"out (row 0: {reasons[0]}).")
     return out.remove_columns('_skip')
 
 def _to_canonical_stream(ds, attr, conv, max_samples):
@@ -149,7 +225,9 @@ def merge_datasets(parts:list, strategy:str='concat', probs:list[float]|None=Non
 
 CONVERT_POOL_MIN = 200_000  # rows from which conversion uses preprocessing_num_workers
 
-def load_datasets(names:list[str]|None, data_args, shape:str='supervised', seed:int=42, merge:bool=True):
+def load_datasets(names:list[str]|None, data_args, shape:str='supervised', seed:int=42, merge:bool=True,
+                  left_out:list|None=None, # receives a `LeftOut` per dataset and reason rows were left out for
+                 ):
     "Load, convert and mix the named datasets (a dict by name when `merge` is False)."
     attrs = get_dataset_list(names, data_args.dataset_dir)
     if not attrs: return None
@@ -158,7 +236,8 @@ def load_datasets(names:list[str]|None, data_args, shape:str='supervised', seed:
         raw = load_raw(a, data_args.dataset_dir, streaming=data_args.streaming, num_proc=workers)
         # conversion is light Python: a worker pool only pays off on large sets
         conv_workers = workers if not data_args.streaming and len(raw) >= CONVERT_POOL_MIN else None
-        parts[a.name] = to_canonical(raw, a, shape, data_args.max_samples, conv_workers, not data_args.overwrite_cache, seed)
+        parts[a.name] = to_canonical(raw, a, shape, data_args.max_samples, conv_workers, not data_args.overwrite_cache,
+                                     seed, left_out)
     if not merge: return parts
     return merge_datasets(list(parts.values()), data_args.mix_strategy, data_args.interleave_probs, seed)
 
@@ -169,6 +248,6 @@ def split_dataset(ds, val_size:float, seed:int, buffer_size:int=16384):
         ds = ds.shuffle(buffer_size=buffer_size, seed=seed)
         return ds.skip(int(val_size)), ds.take(int(val_size))
     n = int(val_size) if val_size >= 1 else max(1, round(val_size * len(ds)))
-    if n >= len(ds): raise ValueError(f'val_size {val_size} leaves no training examples out of {len(ds)}.')
+    if n >= len(ds): raise DataError(f'val_size {val_size} leaves no training examples out of {len(ds)}.')
     s = ds.train_test_split(test_size=n, seed=seed)
     return s['train'], s['test']

@@ -5,12 +5,13 @@
 # %% ../../nbs/29_data.pipeline.ipynb #f96b5a28
 from __future__ import annotations
 import hashlib, json, os, shutil, tempfile
+from dataclasses import asdict
 from contextlib import nullcontext
 from pathlib import Path
 from datasets import DatasetDict, IterableDataset, load_from_disk
-from ..core import STAGE_DATA, cache_dir, get_logger, read_json, write_json
+from ..core import DataError, STAGE_DATA, cache_dir, get_logger, read_json, write_json
 from .registry import get_dataset_list
-from .loader import data_files, load_datasets, split_dataset
+from .loader import LeftOut, data_files, load_datasets, split_dataset
 from .template import template_record
 from .converters import CANONICAL
 from .processors.base import to_arrow_columns
@@ -22,9 +23,9 @@ from .processors.feedback import FeedbackDatasetProcessor
 from .checks import check_dataset
 
 # %% auto #0
-__all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'processor_key', 'get_processor', 'code_hash', 'preprocess',
-           'tokenizer_hash', 'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized', 'get_dataset',
-           'check_training_data']
+__all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'LEFT_OUT_FILE', 'processor_key', 'get_processor', 'code_hash',
+           'preprocess', 'tokenizer_hash', 'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized',
+           'load_left_out', 'DataSplits', 'get_dataset', 'check_training_data']
 
 # %% ../../nbs/29_data.pipeline.ipynb #5f68f8f3
 log = get_logger(__name__)
@@ -50,8 +51,10 @@ def code_hash() -> str:
     files = sorted(root.glob('*.py')) + sorted(root.glob('processors/*.py')) + sorted(root.glob('families/*.py'))
     return hashlib.sha1(b''.join(f.read_bytes() for f in files)).hexdigest()[:16]
 
-def preprocess(ds, processor, data_args, name:str='train'):
-    "Tokenize canonical examples with `processor`; the number of examples dropped is logged."
+def preprocess(ds, processor, data_args, name:str='train',
+               left_out:list|None=None, # receives a `LeftOut` for the examples dropped
+              ):
+    "Tokenize canonical examples with `processor`; the examples dropped are logged and recorded."
     if ds is None: return None
     kw = dict(batched=True, batch_size=data_args.preprocessing_batch_size, remove_columns=list(CANONICAL[:-1]))
     if isinstance(ds, IterableDataset): return ds.map(processor.preprocess_dataset, **kw)
@@ -63,12 +66,17 @@ def preprocess(ds, processor, data_args, name:str='train'):
         log.info(f'{name}: {n} documents -> {len(out)} blocks of {data_args.cutoff_len} tokens.')
     elif isinstance(processor, PackedSupervisedDatasetProcessor):
         log.info(f'{name}: {n} examples packed into {len(out)} sequences of at most {data_args.cutoff_len} tokens.')
-    elif len(out) < n: log.warning(f'{name}: dropped {n - len(out)} of {n} examples with no trained token left after cutoff_len={data_args.cutoff_len}.')
-    if len(out) == 0: raise ValueError(f'{name}: no example left after tokenization (cutoff_len={data_args.cutoff_len}).')
+    elif len(out) < n:
+        why = f'no answer token to train within cutoff_len={data_args.cutoff_len} (or an empty answer)'
+        log.warning(f'{name}: dropped {n - len(out)} of {n} examples: {why}.')
+        if left_out is not None: left_out.append(LeftOut(name, why, n - len(out), n))
+    if len(out) == 0: raise DataError(f'{name}: no example left after tokenization '
+                                      f'(cutoff_len={data_args.cutoff_len}).')
     return out
 
 # %% ../../nbs/29_data.pipeline.ipynb #a7f1df69
-FP_KEYS = ('cutoff_len', 'train_on_prompt', 'mask_history', 'packing', 'neat_packing', 'max_samples', 'val_size', 'mix_strategy',
+FP_KEYS = ('cutoff_len', 'train_on_prompt', 'mask_history', 'keep_answer_header', 'packing', 'neat_packing',
+           'max_samples', 'val_size', 'mix_strategy',
            'interleave_probs', 'eval_on_each_dataset', 'dataset', 'eval_dataset', 'default_system')
 FP_FILE = 'llmft_fingerprint.json'
 
@@ -94,13 +102,16 @@ def fingerprint_changes(saved:dict, now:dict) -> list[str]:
     return [f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 # %% ../../nbs/29_data.pipeline.ipynb #5ce11f7f
-def save_tokenized(path, splits:dict, fp:dict):
-    "Save the splits (a DatasetDict) and the fingerprint into `path`, atomically: written beside it, then renamed."
+LEFT_OUT_FILE = 'llmft_left_out.json'
+
+def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None):
+    "Save the splits (a DatasetDict), the fingerprint and the rows left out into `path`, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + '.tmp'))
     try:
         DatasetDict({k: v for k, v in splits.items() if v is not None}).save_to_disk(str(tmp / 'data'))
         write_json(tmp/FP_FILE, fp)
+        write_json(tmp/LEFT_OUT_FILE, {k: [asdict(r) for r in v] for k, v in (left_out or {}).items()})
         if path.exists(): shutil.rmtree(path)
         os.replace(tmp, path)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -111,10 +122,15 @@ def load_tokenized(path, fp:dict) -> dict:
     saved = read_json(Path(path)/FP_FILE) if (Path(path)/FP_FILE).exists() else {}
     changes = fingerprint_changes(saved, fp)
     if changes:
-        raise ValueError(f"tokenized_path {path} holds data tokenized with other settings ({'; '.join(changes)}). "
+        raise DataError(f"tokenized_path {path} holds data tokenized with other settings ({'; '.join(changes)}). "
                          'Set overwrite_cache: true to rebuild it, or choose another tokenized_path.')
     log.info(f'Loading tokenized dataset from {path} (fingerprint matches).')
     return dict(load_from_disk(str(Path(path)/'data')))
+
+def load_left_out(path) -> dict:
+    "The rows left out while the data in `path` was built (`LeftOut` records by split)."
+    p = Path(path)/LEFT_OUT_FILE
+    return {k: [LeftOut(**r) for r in v] for k, v in read_json(p).items()} if p.exists() else {}
 
 # %% ../../nbs/29_data.pipeline.ipynb #45e3d785
 def _splits(train, evals) -> dict:
@@ -124,25 +140,45 @@ def _splits(train, evals) -> dict:
     else: out['validation'] = evals
     return out
 
-def _unsplit(splits:dict) -> dict:
-    evals = {k[len('validation_'):]: v for k, v in splits.items() if k.startswith('validation_')}
-    return dict(train_dataset=splits.get('train'), eval_dataset=evals or splits.get('validation'))
+class DataSplits(dict):
+    "`{'train_dataset': ..., 'eval_dataset': ...}`, which splats into a Trainer; `left_out`: rows left out, by split."
+    left_out: dict
 
-def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> dict:
-    "Train and eval datasets of `stage`, tokenized and checked: `{'train_dataset': ..., 'eval_dataset': ...}` (eval: a dict by name with `eval_on_each_dataset`)."
-    out = _load_or_build(template, data_args, training_args, stage, tokenizer, do_generate)
-    check_training_data(out['train_dataset'], template, tokenizer, 'unsupervised' if do_generate else STAGE_DATA[stage], data_args, training_args)
+def _unsplit(splits:dict, left_out:dict|None=None) -> DataSplits:
+    evals = {k[len('validation_'):]: v for k, v in splits.items() if k.startswith('validation_')}
+    out = DataSplits(train_dataset=splits.get('train'), eval_dataset=evals or splits.get('validation'))
+    out.left_out = {'train': [], 'eval': [], **(left_out or {})}
     return out
 
-def check_training_data(ds, template, tokenizer, shape:str, data_args, training_args=None):
-    "Run the data checker on the training set (main process): log its summary; with `data_check: error`, refuse fully masked samples."
+def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> dict:
+    "Train and eval datasets of `stage`, tokenized and checked, and the rows left out on the way (`LeftOut`s by split)."
+    out = _load_or_build(template, data_args, training_args, stage, tokenizer, do_generate)
+    shape = 'unsupervised' if do_generate else STAGE_DATA[stage]
+    if training_args is not None and training_args.should_save and any(out.left_out.values()):   # for the run's summary
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        records = {k: [asdict(r) for r in v] for k, v in out.left_out.items()}
+        write_json(Path(training_args.output_dir)/LEFT_OUT_FILE, records)
+    check_training_data(out['train_dataset'], template, tokenizer, shape, data_args, training_args,
+                        out.left_out['train'])
+    return out
+
+def check_training_data(ds, template, tokenizer, shape:str, data_args, training_args=None,
+                        left_out:list|None=None, # `LeftOut` records of the training data
+                       ):
+    "Run the data checker on the training set (main process): log its verdict; refuse fully masked samples"
+    " (`data_check: error`) and, with `data_check: strict`, rows left out."
     if ds is None or isinstance(ds, IterableDataset) or data_args.data_check == 'off': return
     if training_args is not None and not training_args.should_log: return
-    for rep in check_dataset(ds, template, tokenizer, shape, data_args):
-        (log.info if rep.ok else log.warning)('Data check\n' + rep.summary())
-        f = rep.get('fully masked samples')
-        if f.count and data_args.data_check == 'error':
-            raise ValueError(f'{f.count} of {rep.n_samples} training samples ({rep.name}) have no trained token (e.g. samples {f.samples}): '
+    for rep in check_dataset(ds, template, tokenizer, shape, data_args, left_out=left_out):
+        (log.info if rep.verdict == 'PASS' else log.warning)(f'Data check: {rep.verdict}\n' + rep.summary())
+        if rep.verdict == 'WARN' and data_args.data_check == 'strict':
+            rows = '; '.join(map(str, left_out))
+            raise DataError(f'data_check: strict: {rep.left_out()} rows of the training data were left out ({rows}). '
+                            'Fix the data, or set data_check: error to train on the rest.')
+        f = next((f for f in rep.findings if f.check == 'fully masked samples'), None)
+        if f is not None and f.count and data_args.data_check in ('error', 'strict'):
+            raise DataError(f'{f.count} of {rep.n_samples} training samples ({rep.name}) have no trained token '
+                            f'(e.g. samples {f.samples}): '
                              'check the template, cutoff_len, train_on_prompt / mask_history, or set data_check: warn to train anyway.')
 
 def _load_or_build(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> dict:
@@ -154,22 +190,29 @@ def _load_or_build(template, data_args, training_args, stage:str, tokenizer, do_
     fp = fingerprint(data_args, shape, template, tokenizer, seed, do_generate) if path or multi else None
     if multi and not path: path = str(cache_dir('tokenized')/hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16])
     if path and Path(path).exists() and not data_args.overwrite_cache:
-        return _unsplit(load_tokenized(path, fp))
+        return _unsplit(load_tokenized(path, fp), load_left_out(path))
     first = training_args.main_process_first(desc='preprocessing') if training_args is not None else nullcontext()
     with first:
         if multi and training_args.local_process_index != 0:  # the local main process tokenized while this one waited
-            return _unsplit(load_tokenized(path, fp))
-        train = load_datasets(data_args.dataset, data_args, shape, seed)
-        evals = load_datasets(data_args.eval_dataset, data_args, shape, seed, merge=not data_args.eval_on_each_dataset)
+            if not Path(path).exists():
+                raise DataError(f'The main process stopped before it saved the tokenized data to {path}: its error '
+                                f'says why.')
+            return _unsplit(load_tokenized(path, fp), load_left_out(path))
+        lo = {'train': [], 'eval': []}
+        rows = 'unsupervised' if do_generate else shape   # generating needs prompts only
+        train = load_datasets(data_args.dataset, data_args, rows, seed, left_out=lo['train'])
+        evals = load_datasets(data_args.eval_dataset, data_args, rows, seed, not data_args.eval_on_each_dataset,
+                              lo['eval'])
         if train is not None and data_args.val_size:
             train, held = split_dataset(train, data_args.val_size, seed, data_args.buffer_size)
             evals = held if evals is None else evals
         if isinstance(train, IterableDataset): train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
-        if isinstance(evals, dict): evals = {k: preprocess(v, processor, data_args, f'eval {k}') for k, v in evals.items()}
-        else: evals = preprocess(evals, processor, data_args, 'eval')
-        splits = _splits(preprocess(train, processor, data_args, 'train'), evals)
-        if path and (multi or training_args is None or training_args.should_save): save_tokenized(path, splits, fp)
-    out = _unsplit(splits)
+        if isinstance(evals, dict):
+            evals = {k: preprocess(v, processor, data_args, f'eval {k}', lo['eval']) for k, v in evals.items()}
+        else: evals = preprocess(evals, processor, data_args, 'eval', lo['eval'])
+        splits = _splits(preprocess(train, processor, data_args, 'train', lo['train']), evals)
+        if path and (multi or training_args is None or training_args.should_save): save_tokenized(path, splits, fp, lo)
+    out = _unsplit(splits, lo)
     if out['train_dataset'] is not None and not isinstance(out['train_dataset'], IterableDataset) and (training_args is None or training_args.should_log):
         processor.print_data_example(out['train_dataset'][0])
     return out

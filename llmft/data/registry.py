@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
-from ..core import closest, read_json
+from ..core import DataError, closest, read_json
 
 # %% auto #0
 __all__ = ['COLUMN_DEFAULTS', 'TAG_DEFAULTS', 'OPENAI_TAGS', 'COLUMN_KEYS', 'HUB_KEYS', 'DatasetAttr', 'parse_entry',
@@ -42,20 +42,22 @@ class DatasetAttr:
 # %% ../../nbs/20_data.registry.ipynb #71efd010
 def parse_entry(name:str, entry:dict, source:str='dataset_info.json') -> DatasetAttr:
     "A `DatasetAttr` from one registry entry, with LLaMA-Factory's defaults for the columns and tags it leaves out."
-    if not isinstance(entry, dict): raise ValueError(f"{source}: entry '{name}' must be a mapping, got {type(entry).__name__}.")
+    if not isinstance(entry, dict): raise DataError(f"{source}: entry '{name}' must be a mapping, got "
+                                                    f"{type(entry).__name__}.")
     hub = [k for k in HUB_KEYS if k in entry]
     if 'file_name' in entry: load_from, file_name = 'file', entry['file_name']
     elif hub: load_from, file_name = hub[0], entry[hub[0]]
-    else: raise ValueError(f"{source}: entry '{name}' has no file_name (or hub url) saying where its data is.")
+    else: raise DataError(f"{source}: entry '{name}' has no file_name (or hub url) saying where its data is.")
     fmt = entry.get('formatting', 'alpaca')
     if fmt not in COLUMN_DEFAULTS and fmt != 'openai':
-        raise ValueError(f"{source}: entry '{name}': formatting must be alpaca, sharegpt or openai, got '{fmt}'.")
+        raise DataError(f"{source}: entry '{name}': formatting must be alpaca, sharegpt or openai, got '{fmt}'.")
     if fmt == 'openai':  # a sharegpt variant: OpenAI's message keys are the defaults
         fmt, entry = 'sharegpt', {**entry, 'columns': {'messages': 'messages', **(entry.get('columns') or {})},
                                   'tags': {**OPENAI_TAGS, **(entry.get('tags') or {})}}
     cols = dict(COLUMN_DEFAULTS[fmt], **(entry.get('columns') or {}))
     unknown = [k for k in cols if k not in COLUMN_KEYS]
-    if unknown: raise ValueError(f"{source}: entry '{name}': unknown column key '{unknown[0]}'{closest(unknown[0], COLUMN_KEYS)}")
+    if unknown: raise DataError(f"{source}: entry '{name}': unknown column key "
+                                f"'{unknown[0]}'{closest(unknown[0], COLUMN_KEYS)}")
     tags = dict(TAG_DEFAULTS, **(entry.get('tags') or {})) if fmt == 'sharegpt' else {}
     return DatasetAttr(name=name, load_from=load_from, file_name=file_name, formatting=fmt, ranking=bool(entry.get('ranking', False)),
                        subset=entry.get('subset'), split=entry.get('split', 'train'), folder=entry.get('folder'),
@@ -68,10 +70,12 @@ def get_dataset_list(names:list[str]|None, # dataset names, as in the `dataset` 
     "The registry entries for `names`, in order; an unknown name lists the closest registered one."
     if not names: return []
     info_path = Path(dataset_dir)/'dataset_info.json'
-    if not info_path.is_file(): raise FileNotFoundError(f'No dataset_info.json in dataset_dir {dataset_dir!s}: the registry of datasets is missing.')
+    if not info_path.is_file(): raise DataError(f'No dataset_info.json in dataset_dir {dataset_dir!s}: the registry '
+                                                f'of datasets is missing.')
     info = read_json(info_path)
     out = []
     for n in names:
-        if n not in info: raise ValueError(f"Dataset '{n}' is not in {info_path}{closest(n, info)} Registered: {', '.join(sorted(info))}")
+        if n not in info: raise DataError(f"Dataset '{n}' is not in {info_path}{closest(n, info)} Registered: "
+                                          f"{', '.join(sorted(info))}")
         out.append(parse_entry(n, info[n], str(info_path)))
     return out

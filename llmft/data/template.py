@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional
-from ..core import get_logger
+from ..core import TemplateError, get_logger
 import re
 from .formatter import F, Formatter
 from .tools import FunctionFormatter, ToolFormatter, extract_tool_calls
@@ -50,7 +50,8 @@ class Template:
                                                                       thought_words=self.thought_words)}
 
     def _fmt(self, role:str) -> Formatter:
-        if role not in self._fmts: raise ValueError(f"Template '{self.name}': cannot write a '{role}' turn; roles are {sorted(self._fmts)}.")
+        if role not in self._fmts: raise TemplateError(f"Template '{self.name}': cannot write a '{role}' turn; "
+                                                       f"roles are {sorted(self._fmts)}.")
         return self._fmts[role]
 
     def empty_thought(self) -> str:
@@ -79,8 +80,19 @@ class Template:
         if not self.enable_thinking: return self.remove_thought(content), self.empty_thought()
         return (content if self.has_thought(content) else self.empty_thought() + content), ''
 
+    def tail(self, tokenizer, role:str, idx:int) -> str:
+        "The text a prompt message (user, observation) writes after its content: its end of turn, the answer's header."
+        if role in ('assistant', 'function'): return ''   # answers are not prompts (and function turns are JSON)
+        cache = self.__dict__.setdefault('_tails', {})
+        key = (id(tokenizer), role, idx)
+        if key not in cache:
+            text = self._fmt(role).apply(tokenizer, content='\x00', idx=str(idx))
+            cache[key] = text.split('\x00')[-1] if '\x00' in text else ''
+        return cache[key]
+
     def render_turns(self, tokenizer, messages:list[dict], system:str|None=None, tools=None,
                      last_only:bool=False, # only the last answer is trained: earlier answers are history (`thought_of`)
+                     tails:list|None=None, # receives the text each message writes after its content (`tail`)
                     ) -> list[str]:
         "The text of each message: the first carries the prefix and the system message (with `tools`), answers their thought."
         sys_text, out = self.system_text(tokenizer, system, tools), []
@@ -94,7 +106,9 @@ class Template:
             if self.thought_words and m['role'] in ('assistant', 'function'):
                 content, to_prompt = self.thought_of(content, i != last, last_only)
                 if out: out[-1] += to_prompt
+                if out and tails is not None: tails[-1] += to_prompt
             out.append(head + self._fmt(m['role']).apply(tokenizer, content=content, idx=str(i // 2)))
+            if tails is not None: tails.append(self.tail(tokenizer, m['role'], i // 2))
         return out
 
     def encode_multiturn(self, tokenizer, messages:list[dict], system:str|None=None, tools=None) -> list[tuple[list[int], list[int]]]:

@@ -5,7 +5,7 @@
 # %% ../../nbs/26_data.templates.ipynb #0f9a4abd
 from __future__ import annotations
 from dataclasses import replace
-from ..core import closest, get_logger
+from ..core import TemplateError, closest, get_logger
 from .formatter import F
 from .template import TEMPLATES, Template, fix_tokenizer, register_template
 
@@ -43,7 +43,8 @@ def to_openai(messages:list[dict]) -> list[dict]:
 
 def jinja_ids(tokenizer, messages:list[dict], system:str|None=None, tools=None, **kwargs) -> list[int]:
     "The ids the tokenizer's own jinja chat template gives a conversation (`kwargs` go to the template, e.g. `enable_thinking`)."
-    if not getattr(tokenizer, 'chat_template', None): raise ValueError('The tokenizer has no chat_template to compare with.')
+    if not getattr(tokenizer, 'chat_template', None): raise TemplateError('The tokenizer has no chat_template to '
+                                                                          'compare with.')
     msgs = ([{'role': 'system', 'content': system}] if system else []) + to_openai(messages)
     return list(tokenizer.apply_chat_template(msgs, tools=tools, tokenize=True, **kwargs)['input_ids'])
 
@@ -105,13 +106,17 @@ def derive_template(tokenizer, name:str='derived') -> Template:
             {'role': 'user', 'content': m['u2']}, {'role': 'assistant', 'content': m['a2']}]
     render = lambda msgs: tokenizer.apply_chat_template(msgs, tokenize=False)
     s = render(conv)
-    if not all(v in s for k, v in m.items() if k != 's'): raise ValueError('The chat template does not write message contents as given; cannot derive a template from it.')
+    if not all(v in s for k, v in m.items() if k != 's'):
+        raise TemplateError('The chat template does not write message contents as given; cannot derive a template '
+                            'from it.')
     at, end = (lambda k: s.index(m[k])), (lambda k: s.index(m[k]) + len(m[k]))
     user_tail, asst_tail = s[end('u2'):at('a2')], s[end('a2'):]
     if s[end('u1'):at('a1')] != user_tail or not s[end('a1'):at('u2')].startswith(asst_tail):
-        raise ValueError("The chat template writes the last turn differently from earlier ones; cannot derive a template from it. Name a template.")
+        raise TemplateError("The chat template writes the last turn differently from earlier ones; cannot derive a "
+                            "template from it. Name a template.")
     user_head = s[end('a1'):at('u2')][len(asst_tail):]
-    if not s[:at('u1')].endswith(user_head): raise ValueError('The chat template writes the first user message differently; cannot derive a template from it.')
+    if not s[:at('u1')].endswith(user_head): raise TemplateError('The chat template writes the first user message '
+                                                                 'differently; cannot derive a template from it.')
     prefix = s[:at('u1')][:len(s[:at('u1')]) - len(user_head)]
     space = len(user_tail) - len(user_tail.rstrip(' '))   # a space before the answer belongs to it (BPE merges it into the first word)
     kw = dict(format_user=F(user_head + '{{content}}' + user_tail[:len(user_tail) - space]),
@@ -125,7 +130,8 @@ def derive_template(tokenizer, name:str='derived') -> Template:
             kw['format_system'] = _cut(block[len(prefix):], '', m['s'], '')
         else:                                                       # no system given -> the template writes a default one
             left, right = block.split(m['s'])
-            if not (prefix.startswith(left) and prefix.endswith(right)): raise ValueError('Cannot tell the prefix from the system message.')
+            if not (prefix.startswith(left) and prefix.endswith(right)):
+                raise TemplateError('Cannot tell the prefix from the system message.')
             default = prefix[len(left):len(prefix) - len(right)]
             kw.update(format_prefix=F(), format_system=F(left + '{{content}}' + right), default_system=default, always_system=not default)
     elif m['s'] in before and before.startswith(prefix + user_head):  # the system message opens the first user message
@@ -133,7 +139,8 @@ def derive_template(tokenizer, name:str='derived') -> Template:
     specials = [t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if t and t in asst_tail]
     stop = min(specials, key=asst_tail.index) if specials else None
     t = Template(name, **kw, stop_words=[stop] if stop else [], replace_eos=bool(stop) and stop != tokenizer.eos_token)
-    if bad := verify_template(t, tokenizer): raise ValueError(f'The template read off the chat template differs from it in: {", ".join(bad)}.')
+    if bad := verify_template(t, tokenizer): raise TemplateError(f'The template read off the chat template differs '
+                                                                 f'from it in: {", ".join(bad)}.')
     return t
 
 # %% ../../nbs/26_data.templates.ipynb #2b88ef68
@@ -173,7 +180,8 @@ def get_template(name:str|None, # a key of `TEMPLATES`, or None: the registered 
                 log.warning(f"No template given; the tokenizer's chat template matches no registered template and cannot be read ({e}): using 'default'.")
         else: log.warning(f"No template given and the tokenizer has no chat template: using 'default'. Set template to one of {sorted(TEMPLATES)}.")
         name = name or 'default'
-    if name not in TEMPLATES: raise ValueError(f"Unknown template '{name}'{closest(name, TEMPLATES)} Available: {', '.join(sorted(TEMPLATES))}")
+    if name not in TEMPLATES: raise TemplateError(f"Unknown template '{name}'{closest(name, TEMPLATES)} Available: "
+                                                  f"{', '.join(sorted(TEMPLATES))}")
     t = TEMPLATES[name]
     fix_tokenizer(t, tokenizer)
     return t

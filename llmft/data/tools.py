@@ -8,6 +8,7 @@ import json, re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 from .formatter import Formatter
+from ..core import DataError, TemplateError
 
 # %% auto #0
 __all__ = ['TOOL_FORMATS', 'LLAMA3_DATE', 'FunctionCall', 'parse_calls', 'parse_tools', 'ToolFormat', 'register_tool_format',
@@ -30,18 +31,21 @@ def parse_calls(content:str) -> list[FunctionCall]:
     "The calls of a `function` turn's content: a JSON object `{name, arguments}` or a list of them."
     try: calls = json.loads(content)
     except json.JSONDecodeError as e:
-        raise ValueError(f'A function turn must hold JSON {{"name": ..., "arguments": {{...}}}} (or a list of them); got {content[:80]!r}: {e}') from None
+        raise DataError(f'A function turn must hold JSON {{"name": ..., "arguments": {{...}}}} (or a list of them); '
+                        f'got {content[:80]!r}: {e}') from None
     calls = calls if isinstance(calls, list) else [calls]
     bad = [c for c in calls if not (isinstance(c, dict) and 'name' in c and 'arguments' in c)]
-    if bad: raise ValueError(f'A function call needs the keys "name" and "arguments"; got {bad[0]!r}.')
+    if bad: raise DataError(f'A function call needs the keys "name" and "arguments"; got {bad[0]!r}.')
     return [FunctionCall(c['name'], json.dumps(c['arguments'], ensure_ascii=False)) for c in calls]
 
 def parse_tools(tools) -> list[dict]:
     "Tool definitions from a JSON string (the dataset column) or a list."
     if isinstance(tools, str):
         try: tools = json.loads(tools)
-        except json.JSONDecodeError as e: raise ValueError(f'Tool definitions must be a JSON list; got {tools[:80]!r}: {e}') from None
-    if not isinstance(tools, list): raise ValueError(f'Tool definitions must be a JSON list of functions; got {type(tools).__name__}.')
+        except json.JSONDecodeError as e: raise DataError(f'Tool definitions must be a JSON list; got '
+                                                          f'{tools[:80]!r}: {e}') from None
+    if not isinstance(tools, list): raise DataError(f'Tool definitions must be a JSON list of functions; got '
+                                                    f'{type(tools).__name__}.')
     return tools
 
 # %% ../../nbs/23a_data.tools.ipynb #25e4bd2e
@@ -102,7 +106,8 @@ def _glm4_tools(tools):
         f"\n\n## {t['name']}\n\n{json.dumps(t, indent=4, ensure_ascii=False)}\n在调用上述函数时，请使用 Json 格式表示调用的参数。" for t in map(_fn, tools)))
 
 def _glm4_calls(calls):
-    if len(calls) > 1: raise ValueError('GLM-4 writes one function call per turn; got parallel calls ' + ', '.join(c.name for c in calls) + '.')
+    if len(calls) > 1: raise DataError('GLM-4 writes one function call per turn; got parallel calls ' + ', '
+                                       ''.join(c.name for c in calls) + '.')
     return f'{calls[0].name}\n{calls[0].arguments}'
 
 def _glm4_extract(text):
@@ -192,7 +197,8 @@ class ToolFormatter(Formatter):
 
 def get_tool_format(name:str) -> ToolFormat:
     "The registered tool format `name`, or an error listing them."
-    if name not in TOOL_FORMATS: raise ValueError(f"Unknown tool format '{name}'. Available: {', '.join(sorted(TOOL_FORMATS))}")
+    if name not in TOOL_FORMATS: raise TemplateError(f"Unknown tool format '{name}'. Available: "
+                                                     f"{', '.join(sorted(TOOL_FORMATS))}")
     return TOOL_FORMATS[name]
 
 def tools_text(tool_format:str, tools) -> str:

@@ -6,23 +6,20 @@
 from __future__ import annotations
 import os
 from typing import NamedTuple
-from ..core import get_logger, last_checkpoint
+from ..core import LAUNCHER_FILES, ConfigError, get_logger, last_checkpoint
 from .model import ModelArguments
 from .data import DataArguments
 from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
-__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'ConfigError', 'RunArgs', 'check_has_task', 'check_train_has_dataset',
-           'check_eval_has_data', 'check_generate_only_sft', 'check_disable_shuffling', 'check_sft_predict_generates',
+__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_train_has_dataset', 'check_eval_has_data',
+           'check_generate_only_sft', 'check_disable_shuffling', 'check_sft_predict_generates',
            'check_sft_only_options', 'check_neat_packing_implies_packing', 'check_quantization_needs_adapter',
            'check_output_dir', 'check_ppo', 'check_stage_finetuning', 'check_streaming_needs_max_steps', 'run_checks']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
-
-class ConfigError(ValueError):
-    "An invalid configuration: the message names the keys involved and what is expected."
 
 class RunArgs(NamedTuple):
     "The five argument groups of a run; unpacks like LLaMA-Factory's tuple."
@@ -47,14 +44,16 @@ def check_train_has_dataset(a:RunArgs):
 def check_eval_has_data(a:RunArgs):
     "do_eval needs eval_dataset or a val_size split."
     if a.training.do_eval and not (a.data.eval_dataset or a.data.val_size):
-        raise ConfigError('do_eval is set but there is nothing to evaluate on: set eval_dataset, or val_size to hold out part of dataset.')
+        raise ConfigError('do_eval is set but there is nothing to evaluate on: set eval_dataset, or val_size to '
+                          'hold out part of dataset.')
 
 def check_generate_only_sft(a:RunArgs):
     "predict_with_generate is an sft feature."
     if a.training.predict_with_generate and a.finetuning.stage != 'sft':
         raise ConfigError(f"predict_with_generate is only for stage sft, not '{a.finetuning.stage}'.")
     if a.training.predict_with_generate and a.training.do_train:
-        raise ConfigError('predict_with_generate encodes the data as prompts only, so it cannot train: run do_train first, then do_predict in a second run.')
+        raise ConfigError('predict_with_generate encodes the data as prompts only, so it cannot train: run do_train '
+                          'first, then do_predict in a second run.')
 
 def check_disable_shuffling(a:RunArgs):
     "disable_shuffling reads the training set in order (the Trainer's sequential sampler)."
@@ -94,12 +93,17 @@ def check_output_dir(a:RunArgs):
     t = a.training; out = t.output_dir
     if str(t.resume_from_checkpoint).lower() in ('true', 'yes', 'last'):   # `resume_from_checkpoint: true`: the newest complete one
         t.resume_from_checkpoint = last_checkpoint(out)
-        if t.resume_from_checkpoint is None: raise ConfigError(f'resume_from_checkpoint: true, but {out} holds no complete checkpoint.')
+        if t.resume_from_checkpoint is None: raise ConfigError(f'resume_from_checkpoint: true, but {out} holds no '
+                                                               f'complete checkpoint.')
         log.info(f'Resuming training from {t.resume_from_checkpoint}.'); return
-    if not (t.do_train and out and os.path.isdir(out) and os.listdir(out)) or t.overwrite_output_dir or t.resume_from_checkpoint: return
-    last = last_checkpoint(out)
+    ours = [f for f in os.listdir(out) if not f.startswith(LAUNCHER_FILES)] if out and os.path.isdir(out) else []
+    if not (t.do_train and ours) or t.overwrite_output_dir or t.resume_from_checkpoint: return  # (launcher files)
+    worker = int(os.environ.get('RANK', '0')) > 0   # rank 0 refuses; the others would see the files it writes meanwhile
+    last = last_checkpoint(out, set_aside=not worker)
+    if last is None and worker: return
     if last is None:
-        raise ConfigError(f'output_dir {out} exists and is not empty: set overwrite_output_dir: true, or choose another output_dir.')
+        raise ConfigError(f'output_dir {out} exists and is not empty: set overwrite_output_dir: true, or choose '
+                          f'another output_dir.')
     t.resume_from_checkpoint = last
     log.info(f'Resuming training from {last} (set overwrite_output_dir: true to start over).')
 
@@ -108,7 +112,8 @@ def check_ppo(a:RunArgs):
     f, t = a.finetuning, a.training
     if f.stage != 'ppo': return
     if t.do_eval or t.do_predict: raise ConfigError('stage ppo trains only: set do_eval and do_predict to false.')
-    if not f.reward_model: raise ConfigError('stage ppo needs reward_model: a reward model folder, a LoRA reward adapter, or an http(s) URL.')
+    if not f.reward_model: raise ConfigError('stage ppo needs reward_model: a reward model folder, a LoRA reward '
+                                             'adapter, or an http(s) URL.')
 
 def check_stage_finetuning(a:RunArgs):
     "Stages with a value head or a reference train full, freeze or lora models; `oft` is sft / pt only here."

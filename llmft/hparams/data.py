@@ -31,6 +31,9 @@ class DataArguments:
     cutoff_len: int = field(default=2048, metadata={'help': 'Maximum tokens per example after tokenization.'})
     train_on_prompt: bool = field(default=False, metadata={'help': 'Also train on prompt tokens (sft only).'})
     mask_history: bool = field(default=False, metadata={'help': 'Train only on the last turn of a conversation (sft only).'})
+    keep_answer_header: bool = field(default=True, metadata={
+        'help': "Truncation cuts a long prompt inside the user's text and keeps the header that opens the answer; "
+                "false: LLaMA-Factory's cut at the prompt's end, header included."})
     overwrite_cache: bool = field(default=False, metadata={'help': 'Preprocess again even where a cached result exists.'})
     preprocessing_batch_size: int = field(default=1000, metadata={'help': 'Examples per batch in preprocessing.'})
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={'help': 'Processes used in preprocessing.'})
@@ -50,7 +53,12 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={'help': 'Read datasets lazily as a stream (needs max_steps).'})
     buffer_size: int = field(default=16384, metadata={'help': 'Shuffle buffer of a streamed dataset.'})
     tokenized_path: Optional[str] = field(default=None, metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'})
-    data_check: str = field(default='error', metadata={'help': 'Check the tokenized training data before training: error (refuse fully masked samples), warn (log only), off.'})
+    data_check: str = field(default='error', metadata={
+        'help': 'Check the tokenized training data before training: error (refuse fully masked samples), strict (also '
+                'refuse rows left out beyond max_left_out), warn (log only), off.'})
+    max_left_out: float = field(default=0.0, metadata={
+        'help': "Share of a dataset's rows that may be left out (unusable rows, nothing to train within cutoff_len) "
+                'with the data check still PASS; above it the verdict is WARN.'})
 
     def __post_init__(self):
         self.dataset = _split_names(self.dataset)
@@ -59,17 +67,24 @@ class DataArguments:
         if self.val_size < 0: raise ValueError(f'val_size must be >= 0, got {self.val_size}.')
         if self.val_size > 1 and self.val_size != int(self.val_size):
             raise ValueError(f'val_size above 1 is a count and must be whole, got {self.val_size}.')
-        if self.data_check not in ('error', 'warn', 'off'): raise ValueError(f"data_check must be error, warn or off, got '{self.data_check}'.")
+        if self.data_check not in ('error', 'strict', 'warn', 'off'):
+            raise ValueError(f"data_check must be error, strict, warn or off, got '{self.data_check}'.")
+        if not 0 <= self.max_left_out <= 1: raise ValueError(f'max_left_out must be a share between 0 and 1, got '
+                                                             f'{self.max_left_out}.')
         if self.mix_strategy not in MIX_STRATEGIES:
             raise ValueError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{self.mix_strategy}'.")
         if isinstance(self.interleave_probs, str): self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]
         if self.interleave_probs is not None:
-            if self.mix_strategy == 'concat': raise ValueError('interleave_probs needs mix_strategy interleave_under or interleave_over.')
+            if self.mix_strategy == 'concat': raise ValueError('interleave_probs needs mix_strategy '
+                                                               'interleave_under or interleave_over.')
             if self.dataset and len(self.interleave_probs) != len(self.dataset):
-                raise ValueError(f'interleave_probs has {len(self.interleave_probs)} values for {len(self.dataset)} datasets.')
+                raise ValueError(f'interleave_probs has {len(self.interleave_probs)} values for {len(self.dataset)} '
+                                 f'datasets.')
         if self.streaming and 0 < self.val_size < 1:
-            raise ValueError('With streaming, val_size must be a count of examples (>= 1): a stream has no length to take a fraction of.')
-        if self.streaming and self.tokenized_path: raise ValueError('tokenized_path cannot be used with streaming: a stream is not saved.')
+            raise ValueError('With streaming, val_size must be a count of examples (>= 1): a stream has no length '
+                             'to take a fraction of.')
+        if self.streaming and self.tokenized_path: raise ValueError('tokenized_path cannot be used with streaming: '
+                                                                    'a stream is not saved.')
         cpus = os.cpu_count() or 1
         if self.preprocessing_num_workers and self.preprocessing_num_workers > cpus:
             get_logger(__name__).info(f'preprocessing_num_workers={self.preprocessing_num_workers} > {cpus} CPUs: using {cpus}.')

@@ -53,15 +53,19 @@ class FinetuningArguments(RLHFArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.stage not in STAGES: raise ValueError(f"Unknown stage '{self.stage}'{closest(self.stage, STAGES)} Expected one of {STAGES}.")
+        if self.stage not in STAGES: raise ValueError(f"Unknown stage '{self.stage}'{closest(self.stage, STAGES)} "
+                                                      f"Expected one of {STAGES}.")
         if self.finetuning_type not in FINETUNING_TYPES:
-            raise ValueError(f"Unknown finetuning_type '{self.finetuning_type}'{closest(self.finetuning_type, FINETUNING_TYPES)} "
+            raise ValueError(f"Unknown finetuning_type "
+                             f"'{self.finetuning_type}'{closest(self.finetuning_type, FINETUNING_TYPES)} "
                              f'Expected one of {FINETUNING_TYPES}.')
         if self.reward_model_type not in REWARD_MODEL_TYPES:
             raise ValueError(f"reward_model_type must be one of {REWARD_MODEL_TYPES}, got '{self.reward_model_type}'.")
         if self.num_layer_trainable is not None: self.freeze_trainable_layers = self.num_layer_trainable
-        if self.use_dora and self.pissa_init: raise ValueError('use_dora and pissa_init cannot be combined: choose one initialisation.')
-        if self.use_llama_pro and self.finetuning_type == 'full': raise ValueError('use_llama_pro needs finetuning_type freeze or lora.')
+        if self.use_dora and self.pissa_init: raise ValueError('use_dora and pissa_init cannot be combined: choose '
+                                                               'one initialisation.')
+        if self.use_llama_pro and self.finetuning_type == 'full': raise ValueError('use_llama_pro needs '
+                                                                                   'finetuning_type freeze or lora.')
         if self.pissa_convert and not self.pissa_init: raise ValueError('pissa_convert needs pissa_init.')
         self.lora_alpha = self.lora_alpha or self.lora_rank * 2
         self.oft_target = _names(self.oft_target)

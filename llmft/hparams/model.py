@@ -34,12 +34,14 @@ class ModelArguments:
     print_param_status: bool = field(default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'})
 
     def __post_init__(self):
-        if self.model_name_or_path is None: raise ValueError('model_name_or_path is required: a local model folder or a hub model id.')
+        if self.model_name_or_path is None: raise ValueError('model_name_or_path is required: a local model folder '
+                                                             'or a hub model id.')
         if isinstance(self.adapter_name_or_path, str):
             self.adapter_name_or_path = [p.strip() for p in self.adapter_name_or_path.split(',') if p.strip()]
         if self.quantization_bit not in (None, 4, 8):
             raise ValueError(f'quantization_bit must be 4 or 8, got {self.quantization_bit}.')
-        if self.quantization_type not in ('nf4', 'fp4'): raise ValueError(f"quantization_type must be nf4 or fp4, got '{self.quantization_type}'.")
+        if self.quantization_type not in ('nf4', 'fp4'): raise ValueError(f"quantization_type must be nf4 or fp4, "
+                                                                          f"got '{self.quantization_type}'.")
         if self.rope_scaling not in ROPE_TYPES: raise ValueError(f"rope_scaling must be one of {[r for r in ROPE_TYPES if r]}, got '{self.rope_scaling}'.")
         if self.flash_attn not in ATTN_IMPLS:
             raise ValueError(f"flash_attn must be one of {sorted(ATTN_IMPLS)}, got '{self.flash_attn}'.")

@@ -43,7 +43,8 @@ def read_config(path) -> dict[str, Any]:
     try: cfg = json.loads(text) if path.suffix == '.json' else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e: raise ConfigError(f'{path}: not valid YAML/JSON: {e}') from None
     if cfg is None: cfg = {}
-    if not isinstance(cfg, dict): raise ConfigError(f'{path}: expected a mapping of key: value, got {type(cfg).__name__}.')
+    if not isinstance(cfg, dict): raise ConfigError(f'{path}: expected a mapping of key: value, got '
+                                                    f'{type(cfg).__name__}.')
     return cfg
 
 def parse_overrides(words:list[str]) -> dict[str, Any]:
@@ -93,11 +94,14 @@ def check_deepspeed(train:dict):
     p = Path(path)
     if not p.is_file(): raise ConfigError(f'deepspeed: config file {path} not found.')
     try: ds = json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise ConfigError(f'deepspeed: {path} is not valid JSON: line {e.lineno}: {e.msg}') from None
+    except json.JSONDecodeError as e: raise ConfigError(f'deepspeed: {path} is not valid JSON: line {e.lineno}: '
+                                                        f'{e.msg}') from None
     stage = (ds.get('zero_optimization') or {}).get('stage', 0)
-    if stage not in (0, 1, 2, 3): raise ConfigError(f'deepspeed: {path}: zero_optimization.stage must be 0-3, got {stage}.')
+    if stage not in (0, 1, 2, 3): raise ConfigError(f'deepspeed: {path}: zero_optimization.stage must be 0-3, got '
+                                                    f'{stage}.')
     if importlib.util.find_spec('deepspeed') is None:
-        raise ConfigError(f'deepspeed: {path} asks for DeepSpeed ZeRO-{stage}, but the deepspeed package is not installed: pip install deepspeed.')
+        raise ConfigError(f'deepspeed: {path} asks for DeepSpeed ZeRO-{stage}, but the deepspeed package is not '
+                          f'installed: pip install deepspeed.')
 
 # %% ../../nbs/15_hparams.parser.ipynb #55d38137
 def load_cfg(cfg) -> dict[str, Any]:

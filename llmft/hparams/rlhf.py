@@ -41,8 +41,10 @@ class RLHFArguments:
 
     def __post_init__(self):
         if self.pref_loss not in PREF_LOSSES:
-            raise ValueError(f"Unknown pref_loss '{self.pref_loss}'{closest(self.pref_loss, PREF_LOSSES)} Expected one of {PREF_LOSSES}.")
-        if not 0 <= self.dpo_label_smoothing < 0.5: raise ValueError(f'dpo_label_smoothing must be in [0, 0.5), got {self.dpo_label_smoothing}.')
+            raise ValueError(f"Unknown pref_loss '{self.pref_loss}'{closest(self.pref_loss, PREF_LOSSES)} Expected "
+                             f"one of {PREF_LOSSES}.")
+        if not 0 <= self.dpo_label_smoothing < 0.5: raise ValueError(f'dpo_label_smoothing must be in [0, 0.5), got '
+                                                                     f'{self.dpo_label_smoothing}.')
         if self.dpo_label_smoothing and self.pref_loss != 'sigmoid':
             raise ValueError(f"dpo_label_smoothing applies to pref_loss sigmoid only, not '{self.pref_loss}'.")
         for k in ('ppo_buffer_size', 'ppo_epochs'):

@@ -9,8 +9,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'cmd_check_data', 'cmd_templates', 'cmd_expand',
-           'cmd_env', 'cmd_version', 'cmd_help', 'main']
+__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'left_out_summary', 'cmd_check_data', 'check_verdict',
+           'cmd_templates', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'main']
 
 # %% ../../nbs/85_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -20,7 +20,8 @@ commands:
                                  nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun;
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
   check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens, trained prompt
-                                 tokens, doubled BOS, fully masked or truncated samples; exit 1 on an error
+                                 tokens, doubled BOS, fully masked or truncated samples, rows left out; ends with PASS,
+                                 WARN (rows left out) or FAIL: exit 1 on FAIL (or on WARN with data_check=strict)
   templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking,
                                  default system);
                                  --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5 (of template NAME)
@@ -48,15 +49,14 @@ def env_info() -> dict[str, str]:
 # %% ../../nbs/85_launch.cli.ipynb #5f7459df
 def cmd_train(args:list[str]) -> int:
     "llmft train CONFIG [key=value ...]: in this process, or re-launched under torchrun when several processes are asked for."
-    import subprocess
     from llmft.hparams.parser import load_cfg
-    from llmft.launch.dist import in_distributed_worker, launch_settings, torchrun_command
+    from llmft.launch.dist import in_distributed_worker, launch_settings, run_torchrun, torchrun_command
     if not args: print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr); return 2
     settings, cfg = launch_settings(load_cfg(args))
     if settings.get('nproc_per_node', 1) * settings.get('nnodes', 1) > 1 and not in_distributed_worker():
         cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
         print('Launching: ' + ' '.join(cmd), flush=True)
-        return subprocess.run(cmd).returncode
+        return run_torchrun(cmd)
     from llmft.train.tuner import run_exp
     res = run_exp(cfg)
     if not res.trainer.is_world_process_zero(): return 0
@@ -64,18 +64,35 @@ def cmd_train(args:list[str]) -> int:
     print(f'\nDone. Run folder: {out.resolve()}')
     for name in ('adapter_model.safetensors', 'model.safetensors', 'training_loss.png', 'training_loss.html', 'trainer_log.jsonl', 'all_results.json'):
         if (out/name).exists(): print(f'  {name:28s} {(out/name).resolve()}')
+    print(left_out_summary(out))
     return 0
+
+def left_out_summary(run_dir) -> str:
+    "The last line of a run: how many rows its data lost on the way, and why (`data.pipeline.LEFT_OUT_FILE`)."
+    from llmft.data.pipeline import load_left_out
+    records = [r for rs in load_left_out(run_dir).values() for r in rs]
+    if not records: return 'Data: no row was left out.'
+    return f'Data: {sum(r.count for r in records)} rows left out: ' + '; '.join(map(str, records))
 
 def cmd_check_data(args:list[str]) -> int:
     "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error-level finding."
     from llmft.hparams.parser import load_cfg
     from llmft.train.tuner import check_data
     if not args: print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr); return 2
-    reports = check_data(load_cfg(args))
+    cfg = load_cfg(args)
+    reports = check_data(cfg)
     for r in reports: print(r.summary())
-    bad = [r.name for r in reports if not r.ok]
-    print(f"\n{'FAIL' if bad else 'PASS'}: " + (f"errors in {', '.join(bad)}" if bad else f'{len(reports)} data set(s) clean'))
-    return 1 if bad else 0
+    print('\n' + check_verdict(reports))
+    strict = cfg.get('data_check') == 'strict'
+    return 1 if any(r.verdict == 'FAIL' or (strict and r.verdict == 'WARN') for r in reports) else 0
+
+def check_verdict(reports:list) -> str:
+    "The last line of `llmft check-data`: PASS, WARN (rows were left out) or FAIL, with the rows left out counted."
+    left = sum(r.left_out() for r in reports)
+    rows = f'; {left} rows left out (see "rows left out" above)' if left else ''
+    if bad := [r.name for r in reports if r.verdict == 'FAIL']: return f"FAIL: errors in {', '.join(bad)}{rows}"
+    if any(r.verdict == 'WARN' for r in reports): return f'WARN: {left} rows left out of the data; the rest is clean'
+    return f'PASS: {len(reports)} data set(s) clean{rows}'
 
 def cmd_templates(args:list[str]) -> int:
     "llmft templates [--diff-lf [NAME]]: the registered chat templates, or where llmft differs from LLaMA-Factory."
@@ -113,16 +130,33 @@ def cmd_version(args) -> int:
 def cmd_help(args) -> int:
     print(USAGE); return 0
 
+def report_error(e:BaseException) -> int:
+    "Tell the terminal what went wrong and return the exit status: one line for a user error, the traceback for a bug."
+    import traceback
+    from llmft.core import BUG_EXIT, ISSUES_URL, UserError, debug_mode
+    if isinstance(e, UserError):
+        from llmft.launch.dist import save_worker_error
+        save_worker_error(e)   # in a worker that a launcher started: the launcher tells it once
+        if debug_mode(): traceback.print_exception(e, file=sys.stderr)
+        print(e.line(), file=sys.stderr)
+        return e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        print('llmft: interrupted', file=sys.stderr)
+        return 130
+    traceback.print_exception(e, file=sys.stderr)
+    print(f'llmft: internal error: {type(e).__name__}: {e}\nThis is a bug in llmft, not a mistake in your input: '
+          f'please report it at {ISSUES_URL} with the traceback above and the output of `llmft env`.', file=sys.stderr)
+    return BUG_EXIT
+
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'templates': cmd_templates, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."
     from llmft.core import closest
-    from llmft.hparams.checks import ConfigError
     argv = sys.argv[1:] if argv is None else argv
     if not argv: print(USAGE); return 2
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"llmft: unknown command '{cmd}'{closest(cmd, COMMANDS)}\n\n{USAGE}", file=sys.stderr); return 2
     try: return COMMANDS[cmd](rest)
-    except ConfigError as e: print(f'llmft: configuration error: {e}', file=sys.stderr); return 2
+    except (Exception, KeyboardInterrupt) as e: return report_error(e)

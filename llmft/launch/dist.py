@@ -4,14 +4,15 @@
 
 # %% ../../nbs/86_launch.dist.ipynb #5d538081
 from __future__ import annotations
-import json, os, shutil, socket, subprocess, sys, time
+import json, os, shutil, socket, subprocess, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 import yaml
-from ..core import TRAINER_LOG, get_logger
+from ..core import ERROR_CLASSES, LAUNCHER_FILES, TRAINER_LOG, UserError, get_logger, read_json, write_json
 
 # %% auto #0
-__all__ = ['log', 'LAUNCH_KEYS', 'LAUNCH_LOG', 'in_distributed_worker', 'free_port', 'launch_settings', 'torchrun_command',
+__all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
+           'free_port', 'launch_settings', 'torchrun_command', 'save_worker_error', 'worker_error', 'run_torchrun',
            'launch', 'RunHandle', 'launch_torchrun']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
@@ -49,6 +50,43 @@ def torchrun_command(script:str, args:list[str], s:dict) -> list[str]:
            f"--master_port={s.get('master_port') or free_port()}"]
     return cmd + [script, *map(str, args)]
 
+# %% ../../nbs/86_launch.dist.ipynb #721c6f6c
+ERROR_FILE_ENV = 'LLMFT_ERROR_FILE'   # where a worker records its user error for the launcher
+
+def save_worker_error(e:UserError):
+    "In a launched worker, record a user error (kind, message) beside `LLMFT_ERROR_FILE` names: a file per rank."
+    if not (path := os.environ.get(ERROR_FILE_ENV)): return
+    write_json(f"{path}.rank{os.environ.get('RANK', '0')}", {'kind': e.kind, 'message': str(e)})
+
+def worker_error(path) -> UserError|None:
+    "The user error the lowest rank recorded beside `path` (the cause: other ranks often fail waiting for it), as its"
+    " own class; None when there is none."
+    path = Path(path)
+    found = sorted(path.parent.glob(path.name + '.rank*'), key=lambda f: int(f.name.rsplit('.rank', 1)[1] or 0))
+    if not found: return None
+    rec = read_json(found[0])
+    return ERROR_CLASSES.get(rec.get('kind'), UserError)(rec.get('message', ''))
+
+def run_torchrun(cmd:list[str]) -> int:
+    "Run a `torchrun_command` in this process; a worker's user error is raised again here, a crash named by its worker."
+    from torch.distributed.run import get_args_parser, run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    tmp = Path(tempfile.mkdtemp(prefix='llmft-launch-'))
+    old = os.environ.get(ERROR_FILE_ENV)
+    os.environ[ERROR_FILE_ENV] = str(tmp/'worker_error.json')
+    try: run(get_args_parser().parse_args(cmd[3:]))
+    except ChildFailedError as e:
+        if (err := worker_error(tmp/'worker_error.json')) is not None: raise err from None
+        rank, failure = e.get_first_failure()
+        print(f'llmft: worker {rank} failed with exit status {failure.exitcode} (its output is above).',
+              file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    finally:
+        if old is None: os.environ.pop(ERROR_FILE_ENV, None)
+        else: os.environ[ERROR_FILE_ENV] = old
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
 # %% ../../nbs/86_launch.dist.ipynb #d2f47aa0
 def _train(cfg):
     "The function each notebook_launcher process runs."
@@ -62,7 +100,7 @@ def launch(cfg:dict, num_processes:int=2, **kw):
     notebook_launcher(_train, (cfg,), num_processes=num_processes, use_port=str(free_port()), **kw)
     return Path(cfg['output_dir'])
 
-LAUNCH_LOG = 'launch.log'
+LAUNCH_RECIPE, LAUNCH_LOG, WORKER_ERROR = LAUNCHER_FILES   # the recipe, torchrun's output, a worker's user error
 
 @dataclass
 class RunHandle:
@@ -83,13 +121,16 @@ class RunHandle:
                         if not line.endswith('\n'): break       # a line still being written
                         pos = f.tell(); yield json.loads(line)
             if done: return
-            if timeout and time.time() - start > timeout: raise TimeoutError(f'{self.command} still running after {timeout} s')
+            if timeout and time.time() - start > timeout: raise TimeoutError(f'{self.command} still running after '
+                                                                             f'{timeout} s')
             time.sleep(poll)
 
     def wait(self) -> int:
         "Wait for the run and return its exit code (non-zero raises with the end of its output)."
         rc = self.process.wait()
-        if rc: raise RuntimeError(f'torchrun exited with {rc}; the end of {self.output_dir/LAUNCH_LOG}:\n{self.log()[-3000:]}')
+        if rc and (err := worker_error(self.output_dir/WORKER_ERROR)) is not None: raise err
+        if rc: raise RuntimeError(f'torchrun exited with {rc}; the end of '
+                                  f'{self.output_dir/LAUNCH_LOG}:\n{self.log()[-3000:]}')
         return rc
 
     def log(self) -> str:
@@ -100,11 +141,12 @@ class RunHandle:
 def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     "Start `torchrun` with `num_processes` processes on `cfg` in the background; the kernel stays free."
     out = Path(cfg['output_dir']); out.mkdir(parents=True, exist_ok=True)
-    recipe = out/'launch.yaml'; recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    recipe = out/LAUNCH_RECIPE; recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     exe = shutil.which('llmft') or str(Path(sys.executable).parent/'llmft')
     cmd = torchrun_command(exe, ['train', str(recipe)], {'nproc_per_node': num_processes})
     log.info('Starting: ' + ' '.join(cmd))
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    for f in out.glob(WORKER_ERROR + '.rank*'): f.unlink()
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', ERROR_FILE_ENV: str(out/WORKER_ERROR)}
     with open(out/LAUNCH_LOG, 'w', encoding='utf-8') as f:   # a file, not a pipe: a long run never blocks on a full pipe nobody reads
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
     return RunHandle(p, out, cmd)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from torch import nn
-from ..core import get_logger
+from ..core import ConfigError, get_logger
 
 # %% auto #0
 __all__ = ['log', 'PEFT_CONFIGS', 'ADAPTERS', 'cast_trainable_fp32', 'setup_full', 'num_layers', 'trainable_layer_ids',
@@ -33,15 +33,17 @@ def num_layers(model) -> int:
     "The number of decoder layers, from the config."
     cfg = getattr(model.config, 'text_config', model.config)
     n = getattr(cfg, 'num_hidden_layers', None) or getattr(cfg, 'num_layers', None)
-    if not n: raise ValueError('This model config has no num_hidden_layers to choose layers from.')
+    if not n: raise ConfigError('This model config has no num_hidden_layers to choose layers from.')
     return n
 
 def trainable_layer_ids(model, fa) -> list[int]:
     "Decoder layers that train: the last n (n > 0) or first -n (n < 0); with LLaMA-Pro every (layers / n)-th, the expanded blocks."
     n, k = num_layers(model), fa.freeze_trainable_layers
-    if k == 0 or abs(k) > n: raise ValueError(f'freeze_trainable_layers must be between -{n} and {n} and not 0 for this {n}-layer model, got {k}.')
+    if k == 0 or abs(k) > n: raise ConfigError(f'freeze_trainable_layers must be between -{n} and {n} and not 0 for '
+                                               f'this {n}-layer model, got {k}.')
     if fa.use_llama_pro:
-        if k < 0 or n % k: raise ValueError(f'use_llama_pro: the {n} layers must divide into freeze_trainable_layers={k} groups.')
+        if k < 0 or n % k: raise ConfigError(f'use_llama_pro: the {n} layers must divide into '
+                                             f'freeze_trainable_layers={k} groups.')
         stride = n // k
         return list(range(stride - 1, n, stride))
     return list(range(n - k, n)) if k > 0 else list(range(-k))
@@ -56,11 +58,12 @@ def freeze_patterns(model, fa) -> list[str]:
     if mods != ['all']:
         have = _layer_children(model)
         bad = [m for m in mods if m not in have]
-        if bad: raise ValueError(f'freeze_trainable_modules {bad} not in the decoder layers; they have: {", ".join(sorted(have))}.')
+        if bad: raise ConfigError(f'freeze_trainable_modules {bad} not in the decoder layers; they have: '
+                                  f'{", ".join(sorted(have))}.')
     pats = [f'layers.{i}.' for i in ids] if mods == ['all'] else [f'layers.{i}.{m}.' for i in ids for m in mods]
     top = {nm.split('.')[-1] for nm, _ in model.named_modules()}
     bad = [m for m in fa.freeze_extra_modules if m not in top]
-    if bad: raise ValueError(f'freeze_extra_modules {bad} are not modules of this model.')
+    if bad: raise ConfigError(f'freeze_extra_modules {bad} are not modules of this model.')
     return pats + [f'{m}.' for m in fa.freeze_extra_modules]
 
 def setup_freeze(model, model_args, fa, is_trainable):
@@ -113,7 +116,8 @@ def setup_peft(model, model_args, fa, is_trainable):
         cfg = PEFT_CONFIGS[fa.finetuning_type](model, fa)
         try: model = get_peft_model(model, cfg)
         except ValueError as e:
-            raise ValueError(f'{fa.finetuning_type}: {e} This model has the linear layers {find_all_linear_modules(model)}.') from None
+            raise ConfigError(f'{fa.finetuning_type}: {e} This model has the linear layers '
+                              f'{find_all_linear_modules(model)}.') from None
     if is_trainable: cast_trainable_fp32(model, fa)
     return model
 
@@ -123,5 +127,6 @@ ADAPTERS = {'full': setup_full, 'freeze': setup_freeze, 'lora': setup_peft, 'oft
 def init_adapter(model, model_args, finetuning_args, is_trainable:bool):
     "Set up what trains, by `finetuning_type` (a dict dispatch, see `ADAPTERS`)."
     if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ('lora', 'oft'):
-        raise ValueError(f"adapter_name_or_path needs finetuning_type lora or oft, not '{finetuning_args.finetuning_type}'.")
+        raise ConfigError(f"adapter_name_or_path needs finetuning_type lora or oft, not "
+                          f"'{finetuning_args.finetuning_type}'.")
     return ADAPTERS[finetuning_args.finetuning_type](model, model_args, finetuning_args, is_trainable)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 import torch
-from ..core import get_logger
+from ..core import ConfigError, get_logger
 
 # %% auto #0
 __all__ = ['log', 'ZEROED', 'expand_layers', 'expand_model']
@@ -20,7 +20,7 @@ def expand_layers(model, num_expand:int):
     "Insert `num_expand` identity blocks, one after every (layers / num_expand) layers; in place, returns the model."
     layers = model.model.layers
     n = len(layers)
-    if num_expand < 1 or n % num_expand: raise ValueError(f'num_expand must divide the {n} layers, got {num_expand}.')
+    if num_expand < 1 or n % num_expand: raise ConfigError(f'num_expand must divide the {n} layers, got {num_expand}.')
     stride, new = n // num_expand, []
     for i, layer in enumerate(layers):
         new.append(layer)

@@ -4,9 +4,11 @@
 
 # %% ../../nbs/40_model.loader.ipynb #e33e4136
 from __future__ import annotations
+import os
+from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoTokenizer
-from ..core import get_logger
+from ..core import ModelError, get_logger
 from ..hparams.model import ATTN_IMPLS, ModelArguments
 from ..hparams.finetune import FinetuningArguments
 from .adapters import init_adapter
@@ -24,10 +26,26 @@ log = get_logger(__name__)
 def _hub_kwargs(m:ModelArguments) -> dict:
     return dict(cache_dir=m.cache_dir, revision=m.model_revision, trust_remote_code=m.trust_remote_code)
 
+def _load_error(path:str, what:str, e:Exception) -> ModelError:
+    "The one-line error for a `what` (model, tokenizer, config) that cannot be loaded from `path`."
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    p = Path(path)
+    files = ', '.join(sorted(f.name for f in p.iterdir())[:8]) if p.is_dir() else ''
+    if p.is_dir(): why = f'the folder holds no loadable {what} (files: {files or "none"}; {type(e).__name__}: {first})'
+    elif p.exists(): why = 'it is a file: give the model folder'
+    elif p.is_absolute() or path.startswith(('.', '~')) or path.count('/') > 1: why = 'no such folder'
+    else: why = f'not a local folder, and the hub did not provide it ({first})'
+    return ModelError(f"model_name_or_path '{path}': cannot load the {what}: {why}.")
+
+def _pretrained(cls, path:str, what:str, **kw):
+    "`cls.from_pretrained(path, **kw)`; a missing or unreadable model becomes a one-line `ModelError`."
+    try: return cls.from_pretrained(path, **kw)
+    except (OSError, ValueError, KeyError) as e: raise _load_error(str(path), what, e) from e
+
 def load_tokenizer(model_args:ModelArguments):
     "The model's tokenizer, padding on the right, with a pad token (the eos when it has none)."
-    tok = AutoTokenizer.from_pretrained(model_args.model_name_or_path, use_fast=model_args.use_fast_tokenizer,
-                                        padding_side='right', **_hub_kwargs(model_args))
+    tok = _pretrained(AutoTokenizer, model_args.model_name_or_path, 'tokenizer', use_fast=model_args.use_fast_tokenizer,
+                      padding_side='right', **_hub_kwargs(model_args))
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
         log.info(f'The tokenizer has no pad token: padding with the eos token {tok.eos_token!r}.')
@@ -35,7 +53,7 @@ def load_tokenizer(model_args:ModelArguments):
 
 def load_config(model_args:ModelArguments):
     "The model's config."
-    return AutoConfig.from_pretrained(model_args.model_name_or_path, **_hub_kwargs(model_args))
+    return _pretrained(AutoConfig, model_args.model_name_or_path, 'config', **_hub_kwargs(model_args))
 
 # %% ../../nbs/40_model.loader.ipynb #f2250b0f
 def compute_dtype(training_args=None) -> torch.dtype:
@@ -73,10 +91,11 @@ def load_model(tokenizer,                            # from `load_tokenizer`; it
     if ATTN_IMPLS[model_args.flash_attn]: kw['attn_implementation'] = ATTN_IMPLS[model_args.flash_attn]
     if (q := quantization_config(model_args, dtype)) is not None:
         kw.update(quantization_config=q, device_map={'': torch.cuda.current_device()})
-    model = auto_class(config).from_pretrained(model_args.model_name_or_path, **kw)
+    model = _pretrained(auto_class(config), model_args.model_name_or_path, 'model', **kw)
     patch_model(model, tokenizer, model_args)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        raise ValueError(f'The tokenizer has {len(tokenizer)} tokens but the model embeds only {model.get_input_embeddings().weight.shape[0]}: '
+        raise ModelError(f'The tokenizer has {len(tokenizer)} tokens but the model embeds only '
+                         f'{model.get_input_embeddings().weight.shape[0]}: '
                          'set resize_vocab: true.')
     if is_trainable:
         model.config.use_cache = False

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import importlib.util
 import torch
+from ..core import ModelError
 
 # %% auto #0
 __all__ = ['check_quantization', 'quantization_config']
@@ -15,10 +16,11 @@ def check_quantization(model_args):
     "Raise, naming what is missing, when `quantization_bit` is set but CUDA or bitsandbytes is not there."
     if model_args.quantization_bit is None: return
     if not torch.cuda.is_available():
-        raise RuntimeError(f'quantization_bit={model_args.quantization_bit} needs a CUDA GPU (bitsandbytes); none is present. '
-                           'Remove quantization_bit to train in full precision.')
+        raise ModelError(f'quantization_bit={model_args.quantization_bit} needs a CUDA GPU (bitsandbytes); none is '
+                         'present. Remove quantization_bit to train in full precision.')
     if importlib.util.find_spec('bitsandbytes') is None:
-        raise RuntimeError(f'quantization_bit={model_args.quantization_bit} needs the bitsandbytes package: pip install bitsandbytes.')
+        raise ModelError(f'quantization_bit={model_args.quantization_bit} needs the bitsandbytes package: pip '
+                         f'install bitsandbytes.')
 
 def quantization_config(model_args, compute_dtype:torch.dtype):
     "transformers' `BitsAndBytesConfig` for `quantization_bit` 4 (nf4 / fp4, double quantization) or 8, or None."

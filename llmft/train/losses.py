@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from ..core import IGNORE_INDEX
+from ..core import ConfigError, IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['token_logps', 'sequence_logps', 'dpo_loss', 'orpo_loss', 'simpo_loss', 'kto_loss', 'last_token_index',
@@ -41,7 +41,8 @@ def dpo_loss(chosen:torch.Tensor,       # policy log-probs of the chosen answers
     losses = {'sigmoid': lambda: -F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing,
               'hinge': lambda: torch.relu(1 - beta * logits),
               'ipo': lambda: (logits - 1 / (2 * beta)) ** 2}
-    if loss_type not in losses: raise ValueError(f"dpo_loss: unknown loss_type '{loss_type}', expected one of {list(losses)}.")
+    if loss_type not in losses: raise ConfigError(f"dpo_loss: unknown loss_type '{loss_type}', expected one of "
+                                                  f"{list(losses)}.")
     return losses[loss_type](), beta * (chosen - ref_chosen).detach(), beta * (rejected - ref_rejected).detach()
 
 def orpo_loss(chosen_avg, rejected_avg, beta:float=0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

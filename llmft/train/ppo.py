@@ -21,6 +21,7 @@ from .optim import create_custom_optimizer
 from .refs import create_ref_model, create_reward_model, reference
 from .sft import generation_kwargs
 from .workflow import RunResult, StageMetricsMixin, save_template, save_with_value_head, stage_callbacks, train_and_save
+from ..core import ConfigError, ModelError
 
 # %% auto #0
 __all__ = ['masked_mean', 'masked_whiten', 'gae', 'ppo_losses', 'AdaptiveKLController', 'RunningMoments', 'api_scores',
@@ -82,10 +83,10 @@ def api_scores(url:str, texts:list[str], timeout:float=60.0) -> torch.Tensor:
     req = urllib.request.Request(url, data=json.dumps({'model': 'reward', 'messages': texts}).encode(), headers={'Content-Type': 'application/json'})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r: body = json.loads(r.read())
-    except OSError as e: raise RuntimeError(f'reward API {url} failed: {e}') from None
+    except OSError as e: raise ModelError(f'reward API {url} failed: {e}') from None
     scores = body.get('scores') if isinstance(body, dict) else None
     if not isinstance(scores, list) or len(scores) != len(texts):
-        raise RuntimeError(f'reward API {url}: expected {{"scores": [{len(texts)} numbers]}}, got {str(body)[:200]}')
+        raise ModelError(f'reward API {url}: expected {{"scores": [{len(texts)} numbers]}}, got {str(body)[:200]}')
     return torch.tensor(scores, dtype=torch.float32)
 
 # %% ../../nbs/58_train.ppo.ipynb #e0d5dfb0
@@ -166,7 +167,8 @@ def ppo_update(self, buffer:list[dict]) -> dict[str, float]:
 
 def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
     "The PPO loop: rollouts, update, KL control, then the Trainer's callbacks decide logging, saving and stopping."
-    if resume_from_checkpoint: raise ValueError('stage ppo cannot resume from a checkpoint: set overwrite_output_dir: true to start over.')
+    if resume_from_checkpoint: raise ConfigError('stage ppo cannot resume from a checkpoint: set '
+                                                 'overwrite_output_dir: true to start over.')
     a, f = self.args, self.finetuning_args
     loader = self.get_train_dataloader()
     per_step = a.gradient_accumulation_steps * f.ppo_buffer_size                   # prompt batches per PPO step

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
-from ..core import get_logger
+from ..core import ConfigError, get_logger
 from ..hparams.finetune import FinetuningArguments
 from ..model.loader import load_model
 
@@ -36,9 +36,11 @@ def reference(model, ref_model):
 def create_reward_model(tokenizer, model_args, finetuning_args, training_args=None):
     "The reward model of `reward_model_type`: an API URL (returned as is), a full model with a value head, or a LoRA adapter (+ head) on the policy's base."
     kind, path = finetuning_args.reward_model_type, finetuning_args.reward_model
-    if not path: raise ValueError('This stage needs reward_model: a model folder (full), an adapter folder (lora) or a URL (api).')
+    if not path: raise ConfigError('This stage needs reward_model: a model folder (full), an adapter folder (lora) '
+                                   'or a URL (api).')
     if kind == 'api':
-        if not path.startswith(('http://', 'https://')): raise ValueError(f"reward_model_type api needs an http(s) URL, got '{path}'.")
+        if not path.startswith(('http://', 'https://')): raise ConfigError(f"reward_model_type api needs an http(s) "
+                                                                           f"URL, got '{path}'.")
         return path
     if kind == 'full':
         rm_args = dataclasses.replace(model_args, model_name_or_path=path, adapter_name_or_path=None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import yaml
 from transformers import set_seed
-from ..core import ARGS_FILE, get_logger
+from ..core import ARGS_FILE, ConfigError, get_logger
 from ..hparams.parser import get_train_args, load_cfg, resolved_config
 from .workflow import RunResult
 from .pt import run_pt
@@ -32,7 +32,7 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
     flat = {**load_cfg(cfg or {}), **overrides}
     args = get_train_args(flat)
     stage = args.finetuning.stage
-    if stage not in STAGES: raise NotImplementedError(f"stage '{stage}' is not available yet; available: {', '.join(STAGES)}.")
+    if stage not in STAGES: raise ConfigError(f"stage '{stage}' is not available yet; available: {', '.join(STAGES)}.")
     t = args.training
     if t.should_save:
         out = Path(t.output_dir); out.mkdir(parents=True, exist_ok=True)
@@ -64,12 +64,15 @@ def check_data(cfg=None, **overrides) -> list:
     ds = get_dataset(template, args.data, None, stage, tokenizer, do_generate=args.training.predict_with_generate)
     shape = 'unsupervised' if args.training.predict_with_generate else STAGE_DATA[stage]
     evals = ds['eval_dataset'] if isinstance(ds['eval_dataset'], dict) else {'eval': ds['eval_dataset']}
-    reports = check_dataset(ds['train_dataset'], template, tokenizer, shape, args.data, 'train') if ds['train_dataset'] is not None else []
+    lo = ds.left_out
+    reports = []
+    if ds['train_dataset'] is not None:
+        reports = check_dataset(ds['train_dataset'], template, tokenizer, shape, args.data, 'train', lo['train'])
     if reports and shape in ('supervised', 'pairwise', 'feedback') and not args.data.streaming:   # how much cutoff_len cuts, from untruncated lengths
         from llmft.data.checks import conversation_lengths, truncation_finding
         from llmft.data.loader import load_datasets
         raw = load_datasets(args.data.dataset, args.data, shape, args.training.seed)
         if raw is not None: reports[0].findings.append(truncation_finding(*conversation_lengths(template, tokenizer, raw[:]), args.data.cutoff_len))
-    for name, d in evals.items():
-        if d is not None: reports += check_dataset(d, template, tokenizer, shape, args.data, name)
+    for name, d in evals.items():   # rows left out of the eval data go in the first eval report
+        if d is not None: reports += check_dataset(d, template, tokenizer, shape, args.data, name, lo.pop('eval', None))
     return reports

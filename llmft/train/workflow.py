@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from ..core import TEMPLATE_FILE, get_logger, write_json
+from ..core import ModelError, TEMPLATE_FILE, get_logger, write_json
 from ..data.template import check_run_template, template_record, to_jinja
 from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, PissaConvertCallback
 from .plots import plot_loss
@@ -68,9 +68,11 @@ def load_with_value_head(trainer, checkpoint):
     elif (ckpt/'model.safetensors').exists():
         missing, unexpected = lm.load_state_dict(load_file(str(ckpt/'model.safetensors')), strict=False)
         tied = set(getattr(lm, 'all_tied_weights_keys', None) or {})
-        if unexpected or [k for k in missing if k not in tied]: raise ValueError(f'{ckpt}: weights do not match the model (missing {missing}, unexpected {unexpected}).')
+        if unexpected or [k for k in missing if k not in tied]:
+            raise ModelError(f'{ckpt}: weights do not match the model (missing {missing}, unexpected {unexpected}).')
     else: load_sharded_checkpoint(lm, str(ckpt), strict=False)
-    if not m.load_value_head(ckpt): raise FileNotFoundError(f'{ckpt}: no value_head.safetensors to resume the value head from.')
+    if not m.load_value_head(ckpt): raise ModelError(f'{ckpt}: no value_head.safetensors to resume the value head '
+                                                     f'from.')
 
 # %% ../../nbs/54b_train.workflow.ipynb #b6373943
 def train_and_save(trainer, training_args, finetuning_args, result:RunResult, plot_keys=('loss', 'eval_loss')) -> RunResult:

@@ -11,7 +11,7 @@ from ...core import IGNORE_INDEX
 from ..fastbpe import encode_texts
 
 # %% auto #0
-__all__ = ['SCALAR_COLUMNS', 'batch_encode', 'infer_seqlen', 'DatasetProcessor', 'join_pairs', 'truncate_pair',
+__all__ = ['SCALAR_COLUMNS', 'batch_encode', 'infer_seqlen', 'DatasetProcessor', 'join_pairs', 'truncate_pair', 'fit_pair',
            'int_lists_to_arrow', 'to_arrow_columns']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #b19a8ec8
@@ -38,16 +38,36 @@ class DatasetProcessor:
     "Base of the processors: turns canonical examples into model inputs for one data shape."
     def __init__(self, template, tokenizer, data_args):
         self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
+        self._tail_ids: dict[str, list[int]] = {}
 
     def encode_conversations(self, convs:list[list[dict]], systems:list[str], tools:list[str]|None=None,
-                             last_only:bool=False) -> list[list[list[int]]]:
+                             last_only:bool=False,
+                             tails:list|None=None, # receives, per conversation, each turn's `Template.tail` text
+                            ) -> list[list[list[int]]]:
         "Token ids of every turn of every conversation (with its system message and tool definitions), rendered by the template and tokenized in one batch."
         texts, spans = [], []
         for msgs, system, tool in zip(convs, systems, tools or [None] * len(convs)):
-            t = self.template.render_turns(self.tokenizer, msgs, system or None, tool or None, last_only)
+            tl = [] if tails is not None else None
+            t = self.template.render_turns(self.tokenizer, msgs, system or None, tool or None, last_only, tl)
             spans.append((len(texts), len(t))); texts += t
+            if tails is not None: tails.append(tl)
         ids = batch_encode(self.tokenizer, texts)
         return [ids[s:s + k] for s, k in spans]
+
+    def header_len(self, src:list[int], tail:str) -> int:
+        "How many of the last tokens of a prompt `src` write its `tail` (the answer's header); 0 when it may be cut."
+        if not tail or not getattr(self.data_args, 'keep_answer_header', True): return 0
+        ids = self._tail_ids.get(tail)
+        if ids is None: ids = self._tail_ids[tail] = batch_encode(self.tokenizer, [tail])[0]
+        if ids and src[-len(ids):] == ids: return len(ids)
+        for k in range(1, min(len(src), 4 * len(ids) + 8) + 1):   # merged with the user's last characters: the fewest
+            if len(self.tokenizer.decode(src[-k:])) >= len(tail): return k   # whole tokens that cover it
+        return min(len(ids), len(src))
+
+    def fit(self, src:list[int], tgt:list[int], budget:int, tail:str) -> tuple[list[int], list[int]]|None:
+        "`fit_pair` of a prompt whose `tail` is the answer's header (its length worked out only when the pair is cut)."
+        keep = self.header_len(src, tail) if len(src) + len(tgt) > budget else 0
+        return fit_pair(src, tgt, budget, keep)
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         "A batch of canonical examples to a batch of model inputs."
@@ -68,9 +88,22 @@ def join_pairs(turns:list[list[int]]) -> tuple[list[int], list[int]]:
     return [t for x in turns[:-1] for t in x], list(turns[-1])
 
 def truncate_pair(src:list[int], tgt:list[int], cutoff_len:int) -> tuple[list[int], list[int]]:
-    "A (prompt, response) pair cut to `cutoff_len` by `infer_seqlen`."
+    "A (prompt, response) pair cut to `cutoff_len` by `infer_seqlen` (LLaMA-Factory's cut: the prompt loses its end)."
     sl, tl = infer_seqlen(len(src), len(tgt), cutoff_len)
     return src[:sl], tgt[:tl]
+
+def fit_pair(src:list[int], tgt:list[int], budget:int,
+             keep:int=0, # the prompt's last `keep` tokens (the answer's header) are never cut
+            ) -> tuple[list[int], list[int]]|None:
+    "A (prompt, response) pair within `budget` by `infer_seqlen`, a long prompt cut inside the user's text so that its"
+    " last `keep` tokens stay whole; None when they and one response token do not fit."
+    sl, tl = infer_seqlen(len(src), len(tgt), budget)
+    if sl >= len(src) or not keep: return src[:sl], tgt[:tl]
+    keep = min(keep, len(src))
+    if sl < keep:   # the header takes what it needs from the response's share
+        if budget < keep + min(1, len(tgt)): return None
+        sl, tl = keep, min(len(tgt), budget - keep)
+    return src[:sl - keep] + src[len(src) - keep:], tgt[:tl]
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #8c2c917d
 def int_lists_to_arrow(rows:list[list[int]]) -> pa.ListArray:

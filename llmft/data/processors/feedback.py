@@ -5,7 +5,7 @@
 # %% ../../../nbs/27f_data.processors.feedback.ipynb #53a4e927
 from __future__ import annotations
 from ...core import IGNORE_INDEX, get_logger
-from .base import DatasetProcessor, join_pairs, truncate_pair
+from .base import DatasetProcessor, join_pairs
 
 # %% auto #0
 __all__ = ['log', 'FeedbackDatasetProcessor']
@@ -22,13 +22,17 @@ class FeedbackDatasetProcessor(DatasetProcessor):
         kl_resp = batch['_response'][-1:] + batch['_response'][:-1]   # the previous example's (the first gets the last)
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])] + [p + r for p, r in zip(batch['_prompt'], kl_resp)]
         tools = list(batch.get('_tools') or [None] * n) * 2
-        turns = self.encode_conversations(convs, list(batch['_system']) * 2, tools, last_only=True)
+        tails = []
+        turns = self.encode_conversations(convs, list(batch['_system']) * 2, tools, last_only=True, tails=tails)
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {k: [] for k in ('input_ids', 'attention_mask', 'labels', 'kl_input_ids', 'kl_attention_mask', 'kl_labels', 'kto_tags')}
         for i in range(n):
-            for pre, t in (('', turns[i]), ('kl_', turns[n + i])):
-                src, tgt = join_pairs(t)
-                src, tgt = truncate_pair(src, tgt + eos, self.data_args.cutoff_len)
+            fits = []
+            for j in (i, n + i):   # the example, and its prompt with a mismatched answer (KL)
+                src, tgt = join_pairs(turns[j])
+                fits.append(self.fit(src, tgt + eos, self.data_args.cutoff_len, tails[j][-2]))
+            if None in fits: continue   # no room for the answer's header: dropped, counted by the pipeline
+            for pre, (src, tgt) in zip(('', 'kl_'), fits):
                 out[f'{pre}input_ids'].append(src + tgt); out[f'{pre}attention_mask'].append([1] * (len(src) + len(tgt)))
                 out[f'{pre}labels'].append([IGNORE_INDEX] * len(src) + tgt)
             out['kto_tags'].append(bool(batch['_kto_tag'][i]))

@@ -5,7 +5,7 @@
 # %% ../../../nbs/27e_data.processors.pairwise.ipynb #c76bc4ed
 from __future__ import annotations
 from ...core import IGNORE_INDEX
-from .base import DatasetProcessor, infer_seqlen, join_pairs
+from .base import DatasetProcessor, join_pairs
 
 # %% auto #0
 __all__ = ['PairwiseDatasetProcessor']
@@ -19,14 +19,17 @@ class PairwiseDatasetProcessor(DatasetProcessor):
         for p, r in zip(batch['_prompt'], batch['_response']): convs += [p + r[:1], p + r[1:2]]
         systems = [s for s in batch['_system'] for _ in (0, 1)]
         tools = [t for t in (batch.get('_tools') or [None] * len(batch['_system'])) for _ in (0, 1)]
-        turns = self.encode_conversations(convs, systems, tools, last_only=True)
+        tails = []
+        turns = self.encode_conversations(convs, systems, tools, last_only=True, tails=tails)
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {f'{k}_{c}': [] for k in ('chosen', 'rejected') for c in ('input_ids', 'attention_mask', 'labels')}
         for i in range(0, len(turns), 2):
             prompt, chosen = join_pairs(turns[i]); rejected = turns[i + 1][-1]
             chosen, rejected = chosen + eos, rejected + eos
-            sl, tl = infer_seqlen(len(prompt), max(len(chosen), len(rejected)), self.data_args.cutoff_len)
-            prompt = prompt[:sl]
+            longer = max(chosen, rejected, key=len)   # both answers get the budget of the longer one
+            fit = self.fit(prompt, longer, self.data_args.cutoff_len, tails[i][-2])
+            if fit is None: continue   # no room for the answer's header: dropped, counted by the pipeline
+            prompt, tl, sl = fit[0], len(fit[1]), len(fit[0])
             for k, resp in (('chosen', chosen[:tl]), ('rejected', rejected[:tl])):
                 out[f'{k}_input_ids'].append(prompt + resp); out[f'{k}_attention_mask'].append([1] * (sl + len(resp)))
                 out[f'{k}_labels'].append([IGNORE_INDEX] * sl + resp)

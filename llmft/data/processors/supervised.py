@@ -5,7 +5,7 @@
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #35100b12
 from __future__ import annotations
 from ...core import IGNORE_INDEX
-from .base import DatasetProcessor, infer_seqlen
+from .base import DatasetProcessor
 
 # %% auto #0
 __all__ = ['SupervisedDatasetProcessor', 'greedy_knapsack', 'PackedSupervisedDatasetProcessor']
@@ -15,17 +15,18 @@ class SupervisedDatasetProcessor(DatasetProcessor):
     "Canonical examples to `input_ids` and `labels`; only response tokens are trained by default."
     reserve = 0  # positions of `cutoff_len` kept free (packing keeps one for padding)
 
-    def encode_pairs(self, pairs:list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
-        "Join (prompt, response) id pairs into one sequence and its labels, within `cutoff_len`."
+    def encode_pairs(self, pairs:list[tuple]) -> tuple[list[int], list[int]]:
+        "Join (prompt, response, prompt tail) triples into one sequence and labels within `cutoff_len` (`fit_pair`);"
+        " turns whose header does not fit are left out."
         d, eos = self.data_args, self.tokenizer.eos_token_id
         efficient, cutoff = self.template.efficient_eos, self.data_args.cutoff_len - self.reserve
         total = 1 if efficient else 0
         if d.mask_history: pairs = pairs[::-1]  # the last turn gets the budget first
         input_ids, labels = [], []
-        for turn, (src, tgt) in enumerate(pairs):
-            if total >= cutoff: break
-            sl, tl = infer_seqlen(len(src), len(tgt), cutoff - total)
-            src, tgt = src[:sl], tgt[:tl]
+        for turn, (src, tgt, tail) in enumerate(pairs):
+            if total >= cutoff or (fit := self.fit(src, tgt, cutoff - total, tail)) is None: break
+            src, tgt = fit
+            sl, tl = len(src), len(tgt)
             total += sl + tl
             if d.train_on_prompt: src_lab = src
             elif efficient and turn != 0: src_lab = [eos] + [IGNORE_INDEX] * (sl - 1)
@@ -33,7 +34,7 @@ class SupervisedDatasetProcessor(DatasetProcessor):
             tgt_lab = [IGNORE_INDEX] * tl if d.mask_history and turn != 0 else tgt
             if d.mask_history: input_ids, labels = src + tgt + input_ids, src_lab + tgt_lab + labels
             else: input_ids, labels = input_ids + src + tgt, labels + src_lab + tgt_lab
-        if efficient: input_ids, labels = input_ids + [eos], labels + [eos]
+        if efficient and input_ids: input_ids, labels = input_ids + [eos], labels + [eos]
         return input_ids, labels
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
@@ -41,8 +42,11 @@ class SupervisedDatasetProcessor(DatasetProcessor):
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'labels': []}
         last_only = self.data_args.mask_history  # only the last answer is trained: earlier thoughts are history
-        for turns in self.encode_conversations(convs, batch['_system'], batch.get('_tools'), last_only):
-            input_ids, labels = self.encode_pairs([(turns[j], turns[j + 1]) for j in range(0, len(turns) - 1, 2)])
+        tails = []
+        encoded = self.encode_conversations(convs, batch['_system'], batch.get('_tools'), last_only, tails)
+        for turns, tail in zip(encoded, tails):
+            pairs = [(turns[j], turns[j + 1], tail[j]) for j in range(0, len(turns) - 1, 2)]
+            input_ids, labels = self.encode_pairs(pairs)
             if labels.count(IGNORE_INDEX) == len(labels): continue  # nothing to train on: dropped, counted by the pipeline
             out['input_ids'].append(input_ids); out['labels'].append(labels)
         return out
@@ -53,7 +57,8 @@ import bisect
 def greedy_knapsack(lengths:list[int], capacity:int) -> list[list[int]]:
     "Indices of `lengths` grouped into bins of total length <= `capacity`: each bin takes the longest item that still fits, repeatedly."
     items = sorted((l, i) for i, l in enumerate(lengths))
-    if items and items[-1][0] > capacity: raise ValueError(f'An item of length {items[-1][0]} exceeds the capacity {capacity}.')
+    if items and items[-1][0] > capacity: raise ValueError(f'An item of length {items[-1][0]} exceeds the capacity '
+                                                           f'{capacity}.')
     keys = [l for l, _ in items]
     bins = []
     while items:

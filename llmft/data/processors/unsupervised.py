@@ -4,7 +4,7 @@
 
 # %% ../../../nbs/27d_data.processors.unsupervised.ipynb #d856b390
 from __future__ import annotations
-from .base import DatasetProcessor, join_pairs, truncate_pair
+from .base import DatasetProcessor, join_pairs
 
 # %% auto #0
 __all__ = ['UnsupervisedDatasetProcessor']
@@ -18,9 +18,12 @@ class UnsupervisedDatasetProcessor(DatasetProcessor):
         convs = [p + (r[:1] if r else [empty]) for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'attention_mask': [], 'labels': []}
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
-        for turns, r in zip(self.encode_conversations(convs, batch['_system'], batch.get('_tools')), batch['_response']):
-            src, tgt = join_pairs(turns)
+        tails = []
+        turns = self.encode_conversations(convs, batch['_system'], batch.get('_tools'), tails=tails)
+        for t, tail, r in zip(turns, tails, batch['_response']):
+            src, tgt = join_pairs(t)
             tgt = tgt + eos if r else []
-            src, tgt = truncate_pair(src, tgt, self.data_args.cutoff_len)
+            if (fit := self.fit(src, tgt, self.data_args.cutoff_len, tail[-2])) is None: continue
+            src, tgt = fit
             out['input_ids'].append(src); out['attention_mask'].append([1] * len(src)); out['labels'].append(tgt)
         return out
