@@ -1,4 +1,4 @@
-"""One real-browser test: Voila serves a notebook with the sample inspector and the live monitor of a real training run;
+"""One real-browser test: Voila serves a notebook with the sample inspector, the live monitor of a real training run and the chat;
 headless Chromium (Debian's `chromium`, driven by Playwright) renders it; the tokens and the chart must be in the page.
 A screenshot is saved (`tests/artifacts/dashboard.png`)."""
 import os, shutil, socket, subprocess, sys, time
@@ -42,6 +42,10 @@ def test_inspector_and_live_chart_render_in_chromium(tmp_path):
             page.wait_for_function("document.body.innerText.includes('trained 9 log records')", timeout=300_000)   # 8 steps + the summary
             traces = "Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => e.querySelectorAll('.scatterlayer .trace').length)"
             page.wait_for_function(f"({traces})[0] > 0", timeout=60_000)            # the run trained while the page was built
+            page.get_by_placeholder('Ask something...').fill('Who are you?')    # the chat: base model and run side by side
+            page.get_by_role('button', name='Send').click()
+            page.wait_for_function("document.querySelectorAll('.llmft-msg.llmft-answer').length >= 2", timeout=300_000)
+            answers = page.locator('.llmft-msg.llmft-answer').count()
             page.get_by_role('button', name='Launch').click()                           # a run started from the page: drawn live
             page.wait_for_function(f"({traces}).length >= 2 && ({traces})[1] > 0", timeout=300_000)
             page.wait_for_function("document.body.innerText.includes('6/6 steps')", timeout=300_000)
@@ -51,6 +55,7 @@ def test_inspector_and_live_chart_render_in_chromium(tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             browser.close()
         assert tokens[0] > 5 and tokens[1] > 5, tokens
+        assert answers >= 2, answers                                      # one answer per column
         assert counts[0] >= 3 and counts[1] >= 3, counts                  # loss, learning rate, grad norm
         assert 'PASS' in text and 'sample' in text                       # the data check and the slider
         assert shot.stat().st_size > 10_000

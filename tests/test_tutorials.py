@@ -13,3 +13,12 @@ def test_quickstart_tutorial(tmp_path):
     assert any('injected-parameters' in c['metadata'].get('tags', []) for c in nb['cells'])
     assert (tmp_path / 'run' / 'adapter_model.safetensors').exists()
     assert (tmp_path / 'run' / 'training_loss.png').exists()
+
+
+def test_chat_and_serve_tutorial(tmp_path):
+    out_nb = tmp_path / 'out.ipynb'
+    pm.execute_notebook(str(ROOT / 'tutorials/03_chat_and_serve.ipynb'), str(out_nb), cwd=str(ROOT), kernel_name='python3',
+                        parameters=dict(max_steps=20, output_dir=str(tmp_path / 'run')), progress_bar=False)
+    assert (tmp_path / 'run' / 'adapter_model.safetensors').exists()
+    text = out_nb.read_text()
+    assert 'prompt_tokens' in text          # the openai client's answer with its usage was printed

@@ -32,10 +32,14 @@ class ModelArguments:
     upcast_lmhead_output: bool = field(default=False, metadata={'help': 'Compute the output logits in float32.'})
     moe_aux_loss_coef: Optional[float] = field(default=None, metadata={'help': 'Mixture-of-experts: weight of the router load-balancing loss (router logits are output while training).'})
     print_param_status: bool = field(default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'})
+    infer_backend: str = field(default='huggingface', metadata={
+        'help': 'Inference engine of chat / api: huggingface (transformers generate) or vllm (the vllm package).'})
 
     def __post_init__(self):
         if self.model_name_or_path is None: raise ValueError('model_name_or_path is required: a local model folder '
                                                              'or a hub model id.')
+        if self.infer_backend not in ('huggingface', 'vllm'):
+            raise ValueError(f"infer_backend must be huggingface or vllm, got '{self.infer_backend}'.")
         if isinstance(self.adapter_name_or_path, str):
             self.adapter_name_or_path = [p.strip() for p in self.adapter_name_or_path.split(',') if p.strip()]
         if self.quantization_bit not in (None, 4, 8):

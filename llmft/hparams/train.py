@@ -39,6 +39,7 @@ class GeneratingArguments:
     num_beams: int = field(default=1, metadata={'help': 'Beams in beam search (1: none).'})
     max_length: int = field(default=1024, metadata={'help': 'Longest sequence, prompt included (ignored when max_new_tokens is set).'})
     max_new_tokens: int = field(default=1024, metadata={'help': 'Most new tokens to generate.'})
+    min_new_tokens: int = field(default=0, metadata={'help': 'Fewest new tokens (the end token waits until then).'})
     repetition_penalty: float = field(default=1.0, metadata={'help': 'Penalty > 1 discourages repeats.'})
     length_penalty: float = field(default=1.0, metadata={'help': 'Exponent on length in beam scores.'})
     skip_special_tokens: bool = field(default=True, metadata={'help': 'Drop special tokens when decoding.'})
@@ -47,6 +48,7 @@ class GeneratingArguments:
         "Keyword arguments for `generate`: `max_length` only when `max_new_tokens` is unset, no sampling knobs when greedy."
         d = asdict(self); d.pop('skip_special_tokens')
         if d['max_new_tokens'] > 0: d.pop('max_length')
+        if not d['min_new_tokens']: d.pop('min_new_tokens')
         if not d['do_sample']:
             for k in ('temperature', 'top_p', 'top_k'): d.pop(k)
         return d

@@ -10,7 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'left_out_summary', 'cmd_check_data', 'check_verdict',
-           'cmd_templates', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'main']
+           'cmd_templates', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
+           'main']
 
 # %% ../../nbs/85_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -25,6 +26,9 @@ commands:
   templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking,
                                  default system);
                                  --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5 (of template NAME)
+  chat RUN|RECIPE [key=value]    talk to a trained run in the terminal (answers stream; clear forgets, exit leaves,
+                                 Ctrl-C stops an answer)
+  api RUN|RECIPE [key=value]     serve a run with an OpenAI-compatible API (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
@@ -108,6 +112,50 @@ def cmd_templates(args:list[str]) -> int:
         print(f"{name:16s} {', '.join(t.stop_words) or '-':34s} {str(t.efficient_eos):14s} {t.tool_format:8s} {think:9s} {system}")
     return 0
 
+def _chat_model(args:list[str], usage:str):
+    "The `ChatModel` of `RUN|RECIPE [key=value ...]`, or None after printing the usage."
+    from llmft.hparams.parser import parse_overrides
+    from llmft.infer.chat import ChatModel
+    pos = [a for a in args if '=' not in a]
+    if len(pos) != 1: print(usage, file=sys.stderr); return None, None
+    return ChatModel(pos[0], **parse_overrides([a for a in args if a not in pos])), pos[0]
+
+def cmd_chat(args:list[str]) -> int:
+    "llmft chat RUN|RECIPE [key=value ...]: a terminal chat; `clear` forgets, `exit` leaves, Ctrl-C stops an answer."
+    import threading
+    cm, src = _chat_model(args, 'usage: llmft chat RUN|RECIPE [key=value ...]')
+    if cm is None: return 2
+    print(f'Chatting with {src} (template {cm.template.name}). Type clear to forget the conversation, exit to leave; '
+          'Ctrl-C stops an answer.', flush=True)
+    history = []
+    while True:
+        try: q = input('\nUser: ').strip()
+        except EOFError: print(); return 0
+        except KeyboardInterrupt: print('\n(type exit to leave)'); continue
+        if q == 'exit': return 0
+        if q == 'clear': history = []; print('History cleared.'); continue
+        if not q: continue
+        history.append({'role': 'user', 'content': q})
+        print('Assistant: ', end='', flush=True)
+        event, text = threading.Event(), ''
+        try:
+            for piece in cm.stream_chat(history, event=event): print(piece, end='', flush=True); text += piece
+        except KeyboardInterrupt: event.set(); print(' [stopped]', end='')
+        print(flush=True)
+        history.append({'role': 'assistant', 'content': text})
+
+def cmd_api(args:list[str]) -> int:
+    "llmft api RUN|RECIPE [key=value ...]: an OpenAI-compatible server (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)."
+    import os, uvicorn
+    from llmft.infer.api import create_app
+    cm, src = _chat_model(args, 'usage: llmft api RUN|RECIPE [key=value ...]')
+    if cm is None: return 2
+    name = os.environ.get('API_MODEL_NAME') or Path(src).name
+    host, port = os.environ.get('API_HOST', '127.0.0.1'), int(os.environ.get('API_PORT', '8000'))
+    print(f'Serving {src} as {name!r} at http://{host}:{port}/v1 (Ctrl-C stops)', flush=True)
+    uvicorn.run(create_app(cm, name, os.environ.get('API_KEY') or None), host=host, port=port, log_level='info')
+    return 0
+
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
     from llmft.hparams.parser import parse_overrides
@@ -148,7 +196,9 @@ def report_error(e:BaseException) -> int:
           f'please report it at {ISSUES_URL} with the traceback above and the output of `llmft env`.', file=sys.stderr)
     return BUG_EXIT
 
-COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'templates': cmd_templates, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help, '-h': cmd_help, '--help': cmd_help}
+COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,
+            'templates': cmd_templates, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help,
+            '-h': cmd_help, '--help': cmd_help}
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."

@@ -1,5 +1,5 @@
 """Write the notebook that the browser test serves with Voila: the sample inspector on the demo data, the live monitor of a
-run trained while the page is built, and a run builder whose Launch button the test clicks (the monitor then updates live)."""
+run trained while the page is built, the chat comparing that run with its base model, and a run builder whose Launch button the test clicks (the monitor then updates live)."""
 import json, sys
 from pathlib import Path
 
@@ -20,6 +20,9 @@ inspector""",
 monitor""",
 """res = run_exp(cfg, callbacks=[monitor])
 print('trained', len(monitor.records), 'log records')""",
+"""from llmft.dash.chat import ChatWidget
+chat = ChatWidget.compare(res.output_dir, max_new_tokens=12)
+chat""",
 """builder = RunBuilder(dataset_dir=DATA, model_name_or_path=model, output_dir=tempfile.mkdtemp() + '/builder', max_steps=6, learning_rate=1e-2,
                      cutoff_len=64, dataset='alpaca_demo')
 builder.extra.value = 'logging_steps: 1\\nsave_strategy: "no"\\nmax_samples: 16\\ndisable_gradient_checkpointing: true'
