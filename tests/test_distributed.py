@@ -71,18 +71,36 @@ def test_followed_torchrun_raises_the_worker_error(tiny_llama, tmp_path):
     (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
     (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
     cfg = dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', dataset='noout',
-               dataset_dir=str(tmp_path), template='llama3', output_dir=str(tmp_path / 'run'), max_steps=1, report_to='none')
+               dataset_dir=str(tmp_path), template='llama3', output_dir=str(tmp_path / 'run'), max_steps=1,
+               report_to='none')
     run = launch_torchrun(cfg, 2)
     with pytest.raises(DataError, match="Dataset 'noout' \\(noout.json\\) has no column 'output'"): run.wait()
 
 
 def test_run_builder_shows_a_worker_error(tiny_llama, tmp_path):
-    "The run builder's torchrun launch: a data mistake in the workers is the red one-line status, and raised when blocking."
+    "The run builder's torchrun launch: a data mistake in the workers is the red status line (raised when blocking)."
     from llmft.core import DataError
     from llmft.dash.forms import RunBuilder
     (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
     (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
-    rb = RunBuilder(dataset_dir=str(tmp_path), model_name_or_path=tiny_llama, output_dir=str(tmp_path / 'run'), max_steps=1)
+    rb = RunBuilder(dataset_dir=str(tmp_path), model_name_or_path=tiny_llama, output_dir=str(tmp_path / 'run'),
+                    max_steps=1)
     rb.processes.value = 2
     with pytest.raises(DataError, match="has no column 'output' for the answers"): rb.launch(block=True)
     assert "failed:</b> llmft: data error: Dataset" in rb.status.value, rb.status.value
+
+
+def test_notebook_launcher_raises_the_worker_error(tiny_llama, tmp_path):
+    "`launch` (notebook_launcher): a data mistake in the workers comes back as that DataError, not ChildFailedError."
+    import subprocess, sys
+    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
+    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    cfg = dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', dataset='noout',
+               dataset_dir=str(tmp_path), template='llama3', output_dir=str(tmp_path / 'run'), max_steps=1,
+               report_to='none')
+    code = ("from llmft.launch.dist import launch\n"
+            f"try: launch({cfg!r}, 2)\n"
+            "except Exception as e: print('RAISED', type(e).__name__, e)\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    want = "RAISED DataError Dataset 'noout' (noout.json) has no column 'output'"
+    assert want in r.stdout, r.stdout + r.stderr[-3000:]

@@ -89,15 +89,28 @@ def run_torchrun(cmd:list[str]) -> int:
 
 # %% ../../nbs/86_launch.dist.ipynb #d2f47aa0
 def _train(cfg):
-    "The function each notebook_launcher process runs."
+    "The function each notebook_launcher process runs: a user error is recorded for the launcher, told in one line."
     from llmft.train.tuner import run_exp
-    run_exp(cfg)
+    try: run_exp(cfg)
+    except UserError as e:
+        save_worker_error(e)
+        print(e.line(), file=sys.stderr)
+        sys.exit(e.exit_code)   # an exit status, not a traceback the launcher would log
 
 def launch(cfg:dict, num_processes:int=2, **kw):
-    "Train `cfg` in `num_processes` processes started by accelerate's `notebook_launcher` from this kernel (blocks until done)."
+    "Train `cfg` in `num_processes` processes started by accelerate's `notebook_launcher` from this kernel (blocks)."
     from accelerate import notebook_launcher
-    cfg = dict(cfg)
-    notebook_launcher(_train, (cfg,), num_processes=num_processes, use_port=str(free_port()), **kw)
+    cfg, tmp = dict(cfg), Path(tempfile.mkdtemp(prefix='llmft-launch-'))
+    old = os.environ.get(ERROR_FILE_ENV)
+    os.environ[ERROR_FILE_ENV] = str(tmp/'worker_error.json')   # the workers inherit it
+    try: notebook_launcher(_train, (cfg,), num_processes=num_processes, use_port=str(free_port()), **kw)
+    except Exception:
+        if (err := worker_error(tmp/'worker_error.json')) is not None: raise err from None   # the cause, in one line
+        raise
+    finally:
+        if old is None: os.environ.pop(ERROR_FILE_ENV, None)
+        else: os.environ[ERROR_FILE_ENV] = old
+        shutil.rmtree(tmp, ignore_errors=True)
     return Path(cfg['output_dir'])
 
 LAUNCH_RECIPE, LAUNCH_LOG, WORKER_ERROR = LAUNCHER_FILES   # the recipe, torchrun's output, a worker's user error
