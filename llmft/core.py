@@ -10,8 +10,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'EXIT_CODES',
            'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode', 'UserError',
-           'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'cache_dir', 'closest', 'read_json', 'write_json',
-           'last_checkpoint']
+           'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'read_json',
+           'write_json', 'last_checkpoint']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -81,6 +81,10 @@ class ModelError(UserError):
     kind = 'model'
 
 ERROR_CLASSES = {c.kind: c for c in (ConfigError, DataError, TemplateError, ModelError)}  # kind -> class
+
+def error_line(e:BaseException) -> str:
+    "The one line that tells a user what went wrong: a user error's own line, or that it is a bug in llmft."
+    return e.line() if isinstance(e, UserError) else f'llmft: internal error: {type(e).__name__}: {e}'
 
 # %% ../nbs/00_core.ipynb #755f3967
 def cache_dir(sub:str=''   # a sub folder to create below the cache root

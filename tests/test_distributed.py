@@ -53,14 +53,23 @@ def test_engine_configs_load():
         assert r.returncode == 2 and 'deepspeed package is not installed' in r.stderr
 
 
+def noout_cfg(model, d) -> dict:
+    "A registry in `d` with one alpaca dataset that has no answer column, and an sft config that names it."
+    (d / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
+    (d / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    return dict(model_name_or_path=model, stage='sft', do_train=True, finetuning_type='lora', dataset='noout',
+                dataset_dir=str(d), template='llama3', output_dir=str(d / 'run'), max_steps=1, report_to='none')
+
+
 def test_worker_user_error_is_one_line(tiny_llama, tmp_path):
-    "A dataset mistake found in the workers: the launcher ends with the main worker's one line and the data-error status."
-    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
-    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    "A dataset mistake found in the workers: the launcher ends with the main worker's one line and status 3."
+    noout_cfg(tiny_llama, tmp_path)
     r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'dataset_dir={tmp_path}',
-            'dataset=noout', 'nproc_per_node=2', 'val_size=0', 'eval_strategy=no', f'output_dir={tmp_path / "run"}', 'max_steps=1')
+            'dataset=noout', 'nproc_per_node=2', 'val_size=0', 'eval_strategy=no', f'output_dir={tmp_path / "run"}',
+            'max_steps=1')
     assert r.returncode == 3, r.stderr[-3000:]
-    assert r.stderr.strip().splitlines()[-1].startswith("llmft: data error: Dataset 'noout' (noout.json) has no column 'output'")
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("llmft: data error: Dataset 'noout' (noout.json) has no column 'output'"), last
     assert 'Traceback' not in r.stderr and 'ChildFailedError' not in r.stderr
 
 
@@ -68,11 +77,7 @@ def test_followed_torchrun_raises_the_worker_error(tiny_llama, tmp_path):
     "From a notebook: `launch_torchrun(...).wait()` raises the worker's own error, not 'torchrun exited with 3'."
     from llmft.core import DataError
     from llmft.launch.dist import launch_torchrun
-    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
-    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
-    cfg = dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', dataset='noout',
-               dataset_dir=str(tmp_path), template='llama3', output_dir=str(tmp_path / 'run'), max_steps=1,
-               report_to='none')
+    cfg = noout_cfg(tiny_llama, tmp_path)
     run = launch_torchrun(cfg, 2)
     with pytest.raises(DataError, match="Dataset 'noout' \\(noout.json\\) has no column 'output'"): run.wait()
 
@@ -81,8 +86,7 @@ def test_run_builder_shows_a_worker_error(tiny_llama, tmp_path):
     "The run builder's torchrun launch: a data mistake in the workers is the red status line (raised when blocking)."
     from llmft.core import DataError
     from llmft.dash.forms import RunBuilder
-    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
-    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
+    noout_cfg(tiny_llama, tmp_path)
     rb = RunBuilder(dataset_dir=str(tmp_path), model_name_or_path=tiny_llama, output_dir=str(tmp_path / 'run'),
                     max_steps=1)
     rb.processes.value = 2
@@ -93,11 +97,7 @@ def test_run_builder_shows_a_worker_error(tiny_llama, tmp_path):
 def test_notebook_launcher_raises_the_worker_error(tiny_llama, tmp_path):
     "`launch` (notebook_launcher): a data mistake in the workers comes back as that DataError, not ChildFailedError."
     import subprocess, sys
-    (tmp_path / 'noout.json').write_text(json.dumps([{'instruction': f'Q{i}'} for i in range(4)]))
-    (tmp_path / 'dataset_info.json').write_text(json.dumps({'noout': {'file_name': 'noout.json'}}))
-    cfg = dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', dataset='noout',
-               dataset_dir=str(tmp_path), template='llama3', output_dir=str(tmp_path / 'run'), max_steps=1,
-               report_to='none')
+    cfg = noout_cfg(tiny_llama, tmp_path)
     code = ("from llmft.launch.dist import launch\n"
             f"try: launch({cfg!r}, 2)\n"
             "except Exception as e: print('RAISED', type(e).__name__, e)\n")

@@ -92,12 +92,10 @@ def ask(self:ChatWidget, text:str|None=None) -> dict[str, str]:
 
 def _ask_safely(self:ChatWidget):
     "`ask` from the Send button: a failure is a red line under the buttons, not a traceback in the log."
-    from llmft.core import UserError
+    from llmft.core import error_line
     self.status.value = ''
     try: self.ask()
-    except Exception as e:
-        line = e.line() if isinstance(e, UserError) else f'llmft: internal error (a bug): {type(e).__name__}: {e}'
-        self.status.value = f"<b style='color:#c62828'>{html.escape(line)}</b>"
+    except Exception as e: self.status.value = f"<b style='color:#c62828'>{html.escape(error_line(e))}</b>"
 
 def reset(self:ChatWidget):
     "Forget every conversation."

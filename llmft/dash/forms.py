@@ -108,10 +108,9 @@ class RunBuilder:
     def show_error(self, e:BaseException):
         "A failed launch in the status line, in red: a user error as its one line; a bug also with its traceback below."
         import html, traceback
-        from llmft.core import UserError
+        from llmft.core import UserError, error_line
         self.error = e
-        line = e.line() if isinstance(e, UserError) else f'llmft: internal error (a bug): {type(e).__name__}: {e}'
-        self.status.value = f"<b style='color:#c62828'>failed:</b> {html.escape(line, quote=False)}"
+        self.status.value = f"<b style='color:#c62828'>failed:</b> {html.escape(error_line(e), quote=False)}"
         if not isinstance(e, UserError):
             with self.out: print(''.join(traceback.format_exception(e)))
 

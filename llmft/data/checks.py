@@ -231,9 +231,11 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
     return out
 
 def left_out_findings(records:list, max_fraction:float=0.0) -> list[Finding]:
-    "A finding per `LeftOut` record: a warning (verdict WARN) when its share of the rows exceeds `max_fraction`."
-    return [Finding(f"{LEFT_OUT} of '{r.dataset}'", 'warning' if r.count > max_fraction * r.total else 'info', r.count,
-                    r.rows, f'{r.reason}; {r.count} of {r.total} rows') for r in records]
+    "A finding per `LeftOut` record: a warning (verdict WARN) when its dataset lost over `max_fraction` of its rows."
+    lost = {}
+    for r in records: lost[r.dataset] = lost.get(r.dataset, 0) + r.count   # all reasons of a dataset together
+    return [Finding(f"{LEFT_OUT} of '{r.dataset}'", 'warning' if lost[r.dataset] > max_fraction * r.total else 'info',
+                    r.count, r.rows, f'{r.reason}; {r.count} of {r.total} rows') for r in records]
 
 # %% ../../nbs/29a_data.checks.ipynb #67103606
 def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000) -> tuple[np.ndarray, np.ndarray]:

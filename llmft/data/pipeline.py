@@ -25,7 +25,7 @@ from .checks import check_dataset
 # %% auto #0
 __all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'LEFT_OUT_FILE', 'processor_key', 'get_processor', 'code_hash',
            'preprocess', 'tokenizer_hash', 'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized',
-           'load_left_out', 'DataSplits', 'get_dataset', 'check_training_data']
+           'save_left_out', 'load_left_out', 'DataSplits', 'get_dataset', 'check_training_data']
 
 # %% ../../nbs/29_data.pipeline.ipynb #5f68f8f3
 log = get_logger(__name__)
@@ -111,7 +111,7 @@ def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None):
     try:
         DatasetDict({k: v for k, v in splits.items() if v is not None}).save_to_disk(str(tmp / 'data'))
         write_json(tmp/FP_FILE, fp)
-        write_json(tmp/LEFT_OUT_FILE, {k: [asdict(r) for r in v] for k, v in (left_out or {}).items()})
+        save_left_out(tmp, left_out or {})
         if path.exists(): shutil.rmtree(path)
         os.replace(tmp, path)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -126,6 +126,10 @@ def load_tokenized(path, fp:dict) -> dict:
                          'Set overwrite_cache: true to rebuild it, or choose another tokenized_path.')
     log.info(f'Loading tokenized dataset from {path} (fingerprint matches).')
     return dict(load_from_disk(str(Path(path)/'data')))
+
+def save_left_out(path, left_out:dict):
+    "Write the rows left out (`LeftOut` records by split) into the folder `path`."
+    write_json(Path(path)/LEFT_OUT_FILE, {k: [asdict(r) for r in v] for k, v in left_out.items()})
 
 def load_left_out(path) -> dict:
     "The rows left out while the data in `path` was built (`LeftOut` records by split)."
@@ -156,8 +160,7 @@ def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_gen
     shape = 'unsupervised' if do_generate else STAGE_DATA[stage]
     if training_args is not None and training_args.should_save and any(out.left_out.values()):   # for the run's summary
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        records = {k: [asdict(r) for r in v] for k, v in out.left_out.items()}
-        write_json(Path(training_args.output_dir)/LEFT_OUT_FILE, records)
+        save_left_out(training_args.output_dir, out.left_out)
     check_training_data(out['train_dataset'], template, tokenizer, shape, data_args, training_args,
                         out.left_out['train'])
     return out

@@ -84,7 +84,7 @@ class Template:
         "The text a prompt message (user, observation) writes after its content: its end of turn, the answer's header."
         if role in ('assistant', 'function'): return ''   # answers are not prompts (and function turns are JSON)
         cache = self.__dict__.setdefault('_tails', {})
-        key = (id(tokenizer), role, idx)
+        key = (tokenizer.bos_token, tokenizer.eos_token, role, idx)   # all a formatter reads of the tokenizer
         if key not in cache:
             text = self._fmt(role).apply(tokenizer, content='\x00', idx=str(idx))
             cache[key] = text.split('\x00')[-1] if '\x00' in text else ''

@@ -224,7 +224,7 @@ def create_app(chat_model, model_name: str = 'llmft', api_key: str | None = None
             msgs, gen, tools = to_messages(body.get('messages')), gen_settings(body), body.get('tools') or None
             if chat_model.is_reward:
                 raise BadRequest('This is a reward model (stage rm): it scores (POST /v1/score/evaluation).', 'model')
-            chat_model.prompt(msgs, tools=tools)  # a conversation the template cannot render: 400, before any work
+            gen['prompt'] = chat_model.prompt(msgs, tools=tools)  # built once; one the template cannot render: 400 now
             if body.get('stream'):
                 if tools:
                     raise BadRequest(

@@ -153,11 +153,13 @@ def chat(
     tools=None,
     enable_thinking: bool | None = None,
     stop: list[str] | None = None,
+    prompt: list[int] | None = None,  # the prompt's ids when already built (`ChatModel.prompt`)
     **gen,
 ) -> list[Response]:
     "Answers to a conversation (`num_return_sequences` of them), split into text, thought and tool calls."
     self._check_generative()
-    p, skip = self.prompt(messages, system, tools, enable_thinking), gen.pop('skip_special_tokens', None)
+    p = prompt or self.prompt(messages, system, tools, enable_thinking)
+    skip = gen.pop('skip_special_tokens', None)
     return _responses(self, generate(self.engine, [p], stop, use_adapter=self.use_adapter, **gen)[0], len(p), skip)
 
 
@@ -178,13 +180,13 @@ def stream_chat(
     tools=None,
     event=None,
     enable_thinking: bool | None = None,
+    prompt: list[int] | None = None,  # the prompt's ids when already built (`ChatModel.prompt`)
     **gen,
 ):
     "Yield the answer's text piece by piece; setting `event` (a `threading.Event`) stops it."
     self._check_generative()
-    yield from stream(
-        self.engine, self.prompt(messages, system, tools, enable_thinking), event, self.use_adapter, **gen
-    )
+    p = prompt or self.prompt(messages, system, tools, enable_thinking)
+    yield from stream(self.engine, p, event, self.use_adapter, **gen)
 
 
 def get_scores(self: ChatModel, inputs: list) -> list[float]:

@@ -57,14 +57,18 @@ class _Stop(StoppingCriteria):
 
     def __init__(self, event, tokenizer, start: int, stops: list[str]):
         self.event, self.tok, self.start, self.stops = event, tokenizer, start, stops
+        self.window = 4 * max(map(len, stops), default=0) + 4  # tokens enough to spell any stop string (bytes included)
+        self.hit = set()  # rows whose text holds a stop string
 
-    def __call__(self, input_ids, scores, **kw) -> bool:
+    def __call__(self, input_ids, scores, **kw) -> torch.BoolTensor:
+        n = input_ids.shape[0]
         if self.event is not None and self.event.is_set():
-            return True
-        if not self.stops:
-            return False
-        texts = self.tok.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        return all(any(s in t for s in self.stops) for t in texts)
+            return torch.ones(n, dtype=torch.bool, device=input_ids.device)
+        if self.stops:  # only the newest tokens: a stop string is found the step it is written
+            tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window) :]
+            for i, t in enumerate(self.tok.batch_decode(tail, skip_special_tokens=True)):
+                if any(s in t for s in self.stops): self.hit.add(i)
+        return torch.tensor([i in self.hit for i in range(n)], dtype=torch.bool, device=input_ids.device)
 
 
 class HFEngine:
@@ -93,13 +97,12 @@ def _finish(
     ids: list[int], eos_ids: list[int], max_new: int, text: str, stops: list[str]
 ) -> tuple[list[int], str, str]:
     "(ids without the end token, text cut at a stop string, finish reason) of one generated row."
-    ended = next((i for i, t in enumerate(ids) if t in eos_ids), None)
-    if ended is not None:
-        return ids[:ended], text, 'stop'
+    ended = next((i for i, t in enumerate(ids) if t in eos_ids), None)  # a row that stopped early is padded after
+    ids = ids if ended is None else ids[:ended]
     cut = [text.index(s) for s in stops if s in text]
     if cut:
         return ids, text[: min(cut)], 'stop'
-    return ids, text, 'length' if len(ids) >= max_new else 'stop'
+    return ids, text, 'stop' if ended is not None or len(ids) < max_new else 'length'
 
 
 @torch.no_grad()

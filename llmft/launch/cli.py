@@ -181,7 +181,7 @@ def cmd_help(args) -> int:
 def report_error(e:BaseException) -> int:
     "Tell the terminal what went wrong and return the exit status: one line for a user error, the traceback for a bug."
     import traceback
-    from llmft.core import BUG_EXIT, ISSUES_URL, UserError, debug_mode
+    from llmft.core import BUG_EXIT, ISSUES_URL, UserError, debug_mode, error_line
     if isinstance(e, UserError):
         from llmft.launch.dist import save_worker_error
         save_worker_error(e)   # in a worker that a launcher started: the launcher tells it once
@@ -192,8 +192,8 @@ def report_error(e:BaseException) -> int:
         print('llmft: interrupted', file=sys.stderr)
         return 130
     traceback.print_exception(e, file=sys.stderr)
-    print(f'llmft: internal error: {type(e).__name__}: {e}\nThis is a bug in llmft, not a mistake in your input: '
-          f'please report it at {ISSUES_URL} with the traceback above and the output of `llmft env`.', file=sys.stderr)
+    print(f'{error_line(e)}\nThis is a bug in llmft, not a mistake in your input: please report it at {ISSUES_URL} '
+          'with the traceback above and the output of `llmft env`.', file=sys.stderr)
     return BUG_EXIT
 
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,

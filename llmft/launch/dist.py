@@ -5,6 +5,7 @@
 # %% ../../nbs/86_launch.dist.ipynb #5d538081
 from __future__ import annotations
 import json, os, shutil, socket, subprocess, sys, tempfile, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import yaml
@@ -12,8 +13,8 @@ from ..core import ERROR_CLASSES, LAUNCHER_FILES, TRAINER_LOG, UserError, get_lo
 
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
-           'free_port', 'launch_settings', 'torchrun_command', 'save_worker_error', 'worker_error', 'run_torchrun',
-           'launch', 'RunHandle', 'launch_torchrun']
+           'free_port', 'launch_settings', 'torchrun_command', 'save_worker_error', 'worker_error', 'worker_errors',
+           'run_torchrun', 'launch', 'RunHandle', 'launch_torchrun']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
 log = get_logger(__name__)
@@ -67,24 +68,33 @@ def worker_error(path) -> UserError|None:
     rec = read_json(found[0])
     return ERROR_CLASSES.get(rec.get('kind'), UserError)(rec.get('message', ''))
 
-def run_torchrun(cmd:list[str]) -> int:
-    "Run a `torchrun_command` in this process; a worker's user error is raised again here, a crash named by its worker."
-    from torch.distributed.run import get_args_parser, run
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+@contextmanager
+def worker_errors():
+    "While workers run, `LLMFT_ERROR_FILE` (inherited) names a fresh file; a launch that fails with a user error"
+    " recorded there raises that error instead."
     tmp = Path(tempfile.mkdtemp(prefix='llmft-launch-'))
     old = os.environ.get(ERROR_FILE_ENV)
     os.environ[ERROR_FILE_ENV] = str(tmp/'worker_error.json')
-    try: run(get_args_parser().parse_args(cmd[3:]))
-    except ChildFailedError as e:
-        if (err := worker_error(tmp/'worker_error.json')) is not None: raise err from None
-        rank, failure = e.get_first_failure()
-        print(f'llmft: worker {rank} failed with exit status {failure.exitcode} (its output is above).',
-              file=sys.stderr)
-        return failure.exitcode if failure.exitcode > 0 else 1
+    try: yield
+    except Exception:
+        if (err := worker_error(tmp/'worker_error.json')) is not None: raise err from None   # the cause, in one line
+        raise
     finally:
         if old is None: os.environ.pop(ERROR_FILE_ENV, None)
         else: os.environ[ERROR_FILE_ENV] = old
         shutil.rmtree(tmp, ignore_errors=True)
+
+def run_torchrun(cmd:list[str]) -> int:
+    "Run a `torchrun_command` in this process; a worker's user error is raised again here, a crash named by its worker."
+    from torch.distributed.run import get_args_parser, run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    try:
+        with worker_errors(): run(get_args_parser().parse_args(cmd[3:]))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        print(f'llmft: worker {rank} failed with exit status {failure.exitcode} (its output is above).',
+              file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
     return 0
 
 # %% ../../nbs/86_launch.dist.ipynb #d2f47aa0
@@ -100,17 +110,9 @@ def _train(cfg):
 def launch(cfg:dict, num_processes:int=2, **kw):
     "Train `cfg` in `num_processes` processes started by accelerate's `notebook_launcher` from this kernel (blocks)."
     from accelerate import notebook_launcher
-    cfg, tmp = dict(cfg), Path(tempfile.mkdtemp(prefix='llmft-launch-'))
-    old = os.environ.get(ERROR_FILE_ENV)
-    os.environ[ERROR_FILE_ENV] = str(tmp/'worker_error.json')   # the workers inherit it
-    try: notebook_launcher(_train, (cfg,), num_processes=num_processes, use_port=str(free_port()), **kw)
-    except Exception:
-        if (err := worker_error(tmp/'worker_error.json')) is not None: raise err from None   # the cause, in one line
-        raise
-    finally:
-        if old is None: os.environ.pop(ERROR_FILE_ENV, None)
-        else: os.environ[ERROR_FILE_ENV] = old
-        shutil.rmtree(tmp, ignore_errors=True)
+    cfg = dict(cfg)
+    with worker_errors():
+        notebook_launcher(_train, (cfg,), num_processes=num_processes, use_port=str(free_port()), **kw)
     return Path(cfg['output_dir'])
 
 LAUNCH_RECIPE, LAUNCH_LOG, WORKER_ERROR = LAUNCHER_FILES   # the recipe, torchrun's output, a worker's user error
