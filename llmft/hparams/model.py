@@ -8,11 +8,46 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 # %% auto #0
-__all__ = ['ROPE_TYPES', 'ATTN_IMPLS', 'ModelArguments']
+__all__ = ['INFER_DTYPES', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'ModelArguments']
+
+# %% ../../nbs/10_hparams.model.ipynb #058b0883
+INFER_DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
+
+@dataclass
+class ExportArguments:
+    "How `llmft export` writes a standalone model: where, in what shards and dtype, quantized or not."
+    export_dir: Optional[str] = field(default=None, metadata={'help': 'export: the folder to write the model to.'})
+    export_size: float = field(default=5, metadata={'help': 'export: the largest size of one weight shard, in GB.'})
+    export_device: str = field(default='cpu', metadata={
+        'help': 'export: where the weights are merged: cpu, or auto (the GPUs, when present).'})
+    export_quantization_bit: Optional[int] = field(default=None, metadata={
+        'help': 'export: quantize the merged model with GPTQ to 2, 3, 4 or 8 bits (needs a CUDA GPU).'})
+    export_quantization_dataset: Optional[str] = field(default=None, metadata={
+        'help': 'export: a JSON / JSONL file of texts (key "text") to calibrate GPTQ with.'})
+    export_quantization_nsamples: int = field(default=128, metadata={'help': 'export: GPTQ calibration samples.'})
+    export_quantization_maxlen: int = field(default=1024, metadata={'help': 'export: GPTQ tokens per sample.'})
+    export_legacy_format: bool = field(default=False, metadata={
+        'help': 'export: write pytorch .bin files instead of safetensors (transformers 5 writes safetensors only).'})
+    export_hub_model_id: Optional[str] = field(default=None, metadata={
+        'help': 'export: also push the exported model to this hub repository (needs the network).'})
+    infer_dtype: str = field(default='auto', metadata={
+        'help': 'chat / export: the dtype of the weights: auto (the model\'s own), float16, bfloat16 or float32.'})
+
+    def __post_init__(self):
+        if not self.export_size or self.export_size <= 0:
+            raise ValueError(f'export_size must be a positive number of GB, got {self.export_size}.')
+        if self.export_device not in ('cpu', 'auto'):
+            raise ValueError(f"export_device must be cpu or auto, got '{self.export_device}'.")
+        if self.export_quantization_bit not in (None, 2, 3, 4, 8):
+            raise ValueError(f'export_quantization_bit must be 2, 3, 4 or 8, got {self.export_quantization_bit}.')
+        if self.export_quantization_bit and not self.export_quantization_dataset:
+            raise ValueError('export_quantization_bit needs export_quantization_dataset: the texts GPTQ calibrates on.')
+        if self.infer_dtype not in INFER_DTYPES:
+            raise ValueError(f"infer_dtype must be one of {list(INFER_DTYPES)}, got '{self.infer_dtype}'.")
 
 # %% ../../nbs/10_hparams.model.ipynb #3645a2c8
 @dataclass
-class ModelArguments:
+class ModelArguments(ExportArguments):
     "Which model, tokenizer and adapters to load, and how."
     model_name_or_path: Optional[str] = field(default=None, metadata={'help': 'Path to a local model folder or a hub model id.'})
     adapter_name_or_path: Optional[str] = field(default=None, metadata={'help': 'Path(s) to adapter weights, comma-separated.'})
@@ -36,6 +71,7 @@ class ModelArguments:
         'help': 'Inference engine of chat / api: huggingface (transformers generate) or vllm (the vllm package).'})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.model_name_or_path is None: raise ValueError('model_name_or_path is required: a local model folder '
                                                              'or a hub model id.')
         if self.infer_backend not in ('huggingface', 'vllm'):

@@ -6,55 +6,16 @@
 from __future__ import annotations
 import copy, json
 from dataclasses import replace
-from pathlib import Path
 import yaml
 from ..core import ARGS_FILE, ConfigError, DataError, get_logger
-from ..hparams.data import DataArguments
-from ..hparams.finetune import FinetuningArguments
-from ..hparams.model import ModelArguments
-from ..hparams.parser import KEY_GROUP, load_cfg, split_cfg
-from ..hparams.train import GeneratingArguments
-from ..data.template import check_run_template
-from ..data.templates import get_template_and_fix_tokenizer
-from ..model.loader import load_model, load_tokenizer
+from ..model.runs import parse_run
 from .engine import HFEngine, Response, clean_text, generate, score, split_answer, stream
 
 # %% auto #0
-__all__ = ['log', 'DATA_KEYS', 'TUNE_KEYS', 'infer_config', 'check_messages', 'ChatModel', 'vllm_missing', 'chat', 'batch_chat',
-           'stream_chat', 'get_scores', 'base']
+__all__ = ['log', 'check_messages', 'ChatModel', 'vllm_missing', 'chat', 'batch_chat', 'stream_chat', 'get_scores', 'base']
 
-# %% ../../nbs/76_infer.chat.ipynb #d9d9f2bf
+# %% ../../nbs/76_infer.chat.ipynb #e1df03ef
 log = get_logger(__name__)
-DATA_KEYS = ('template', 'default_system', 'enable_thinking', 'tool_format', 'preserve_thinking')
-TUNE_KEYS = ('stage', 'finetuning_type', 'create_new_adapter')
-
-
-def _adapters(v) -> list[str]:
-    if not v:
-        return []
-    return [s.strip() for s in v.split(',')] if isinstance(v, str) else list(v)
-
-
-def infer_config(cfg=None, **overrides) -> tuple[dict, Path | None]:
-    "The inference keys of a run folder (its base model plus its adapter), a recipe or a dict; and the run folder."
-    run = Path(cfg) if isinstance(cfg, (str, Path)) and Path(cfg).is_dir() else None
-    if run is not None and not (run / ARGS_FILE).exists() and (run / 'config.json').exists():  # a plain model folder
-        return {'model_name_or_path': str(run), **overrides}, None
-    if run is None:
-        flat = load_cfg(cfg or {})
-    elif not (run / ARGS_FILE).exists():
-        raise DataError(f'{run} is neither an llmft run folder (no {ARGS_FILE}) nor a model folder (no config.json).')
-    else:
-        flat = yaml.safe_load((run / ARGS_FILE).read_text(encoding='utf-8')) or {}
-        prev, ft = _adapters(flat.get('adapter_name_or_path')), flat.get('finetuning_type', 'lora')
-        if ft in ('lora', 'oft'):
-            flat['adapter_name_or_path'] = (prev if flat.get('create_new_adapter') else prev[:-1]) + [str(run)]
-        else:
-            flat['model_name_or_path'] = str(run)
-    keep = {k: v for k, v in flat.items() if KEY_GROUP.get(k) in ('model', 'generating') or k in DATA_KEYS + TUNE_KEYS}
-    for k in ('disable_gradient_checkpointing', 'print_param_status'):
-        keep.pop(k, None)
-    return {**keep, **overrides}, run
 
 # %% ../../nbs/76_infer.chat.ipynb #396075de
 def check_messages(messages: list[dict]) -> tuple[str | None, list[dict]]:
@@ -85,33 +46,15 @@ class ChatModel:
     "A trained run (folder, recipe or dict) ready to chat: `chat`, `stream_chat`, `batch_chat`, `get_scores`."
 
     def __init__(self, cfg=None, **overrides):
-        self.config, self.run = infer_config(cfg, **overrides)
-        g = split_cfg(self.config)
-        try:
-            self.model_args, self.data_args = ModelArguments(**g['model']), DataArguments(**g['data'])
-            self.finetuning_args, self.generating_args = (
-                FinetuningArguments(**g['finetuning']),
-                GeneratingArguments(**g['generating']),
-            )
-        except (TypeError, ValueError) as e:
-            raise ConfigError(str(e)) from None
-        if not self.data_args.template:
-            raise ConfigError('template is not set: name the chat template the model was trained with.')
-        if self.model_args.infer_backend == 'vllm':
+        r = parse_run(cfg, **overrides)
+        if r.model_args.infer_backend == 'vllm':
             raise ConfigError(vllm_missing())
-        tok_src = self.run if self.run is not None and (self.run / 'tokenizer_config.json').exists() else None
-        self.tokenizer = load_tokenizer(
-            replace(self.model_args, model_name_or_path=str(tok_src or self.model_args.model_name_or_path))
-        )
-        self.tokenizer.padding_side = 'left'
-        self.template = get_template_and_fix_tokenizer(self.tokenizer, self.data_args)
-        if self.run is not None:
-            check_run_template(self.run, self.template, self.tokenizer)
+        self.config, self.run, self.model_args, self.data_args = r.config, r.run, r.model_args, r.data_args
+        self.finetuning_args, self.generating_args = r.finetuning_args, r.generating_args
         self.is_reward = self.finetuning_args.stage == 'rm'
-        model = load_model(
-            self.tokenizer, self.model_args, self.finetuning_args, is_trainable=False, add_valuehead=self.is_reward
-        )
-        self.engine, self.use_adapter = HFEngine(model, self.tokenizer, self.template, self.generating_args), True
+        r.load(add_valuehead=self.is_reward)
+        self.tokenizer, self.template = r.tokenizer, r.template
+        self.engine, self.use_adapter = HFEngine(r.model, r.tokenizer, r.template, r.generating_args), True
 
     def prompt(
         self, messages: list[dict], system: str | None = None, tools=None, enable_thinking: bool | None = None

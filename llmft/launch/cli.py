@@ -9,9 +9,9 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_train', 'left_out_summary', 'cmd_check_data', 'check_verdict',
-           'cmd_templates', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
-           'main']
+__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_export', 'cmd_eval', 'cmd_train', 'left_out_summary',
+           'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env',
+           'cmd_version', 'cmd_help', 'report_error', 'main']
 
 # %% ../../nbs/85_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -29,6 +29,10 @@ commands:
   chat RUN|RECIPE [key=value]    talk to a trained run in the terminal (answers stream; clear forgets, exit leaves,
                                  Ctrl-C stops an answer)
   api RUN|RECIPE [key=value]     serve a run with an OpenAI-compatible API (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
+  export RUN|RECIPE [key=value]  merge a run's adapters into one standalone model folder (export_dir=): safetensors
+                                 shards (export_size GB), tokenizer with the chat template, Modelfile, model card
+  eval RUN|RECIPE [key=value]    accuracy on an MMLU / CMMLU / C-Eval style benchmark (task=mmlu_test task_dir=...
+                                 n_shot=5 lang=en save_dir=...): per subject, per category and overall
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env                            versions of python and the libraries, and the devices found
   version                        llmft's version
@@ -49,6 +53,28 @@ def env_info() -> dict[str, str]:
         info['devices'] = ', '.join(f'cuda:{i} {torch.cuda.get_device_name(i)}' for i in range(torch.cuda.device_count()))
     else: info['devices'] = f'cpu ({torch.get_num_threads()} threads), no CUDA device'
     return info
+
+# %% ../../nbs/85_launch.cli.ipynb #cb8ec29e
+def cmd_export(args:list[str]) -> int:
+    "llmft export RUN|RECIPE [key=value ...]: the run's adapters merged into a standalone model folder."
+    from llmft.export import run_export
+    if not args: print('usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]', file=sys.stderr); return 2
+    dest = run_export(args).resolve()
+    shards = [p for p in dest.glob('*.safetensors') if p.name != 'value_head.safetensors']
+    print(f'Exported to {dest}: {len(shards)} weight file(s), the tokenizer with its chat template, Modelfile, '
+          'README.md')
+    return 0
+
+def cmd_eval(args:list[str]) -> int:
+    "llmft eval RUN|RECIPE [key=value ...]: accuracy on a multiple-choice benchmark, printed (and saved to save_dir)."
+    from llmft.eval.evaluator import run_eval
+    if not args: print('usage: llmft eval RUN|RECIPE task=NAME_SPLIT [task_dir=DIR n_shot=5 lang=en save_dir=OUT]',
+                       file=sys.stderr); return 2
+    res = run_eval(args)
+    print(f'{res.task}: {res.average:.2f}% of {sum(s["total"] for s in res.subjects.values())} questions correct '
+          f'({res.seconds:.1f} s)')
+    if res.saved: print(f'Results: {Path(res.saved) / "results.json"}, {Path(res.saved) / "results.log"}')
+    return 0
 
 # %% ../../nbs/85_launch.cli.ipynb #5f7459df
 def cmd_train(args:list[str]) -> int:
@@ -197,7 +223,9 @@ def report_error(e:BaseException) -> int:
     return BUG_EXIT
 
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,
-            'templates': cmd_templates, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version, 'help': cmd_help,
+            'templates': cmd_templates,
+            'export': cmd_export, 'eval': cmd_eval, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version,
+            'help': cmd_help,
             '-h': cmd_help, '--help': cmd_help}
 
 def main(argv:list[str]|None=None) -> int:

@@ -14,8 +14,9 @@ from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, Pissa
 from .plots import plot_loss
 
 # %% auto #0
-__all__ = ['log', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head', 'load_with_value_head',
-           'train_and_save', 'evaluate_into', 'StageMetricsMixin', 'PreferenceMixin']
+__all__ = ['log', 'STALE', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head',
+           'load_with_value_head', 'drop_stale_weights', 'train_and_save', 'evaluate_into', 'StageMetricsMixin',
+           'PreferenceMixin']
 
 # %% ../../nbs/54b_train.workflow.ipynb #8083b8b6
 log = get_logger(__name__)
@@ -74,12 +75,28 @@ def load_with_value_head(trainer, checkpoint):
     if not m.load_value_head(ckpt): raise ModelError(f'{ckpt}: no value_head.safetensors to resume the value head '
                                                      f'from.')
 
+# %% ../../nbs/54b_train.workflow.ipynb #4408158e
+STALE = {  # weight files a run of one kind never writes: left by an earlier run of the other kind in the same folder
+    'adapter': ('adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin'),
+    'model': ('model.safetensors', 'model.safetensors.index.json', 'model-*-of-*.safetensors', 'pytorch_model*.bin'),
+}
+
+def drop_stale_weights(output_dir, finetuning_type:str) -> list[str]:
+    "Delete the other kind's weight files from a run folder reused with `overwrite_output_dir` (loaders read them)."
+    kind = 'model' if finetuning_type in ('lora', 'oft') else 'adapter'
+    gone = sorted(p.name for pat in STALE[kind] for p in Path(output_dir).glob(pat))
+    for name in gone: (Path(output_dir)/name).unlink()
+    if gone: log.warning(f'Removed {", ".join(gone)} from {output_dir}: left by an earlier run of another fine-tuning '
+                         f'type, they would be loaded instead of this {finetuning_type} run.')
+    return gone
+
 # %% ../../nbs/54b_train.workflow.ipynb #b6373943
 def train_and_save(trainer, training_args, finetuning_args, result:RunResult, plot_keys=('loss', 'eval_loss')) -> RunResult:
     "Train (resuming when asked), save the model and state, record train metrics with effective tokens/s, plot the log."
     tokens0 = trainer.state.num_input_tokens_seen
     train = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(); trainer.save_state()
+    if trainer.is_world_process_zero(): drop_stale_weights(training_args.output_dir, finetuning_args.finetuning_type)
     m = dict(train.metrics)
     tokens = trainer.state.num_input_tokens_seen - tokens0
     if tokens and m.get('train_runtime'): m['effective_tokens_per_sec'] = round(tokens / m['train_runtime'], 2)
