@@ -137,6 +137,14 @@ deliberate(what="ChatGLM3: a space after each role's newline, written into the t
            why="Published template (ChatGLM3's SentencePiece adds it); written out, any tokenizer reproduces it.",
            templates=('chatglm3',))
 
+# %% ../../nbs/29b_data.fidelity.ipynb #734e22ae
+deliberate(what="Granite 3: `<|end_of_text|>`, which closes every turn, is a stop word: generation, the API and the "
+                "exported `generation_config.json` / `Modelfile` stop at it.",
+           why="LLaMA-Factory lists no stop word and stops at the tokenizer's eos, which is the same token on "
+               "Granite's own tokenizer but not on another one trained with this template. Tokens are unchanged.",
+           templates=('granite3',),
+           checked="note")
+
 # %% ../../nbs/29b_data.fidelity.ipynb #859f9a86
 deliberate(what="Phi-3-small: BOS first.",
            why="Published template; LLaMA-Factory writes none.",

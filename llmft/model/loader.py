@@ -86,6 +86,7 @@ def load_model(tokenizer,                            # from `load_tokenizer`; it
     "The model of `model_args` (auto class by config), patched, with adapters set up for `finetuning_args` when trainable."
     check_quantization(model_args)
     dtype = compute_dtype(training_args)
+    if not is_trainable and model_args.infer_dtype != 'auto': dtype = getattr(torch, model_args.infer_dtype)
     config = patch_config(load_config(model_args), model_args, is_trainable, cutoff_len)
     kw = dict(config=config, dtype=dtype, **_hub_kwargs(model_args))
     if ATTN_IMPLS[model_args.flash_attn]: kw['attn_implementation'] = ATTN_IMPLS[model_args.flash_attn]
