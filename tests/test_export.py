@@ -210,3 +210,16 @@ def test_full_run_over_an_old_lora_run_exports_the_full_model(exported, tiny_lla
         got = AutoModelForCausalLM.from_pretrained(dest).eval()(input_ids=ids, attention_mask=mask).logits
         want = res.trainer.model.eval()(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_the_export_chats_and_evaluates_without_naming_its_template(exported, tmp_path):
+    "An export carries template.json: ChatModel and llmft eval read the template from it, and answer as the run does."
+    from llmft.eval.evaluator import run_eval
+    from llmft.infer.chat import ChatModel
+    runs, folders, trained, fresh = exported
+    msgs = [{'role': 'user', 'content': 'Who are you?'}]
+    export = ChatModel(folders['lora'], max_new_tokens=12, do_sample=False)
+    run = ChatModel(runs['lora'].output_dir, max_new_tokens=12, do_sample=False)
+    assert export.template.name == 'llama3' and export.chat(msgs)[0].text == run.chat(msgs)[0].text
+    keys = dict(task='tinymmlu_test', task_dir=str(ROOT / 'evaluation'), n_shot=1, batch_size=8, verbose=False)
+    assert run_eval(folders['lora'], **keys).predictions == run_eval(runs['lora'].output_dir, **keys).predictions

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 import yaml
-from ..core import ARGS_FILE, ConfigError, DataError, get_logger
+from ..core import ARGS_FILE, TEMPLATE_FILE, ConfigError, DataError, get_logger, read_json
 from ..hparams.data import DataArguments
 from ..hparams.finetune import FinetuningArguments
 from ..hparams.model import ModelArguments
@@ -40,11 +40,19 @@ def _run_adapter(run: Path) -> str:
     return str(conv) if (conv / 'adapter_config.json').exists() else str(run)
 
 
+def _saved_template(folder: Path) -> dict:
+    "The template keys a folder's `template.json` records (an llmft export carries one), else none."
+    if not (folder / TEMPLATE_FILE).exists():
+        return {}
+    rec = read_json(folder / TEMPLATE_FILE)
+    return {'template': rec['name'], **({'enable_thinking': rec['enable_thinking']} if rec.get('thought_words') else {})}
+
+
 def infer_config(cfg=None, **overrides) -> tuple[dict, Path | None]:
     "The inference keys of a run folder (its base model plus its adapter), a recipe or a dict; and the run folder."
     run = Path(cfg) if isinstance(cfg, (str, Path)) and Path(cfg).is_dir() else None
     if run is not None and not (run / ARGS_FILE).exists() and (run / 'config.json').exists():  # a plain model folder
-        return {'model_name_or_path': str(run), **overrides}, None
+        return {'model_name_or_path': str(run), **_saved_template(run), **overrides}, None
     if run is None:
         flat = load_cfg(cfg or {})
     elif not (run / ARGS_FILE).exists():
