@@ -8,10 +8,9 @@ import os, shutil
 from pathlib import Path
 import torch
 import yaml
-from .core import ARGS_FILE, ConfigError, ModelError, closest, get_logger, read_json, write_json
-from .hparams.parser import KEY_GROUP, load_cfg, parse_overrides
-from .data.template import template_record, to_jinja
-from .model.runs import InferRun, parse_run
+from .core import ARGS_FILE, ConfigError, ModelError, UserError, get_logger, read_json, write_json
+from .data.template import stop_ids, template_record, to_jinja
+from .model.runs import InferRun, parse_run, run_keys
 from .model.valuehead import VALUE_HEAD_FILE
 
 # %% auto #0
@@ -26,18 +25,11 @@ EXTRA_KEYS = ('overwrite_output_dir',)   # a training key export also reads: rep
 
 def export_setup(cfg=None, **overrides) -> tuple[InferRun, bool]:
     "The model to export (run folder + keys, recipe, dict or CLI words) and whether export_dir may be replaced."
-    if isinstance(cfg, (list, tuple)) and cfg and Path(str(cfg[0])).is_dir():
-        cfg, overrides = cfg[0], {**parse_overrides(list(cfg[1:])), **overrides}
-    is_run = isinstance(cfg, (str, Path)) and Path(cfg).is_dir()
-    flat = overrides if is_run else {**load_cfg(cfg or {}), **overrides}
-    for k in flat:
-        if k not in KEY_GROUP:
-            raise ConfigError(f"Unknown config key '{k}'{closest(k, KEY_GROUP)}")
-    overwrite = bool(flat.get('overwrite_output_dir'))
-    rest = {k: v for k, v in flat.items() if k not in EXTRA_KEYS}
-    if is_run:  # a QLoRA run's adapter merges into the full-precision base: the run's own quantization stays behind
-        rest.setdefault('quantization_bit', None)
-    r = parse_run(cfg, **rest) if is_run else parse_run(rest)
+    src, keys, ext = run_keys(cfg, overrides, EXTRA_KEYS)
+    overwrite = bool(ext.get('overwrite_output_dir'))
+    if not isinstance(src, dict):  # a QLoRA run's adapter merges into the full-precision base, not its quantized one
+        keys.setdefault('quantization_bit', None)
+    r = parse_run(src, **keys)
     check_export(r, overwrite)
     return r, overwrite
 
@@ -73,7 +65,7 @@ def check_export(r: InferRun, overwrite: bool):
 
 
 def hub_offline() -> bool:
-    "Whether huggingface_hub is set to work offline."
+    "Whether HF_HUB_OFFLINE is set now (huggingface_hub's own flag is read once, at import)."
     return os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
 
 
@@ -104,7 +96,7 @@ def merged_model(r: InferRun):
     try:
         r.load(padding_side='left')
     except (RuntimeError, ValueError, KeyError) as e:
-        if not r.model_args.adapter_name_or_path or isinstance(e, ConfigError):
+        if not r.model_args.adapter_name_or_path or isinstance(e, UserError):
             raise
         first = str(e).strip().splitlines()
         raise ModelError(f'The adapters {r.model_args.adapter_name_or_path} do not fit the base model '
@@ -215,7 +207,7 @@ def model_card(r: InferRun, dest: Path, dtype) -> str:
 def save_folder(r: InferRun, model, out: Path):
     "Everything the export holds, into `out`: shards and index, configs, tokenizer, value head, Modelfile, card."
     tok, t, m = r.tokenizer, r.template, r.model_args
-    eos = list(dict.fromkeys([tok.eos_token_id, *[tok.convert_tokens_to_ids(w) for w in t.stop_words]]))
+    eos = stop_ids(t, tok)
     model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out, max_shard_size=int(m.export_size * 10**9))

@@ -13,8 +13,8 @@ from .formatter import F, Formatter
 from .tools import FunctionFormatter, ToolFormatter, extract_tool_calls
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATES', 'Template', 'register_template', 'fix_tokenizer', 'template_record', 'check_run_template',
-           'to_jinja', 'trained_ids']
+__all__ = ['log', 'TEMPLATES', 'Template', 'register_template', 'fix_tokenizer', 'stop_ids', 'template_record',
+           'check_run_template', 'to_jinja', 'trained_ids']
 
 # %% ../../nbs/24_data.template.ipynb #8009bb22
 log = get_logger(__name__)
@@ -157,6 +157,13 @@ def fix_tokenizer(template:Template, tokenizer) -> list[str]:
         changes.append(f'added stop words {new} as special tokens (the model needs resize_vocab)')
     for c in changes: log.info(f"Template '{template.name}': {c}")
     return changes
+
+# %% ../../nbs/24_data.template.ipynb #e9a06968
+def stop_ids(template:Template, tokenizer) -> list[int]:
+    "The ids generation stops at: the tokenizer's eos, then each of the template's stop words that is a token."
+    vocab = tokenizer.get_vocab()
+    stops = [tokenizer.convert_tokens_to_ids(w) for w in template.stop_words if w in vocab]
+    return list(dict.fromkeys([tokenizer.eos_token_id, *stops]))
 
 # %% ../../nbs/24_data.template.ipynb #ea6126a5
 import hashlib, json

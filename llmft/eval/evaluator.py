@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
-from ..core import ConfigError, closest, get_logger, write_json
+from ..core import ConfigError, get_logger, write_json
 from ..hparams.evaluation import EVAL_KEYS, EvaluationArguments
-from ..hparams.parser import KEY_GROUP, load_cfg
-from ..model.runs import InferRun, parse_run
+from ..model.runs import InferRun, parse_run, run_keys
 from .tasks import EVAL_TEMPLATES, ShotSampler, Task, load_task
 
 # %% auto #0
@@ -24,21 +23,12 @@ log = get_logger(__name__)
 
 def eval_setup(cfg=None, **overrides) -> tuple[EvaluationArguments, InferRun]:
     "The evaluation keys and the model to evaluate, from a run folder (+ keys), a recipe, a dict or CLI words."
-    is_run = isinstance(cfg, (str, Path)) and Path(cfg).is_dir()
-    if not is_run and isinstance(cfg, (list, tuple)) and cfg and Path(str(cfg[0])).is_dir():
-        from llmft.hparams.parser import parse_overrides
-        cfg, overrides, is_run = cfg[0], {**parse_overrides(list(cfg[1:])), **overrides}, True
-    flat = overrides if is_run else {**load_cfg(cfg or {}), **overrides}
-    for k in flat:
-        if k not in EVAL_KEYS and k not in KEY_GROUP:
-            raise ConfigError(f"Unknown config key '{k}'{closest(k, [*EVAL_KEYS, *KEY_GROUP])}")
-    ev = {k: flat[k] for k in EVAL_KEYS if k in flat}
-    rest = {k: v for k, v in flat.items() if k not in EVAL_KEYS}
+    src, keys, ev = run_keys(cfg, overrides, EVAL_KEYS)
     try:
         args = EvaluationArguments(**ev)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    return args, parse_run(cfg, **rest) if is_run else parse_run(rest)
+    return args, parse_run(src, **keys)
 
 # %% ../../nbs/71_eval.evaluator.ipynb #74d0ecb0
 @dataclass
@@ -88,11 +78,13 @@ class Evaluator:
         self.task: Task = load_task(a.task_dir, a.name, a.split, a.n_shot)   # checked before the model loads
         self.run.load(padding_side='right')   # right padding: a row's logits do not depend on its batch
         self.tokenizer, self.template, self.model = self.run.tokenizer, self.run.template, self.run.model
-        self.eval_template = EVAL_TEMPLATES[a.lang]
+        self.eval_template, self._choices = EVAL_TEMPLATES[a.lang], {}
 
     def choice_ids(self, letters: str) -> list[int]:
         "The token of each choice letter as it opens an answer (LLaMA-Factory: the last token of its encoding)."
-        return [self.tokenizer.encode(c, add_special_tokens=False)[-1] for c in letters]
+        if letters not in self._choices:  # once per letter set, not per batch
+            self._choices[letters] = [self.tokenizer.encode(c, add_special_tokens=False)[-1] for c in letters]
+        return self._choices[letters]
 
     def prompts(self, subject: str, draw: ShotSampler) -> list[list[int]]:
         "The prompt ids of each question of `subject`: shots and question in the chat template, up to the answer."

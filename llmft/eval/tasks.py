@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from ..core import DataError, write_json
+from ..hparams.evaluation import SPLITS
 
 # %% auto #0
 __all__ = ['EVAL_TEMPLATES', 'LAYOUTS', 'EvalTemplate', 'read_mapping', 'find_csv', 'read_rows', 'Task', 'load_task',
@@ -174,7 +175,6 @@ def task_dataset(task_dir, task: str, dest, lang: str = 'en', n_shot: int = 0, s
                 ) -> str:
     "Write a split of a benchmark as an alpaca dataset (the prompts `llmft eval` asks, the answer letters) into `dest`."
     bench, _, split = task.rpartition('_')
-    from llmft.hparams.evaluation import SPLITS
     t, draw, tmpl = load_task(task_dir, bench, SPLITS[split], n_shot), ShotSampler(seed), EVAL_TEMPLATES[lang]
     rows = []
     for subject, questions in t.questions.items():

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from ..core import ConfigError, get_logger
+from ..data.template import stop_ids
 
 # %% auto #0
 __all__ = ['log', 'GEN_KEYS', 'Response', 'split_answer', 'HFEngine', 'generate', 'clean_text', 'stream', 'score']
@@ -77,8 +78,7 @@ class HFEngine:
     def __init__(self, model, tokenizer, template, generating_args):
         self.model, self.tokenizer, self.template, self.generating_args = model, tokenizer, template, generating_args
         self.lock = threading.Lock()
-        stops = [tokenizer.convert_tokens_to_ids(w) for w in template.stop_words if w in tokenizer.get_vocab()]
-        self.eos_ids = list(dict.fromkeys([tokenizer.eos_token_id, *stops]))
+        self.eos_ids = stop_ids(template, tokenizer)
 
     def gen_kwargs(self, **gen) -> dict:
         "`generate` keywords: the run's generating arguments, then `gen` (None ignored); temperature 0 is greedy."

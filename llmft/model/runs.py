@@ -12,14 +12,15 @@ from ..core import ARGS_FILE, TEMPLATE_FILE, ConfigError, DataError, get_logger,
 from ..hparams.data import DataArguments
 from ..hparams.finetune import FinetuningArguments
 from ..hparams.model import ModelArguments
-from ..hparams.parser import KEY_GROUP, load_cfg, split_cfg
+from ..core import closest
+from ..hparams.parser import KEY_GROUP, load_cfg, parse_overrides, split_cfg
 from ..hparams.train import GeneratingArguments
 from ..data.template import check_run_template
 from ..data.templates import get_template_and_fix_tokenizer
 from .loader import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = ['log', 'DATA_KEYS', 'TUNE_KEYS', 'PISSA_CONVERTED', 'infer_config', 'InferRun', 'parse_run', 'load']
+__all__ = ['log', 'DATA_KEYS', 'TUNE_KEYS', 'PISSA_CONVERTED', 'infer_config', 'InferRun', 'parse_run', 'run_keys', 'load']
 
 # %% ../../nbs/48_model.runs.ipynb #2cbd6679
 log = get_logger(__name__)
@@ -45,7 +46,8 @@ def _saved_template(folder: Path) -> dict:
     if not (folder / TEMPLATE_FILE).exists():
         return {}
     rec = read_json(folder / TEMPLATE_FILE)
-    return {'template': rec['name'], **({'enable_thinking': rec['enable_thinking']} if rec.get('thought_words') else {})}
+    thinking = {'enable_thinking': rec['enable_thinking']} if rec.get('thought_words') else {}
+    return {'template': rec['name'], **thinking}
 
 
 def infer_config(cfg=None, **overrides) -> tuple[dict, Path | None]:
@@ -101,6 +103,20 @@ def parse_run(cfg=None, **overrides) -> InferRun:
     if not d.template:
         raise ConfigError('template is not set: name the chat template the model was trained with.')
     return InferRun(config, run, m, d, f, gen)
+
+# %% ../../nbs/48_model.runs.ipynb #04b9c269
+def run_keys(cfg=None, overrides: dict | None = None, extra: tuple = ()) -> tuple[object, dict, dict]:
+    "(source, keys, extra keys) for `parse_run(source, **keys)`, from a run folder and keys or a recipe."
+    overrides = dict(overrides or {})
+    if isinstance(cfg, (list, tuple)) and cfg and Path(str(cfg[0])).is_dir():  # CLI words: RUN key=value ...
+        cfg, overrides = cfg[0], {**parse_overrides(list(cfg[1:])), **overrides}
+    is_run = isinstance(cfg, (str, Path)) and Path(cfg).is_dir()
+    flat = overrides if is_run else {**load_cfg(cfg or {}), **overrides}
+    for k in flat:
+        if k not in KEY_GROUP and k not in extra:
+            raise ConfigError(f"Unknown config key '{k}'{closest(k, [*extra, *KEY_GROUP])}")
+    ext = {k: flat.pop(k) for k in [k for k in flat if k in extra]}
+    return (cfg, flat, ext) if is_run else (flat, {}, ext)
 
 # %% ../../nbs/48_model.runs.ipynb #66c6d967
 def load(
