@@ -148,9 +148,10 @@ def _chat_model(args:list[str], usage:str):
 
 def cmd_chat(args:list[str]) -> int:
     "llmft chat RUN|RECIPE [key=value ...]: a terminal chat; `clear` forgets, `exit` leaves, Ctrl-C stops an answer."
-    import threading
+    import signal, threading
     cm, src = _chat_model(args, 'usage: llmft chat RUN|RECIPE [key=value ...]')
     if cm is None: return 2
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even where it was inherited as ignored
     print(f'Chatting with {src} (template {cm.template.name}). Type clear to forget the conversation, exit to leave; '
           'Ctrl-C stops an answer.', flush=True)
     history = []
