@@ -12,7 +12,15 @@ from ..core import TRAINER_LOG
 from ..train.callbacks import _fmt_time
 
 # %% auto #0
-__all__ = ['PANELS', 'BOOKKEEPING', 'LiveMonitor', 'Follower', 'follow_run']
+__all__ = ['PANELS', 'BOOKKEEPING', 'sync_figure', 'LiveMonitor', 'Follower', 'follow_run']
+
+# %% ../../nbs/92_dash.live.ipynb #c368cc55
+def sync_figure(fig):
+    "Copy a FigureWidget's data and layout into its synced state: plotly sends later edits as one-off messages, which"
+    " a view that connects later (a Voila page, a reloaded tab) never receives."
+    from copy import deepcopy
+    fig._widget_data = deepcopy(fig._data)
+    fig._widget_layout = deepcopy(fig._layout_obj._props)
 
 # %% ../../nbs/92_dash.live.ipynb #b4e53ae2
 PANELS = {'loss': ['loss', 'eval_loss'], 'learning rate': ['lr'], 'grad norm': ['grad_norm'], 'tokens / s': ['tokens_per_second'],
@@ -70,9 +78,8 @@ class LiveMonitor(TrainerCallback):
         if 'train_loss' in rec: self._done = True; self.label.value += ' · done'   # the Trainer's final summary
 
     def _sync_state(self):
-        "Copy the figure into the widget's synced state: plotly sends later edits as one-off messages, which a view that connects later (a Voila page, a reloaded tab) never receives."
-        from copy import deepcopy
-        self.fig._widget_data = deepcopy(self.fig._data); self.fig._widget_layout = deepcopy(self.fig._layout_obj._props)
+        "Copy the figure into the widget's synced state (`sync_figure`), at most once a second while a run logs."
+        sync_figure(self.fig)
         self._synced = time.time()
 
     def series(self, key:str) -> tuple[list, list]:

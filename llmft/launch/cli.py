@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_export', 'cmd_eval', 'cmd_train', 'left_out_summary',
+__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train', 'left_out_summary',
            'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env',
            'cmd_version', 'cmd_help', 'report_error', 'main']
 
@@ -31,6 +31,9 @@ commands:
   api RUN|RECIPE [key=value]     serve a run with an OpenAI-compatible API (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
   export RUN|RECIPE [key=value]  merge a run's adapters into one standalone model folder (export_dir=): safetensors
                                  shards (export_size GB), tokenizer with the chat template, Modelfile, model card
+  sweep SWEEP [key=value]        run a recipe or a papermill notebook over a grid / zip / random set of parameters,
+                                 several points at once, resumably; sweep.csv and sweep.html say which point won;
+                                 --list: what a run would do with each point; --help: the sweep file's keys
   eval RUN|RECIPE [key=value]    accuracy on an MMLU / CMMLU / C-Eval style benchmark (task=mmlu_test task_dir=...
                                  n_shot=5 lang=en save_dir=...): per subject, per category and overall
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
@@ -74,6 +77,30 @@ def cmd_eval(args:list[str]) -> int:
     print(f'{res.task}: {res.average:.2f}% of {sum(s["total"] for s in res.subjects.values())} questions correct '
           f'({res.seconds:.1f} s)')
     if res.saved: print(f'Results: {Path(res.saved) / "results.json"}, {Path(res.saved) / "results.log"}')
+    return 0
+
+# %% ../../nbs/85_launch.cli.ipynb #ef050296
+def cmd_sweep(args:list[str]) -> int:
+    "llmft sweep SWEEP [key=value ...] [--list]: run the points of a sweep not done yet (exit 1 naming those that"
+    " failed); --list only says what a run would do with each point."
+    import signal
+    from llmft.hparams.parser import parse_overrides
+    from llmft.launch.batch import plan, sweep, sweep_usage
+    if args[:1] in (['-h'], ['--help']): print(sweep_usage()); return 0
+    pos, flags = [a for a in args if '=' not in a and not a.startswith('-')], [a for a in args if a.startswith('--')]
+    if len(pos) != 1 or set(flags) - {'--list'}: print(sweep_usage(), file=sys.stderr); return 2
+    kw = parse_overrides([a for a in args if '=' in a and not a.startswith('--')])
+    if flags:
+        for row in plan(pos[0], **kw): print(f"{row['point']:60s} {row['action']}")
+        return 0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # `kill` stops the points as Ctrl-C does
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    res = sweep(pos[0], **kw)
+    print(f'{res.verdict}\nTable: {res.output_dir / "sweep.csv"}\nPage:  {res.html}')
+    if res.failed:
+        print(f'llmft: {len(res.failed)} of {len(res.rows)} points failed: {", ".join(res.failed)} (errors in '
+              f'{res.output_dir / "sweep.csv"})', file=sys.stderr)
+        return 1
     return 0
 
 # %% ../../nbs/85_launch.cli.ipynb #5f7459df
@@ -225,7 +252,8 @@ def report_error(e:BaseException) -> int:
 
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,
             'templates': cmd_templates,
-            'export': cmd_export, 'eval': cmd_eval, 'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version,
+            'export': cmd_export, 'eval': cmd_eval, 'sweep': cmd_sweep,
+            'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version,
             'help': cmd_help,
             '-h': cmd_help, '--help': cmd_help}
 
