@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import psutil, pytest, yaml
 from conftest import ROOT, cli
+from llmft.core import ConfigError
 from llmft.dash.compare import compare_runs
 from llmft.launch.batch import sweep
 
@@ -140,6 +141,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(recipe, tmp_path):
     second = out / 'learning_rate-0.002'
     wait_for(lambda: points(out).get('learning_rate-0.001', {}).get('status') == 'done', what='the first point')
     wait_for(lambda: any(second.glob('checkpoint-*/llmft_checkpoint_complete.json')), what='a checkpoint')
+    with pytest.raises(ConfigError, match=f'is being swept by process {p.pid}'): sweep(sw)   # one at a time a folder
     rc, output = interrupt(p)
     assert rc == 130 and 'Sweep interrupted: 1 point(s) stopped' in output, output[-3000:]
     state = points(out)
