@@ -100,6 +100,7 @@ def train_and_save(trainer, training_args, finetuning_args, result:RunResult, pl
     m = dict(train.metrics)
     tokens = trainer.state.num_input_tokens_seen - tokens0
     if tokens and m.get('train_runtime'): m['effective_tokens_per_sec'] = round(tokens / m['train_runtime'], 2)
+    if torch.cuda.is_available(): m['peak_gpu_memory_gb'] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     result.interrupted = any(isinstance(c, InterruptCallback) and c.requested for c in trainer.callback_handler.callbacks)
     if result.interrupted: log.warning(f'Training was interrupted at step {trainer.state.global_step}; resume with resume_from_checkpoint: true.')
     record(trainer, 'train', m, result)

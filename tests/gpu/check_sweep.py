@@ -4,7 +4,8 @@
     python tests/gpu/check_sweep.py --out report.json        # about a minute on one GPU
 
 * `one_point_per_gpu`: a recipe sweep of two points per visible GPU; each point gets one device of its own
-  (`CUDA_VISIBLE_DEVICES`), points that overlap in time never share one, and every point trains on CUDA.
+  (`CUDA_VISIBLE_DEVICES`), points that overlap in time never share one, and every point reports its peak GPU memory
+  (`peak_gpu_memory_gb`, a column of sweep.csv).
 * `two_gpus_per_point` (with two GPUs or more): `gpus_per_point: 2` runs each point under torchrun on two devices.
 """
 import argparse, json, sys, tempfile
@@ -45,8 +46,9 @@ def one_per_gpu():
         for b in st[i + 1:]:
             overlap = min(a['ended'], b['ended']) > max(a['started'], b['started'])
             assert not (overlap and a['devices'] == b['devices']), (a, b)
-    on_cuda = ['cuda' in (Path(r['path']) / 'sweep_output.log').read_text() for r in res.rows]
-    return dict(gpus=n, points=len(st), devices=[s['devices'] for s in st], log_mentions_cuda=on_cuda,
+    peaks = [r.get('peak_gpu_memory_gb') for r in res.rows]
+    assert all(isinstance(v, float) and v > 0 for v in peaks), peaks      # the table's GPU memory column
+    return dict(gpus=n, points=len(st), devices=[s['devices'] for s in st], peak_gpu_memory_gb=peaks,
                 verdict=res.verdict)
 
 
