@@ -1,22 +1,33 @@
-"No module imports from a higher layer (DESIGN §2): the band of a module is the number of the notebook that exports it."
+"""No module imports from a higher layer (DESIGN §2): the band of a module is the number of the notebook that exports it;
+inside a layer a notebook imports only from notebooks numbered before it (so the numbers read in dependency order)."""
 import ast, json, re
 from conftest import ROOT
 
 
-def module_bands():
-    bands = {}
+def module_order():
+    "Each module's notebook position, (number, letter): `26a_data.families.meta` is (26, 'a')."
+    order = {}
     for nb in (ROOT / 'nbs').glob('[0-9]*.ipynb'):
-        band = int(re.match(r'(\d+)', nb.name).group(1))
+        m = re.match(r'(\d+)([a-z]*)', nb.name)
         for c in json.loads(nb.read_text())['cells']:
-            m = re.search(r'#\|\s*default_exp\s+(\S+)', ''.join(c['source']))
-            if m: bands[f'llmft.{m.group(1)}'] = band
-    return bands
+            found = re.search(r'#\|\s*default_exp\s+(\S+)', ''.join(c['source']))
+            if found: order[f'llmft.{found.group(1)}'] = (int(m.group(1)), m.group(2))
+    return order
 
 
-def imports(path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('llmft'): yield node.module
+def module_bands():
+    return {mod: number for mod, (number, _) in module_order().items()}
+
+
+def imports(path, mod):
+    "Every llmft module that `path` (module `mod`) imports, relative imports (as nbdev writes them) resolved."
+    package = mod.split('.')[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            if node.module: yield '.'.join(base + [node.module])
+            else: yield from ('.'.join(base + [a.name]) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('llmft'): yield node.module
         elif isinstance(node, ast.Import):
             yield from (a.name for a in node.names if a.name.startswith('llmft'))
 
@@ -30,14 +41,17 @@ def test_bands_known():
 
 
 def test_no_upward_imports():
-    bands, bad = module_bands(), []
-    for mod, band in bands.items():
+    order, bad, seen = module_order(), [], 0
+    for mod, pos in order.items():
         path = ROOT / (mod.replace('.', '/') + '.py')
-        for imp in imports(path):
-            target = bands.get(imp)
-            if target is None: continue
-            if target // 10 > band // 10: bad.append(f'{mod} (band {band}) imports {imp} (band {target})')
+        for imp in imports(path, mod):
             if imp == 'llmft.testing' and mod != 'llmft.testing': bad.append(f'{mod} imports llmft.testing (tests only)')
+            target = order.get(imp)
+            if target is None: continue
+            seen += 1
+            if target[0] // 10 > pos[0] // 10: bad.append(f'{mod} (band {pos[0]}) imports {imp} (band {target[0]})')
+            elif target > pos: bad.append(f'{mod} (notebook {pos}) imports {imp} (notebook {target}), numbered after it')
+    assert seen > 200, f'only {seen} internal imports seen: relative imports not resolved?'
     assert not bad, '\n'.join(bad)
 
 
