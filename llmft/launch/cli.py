@@ -4,7 +4,7 @@
 
 # %% ../../nbs/89_launch.cli.ipynb #b9f7fbaa
 from __future__ import annotations
-import platform, sys
+import os, platform, sys
 from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
@@ -20,9 +20,10 @@ commands:
   train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file;
                                  nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun;
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
-  check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens, trained prompt
-                                 tokens, doubled BOS, fully masked or truncated samples, rows left out; ends with PASS,
-                                 WARN (rows left out) or FAIL: exit 1 on FAIL (or on WARN with data_check=strict)
+  check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens,
+                                 trained prompt tokens, doubled BOS, fully masked or truncated samples, rows left out;
+                                 ends with PASS, WARN (rows left out) or FAIL: exit 1 on FAIL (or on WARN with
+                                 data_check=strict)
   templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking,
                                  default system);
                                  --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5 (of template NAME)
@@ -51,9 +52,11 @@ def env_info() -> dict[str, str]:
     "Versions and devices, for bug reports."
     import torch
     info = {'llmft': pkg_version('llmft'), 'platform': platform.platform(), 'python': platform.python_version()}
-    info.update({p: pkg_version(p) for p in ('torch', 'transformers', 'datasets', 'peft', 'trl', 'accelerate', 'tokenizers')})
+    libs = ('torch', 'transformers', 'datasets', 'peft', 'trl', 'accelerate', 'tokenizers')
+    info.update({p: pkg_version(p) for p in libs})
     if torch.cuda.is_available():
-        info['devices'] = ', '.join(f'cuda:{i} {torch.cuda.get_device_name(i)}' for i in range(torch.cuda.device_count()))
+        n = torch.cuda.device_count()
+        info['devices'] = ', '.join(f'cuda:{i} {torch.cuda.get_device_name(i)}' for i in range(n))
     else: info['devices'] = f'cpu ({torch.get_num_threads()} threads), no CUDA device'
     return info
 
@@ -103,9 +106,9 @@ def cmd_sweep(args:list[str]) -> int:
         return 1
     return 0
 
-# %% ../../nbs/89_launch.cli.ipynb #5f7459df
+# %% ../../nbs/89_launch.cli.ipynb #2e18ce97
 def cmd_train(args:list[str]) -> int:
-    "llmft train CONFIG [key=value ...]: in this process, or re-launched under torchrun when several processes are asked for."
+    "llmft train CONFIG [key=value ...]: here, or re-launched under torchrun when several processes are asked for."
     from llmft.hparams.parser import load_cfg
     from llmft.launch.dist import in_distributed_worker, launch_settings, run_torchrun, torchrun_command
     if not args: print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr); return 2
@@ -119,7 +122,8 @@ def cmd_train(args:list[str]) -> int:
     if not res.trainer.is_world_process_zero(): return 0
     out = Path(res.output_dir)
     print(f'\nDone. Run folder: {out.resolve()}')
-    for name in ('adapter_model.safetensors', 'model.safetensors', 'training_loss.png', 'training_loss.html', 'trainer_log.jsonl', 'all_results.json'):
+    for name in ('adapter_model.safetensors', 'model.safetensors', 'training_loss.png', 'training_loss.html',
+                 'trainer_log.jsonl', 'all_results.json'):
         if (out/name).exists(): print(f'  {name:28s} {(out/name).resolve()}')
     print(left_out_summary(out))
     return 0
@@ -131,8 +135,9 @@ def left_out_summary(run_dir) -> str:
     if not records: return 'Data: no row was left out.'
     return f'Data: {sum(r.count for r in records)} rows left out: ' + '; '.join(map(str, records))
 
+# %% ../../nbs/89_launch.cli.ipynb #e349de96
 def cmd_check_data(args:list[str]) -> int:
-    "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error-level finding."
+    "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error."
     from llmft.hparams.parser import load_cfg
     from llmft.train.tuner import check_data
     if not args: print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr); return 2
@@ -151,6 +156,7 @@ def check_verdict(reports:list) -> str:
     if any(r.verdict == 'WARN' for r in reports): return f'WARN: {left} rows left out of the data; the rest is clean'
     return f'PASS: {len(reports)} data set(s) clean{rows}'
 
+# %% ../../nbs/89_launch.cli.ipynb #d4d2a601
 def cmd_templates(args:list[str]) -> int:
     "llmft templates [--diff-lf [NAME]]: the registered chat templates, or where llmft differs from LLaMA-Factory."
     from llmft.data.templates import TEMPLATES
@@ -160,11 +166,14 @@ def cmd_templates(args:list[str]) -> int:
         return 0
     print(f"{'template':16s} {'stop words':34s} {'efficient_eos':14s} {'tools':8s} {'thinking':9s} default system")
     for name, t in sorted(TEMPLATES.items()):
-        think = '-' if not t.thought_words else 'on' if t.enable_thinking else 'off'
-        system = (t.default_system[:40] + '...') if len(t.default_system) > 40 else t.default_system.replace('\n', ' ') or '-'
-        print(f"{name:16s} {', '.join(t.stop_words) or '-':34s} {str(t.efficient_eos):14s} {t.tool_format:8s} {think:9s} {system}")
+        think = {True: 'on', False: 'off'}[bool(t.enable_thinking)] if t.thought_words else '-'
+        system = t.default_system.replace('\n', ' ') or '-'
+        if len(t.default_system) > 40: system = t.default_system[:40] + '...'
+        stops = ', '.join(t.stop_words) or '-'
+        print(f"{name:16s} {stops:34s} {str(t.efficient_eos):14s} {t.tool_format:8s} {think:9s} {system}")
     return 0
 
+# %% ../../nbs/89_launch.cli.ipynb #5a799711
 def _chat_model(args:list[str], usage:str):
     "The `ChatModel` of `RUN|RECIPE [key=value ...]`, or None after printing the usage."
     from llmft.hparams.parser import parse_overrides
@@ -210,6 +219,7 @@ def cmd_api(args:list[str]) -> int:
     uvicorn.run(create_app(cm, name, os.environ.get('API_KEY') or None), host=host, port=port, log_level='info')
     return 0
 
+# %% ../../nbs/89_launch.cli.ipynb #04dafbd1
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
     from llmft.hparams.parser import parse_overrides
@@ -232,6 +242,7 @@ def cmd_version(args) -> int:
 def cmd_help(args) -> int:
     print(USAGE); return 0
 
+# %% ../../nbs/89_launch.cli.ipynb #65e945d4
 def report_error(e:BaseException) -> int:
     "Tell the terminal what went wrong and return the exit status: one line for a user error, the traceback for a bug."
     import traceback
@@ -250,6 +261,7 @@ def report_error(e:BaseException) -> int:
           'with the traceback above and the output of `llmft env`.', file=sys.stderr)
     return BUG_EXIT
 
+# %% ../../nbs/89_launch.cli.ipynb #6526bf65
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,
             'templates': cmd_templates,
             'export': cmd_export, 'eval': cmd_eval, 'sweep': cmd_sweep,
@@ -266,4 +278,7 @@ def main(argv:list[str]|None=None) -> int:
     if cmd not in COMMANDS:
         print(f"llmft: unknown command '{cmd}'{closest(cmd, COMMANDS)}\n\n{USAGE}", file=sys.stderr); return 2
     try: return COMMANDS[cmd](rest)
+    except BrokenPipeError:   # `llmft templates | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit
+        return 0
     except (Exception, KeyboardInterrupt) as e: return report_error(e)
