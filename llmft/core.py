@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'EXIT_CODES',
            'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode', 'UserError',
            'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'read_json',
-           'write_json', 'last_checkpoint']
+           'atomic_write', 'write_json', 'last_checkpoint']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -111,11 +111,16 @@ def read_json(path) -> object:
     except json.JSONDecodeError as e:
         raise DataError(f'{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}') from None
 
-def write_json(path, obj, indent:int=2):
-    "Write `obj` as UTF-8 JSON atomically (temp file, then rename)."
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False), encoding='utf-8')
+def atomic_write(path, write):
+    "Call `write(tmp)` on a temporary name beside `path`, then rename it into place: a reader never sees half a file."
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    write(tmp)
     os.replace(tmp, path)
+
+def write_json(path, obj, indent:int=2):
+    "Write `obj` as UTF-8 JSON atomically (`atomic_write`)."
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=indent, ensure_ascii=False), encoding='utf-8'))
 
 # %% ../nbs/00_core.ipynb #ac3725a5
 CHECKPOINT_DONE = 'llmft_checkpoint_complete.json'

@@ -14,7 +14,7 @@ from ..core import ERROR_CLASSES, LAUNCHER_FILES, TRAINER_LOG, UserError, get_lo
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
            'free_port', 'launch_settings', 'torchrun_command', 'save_worker_error', 'worker_error', 'worker_errors',
-           'run_torchrun', 'launch', 'RunHandle', 'launch_torchrun']
+           'run_torchrun', 'launch', 'RunHandle', 'llmft_exe', 'launch_torchrun']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
 log = get_logger(__name__)
@@ -153,12 +153,15 @@ class RunHandle:
         p = self.output_dir/LAUNCH_LOG
         return p.read_text(encoding='utf-8', errors='replace') if p.exists() else ''
 
+def llmft_exe() -> str:
+    "The `llmft` console script of this Python (for a command that runs in a process of its own)."
+    return shutil.which('llmft') or str(Path(sys.executable).parent/'llmft')
+
 def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     "Start `torchrun` with `num_processes` processes on `cfg` in the background; the kernel stays free."
     out = Path(cfg['output_dir']); out.mkdir(parents=True, exist_ok=True)
     recipe = out/LAUNCH_RECIPE; recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    exe = shutil.which('llmft') or str(Path(sys.executable).parent/'llmft')
-    cmd = torchrun_command(exe, ['train', str(recipe)], {'nproc_per_node': num_processes})
+    cmd = torchrun_command(llmft_exe(), ['train', str(recipe)], {'nproc_per_node': num_processes})
     log.info('Starting: ' + ' '.join(cmd))
     for f in out.glob(WORKER_ERROR + '.rank*'): f.unlink()
     env = {**os.environ, 'PYTHONUNBUFFERED': '1', ERROR_FILE_ENV: str(out/WORKER_ERROR)}
