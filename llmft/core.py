@@ -135,14 +135,18 @@ def _checkpoints(output_dir) -> list[Path]:
 def last_checkpoint(output_dir,          # a run's output folder
                     set_aside:bool=True, # rename incomplete checkpoints to `incomplete-checkpoint-N`
                    ) -> str|None:
-    "The newest complete checkpoint of `output_dir` (None if there is none); incomplete ones are reported and set aside."
+    ("The newest complete checkpoint of `output_dir` (None if there is none); incomplete ones are reported and set "
+     "aside.")
     complete = None
     for p in _checkpoints(output_dir):
-        if (p/CHECKPOINT_DONE).exists(): complete = p; continue
+        if (p / CHECKPOINT_DONE).exists():
+            complete = p
+            continue
         msg = f'{p} is incomplete (no {CHECKPOINT_DONE}: the process stopped while writing it)'
         if set_aside:
             dst = p.with_name('incomplete-' + p.name)
             if dst.exists(): shutil.rmtree(dst)   # an older broken copy of the same step
-            os.replace(p, dst); msg += f'; renamed to {dst.name}'
+            os.replace(p, dst)
+            msg += f'; renamed to {dst.name}'
         get_logger(__name__).warning(msg + '.')
     return str(complete) if complete else None

@@ -85,7 +85,8 @@ def ask(self:ChatWidget, text:str|None=None) -> dict[str, str]:
             for piece in cm.stream_chat(h, system=self.system.value or None, **gen):
                 reply['content'] += piece
                 self.views[name].value = _bubbles(h + [reply])
-            h.append(reply); answers[name] = reply['content']
+            h.append(reply)
+            answers[name] = reply['content']
             self.views[name].value = _bubbles(h)
     finally: self.send.disabled = False
     return answers
@@ -99,6 +100,8 @@ def _ask_safely(self:ChatWidget):
 
 def reset(self:ChatWidget):
     "Forget every conversation."
-    for k in self.histories: self.histories[k] = []; self.views[k].value = _bubbles([])
+    for k in self.histories:
+        self.histories[k] = []
+        self.views[k].value = _bubbles([])
 
 ChatWidget.ask, ChatWidget._ask_safely, ChatWidget.reset = ask, _ask_safely, reset

@@ -28,8 +28,11 @@ def _kto(v):
     raise ValueError(f'kto_tag must be true or false, got {v!r}')
 
 def _emit(out, prompt, response, system, tools, kto, skip):
-    out['_prompt'].append([] if skip else prompt); out['_response'].append([] if skip else response)
-    out['_system'].append(system or ''); out['_tools'].append(tools or ''); out['_kto_tag'].append(None if skip else kto)
+    out['_prompt'].append([] if skip else prompt)
+    out['_response'].append([] if skip else response)
+    out['_system'].append(system or '')
+    out['_tools'].append(tools or '')
+    out['_kto_tag'].append(None if skip else kto)
     out['_skip'].append(skip)
 
 # %% ../../nbs/21_data.converters.ipynb #2142c185
@@ -37,11 +40,16 @@ def convert_alpaca(batch:dict, attr:DatasetAttr) -> dict[str, list]:
     "alpaca rows (instruction, input, output or chosen/rejected, history, system, kto_tag) to canonical examples."
     n = len(next(iter(batch.values())))
     out = {k: [] for k in CANONICAL}
-    cols = {k: _col(batch, attr, k, n) for k in ('prompt', 'query', 'response', 'history', 'system', 'tools', 'chosen', 'rejected', 'kto_tag')}
+    cols = {
+        k: _col(batch, attr, k, n)
+        for k in ('prompt', 'query', 'response', 'history', 'system', 'tools', 'chosen', 'rejected', 'kto_tag')
+    }
     for i in range(n):
         prompt, skip, kto = [], '', None
         for turn in cols['history'][i] or []:
-            if not (isinstance(turn, (list, tuple)) and len(turn) == 2): skip = f'history turn {turn!r} is not a [query, response] pair'; break
+            if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
+                skip = f'history turn {turn!r} is not a [query, response] pair'
+                break
             prompt += [_msg(USER, turn[0]), _msg(ASSISTANT, turn[1])]
         parts = [str(p) for p in (cols['prompt'][i], cols['query'][i]) if p]
         prompt.append(_msg(USER, '\n'.join(parts)))
@@ -71,9 +79,17 @@ def _conversation(msgs, t:dict, roles:dict) -> tuple[list, str, str]:
     conv = []
     for j, m in enumerate(msgs):
         role = roles.get(m.get(t['role_tag'])) if isinstance(m, dict) else None
-        if role is None: return [], system, f"turn {j}: unknown role {m.get(t['role_tag']) if isinstance(m, dict) else m!r}"
+        if role is None:
+            return [], system, f"turn {j}: unknown role {m.get(t['role_tag']) if isinstance(m, dict) else m!r}"
         if role not in ((USER, OBSERVATION) if j % 2 == 0 else (ASSISTANT, FUNCTION)):
-            return [], system, f"turn {j}: '{m.get(t['role_tag'])}' where a {'user/observation' if j % 2 == 0 else 'assistant/function'} turn must be"
+            return (
+                [],
+                system,
+                (
+                    f"turn {j}: '{m.get(t['role_tag'])}' where a"
+                    f" {'user/observation' if j % 2 == 0 else 'assistant/function'} turn must be"
+                ),
+            )
         conv.append(_msg(role, m.get(t['content_tag'])))
     return conv, system, ''
 
@@ -90,7 +106,14 @@ def convert_sharegpt(batch:dict, attr:DatasetAttr) -> dict[str, list]:
         if not skip and not conv: skip = 'empty conversation'
         if not skip and attr.ranking:
             ch, rj = cols['chosen'][i], cols['rejected'][i]
-            pair = [_conversation([{t['role_tag']: t['user_tag']}, x], t, roles) if isinstance(x, dict) else ([], '', 'missing') for x in (ch, rj)]
+            pair = [
+                (
+                    _conversation([{t['role_tag']: t['user_tag']}, x], t, roles)
+                    if isinstance(x, dict)
+                    else ([], '', 'missing')
+                )
+                for x in (ch, rj)
+            ]
             if len(conv) % 2 == 0: skip = f'{len(conv)} turns: a preference conversation must end with a user turn'
             elif any(p[2] for p in pair): skip = 'chosen / rejected must each be one assistant message'
             else: prompt, response = conv, [pair[0][0][1], pair[1][0][1]]

@@ -26,7 +26,8 @@ HUB_KEYS = ('hf_hub_url', 'ms_hub_url', 'om_hub_url', 'script_url', 'cloudfile_n
 
 @dataclass
 class DatasetAttr:
-    "One dataset of the registry: where it is, its format, and how its columns and role tags map to the canonical example."
+    ("One dataset of the registry: where it is, its format, and how its columns and role tags map to the canonical "
+     "example.")
     name: str
     load_from: str = 'file'           # file, or the hub key it names
     file_name: Optional[str] = None   # file or folder below dataset_dir (or the hub id)
@@ -59,9 +60,19 @@ def parse_entry(name:str, entry:dict, source:str='dataset_info.json') -> Dataset
     if unknown: raise DataError(f"{source}: entry '{name}': unknown column key "
                                 f"'{unknown[0]}'{closest(unknown[0], COLUMN_KEYS)}")
     tags = dict(TAG_DEFAULTS, **(entry.get('tags') or {})) if fmt == 'sharegpt' else {}
-    return DatasetAttr(name=name, load_from=load_from, file_name=file_name, formatting=fmt, ranking=bool(entry.get('ranking', False)),
-                       subset=entry.get('subset'), split=entry.get('split', 'train'), folder=entry.get('folder'),
-                       num_samples=entry.get('num_samples'), columns=cols, tags=tags)
+    return DatasetAttr(
+        name=name,
+        load_from=load_from,
+        file_name=file_name,
+        formatting=fmt,
+        ranking=bool(entry.get('ranking', False)),
+        subset=entry.get('subset'),
+        split=entry.get('split', 'train'),
+        folder=entry.get('folder'),
+        num_samples=entry.get('num_samples'),
+        columns=cols,
+        tags=tags,
+    )
 
 # %% ../../nbs/20_data.registry.ipynb #17a4558e
 def get_dataset_list(names:list[str]|None, # dataset names, as in the `dataset` key

@@ -24,35 +24,88 @@ MIX_STRATEGIES = ('concat', 'interleave_under', 'interleave_over')
 @dataclass
 class DataArguments:
     "Which datasets and template to use, and how to preprocess them."
-    template: Optional[str] = field(default=None, metadata={'help': 'Chat template that turns conversations into token ids.'})
-    dataset: Optional[str] = field(default=None, metadata={'help': 'Training dataset name(s) from dataset_info.json, comma-separated.'})
+    template: Optional[str] = field(
+        default=None, metadata={'help': 'Chat template that turns conversations into token ids.'}
+    )
+    dataset: Optional[str] = field(
+        default=None, metadata={'help': 'Training dataset name(s) from dataset_info.json, comma-separated.'}
+    )
     eval_dataset: Optional[str] = field(default=None, metadata={'help': 'Evaluation dataset name(s), comma-separated.'})
-    dataset_dir: str = field(default='data', metadata={'help': 'Folder that holds dataset_info.json and the data files.'})
+    dataset_dir: str = field(
+        default='data', metadata={'help': 'Folder that holds dataset_info.json and the data files.'}
+    )
     cutoff_len: int = field(default=2048, metadata={'help': 'Maximum tokens per example after tokenization.'})
     train_on_prompt: bool = field(default=False, metadata={'help': 'Also train on prompt tokens (sft only).'})
-    mask_history: bool = field(default=False, metadata={'help': 'Train only on the last turn of a conversation (sft only).'})
+    mask_history: bool = field(
+        default=False, metadata={'help': 'Train only on the last turn of a conversation (sft only).'}
+    )
     keep_answer_header: bool = field(default=True, metadata={
         'help': "Truncation cuts a long prompt inside the user's text and keeps the header that opens the answer; "
                 "false: LLaMA-Factory's cut at the prompt's end, header included."})
-    overwrite_cache: bool = field(default=False, metadata={'help': 'Preprocess again even where a cached result exists.'})
+    overwrite_cache: bool = field(
+        default=False, metadata={'help': 'Preprocess again even where a cached result exists.'}
+    )
     preprocessing_batch_size: int = field(default=1000, metadata={'help': 'Examples per batch in preprocessing.'})
-    preprocessing_num_workers: Optional[int] = field(default=None, metadata={'help': 'Processes used in preprocessing.'})
-    max_samples: Optional[int] = field(default=None, metadata={'help': 'Keep at most this many examples of each dataset.'})
-    val_size: float = field(default=0.0, metadata={'help': 'Held-out evaluation part of the training data: a fraction (<1) or a count.'})
-    packing: Optional[bool] = field(default=None, metadata={'help': 'Pack several examples into one sequence (sft only).'})
-    neat_packing: bool = field(default=False, metadata={'help': 'Pack without cross-attention between examples (implies packing).'})
-    default_system: Optional[str] = field(default=None, metadata={'help': "Replace the template's default system message."})
-    tool_format: Optional[str] = field(default=None, metadata={'help': "Write tool definitions and calls in this format (default, glm4, llama3, mistral, qwen) instead of the template's own."})
-    enable_thinking: bool = field(default=True, metadata={'help': 'Reasoning templates: train an (empty) thought block in every answer (true), or put an empty one in the prompt and drop thoughts from answers (false).'})
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={'help': 'Processes used in preprocessing.'}
+    )
+    max_samples: Optional[int] = field(
+        default=None, metadata={'help': 'Keep at most this many examples of each dataset.'}
+    )
+    val_size: float = field(
+        default=0.0, metadata={'help': 'Held-out evaluation part of the training data: a fraction (<1) or a count.'}
+    )
+    packing: Optional[bool] = field(
+        default=None, metadata={'help': 'Pack several examples into one sequence (sft only).'}
+    )
+    neat_packing: bool = field(
+        default=False, metadata={'help': 'Pack without cross-attention between examples (implies packing).'}
+    )
+    default_system: Optional[str] = field(
+        default=None, metadata={'help': "Replace the template's default system message."}
+    )
+    tool_format: Optional[str] = field(
+        default=None,
+        metadata={
+            'help': (
+                "Write tool definitions and calls in this format (default, glm4, llama3, mistral, qwen) instead of the"
+                " template's own."
+            )
+        },
+    )
+    enable_thinking: bool = field(
+        default=True,
+        metadata={
+            'help': (
+                'Reasoning templates: train an (empty) thought block in every answer (true), or put an empty one in the'
+                ' prompt and drop thoughts from answers (false).'
+            )
+        },
+    )
     preserve_thinking: bool = field(default=False, metadata={
         'help': 'Reasoning templates: keep the thoughts of earlier answers where only the last is trained '
                 '(rm, dpo, kto, mask_history).'})
-    mix_strategy: str = field(default='concat', metadata={'help': 'How several datasets mix: concat, interleave_under (stop at the first exhausted) or interleave_over (until all are).'})
-    interleave_probs: Optional[str] = field(default=None, metadata={'help': 'Sampling probabilities of the datasets when interleaving, comma-separated.'})
-    eval_on_each_dataset: bool = field(default=False, metadata={'help': 'Evaluate on each eval dataset separately (metrics eval_<name>_*).'})
+    mix_strategy: str = field(
+        default='concat',
+        metadata={
+            'help': (
+                'How several datasets mix: concat, interleave_under (stop at the first exhausted) or interleave_over'
+                ' (until all are).'
+            )
+        },
+    )
+    interleave_probs: Optional[str] = field(
+        default=None, metadata={'help': 'Sampling probabilities of the datasets when interleaving, comma-separated.'}
+    )
+    eval_on_each_dataset: bool = field(
+        default=False, metadata={'help': 'Evaluate on each eval dataset separately (metrics eval_<name>_*).'}
+    )
     streaming: bool = field(default=False, metadata={'help': 'Read datasets lazily as a stream (needs max_steps).'})
     buffer_size: int = field(default=16384, metadata={'help': 'Shuffle buffer of a streamed dataset.'})
-    tokenized_path: Optional[str] = field(default=None, metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'})
+    tokenized_path: Optional[str] = field(
+        default=None,
+        metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'},
+    )
     data_check: str = field(default='error', metadata={
         'help': 'Check the tokenized training data before training: error (refuse fully masked samples), strict (also '
                 'refuse rows left out beyond max_left_out), warn (log only), off.'})
@@ -73,7 +126,8 @@ class DataArguments:
                                                              f'{self.max_left_out}.')
         if self.mix_strategy not in MIX_STRATEGIES:
             raise ValueError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{self.mix_strategy}'.")
-        if isinstance(self.interleave_probs, str): self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]
+        if isinstance(self.interleave_probs, str):
+            self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]
         if self.interleave_probs is not None:
             if self.mix_strategy == 'concat': raise ValueError('interleave_probs needs mix_strategy '
                                                                'interleave_under or interleave_over.')
@@ -87,5 +141,7 @@ class DataArguments:
                                                                     'a stream is not saved.')
         cpus = os.cpu_count() or 1
         if self.preprocessing_num_workers and self.preprocessing_num_workers > cpus:
-            get_logger(__name__).info(f'preprocessing_num_workers={self.preprocessing_num_workers} > {cpus} CPUs: using {cpus}.')
+            get_logger(__name__).info(
+                f'preprocessing_num_workers={self.preprocessing_num_workers} > {cpus} CPUs: using {cpus}.'
+            )
             self.preprocessing_num_workers = cpus

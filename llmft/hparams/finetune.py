@@ -23,33 +23,93 @@ def _names(v):
 class FinetuningArguments(RLHFArguments):
     "The training stage, which parameters train, and run-level switches."
     stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
-    finetuning_type: str = field(default='lora', metadata={'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'})
-    freeze_trainable_layers: int = field(default=2, metadata={'help': 'freeze: train the last n decoder layers (n > 0) or the first -n (n < 0).'})
-    freeze_trainable_modules: str = field(default='all', metadata={'help': 'freeze: module names inside those layers to train (e.g. mlp,self_attn), or all.'})
-    freeze_extra_modules: Optional[str] = field(default=None, metadata={'help': 'freeze: extra top-level modules to train (e.g. embed_tokens,lm_head).'})
+    finetuning_type: str = field(
+        default='lora', metadata={'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'}
+    )
+    freeze_trainable_layers: int = field(
+        default=2, metadata={'help': 'freeze: train the last n decoder layers (n > 0) or the first -n (n < 0).'}
+    )
+    freeze_trainable_modules: str = field(
+        default='all',
+        metadata={'help': 'freeze: module names inside those layers to train (e.g. mlp,self_attn), or all.'},
+    )
+    freeze_extra_modules: Optional[str] = field(
+        default=None, metadata={'help': 'freeze: extra top-level modules to train (e.g. embed_tokens,lm_head).'}
+    )
     lora_rank: int = field(default=8, metadata={'help': 'lora: rank of the low-rank update.'})
-    lora_alpha: Optional[int] = field(default=None, metadata={'help': 'lora: scale numerator (default: 2 x lora_rank).'})
+    lora_alpha: Optional[int] = field(
+        default=None, metadata={'help': 'lora: scale numerator (default: 2 x lora_rank).'}
+    )
     lora_dropout: float = field(default=0.0, metadata={'help': 'lora: dropout on the adapter input.'})
-    lora_target: str = field(default='all', metadata={'help': 'lora: module names to adapt, comma-separated, or all (every linear layer but the output head).'})
-    additional_target: Optional[str] = field(default=None, metadata={'help': 'lora: extra modules trained in full and saved with the adapter.'})
-    use_rslora: bool = field(default=False, metadata={'help': 'lora: rank-stabilised scaling alpha / sqrt(rank) instead of alpha / rank.'})
-    use_dora: bool = field(default=False, metadata={'help': 'lora: weight-decomposed LoRA (DoRA): a trained magnitude per output row.'})
-    pissa_init: bool = field(default=False, metadata={'help': 'lora: initialise the adapter from the principal singular vectors of each weight (PiSSA).'})
+    lora_target: str = field(
+        default='all',
+        metadata={
+            'help': 'lora: module names to adapt, comma-separated, or all (every linear layer but the output head).'
+        },
+    )
+    additional_target: Optional[str] = field(
+        default=None, metadata={'help': 'lora: extra modules trained in full and saved with the adapter.'}
+    )
+    use_rslora: bool = field(
+        default=False, metadata={'help': 'lora: rank-stabilised scaling alpha / sqrt(rank) instead of alpha / rank.'}
+    )
+    use_dora: bool = field(
+        default=False, metadata={'help': 'lora: weight-decomposed LoRA (DoRA): a trained magnitude per output row.'}
+    )
+    pissa_init: bool = field(
+        default=False,
+        metadata={'help': 'lora: initialise the adapter from the principal singular vectors of each weight (PiSSA).'},
+    )
     pissa_iter: int = field(default=16, metadata={'help': 'pissa: iterations of fast SVD (-1: exact SVD).'})
-    pissa_convert: bool = field(default=False, metadata={'help': 'pissa: also save the adapter converted to a plain LoRA of the original weights.'})
-    loraplus_lr_ratio: Optional[float] = field(default=None, metadata={'help': 'LoRA+: learning rate of the B matrices = ratio x learning_rate.'})
-    loraplus_lr_embedding: float = field(default=1e-6, metadata={'help': 'LoRA+: learning rate of adapted embedding layers.'})
-    create_new_adapter: bool = field(default=False, metadata={'help': 'lora: train a new adapter on top of the loaded ones (all merged) instead of resuming the last.'})
-    oft_rank: int = field(default=0, metadata={'help': 'oft: number of orthogonal blocks per layer (0: set by oft_block_size).'})
+    pissa_convert: bool = field(
+        default=False,
+        metadata={'help': 'pissa: also save the adapter converted to a plain LoRA of the original weights.'},
+    )
+    loraplus_lr_ratio: Optional[float] = field(
+        default=None, metadata={'help': 'LoRA+: learning rate of the B matrices = ratio x learning_rate.'}
+    )
+    loraplus_lr_embedding: float = field(
+        default=1e-6, metadata={'help': 'LoRA+: learning rate of adapted embedding layers.'}
+    )
+    create_new_adapter: bool = field(
+        default=False,
+        metadata={
+            'help': 'lora: train a new adapter on top of the loaded ones (all merged) instead of resuming the last.'
+        },
+    )
+    oft_rank: int = field(
+        default=0, metadata={'help': 'oft: number of orthogonal blocks per layer (0: set by oft_block_size).'}
+    )
     oft_block_size: int = field(default=32, metadata={'help': 'oft: size of each orthogonal block.'})
     oft_target: str = field(default='all', metadata={'help': 'oft: module names to adapt, comma-separated, or all.'})
-    use_llama_pro: bool = field(default=False, metadata={'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'})
-    num_layer_trainable: Optional[int] = field(default=None, metadata={'help': 'Older name of freeze_trainable_layers; when set it wins.'})
-    pure_bf16: bool = field(default=False, metadata={'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'})
-    reward_model: Optional[str] = field(default=None, metadata={'help': 'ppo: reward model path (full), adapter path (lora) or URL (api).'})
-    reward_model_type: str = field(default='lora', metadata={'help': f'ppo: how the reward model is given: one of {", ".join(REWARD_MODEL_TYPES)}.'})
-    ref_model: Optional[str] = field(default=None, metadata={'help': 'dpo / kto / ppo: a separate reference model (default: a frozen copy, or the base without adapters).'})
-    plot_loss: bool = field(default=False, metadata={'help': 'Save the loss curve (training_loss.html / .png) after training.'})
+    use_llama_pro: bool = field(
+        default=False,
+        metadata={'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'},
+    )
+    num_layer_trainable: Optional[int] = field(
+        default=None, metadata={'help': 'Older name of freeze_trainable_layers; when set it wins.'}
+    )
+    pure_bf16: bool = field(
+        default=False, metadata={'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'}
+    )
+    reward_model: Optional[str] = field(
+        default=None, metadata={'help': 'ppo: reward model path (full), adapter path (lora) or URL (api).'}
+    )
+    reward_model_type: str = field(
+        default='lora',
+        metadata={'help': f'ppo: how the reward model is given: one of {", ".join(REWARD_MODEL_TYPES)}.'},
+    )
+    ref_model: Optional[str] = field(
+        default=None,
+        metadata={
+            'help': (
+                'dpo / kto / ppo: a separate reference model (default: a frozen copy, or the base without adapters).'
+            )
+        },
+    )
+    plot_loss: bool = field(
+        default=False, metadata={'help': 'Save the loss curve (training_loss.html / .png) after training.'}
+    )
 
     def __post_init__(self):
         super().__post_init__()

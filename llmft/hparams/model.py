@@ -49,24 +49,56 @@ class ExportArguments:
 @dataclass
 class ModelArguments(ExportArguments):
     "Which model, tokenizer and adapters to load, and how."
-    model_name_or_path: Optional[str] = field(default=None, metadata={'help': 'Path to a local model folder or a hub model id.'})
-    adapter_name_or_path: Optional[str] = field(default=None, metadata={'help': 'Path(s) to adapter weights, comma-separated.'})
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={'help': 'Path to a local model folder or a hub model id.'}
+    )
+    adapter_name_or_path: Optional[str] = field(
+        default=None, metadata={'help': 'Path(s) to adapter weights, comma-separated.'}
+    )
     cache_dir: Optional[str] = field(default=None, metadata={'help': 'Where downloaded models are stored.'})
     model_revision: str = field(default='main', metadata={'help': 'Model version: branch, tag or commit id.'})
     use_fast_tokenizer: bool = field(default=True, metadata={'help': 'Use a fast (Rust) tokenizer.'})
     trust_remote_code: bool = field(default=False, metadata={'help': 'Allow code from the model folder or hub to run.'})
-    disable_gradient_checkpointing: bool = field(default=False, metadata={'help': 'Turn off gradient checkpointing (faster, more memory).'})
-    flash_attn: str = field(default='auto', metadata={'help': 'Attention implementation: auto, disabled (eager), sdpa or fa2.'})
-    quantization_bit: Optional[int] = field(default=None, metadata={'help': 'Quantize the base model to 4 or 8 bits (QLoRA); needs CUDA and bitsandbytes.'})
+    disable_gradient_checkpointing: bool = field(
+        default=False, metadata={'help': 'Turn off gradient checkpointing (faster, more memory).'}
+    )
+    flash_attn: str = field(
+        default='auto', metadata={'help': 'Attention implementation: auto, disabled (eager), sdpa or fa2.'}
+    )
+    quantization_bit: Optional[int] = field(
+        default=None, metadata={'help': 'Quantize the base model to 4 or 8 bits (QLoRA); needs CUDA and bitsandbytes.'}
+    )
     quantization_type: str = field(default='nf4', metadata={'help': '4-bit data type: nf4 or fp4.'})
-    double_quantization: bool = field(default=True, metadata={'help': '4-bit: also quantize the quantization constants.'})
-    rope_scaling: Optional[str] = field(default=None, metadata={'help': 'RoPE scaling for longer contexts: linear, dynamic, yarn or llama3 (factor from model_max_length).'})
-    model_max_length: Optional[int] = field(default=None, metadata={'help': 'Context length to reach; with rope_scaling it sets the factor (default: cutoff_len).'})
-    resize_vocab: bool = field(default=False, metadata={'help': 'Resize the embeddings to the tokenizer (new tokens get the mean embedding).'})
+    double_quantization: bool = field(
+        default=True, metadata={'help': '4-bit: also quantize the quantization constants.'}
+    )
+    rope_scaling: Optional[str] = field(
+        default=None,
+        metadata={
+            'help': 'RoPE scaling for longer contexts: linear, dynamic, yarn or llama3 (factor from model_max_length).'
+        },
+    )
+    model_max_length: Optional[int] = field(
+        default=None,
+        metadata={'help': 'Context length to reach; with rope_scaling it sets the factor (default: cutoff_len).'},
+    )
+    resize_vocab: bool = field(
+        default=False, metadata={'help': 'Resize the embeddings to the tokenizer (new tokens get the mean embedding).'}
+    )
     upcast_layernorm: bool = field(default=False, metadata={'help': 'Keep normalisation weights in float32.'})
     upcast_lmhead_output: bool = field(default=False, metadata={'help': 'Compute the output logits in float32.'})
-    moe_aux_loss_coef: Optional[float] = field(default=None, metadata={'help': 'Mixture-of-experts: weight of the router load-balancing loss (router logits are output while training).'})
-    print_param_status: bool = field(default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'})
+    moe_aux_loss_coef: Optional[float] = field(
+        default=None,
+        metadata={
+            'help': (
+                'Mixture-of-experts: weight of the router load-balancing loss (router logits are output while'
+                ' training).'
+            )
+        },
+    )
+    print_param_status: bool = field(
+        default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'}
+    )
     infer_backend: str = field(default='huggingface', metadata={
         'help': 'Inference engine of chat / api: huggingface (transformers generate) or vllm (the vllm package).'})
 
@@ -82,7 +114,8 @@ class ModelArguments(ExportArguments):
             raise ValueError(f'quantization_bit must be 4 or 8, got {self.quantization_bit}.')
         if self.quantization_type not in ('nf4', 'fp4'): raise ValueError(f"quantization_type must be nf4 or fp4, "
                                                                           f"got '{self.quantization_type}'.")
-        if self.rope_scaling not in ROPE_TYPES: raise ValueError(f"rope_scaling must be one of {[r for r in ROPE_TYPES if r]}, got '{self.rope_scaling}'.")
+        if self.rope_scaling not in ROPE_TYPES:
+            raise ValueError(f"rope_scaling must be one of {[r for r in ROPE_TYPES if r]}, got '{self.rope_scaling}'.")
         if self.flash_attn not in ATTN_IMPLS:
             raise ValueError(f"flash_attn must be one of {sorted(ATTN_IMPLS)}, got '{self.flash_attn}'.")
 

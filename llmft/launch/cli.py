@@ -64,7 +64,9 @@ def env_info() -> dict[str, str]:
 def cmd_export(args:list[str]) -> int:
     "llmft export RUN|RECIPE [key=value ...]: the run's adapters merged into a standalone model folder."
     from llmft.export import run_export
-    if not args: print('usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]', file=sys.stderr); return 2
+    if not args:
+        print('usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]', file=sys.stderr)
+        return 2
     dest = run_export(args).resolve()
     shards = [p for p in dest.glob('*.safetensors') if p.name != 'value_head.safetensors']
     print(f'Exported to {dest}: {len(shards)} weight file(s), the tokenizer with its chat template, Modelfile, '
@@ -74,8 +76,10 @@ def cmd_export(args:list[str]) -> int:
 def cmd_eval(args:list[str]) -> int:
     "llmft eval RUN|RECIPE [key=value ...]: accuracy on a multiple-choice benchmark, printed (and saved to save_dir)."
     from llmft.eval.evaluator import run_eval
-    if not args: print('usage: llmft eval RUN|RECIPE task=NAME_SPLIT [task_dir=DIR n_shot=5 lang=en save_dir=OUT]',
-                       file=sys.stderr); return 2
+    if not args:
+        usage = 'usage: llmft eval RUN|RECIPE task=NAME_SPLIT [task_dir=DIR n_shot=5 lang=en save_dir=OUT]'
+        print(usage, file=sys.stderr)
+        return 2
     res = run_eval(args)
     print(f'{res.task}: {res.average:.2f}% of {sum(s["total"] for s in res.subjects.values())} questions correct '
           f'({res.seconds:.1f} s)')
@@ -89,9 +93,13 @@ def cmd_sweep(args:list[str]) -> int:
     import signal
     from llmft.hparams.parser import parse_overrides
     from llmft.launch.batch import plan, sweep, sweep_usage
-    if args[:1] in (['-h'], ['--help']): print(sweep_usage()); return 0
+    if args[:1] in (['-h'], ['--help']):
+        print(sweep_usage())
+        return 0
     pos, flags = [a for a in args if '=' not in a and not a.startswith('-')], [a for a in args if a.startswith('--')]
-    if len(pos) != 1 or set(flags) - {'--list'}: print(sweep_usage(), file=sys.stderr); return 2
+    if len(pos) != 1 or set(flags) - {'--list'}:
+        print(sweep_usage(), file=sys.stderr)
+        return 2
     kw = parse_overrides([a for a in args if '=' in a and not a.startswith('--')])
     if flags:
         for row in plan(pos[0], **kw): print(f"{row['point']:60s} {row['action']}")
@@ -111,7 +119,9 @@ def cmd_train(args:list[str]) -> int:
     "llmft train CONFIG [key=value ...]: here, or re-launched under torchrun when several processes are asked for."
     from llmft.hparams.parser import load_cfg
     from llmft.launch.dist import in_distributed_worker, launch_settings, run_torchrun, torchrun_command
-    if not args: print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr); return 2
+    if not args:
+        print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr)
+        return 2
     settings, cfg = launch_settings(load_cfg(args))
     if settings.get('nproc_per_node', 1) * settings.get('nnodes', 1) > 1 and not in_distributed_worker():
         cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
@@ -140,7 +150,9 @@ def cmd_check_data(args:list[str]) -> int:
     "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error."
     from llmft.hparams.parser import load_cfg
     from llmft.train.tuner import check_data
-    if not args: print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr); return 2
+    if not args:
+        print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr)
+        return 2
     cfg = load_cfg(args)
     reports = check_data(cfg)
     for r in reports: print(r.summary())
@@ -179,7 +191,9 @@ def _chat_model(args:list[str], usage:str):
     from llmft.hparams.parser import parse_overrides
     from llmft.infer.chat import ChatModel
     pos = [a for a in args if '=' not in a]
-    if len(pos) != 1: print(usage, file=sys.stderr); return None, None
+    if len(pos) != 1:
+        print(usage, file=sys.stderr)
+        return None, None
     return ChatModel(pos[0], **parse_overrides([a for a in args if a not in pos])), pos[0]
 
 def cmd_chat(args:list[str]) -> int:
@@ -193,17 +207,28 @@ def cmd_chat(args:list[str]) -> int:
     history = []
     while True:
         try: q = input('\nUser: ').strip()
-        except EOFError: print(); return 0
-        except KeyboardInterrupt: print('\n(type exit to leave)'); continue
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print('\n(type exit to leave)')
+            continue
         if q == 'exit': return 0
-        if q == 'clear': history = []; print('History cleared.'); continue
+        if q == 'clear':
+            history = []
+            print('History cleared.')
+            continue
         if not q: continue
         history.append({'role': 'user', 'content': q})
         print('Assistant: ', end='', flush=True)
         event, text = threading.Event(), ''
         try:
-            for piece in cm.stream_chat(history, event=event): print(piece, end='', flush=True); text += piece
-        except KeyboardInterrupt: event.set(); print(' [stopped]', end='')
+            for piece in cm.stream_chat(history, event=event):
+                print(piece, end='', flush=True)
+                text += piece
+        except KeyboardInterrupt:
+            event.set()
+            print(' [stopped]', end='')
         print(flush=True)
         history.append({'role': 'assistant', 'content': text})
 
@@ -227,7 +252,8 @@ def cmd_expand(args:list[str]) -> int:
     pos = [a for a in args if '=' not in a and not a.startswith('--')]
     kw = parse_overrides([a for a in args if a not in pos])
     if len(pos) != 2 or set(kw) - {'num_expand'} or 'num_expand' not in kw:
-        print('usage: llmft expand MODEL OUT num_expand=N', file=sys.stderr); return 2
+        print('usage: llmft expand MODEL OUT num_expand=N', file=sys.stderr)
+        return 2
     out = expand_model(pos[0], pos[1], int(kw['num_expand']))
     print(f'Expanded model saved to {Path(out).resolve()}')
     return 0
@@ -237,10 +263,12 @@ def cmd_env(args) -> int:
     return 0
 
 def cmd_version(args) -> int:
-    print(pkg_version('llmft')); return 0
+    print(pkg_version('llmft'))
+    return 0
 
 def cmd_help(args) -> int:
-    print(USAGE); return 0
+    print(USAGE)
+    return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #65e945d4
 def report_error(e:BaseException) -> int:
@@ -273,10 +301,13 @@ def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."
     from llmft.core import closest
     argv = sys.argv[1:] if argv is None else argv
-    if not argv: print(USAGE); return 2
+    if not argv:
+        print(USAGE)
+        return 2
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        print(f"llmft: unknown command '{cmd}'{closest(cmd, COMMANDS)}\n\n{USAGE}", file=sys.stderr); return 2
+        print(f"llmft: unknown command '{cmd}'{closest(cmd, COMMANDS)}\n\n{USAGE}", file=sys.stderr)
+        return 2
     try: return COMMANDS[cmd](rest)
     except BrokenPipeError:   # `llmft templates | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit

@@ -14,10 +14,12 @@ __all__ = ['log', 'LogCallback', 'PissaConvertCallback', 'CheckpointCallback', '
 
 # %% ../../nbs/50_train.callbacks.ipynb #32cccad7
 def _fmt_time(s:float) -> str:
-    s = int(max(s, 0)); return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}'
+    s = int(max(s, 0))
+    return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}'
 
 class LogCallback(TrainerCallback):
-    "Append each log event, with progress, timing and tokens seen, to `<output_dir>/trainer_log.jsonl` (main process only)."
+    ("Append each log event, with progress, timing and tokens seen, to `<output_dir>/trainer_log.jsonl` (main process "
+     "only).")
     def __init__(self): self.start = self.path = None
 
     def on_train_begin(self, args, state, control, **kw):
@@ -46,31 +48,40 @@ class LogCallback(TrainerCallback):
 
 # %% ../../nbs/50_train.callbacks.ipynb #3903af78
 class PissaConvertCallback(TrainerCallback):
-    "With `pissa_convert`: save the PiSSA adapter at the start, and at the end also a plain LoRA of the original weights in `pissa_converted/`."
+    ("With `pissa_convert`: save the PiSSA adapter at the start, and at the end also a plain LoRA of the original "
+     "weights in `pissa_converted/`.")
     def _unwrap(self, model): return getattr(model, 'pretrained_model', model)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if not state.is_world_process_zero: return
-        m = self._unwrap(model); cfg = m.peft_config['default']
+        m = self._unwrap(model)
+        cfg = m.peft_config['default']
         init = cfg.init_lora_weights
         cfg.init_lora_weights = True  # peft saves the initial adapter as a plain one
-        m.save_pretrained(Path(args.output_dir)/'pissa_init'); cfg.init_lora_weights = init
+        m.save_pretrained(Path(args.output_dir) / 'pissa_init')
+        cfg.init_lora_weights = init
 
     def on_train_end(self, args, state, control, model=None, **kw):
         if not state.is_world_process_zero: return
-        m = self._unwrap(model); out = Path(args.output_dir)
+        m = self._unwrap(model)
+        out = Path(args.output_dir)
         m.save_pretrained(out/'pissa_converted', path_initial_model_for_weight_conversion=str(out/'pissa_init'))
 
 # %% ../../nbs/50_train.callbacks.ipynb #56f9b0ca
 log = get_logger(__name__)
 
 class CheckpointCallback(TrainerCallback):
-    "After a checkpoint is fully written, mark it complete (`CHECKPOINT_DONE`, with each file's size): resume trusts only marked checkpoints."
+    ("After a checkpoint is fully written, mark it complete (`CHECKPOINT_DONE`, with each file's size): resume trusts "
+     "only marked checkpoints.")
     def on_save(self, args, state, control, **kw):
         if not args.should_save: return
         ckpt = Path(args.output_dir)/f'checkpoint-{state.global_step}'
         if not ckpt.is_dir(): return
-        files = {str(p.relative_to(ckpt)): p.stat().st_size for p in sorted(ckpt.rglob('*')) if p.is_file() and p.name != CHECKPOINT_DONE}
+        files = {
+            str(p.relative_to(ckpt)): p.stat().st_size
+            for p in sorted(ckpt.rglob('*'))
+            if p.is_file() and p.name != CHECKPOINT_DONE
+        }
         write_json(ckpt/CHECKPOINT_DONE, {'step': state.global_step, 'files': files})
 
 # %% ../../nbs/50_train.callbacks.ipynb #9325da81
@@ -80,17 +91,23 @@ class InterruptCallback(TrainerCallback):
 
     def _handler(self, signum, frame):
         if self.requested:   # asked twice: the user wants out now
-            signal.signal(signal.SIGINT, self._old); raise KeyboardInterrupt
+            signal.signal(signal.SIGINT, self._old)
+            raise KeyboardInterrupt
         self.requested = True
-        log.warning('Interrupt received: stopping after this step and saving a checkpoint (interrupt again to stop at once).')
+        log.warning(
+            'Interrupt received: stopping after this step and saving a checkpoint (interrupt again to stop at once).'
+        )
 
     def on_train_begin(self, args, state, control, **kw):
         self.requested = False
-        if threading.current_thread() is threading.main_thread(): self._old = signal.signal(signal.SIGINT, self._handler)
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
 
     def on_step_end(self, args, state, control, **kw):
         if self.requested: control.should_save = control.should_training_stop = True
         return control
 
     def on_train_end(self, args, state, control, **kw):
-        if self._old is not None: signal.signal(signal.SIGINT, self._old); self._old = None
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None

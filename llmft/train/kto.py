@@ -14,7 +14,14 @@ from .dpo import batch_logps
 from .losses import kto_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference
-from .workflow import RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks, train_and_save
+from llmft.train.workflow import (
+    RunResult,
+    PreferenceMixin,
+    evaluate_into,
+    save_template,
+    stage_callbacks,
+    train_and_save,
+)
 
 # %% auto #0
 __all__ = ['KTOTrainer', 'run_kto']
@@ -35,7 +42,8 @@ class KTOTrainer(PreferenceMixin, Trainer):
         if f.pref_ftx > 0 and tags.any(): loss = loss + f.pref_ftx * (-logps[tags] / n[tags]).mean()
         m = {'kl': z, 'count/chosen': tags.sum().float(), 'count/rejected': (~tags).sum().float()}
         for name, sel, r in (('chosen', tags, rc), ('rejected', ~tags, rr)):
-            if sel.any(): m.update({f'rewards/{name}': r, f'logps/{name}': logps[sel].detach(), f'logits/{name}': logits[sel]})
+            if sel.any():
+                m.update({f'rewards/{name}': r, f'logps/{name}': logps[sel].detach(), f'logits/{name}': logits[sel]})
         if tags.any() and (~tags).any(): m['rewards/margins'] = rc.mean() - rr.mean()
         self.store_metrics(m, 'train' if model.training else 'eval')
         return (loss, {'logps': logps}) if return_outputs else loss
@@ -50,11 +58,20 @@ def run_kto(model_args, data_args, training_args, finetuning_args, generating_ar
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
     collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the KL rows and tags are not the model's inputs
-    trainer = KTOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
-                         finetuning_args=finetuning_args, ref_model=ref_model, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-                         optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
+    trainer = KTOTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        processing_class=tokenizer,
+        **ds,
+        finetuning_args=finetuning_args,
+        ref_model=ref_model,
+        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None)
+    )
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
-    if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'rewards/margins'))
+    if training_args.do_train:
+        train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'rewards/margins'))
     if training_args.do_eval: evaluate_into(trainer, result)
     return result

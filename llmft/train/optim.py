@@ -16,7 +16,8 @@ log = get_logger(__name__)
 def _decays(name:str, p) -> bool: return p.ndim >= 2 and 'norm' not in name and not name.endswith('bias')
 
 def loraplus_param_groups(model, lr:float, ratio:float, lr_embedding:float, weight_decay:float) -> list[dict]:
-    "Parameter groups for LoRA+: B matrices at `ratio` x `lr`, adapted embeddings at `lr_embedding`, the rest at `lr`; decay split."
+    ("Parameter groups for LoRA+: B matrices at `ratio` x `lr`, adapted embeddings at `lr_embedding`, the rest at "
+     "`lr`; decay split.")
     groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
@@ -24,11 +25,16 @@ def loraplus_param_groups(model, lr:float, ratio:float, lr_embedding:float, weig
         key = (kind, _decays(name, p))
         groups.setdefault(key, []).append(p)
     lrs = {'other': lr, 'lora_B': lr * ratio, 'embedding': lr_embedding}
-    return [dict(params=ps, lr=lrs[k], weight_decay=weight_decay if decay else 0.0, name=f"{k}{'' if decay else '_no_decay'}")
-            for (k, decay), ps in groups.items()]
+    return [
+        dict(
+            params=ps, lr=lrs[k], weight_decay=weight_decay if decay else 0.0, name=f"{k}{'' if decay else '_no_decay'}"
+        )
+        for (k, decay), ps in groups.items()
+    ]
 
 def create_custom_optimizer(model, training_args, finetuning_args):
-    "The LoRA+ optimizer when `loraplus_lr_ratio` is set (transformers' optimizer class and settings), else None (the Trainer's own)."
+    ("The LoRA+ optimizer when `loraplus_lr_ratio` is set (transformers' optimizer class and settings), else None "
+     "(the Trainer's own).")
     if not finetuning_args.loraplus_lr_ratio: return None
     groups = loraplus_param_groups(model, training_args.learning_rate, finetuning_args.loraplus_lr_ratio,
                                    finetuning_args.loraplus_lr_embedding, training_args.weight_decay)

@@ -35,7 +35,8 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
     if stage not in STAGES: raise ConfigError(f"stage '{stage}' is not available yet; available: {', '.join(STAGES)}.")
     t = args.training
     if t.should_save:
-        out = Path(t.output_dir); out.mkdir(parents=True, exist_ok=True)
+        out = Path(t.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
         (out/ARGS_FILE).write_text(yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True))
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
     try: return STAGES[stage](*args, callbacks=callbacks)
@@ -45,7 +46,8 @@ def _end_process_group():
     "Destroy the process group a multi-process run created (left alive, about one run in ten aborts at exit)."
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
-        dist.barrier(); dist.destroy_process_group()
+        dist.barrier()
+        dist.destroy_process_group()
 
 # %% ../../nbs/59_train.tuner.ipynb #40e4b9e2
 def check_data(cfg=None, **overrides) -> list:
@@ -68,11 +70,15 @@ def check_data(cfg=None, **overrides) -> list:
     reports = []
     if ds['train_dataset'] is not None:
         reports = check_dataset(ds['train_dataset'], template, tokenizer, shape, args.data, 'train', lo['train'])
-    if reports and shape in ('supervised', 'pairwise', 'feedback') and not args.data.streaming:   # how much cutoff_len cuts, from untruncated lengths
+    # how much cutoff_len cuts, from untruncated lengths
+    if reports and shape in ('supervised', 'pairwise', 'feedback') and not args.data.streaming:
         from llmft.data.checks import conversation_lengths, truncation_finding
         from llmft.data.loader import load_datasets
         raw = load_datasets(args.data.dataset, args.data, shape, args.training.seed)
-        if raw is not None: reports[0].findings.append(truncation_finding(*conversation_lengths(template, tokenizer, raw[:]), args.data.cutoff_len))
+        if raw is not None:
+            reports[0].findings.append(
+                truncation_finding(*conversation_lengths(template, tokenizer, raw[:]), args.data.cutoff_len)
+            )
     for name, d in evals.items():   # rows left out of the eval data go in the first eval report
         if d is not None: reports += check_dataset(d, template, tokenizer, shape, args.data, name, lo.pop('eval', None))
     return reports

@@ -24,19 +24,23 @@ class PairwiseDatasetProcessor(DatasetProcessor):
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {f'{k}_{c}': [] for k in ('chosen', 'rejected') for c in ('input_ids', 'attention_mask', 'labels')}
         for i in range(0, len(turns), 2):
-            prompt, chosen = join_pairs(turns[i]); rejected = turns[i + 1][-1]
+            prompt, chosen = join_pairs(turns[i])
+            rejected = turns[i + 1][-1]
             chosen, rejected = chosen + eos, rejected + eos
             longer = max(chosen, rejected, key=len)   # both answers get the budget of the longer one
             fit = self.fit(prompt, longer, self.data_args.cutoff_len, tails[i][-2])
             if fit is None: continue   # no room for the answer's header: dropped, counted by the pipeline
             prompt, tl, sl = fit[0], len(fit[1]), len(fit[0])
             for k, resp in (('chosen', chosen[:tl]), ('rejected', rejected[:tl])):
-                out[f'{k}_input_ids'].append(prompt + resp); out[f'{k}_attention_mask'].append([1] * (sl + len(resp)))
+                out[f'{k}_input_ids'].append(prompt + resp)
+                out[f'{k}_attention_mask'].append([1] * (sl + len(resp)))
                 out[f'{k}_labels'].append([IGNORE_INDEX] * sl + resp)
         return out
 
     def print_data_example(self, example:dict) -> str:
         parts = []
         for k in ('chosen', 'rejected'):
-            parts.append(super().print_data_example({'input_ids': example[f'{k}_input_ids'], 'labels': example[f'{k}_labels']}))
+            parts.append(
+                super().print_data_example({'input_ids': example[f'{k}_input_ids'], 'labels': example[f'{k}_labels']})
+            )
         return '\n'.join(parts)
