@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo test export clean parity
+.PHONY: install browser demo test test-fast docs export clean parity
 
 install: $(VENV)/.installed
 
@@ -44,14 +44,23 @@ demo: install models/tiny-llama3
 	$(BIN)/llmft train examples/quickstart_sft.yaml
 
 test: install
-	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/nbdev_test --n_workers 2 --flags slow
 	$(BIN)/pytest -q tests
+
+# the quick loop: notebook cells and tests flagged slow are left out (under three minutes on two cores)
+test-fast: install
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/pytest -q -m 'not slow' tests
+
+# the documentation site, offline, into _docs/ (executed notebooks are cached in _proc/): see docs/site.md
+docs: install
+	$(PY) tools/docs.py
 
 export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/nbdev_clean --fname tutorials && $(PY) tools/readme.py
 
 clean:
-	rm -rf saves models _docs _proc
+	rm -rf saves models _docs _docs_src _docs_src.yml _proc
 
 # side-by-side with LLaMA-Factory 0.9.5 (not in CI: it installs a second torch stack into .lf-venv)
 LF_VENV ?= .lf-venv

@@ -10,8 +10,8 @@ from .core import cache_dir, closest, get_logger
 
 # %% auto #0
 __all__ = ['log', 'FIXTURE_VERSION', 'LLAMA3_SPLIT', 'LLAMA3_CHAT_TEMPLATE', 'QWEN_CHAT_TEMPLATE', 'FAMILIES', 'ARCHS',
-           'tiny_tokenizer_path', 'tiny_tokenizer', 'chat_templates_dir', 'official_chat_template', 'family_tokenizer',
-           'tiny_model', 'save_tiny_model']
+           'add_family', 'tiny_tokenizer_path', 'tiny_tokenizer', 'chat_templates_dir', 'official_chat_template',
+           'family_tokenizer', 'tiny_model', 'save_tiny_model']
 
 # %% ../nbs/01_testing.ipynb #30d42910
 log = get_logger(__name__)
@@ -58,203 +58,54 @@ QWEN_CHAT_TEMPLATE = (  # the no-tools branch of Qwen2.5-Instruct's template
 )
 
 _LLAMA2 = ['<unk>', '<s>', '</s>']
-FAMILIES = {
-    'llama3': dict(
-        specials=[
-            '<|begin_of_text|>',
-            '<|end_of_text|>',
-            '<|start_header_id|>',
-            '<|end_header_id|>',
-            '<|eot_id|>',
-            '<|eom_id|>',
-            '<|python_tag|>',
-            '<|finetune_right_pad_id|>',
-        ],
-        bos='<|begin_of_text|>',
-        eos='<|eot_id|>',
-        pad=None,
-        add_bos=True,
-        chat_template=LLAMA3_CHAT_TEMPLATE,
-    ),
-    'qwen': dict(
-        specials=['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
-        bos=None,
-        eos='<|im_end|>',
-        pad='<|endoftext|>',
-        add_bos=False,
-        chat_template=QWEN_CHAT_TEMPLATE,
-    ),
-    'qwen3': dict(
-        specials=[
-            '<|endoftext|>',
-            '<|im_start|>',
-            '<|im_end|>',
-            '<think>',
-            '</think>',
-            '<tool_call>',
-            '</tool_call>',
-            '<tool_response>',
-            '</tool_response>',
-            '<|vision_start|>',
-            '<|vision_end|>',
-            '<|image_pad|>',
-            '<|video_pad|>',
-        ],
-        bos=None,
-        eos='<|im_end|>',
-        pad='<|endoftext|>',
-        add_bos=False,
-        chat_template=None,
-    ),
-    'llama2': dict(specials=_LLAMA2, bos='<s>', eos='</s>', pad=None, add_bos=True, chat_template=None),
-    'mistral': dict(
-        specials=_LLAMA2
-        + [
-            '[INST]',
-            '[/INST]',
-            '[AVAILABLE_TOOLS]',
-            '[/AVAILABLE_TOOLS]',
-            '[TOOL_CALLS]',
-            '[TOOL_RESULTS]',
-            '[/TOOL_RESULTS]',
-            '[SYSTEM_PROMPT]',
-            '[/SYSTEM_PROMPT]',
-        ],
-        bos='<s>',
-        eos='</s>',
-        pad=None,
-        add_bos=True,
-        chat_template=None,
-    ),
-    'gemma': dict(
-        specials=['<pad>', '<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>', '<start_of_image>'],
-        bos='<bos>',
-        eos='<eos>',
-        pad='<pad>',
-        add_bos=True,
-        chat_template=None,
-    ),
-    'phi': dict(
-        specials=[
-            '<|endoftext|>',
-            '<|system|>',
-            '<|user|>',
-            '<|assistant|>',
-            '<|end|>',
-            '<|im_start|>',
-            '<|im_end|>',
-            '<|im_sep|>',
-        ],
-        bos='<|endoftext|>',
-        eos='<|endoftext|>',
-        pad=None,
-        add_bos=False,
-        chat_template=None,
-    ),
-    'glm': dict(
-        specials=[
-            '<|endoftext|>',
-            '[gMASK]',
-            'sop',
-            '<sop>',
-            '<|system|>',
-            '<|user|>',
-            '<|assistant|>',
-            '<|observation|>',
-        ],
-        bos=None,
-        eos='<|endoftext|>',
-        pad=None,
-        add_bos=False,
-        chat_template=None,
-    ),
-    'cohere': dict(
-        specials=[
-            '<PAD>',
-            '<BOS_TOKEN>',
-            '<|END_OF_TURN_TOKEN|>',
-            '<|START_OF_TURN_TOKEN|>',
-            '<|SYSTEM_TOKEN|>',
-            '<|USER_TOKEN|>',
-            '<|CHATBOT_TOKEN|>',
-        ],
-        bos='<BOS_TOKEN>',
-        eos='<|END_OF_TURN_TOKEN|>',
-        pad='<PAD>',
-        add_bos=True,
-        chat_template=None,
-    ),
-    'deepseek': dict(
-        specials=[
-            '<｜begin▁of▁sentence｜>',
-            '<｜end▁of▁sentence｜>',
-            '<｜User｜>',
-            '<｜Assistant｜>',
-            '<think>',
-            '</think>',
-            '<|EOT|>',
-        ],
-        bos='<｜begin▁of▁sentence｜>',
-        eos='<｜end▁of▁sentence｜>',
-        pad=None,
-        add_bos=True,
-        chat_template=None,
-    ),
-    'granite': dict(
-        specials=['<|end_of_text|>', '<|start_of_role|>', '<|end_of_role|>', '<|tool_call|>'],
-        bos='<|end_of_text|>',
-        eos='<|end_of_text|>',
-        pad=None,
-        add_bos=False,
-        chat_template=None,
-    ),
-    'openchat': dict(
-        specials=_LLAMA2 + ['<|end_of_turn|>'],
-        bos='<s>',
-        eos='<|end_of_turn|>',
-        pad=None,
-        add_bos=True,
-        chat_template=None,
-    ),
-    'bailing': dict(
-        specials=['<|endoftext|>', '<role>', '</role>'],
-        bos=None,
-        eos='<|endoftext|>',
-        pad=None,
-        add_bos=False,
-        chat_template=None,
-    ),
-    'megrez': dict(
-        specials=['<|endoftext|>', '<|role_start|>', '<|role_end|>', '<|turn_end|>'],
-        bos=None,
-        eos='<|turn_end|>',
-        pad=None,
-        add_bos=False,
-        chat_template=None,
-    ),
-    'cpm': dict(
-        specials=_LLAMA2 + ['<用户>', '<AI>'], bos='<s>', eos='</s>', pad=None, add_bos=True, chat_template=None
-    ),
-    'intern': dict(
-        specials=_LLAMA2 + ['<|im_start|>', '<|im_end|>'],
-        bos='<s>',
-        eos='</s>',
-        pad=None,
-        add_bos=True,
-        chat_template=None,
-    ),
-    'olmo': dict(
-        specials=['<|endoftext|>', '<|padding|>'],
-        bos=None,
-        eos='<|endoftext|>',
-        pad='<|padding|>',
-        add_bos=False,
-        chat_template=None,
-    ),
-    'falcon': dict(
-        specials=['>>', '<|endoftext|>'], bos='>>', eos='<|endoftext|>', pad=None, add_bos=False, chat_template=None
-    ),
-}
+
+# %% ../nbs/01_testing.ipynb #dc894abc
+FAMILIES: dict[str, dict] = {}
+
+def add_family(name:str,             # the family's key, as in `tiny_tokenizer(name)`
+               specials:list[str],   # its special tokens, added to the shared BPE vocabulary
+               bos:str|None,         # beginning-of-sequence token
+               eos:str,              # end-of-sequence (end-of-turn) token
+               pad:str|None=None,    # padding token
+               add_bos:bool=False,   # the tokenizer prepends bos to every text
+               chat_template:str|None=None, # the family's jinja chat template, when a test needs one
+              ):
+    "Register the fixture tokenizer family `name`."
+    FAMILIES[name] = dict(specials=specials, bos=bos, eos=eos, pad=pad, add_bos=add_bos, chat_template=chat_template)
+
+# %% ../nbs/01_testing.ipynb #572e0361
+add_family('llama3', ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>',
+                      '<|eom_id|>', '<|python_tag|>', '<|finetune_right_pad_id|>'], '<|begin_of_text|>', '<|eot_id|>',
+           add_bos=True, chat_template=LLAMA3_CHAT_TEMPLATE)
+add_family('qwen', ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], None, '<|im_end|>', pad='<|endoftext|>',
+           chat_template=QWEN_CHAT_TEMPLATE)
+add_family('qwen3', ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '</think>', '<tool_call>',
+                     '</tool_call>', '<tool_response>', '</tool_response>', '<|vision_start|>', '<|vision_end|>',
+                     '<|image_pad|>', '<|video_pad|>'], None, '<|im_end|>', pad='<|endoftext|>')
+add_family('llama2', _LLAMA2, '<s>', '</s>', add_bos=True)
+add_family('mistral', _LLAMA2 + ['[INST]', '[/INST]', '[AVAILABLE_TOOLS]', '[/AVAILABLE_TOOLS]', '[TOOL_CALLS]',
+                                 '[TOOL_RESULTS]', '[/TOOL_RESULTS]', '[SYSTEM_PROMPT]', '[/SYSTEM_PROMPT]'], '<s>',
+           '</s>', add_bos=True)
+add_family('gemma', ['<pad>', '<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>', '<start_of_image>'], '<bos>',
+           '<eos>', pad='<pad>', add_bos=True)
+add_family('phi', ['<|endoftext|>', '<|system|>', '<|user|>', '<|assistant|>', '<|end|>', '<|im_start|>', '<|im_end|>',
+                   '<|im_sep|>'], '<|endoftext|>', '<|endoftext|>')
+add_family('glm', ['<|endoftext|>', '[gMASK]', 'sop', '<sop>', '<|system|>', '<|user|>', '<|assistant|>',
+                   '<|observation|>'], None, '<|endoftext|>')
+add_family('cohere', ['<PAD>', '<BOS_TOKEN>', '<|END_OF_TURN_TOKEN|>', '<|START_OF_TURN_TOKEN|>', '<|SYSTEM_TOKEN|>',
+                      '<|USER_TOKEN|>', '<|CHATBOT_TOKEN|>'], '<BOS_TOKEN>', '<|END_OF_TURN_TOKEN|>', pad='<PAD>',
+           add_bos=True)
+add_family('deepseek', ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<｜User｜>', '<｜Assistant｜>', '<think>',
+                        '</think>', '<|EOT|>'], '<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', add_bos=True)
+add_family('granite', ['<|end_of_text|>', '<|start_of_role|>', '<|end_of_role|>', '<|tool_call|>'], '<|end_of_text|>',
+           '<|end_of_text|>')
+add_family('openchat', _LLAMA2 + ['<|end_of_turn|>'], '<s>', '<|end_of_turn|>', add_bos=True)
+add_family('bailing', ['<|endoftext|>', '<role>', '</role>'], None, '<|endoftext|>')
+add_family('megrez', ['<|endoftext|>', '<|role_start|>', '<|role_end|>', '<|turn_end|>'], None, '<|turn_end|>')
+add_family('cpm', _LLAMA2 + ['<用户>', '<AI>'], '<s>', '</s>', add_bos=True)
+add_family('intern', _LLAMA2 + ['<|im_start|>', '<|im_end|>'], '<s>', '</s>', add_bos=True)
+add_family('olmo', ['<|endoftext|>', '<|padding|>'], None, '<|endoftext|>', pad='<|padding|>')
+add_family('falcon', ['>>', '<|endoftext|>'], '>>', '<|endoftext|>')
 
 # %% ../nbs/01_testing.ipynb #459241ca
 def _key(*parts) -> str:
@@ -312,6 +163,7 @@ def tiny_tokenizer_path(family:str='llama3', # a key of `FAMILIES`
     dest = cache_dir('fixtures')/f'tok-{family}-{_key(family, vocab_size, FAMILIES[family])}'
     return _build_atomic(dest, lambda tmp: _train_tokenizer(tmp, family, vocab_size))
 
+# %% ../nbs/01_testing.ipynb #fc2fb98f
 def tiny_tokenizer(family:str='llama3', # a key of `FAMILIES`
                    vocab_size:int=1024,  # learned vocabulary, before special tokens
                   ):
@@ -354,20 +206,11 @@ def _build_model(out:Path, arch:str, family:str, hidden:int, layers:int, heads:i
     cfg_cls, model_cls, _ = ARCHS[arch]
     tok = tiny_tokenizer(family)
     vocab = (len(tok) + 63)//64*64
-    cfg = getattr(transformers, cfg_cls)(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        dtype='float32',
-    )
+    cfg = getattr(transformers, cfg_cls)(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2,
+                                         num_hidden_layers=layers, num_attention_heads=heads,
+                                         num_key_value_heads=kv_heads, max_position_embeddings=2048,
+                                         tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, dtype='float32')
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(cfg).float()
     model.generation_config.eos_token_id = tok.eos_token_id

@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LF_DEMO = ROOT.parent / 'shared' / 'reference-data' / 'llamafactory-demo'
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', "slow: a long end-to-end test; `make test-fast` leaves it out (-m 'not slow')")
+
+
 @pytest.fixture(scope='session')
 def root(): return ROOT
 

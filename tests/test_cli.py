@@ -42,14 +42,21 @@ def test_llamafactory_recipe_runs_unchanged(tiny_llama, tmp_path):
     assert (tmp_path / 'lf' / 'adapter_model.safetensors').exists()
 
 
-@pytest.mark.skipif(not LF_DEMO.exists(), reason='LLaMA-Factory reference data is not beside the repo')
-def test_llamafactory_registry_and_data(tiny_llama, tmp_path):
-    "LLaMA-Factory's own dataset_info.json and alpaca_en_demo read unchanged."
+REGISTRIES = [ROOT / 'tests/assets/lf_registry'] + ([LF_DEMO] if LF_DEMO.exists() else [])
+
+
+@pytest.mark.parametrize('registry', REGISTRIES, ids=[r.name for r in REGISTRIES])
+def test_llamafactory_registry_and_data(tiny_llama, tmp_path, registry):
+    """A registry in LLaMA-Factory's layout read unchanged (hub-only entries, tags, splits, subsets, media columns): our
+    own copy of its shape always, LLaMA-Factory's own dataset_info.json and alpaca_en_demo where they are beside the repo."""
     text = (ROOT / 'tests/assets/lf_llama3_lora_sft.yaml').read_text()
-    text = text.replace('MODEL', tiny_llama).replace('OUTPUT', str(tmp_path / 'lf')).replace('alpaca_demo,identity', 'identity,alpaca_en_demo')
-    p = tmp_path / 'lf.yaml'; p.write_text(text)
-    r = cli('train', p, f'dataset_dir={LF_DEMO}', 'max_steps=2', 'max_samples=50')
+    text = text.replace('MODEL', tiny_llama).replace('OUTPUT', str(tmp_path / 'lf'))
+    text = text.replace('alpaca_demo,identity', 'identity,alpaca_en_demo')
+    p = tmp_path / 'lf.yaml'
+    p.write_text(text)
+    r = cli('train', p, f'dataset_dir={registry}', 'max_steps=2', 'max_samples=50')
     assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / 'lf' / 'adapter_model.safetensors').exists()
 
 
 def test_env_and_version():

@@ -29,14 +29,8 @@ def _bubbles(history: list[dict]) -> str:
 class ChatWidget:
     "Chat with one model, or several side by side (one column each); answers stream in; a system prompt and settings."
 
-    def __init__(
-        self,
-        models: dict | ChatModel,
-        system: str = '',
-        temperature: float = 0.0,
-        max_new_tokens: int = 256,
-        top_p: float = 0.7,
-    ):
+    def __init__(self, models: dict | ChatModel, system: str = '', temperature: float = 0.0, max_new_tokens: int = 256,
+                 top_p: float = 0.7):
         self.models = models if isinstance(models, dict) else {'model': models}
         self.histories = {k: [] for k in self.models}
         self.views = {k: W.HTML(_bubbles([])) for k in self.models}

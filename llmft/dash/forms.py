@@ -4,6 +4,7 @@
 
 # %% ../../nbs/94_dash.forms.ipynb #21c6e669
 from __future__ import annotations
+from fastcore.basics import patch
 import json, threading
 from pathlib import Path
 import yaml
@@ -38,6 +39,7 @@ FIELDS = {  # key -> (widget factory, default)
     'output_dir': (lambda v: W.Text(v), 'saves/run'),
 }
 
+# %% ../../nbs/94_dash.forms.ipynb #617b695d
 class RunBuilder:
     "A form for a run: edit, see and check the YAML, save it, and launch it with a `LiveMonitor`."
     def __init__(self, dataset_dir:str='data', **values):
@@ -49,25 +51,16 @@ class RunBuilder:
             w.layout = W.Layout(width='520px')
         names = registry_names(vals['dataset_dir'])
         chosen = [d for d in str(values.get('dataset', '')).split(',') if d in names] or names[:1]
-        self.dataset = W.SelectMultiple(
-            options=names,
-            value=tuple(chosen),
-            description='dataset',
-            rows=min(max(len(names), 2), 6),
-            style={'description_width': '190px'},
-            layout=W.Layout(width='520px'),
-        )
+        self.dataset = W.SelectMultiple(options=names, value=tuple(chosen), description='dataset',
+                                        rows=min(max(len(names), 2), 6), style={'description_width': '190px'},
+                                        layout=W.Layout(width='520px'))
         self.extra = W.Textarea(placeholder='more keys, as YAML (e.g. lora_target: all)', description='extra keys',
                                 style={'description_width': '190px'}, layout=W.Layout(width='520px', height='80px'))
         self.processes = W.BoundedIntText(
             1, min=1, max=64, description='processes', style={'description_width': '190px'}
         )
-        self.path = W.Text(
-            str(vals['output_dir']).rstrip('/') + '.yaml',
-            description='save as',
-            style={'description_width': '190px'},
-            layout=W.Layout(width='520px'),
-        )
+        self.path = W.Text(str(vals['output_dir']).rstrip('/') + '.yaml', description='save as',
+                           style={'description_width': '190px'}, layout=W.Layout(width='520px'))
         self.preview, self.status = W.HTML(), W.HTML()
         self.save_button, self.launch_button = W.Button(description='Save YAML', icon='save'), W.Button(
             description='Launch', icon='play', button_style='success'
@@ -81,99 +74,107 @@ class RunBuilder:
                               W.HBox([self.save_button, self.launch_button]), self.status, self.preview, self.out])
         self.refresh()
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+@patch
+def _ipython_display_(self:RunBuilder):
+    from IPython.display import display
+    display(self.widget)
 
-    def config(self) -> dict:
-        "The run's configuration as a flat dict."
-        cfg = {
-            'model_name_or_path': self.inputs['model_name_or_path'].value,
-            'stage': self.inputs['stage'].value,
-            'do_train': True,
-        }
-        cfg.update({k: w.value for k, w in self.inputs.items() if k not in cfg})
-        cfg['dataset'] = ','.join(self.dataset.value)
-        if cfg['finetuning_type'] != 'lora': cfg.pop('lora_rank')
-        extra = yaml.safe_load(self.extra.value) if self.extra.value.strip() else {}
-        if not isinstance(extra, dict): raise ValueError('extra keys must be a YAML mapping of key: value.')
-        return {**cfg, 'report_to': 'none', **extra}
+# %% ../../nbs/94_dash.forms.ipynb #2bc0b532
+@patch
+def config(self:RunBuilder) -> dict:
+    "The run's configuration as a flat dict."
+    cfg = {'model_name_or_path': self.inputs['model_name_or_path'].value, 'stage': self.inputs['stage'].value,
+           'do_train': True}
+    cfg.update({k: w.value for k, w in self.inputs.items() if k not in cfg})
+    cfg['dataset'] = ','.join(self.dataset.value)
+    if cfg['finetuning_type'] != 'lora': cfg.pop('lora_rank')
+    extra = yaml.safe_load(self.extra.value) if self.extra.value.strip() else {}
+    if not isinstance(extra, dict): raise ValueError('extra keys must be a YAML mapping of key: value.')
+    return {**cfg, 'report_to': 'none', **extra}
 
-    def yaml(self) -> str:
-        "The recipe as YAML, first line a comment saying how to run it."
-        return f'# Run: llmft train {self.path.value}\n' + yaml.safe_dump(self.config(), sort_keys=False)
+@patch
+def yaml(self:RunBuilder) -> str:
+    "The recipe as YAML, first line a comment saying how to run it."
+    return f'# Run: llmft train {self.path.value}\n' + yaml.safe_dump(self.config(), sort_keys=False)
 
-    def check(self) -> str|None:
-        "The configuration error `llmft train` would report, or None."
-        from llmft.hparams.parser import get_train_args
-        try: get_train_args({**self.config(), 'overwrite_output_dir': True})
-        except Exception as e: return str(e)
-        return None
+@patch
+def check(self:RunBuilder) -> str|None:
+    "The configuration error `llmft train` would report, or None."
+    from llmft.hparams.parser import get_train_args
+    try: get_train_args({**self.config(), 'overwrite_output_dir': True})
+    except Exception as e: return str(e)
+    return None
 
-    def refresh(self):
-        "Redraw the YAML preview and the check."
-        import html
-        try: text, err = self.yaml(), self.check()
-        except Exception as e: text, err = '', str(e)
-        self.preview.value = f"<pre style='background:#f5f5f5;padding:6px'>{html.escape(text)}</pre>"
-        self.status.value = (
-            f"<b style='color:#c62828'>invalid:</b> {html.escape(err, quote=False)}"
-            if err
-            else "<b style='color:#2e7d32'>valid</b>"
-        )
-        self.launch_button.disabled = bool(err)
+@patch
+def refresh(self:RunBuilder):
+    "Redraw the YAML preview and the check."
+    import html
+    try: text, err = self.yaml(), self.check()
+    except Exception as e: text, err = '', str(e)
+    self.preview.value = f"<pre style='background:#f5f5f5;padding:6px'>{html.escape(text)}</pre>"
+    self.status.value = (
+        f"<b style='color:#c62828'>invalid:</b> {html.escape(err, quote=False)}"
+        if err
+        else "<b style='color:#2e7d32'>valid</b>"
+    )
+    self.launch_button.disabled = bool(err)
 
-    def _finish(self, follower, block:bool=True):
-        "Wait for a torchrun launch to end; a worker's error goes to the status line (and is raised when blocking)."
-        try:
-            follower.wait()
-            self.run.wait()
-            return self.monitor
-        except (Exception, KeyboardInterrupt) as e:
+@patch
+def _finish(self:RunBuilder, follower, block:bool=True):
+    "Wait for a torchrun launch to end; a worker's error goes to the status line (and is raised when blocking)."
+    try:
+        follower.wait()
+        self.run.wait()
+        return self.monitor
+    except (Exception, KeyboardInterrupt) as e:
+        self.show_error(e)
+        if block: raise
+
+# %% ../../nbs/94_dash.forms.ipynb #0831d475
+@patch
+def show_error(self:RunBuilder, e:BaseException):
+    "A failed launch in the status line, in red: a user error as its one line; a bug also with its traceback below."
+    import html, traceback
+    from llmft.core import UserError, error_line
+    self.error = e
+    self.status.value = f"<b style='color:#c62828'>failed:</b> {html.escape(error_line(e), quote=False)}"
+    if not isinstance(e, UserError):
+        with self.out: print(''.join(traceback.format_exception(e)))
+
+@patch
+def save(self:RunBuilder) -> Path:
+    "Write the YAML to the `save as` path."
+    p = Path(self.path.value)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(self.yaml())
+    self.status.value += f' · saved {p}'
+    return p
+
+@patch
+def launch(self:RunBuilder, block:bool=True):
+    ("Run the recipe with a live monitor: in this kernel (a background thread unless `block`), or under torchrun "
+     "with several processes.")
+    cfg, n = self.config(), self.processes.value
+    self.monitor = LiveMonitor(title=f"{cfg['stage']} · {cfg['model_name_or_path']}")
+    with self.out:
+        self.out.clear_output()
+        __import__('IPython').display.display(self.monitor.widget)
+    if n > 1:
+        from llmft.launch.dist import launch_torchrun
+        self.run = launch_torchrun(cfg, n)
+        follower = follow_run(self.run, self.monitor)
+        if block: return self._finish(follower)
+        threading.Thread(target=self._finish, args=(follower, False), daemon=True).start()
+        return follower
+    from llmft.train.tuner import run_exp
+    def go():
+        try: self.result = run_exp(cfg, callbacks=[self.monitor])
+        except (Exception, KeyboardInterrupt) as e:   # a thread has nobody to raise to: the status says it
             self.show_error(e)
             if block: raise
-
-    def show_error(self, e:BaseException):
-        "A failed launch in the status line, in red: a user error as its one line; a bug also with its traceback below."
-        import html, traceback
-        from llmft.core import UserError, error_line
-        self.error = e
-        self.status.value = f"<b style='color:#c62828'>failed:</b> {html.escape(error_line(e), quote=False)}"
-        if not isinstance(e, UserError):
-            with self.out: print(''.join(traceback.format_exception(e)))
-
-    def save(self) -> Path:
-        "Write the YAML to the `save as` path."
-        p = Path(self.path.value)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.yaml())
-        self.status.value += f' · saved {p}'
-        return p
-
-    def launch(self, block:bool=True):
-        ("Run the recipe with a live monitor: in this kernel (a background thread unless `block`), or under torchrun "
-         "with several processes.")
-        cfg, n = self.config(), self.processes.value
-        self.monitor = LiveMonitor(title=f"{cfg['stage']} · {cfg['model_name_or_path']}")
-        with self.out:
-            self.out.clear_output()
-            __import__('IPython').display.display(self.monitor.widget)
-        if n > 1:
-            from llmft.launch.dist import launch_torchrun
-            self.run = launch_torchrun(cfg, n)
-            follower = follow_run(self.run, self.monitor)
-            if block: return self._finish(follower)
-            threading.Thread(target=self._finish, args=(follower, False), daemon=True).start()
-            return follower
-        from llmft.train.tuner import run_exp
-        def go():
-            try: self.result = run_exp(cfg, callbacks=[self.monitor])
-            except (Exception, KeyboardInterrupt) as e:   # a thread has nobody to raise to: the status says it
-                self.show_error(e)
-                if block: raise
-        if block:
-            go()
-            return self.result
-        self.thread = threading.Thread(target=go, daemon=True)
-        self.thread.start()
-        return self.thread
+    if block:
+        go()
+        return self.result
+    self.thread = threading.Thread(target=go, daemon=True)
+    self.thread.start()
+    return self.thread

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/90_dash.inspect.ipynb #dec92f19
 from __future__ import annotations
+from fastcore.basics import patch
 import html
 import numpy as np
 import ipywidgets as W
@@ -86,13 +87,8 @@ def mask_figure(segments, max_tokens:int=512):
     fig = go.FigureWidget(
         go.Heatmap(z=allowed.astype(int), colorscale=[[0, '#fafafa'], [1, '#1565c0']], showscale=False)
     )
-    fig.update_layout(
-        title='attention mask (row: query, column: key)',
-        height=360,
-        width=380,
-        margin=dict(l=40, r=10, t=40, b=30),
-        yaxis=dict(autorange='reversed'),
-    )
+    fig.update_layout(title='attention mask (row: query, column: key)', height=360, width=380,
+                      margin=dict(l=40, r=10, t=40, b=30), yaxis=dict(autorange='reversed'))
     return fig
 
 # %% ../../nbs/90_dash.inspect.ipynb #ee66a4b9
@@ -100,14 +96,10 @@ VIEWS = {  # data shape -> the rows of one sample to draw: (heading, ids column,
     'supervised': [('sample', 'input_ids', 'labels')],
     'pretrain': [('text block', 'input_ids', None)],
     'unsupervised': [('prompt', 'input_ids', None), ('reference answer', 'labels', None)],
-    'pairwise': [
-        ('chosen', 'chosen_input_ids', 'chosen_labels'),
-        ('rejected', 'rejected_input_ids', 'rejected_labels'),
-    ],
-    'feedback': [
-        ('sample', 'input_ids', 'labels'),
-        ('KL pair (same prompt, another answer)', 'kl_input_ids', 'kl_labels'),
-    ],
+    'pairwise': [('chosen', 'chosen_input_ids', 'chosen_labels'),
+                 ('rejected', 'rejected_input_ids', 'rejected_labels')],
+    'feedback': [('sample', 'input_ids', 'labels'),
+                 ('KL pair (same prompt, another answer)', 'kl_input_ids', 'kl_labels')],
 }
 
 class Inspector:
@@ -138,62 +130,58 @@ class Inspector:
             " llmft-role-user'>user</span><span class='llmft-role llmft-role-assistant'>assistant</span></div>"
         )
         self.widget = W.VBox(
-            [
-                W.HTML(CSS + legend),
-                W.HBox([self.index, self.search]),
-                self.status,
-                self.html,
-                self.figure_box,
-                self.check,
-            ]
+            [W.HTML(CSS + legend), W.HBox([self.index, self.search]), self.status, self.html, self.figure_box,
+             self.check]
         )
         self.show(0)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+@patch
+def _ipython_display_(self:Inspector):
+    from IPython.display import display
+    display(self.widget)
 
-    def show(self, i:int):
-        "Draw sample `i`."
-        if not len(self.ds):
-            self.html.value = '<i>empty dataset</i>'
-            return
-        ex, parts = self.ds[int(i)], []
-        segs = (
-            ex.get('attention_mask')
-            if self.shape == 'supervised' and ex.get('attention_mask') and max(ex['attention_mask']) > 1
-            else None
+# %% ../../nbs/90_dash.inspect.ipynb #3083a852
+@patch
+def show(self:Inspector, i:int):
+    "Draw sample `i`."
+    if not len(self.ds):
+        self.html.value = '<i>empty dataset</i>'
+        return
+    ex, parts = self.ds[int(i)], []
+    segs = (
+        ex.get('attention_mask')
+        if self.shape == 'supervised' and ex.get('attention_mask') and max(ex['attention_mask']) > 1
+        else None
+    )
+    for head, id_col, lab_col in VIEWS[self.shape]:
+        if lab_col: labels = ex[lab_col]
+        elif self.shape == 'pretrain': labels = ex[id_col]   # every token trained
+        else: labels = [IGNORE_INDEX] * len(ex[id_col])
+        parts.append(
+            f'<h4>{head} — {len(ex[id_col])} tokens, {sum(l != IGNORE_INDEX for l in labels)} trained</h4>'
         )
-        for head, id_col, lab_col in VIEWS[self.shape]:
-            labels = (
-                ex[lab_col]
-                if lab_col
-                else ([IGNORE_INDEX] * len(ex[id_col]) if self.shape != 'pretrain' else ex[id_col])
-            )
-            parts.append(
-                f'<h4>{head} — {len(ex[id_col])} tokens, {sum(l != IGNORE_INDEX for l in labels)} trained</h4>'
-            )
-            parts.append(render_tokens(self.tok, ex[id_col], labels, self.markers, segs))
-        if 'kto_tags' in ex: parts.insert(0, f"<b>{'desirable' if ex['kto_tags'] else 'undesirable'}</b>")
-        self.html.value = ''.join(parts)
-        self.figure = mask_figure(segs) if segs else None
-        self.figure_box.children = (self.figure,) if self.figure is not None else ()
-        if self.index.value != int(i): self.index.value = int(i)
+        parts.append(render_tokens(self.tok, ex[id_col], labels, self.markers, segs))
+    if 'kto_tags' in ex: parts.insert(0, f"<b>{'desirable' if ex['kto_tags'] else 'undesirable'}</b>")
+    self.html.value = ''.join(parts)
+    self.figure = mask_figure(segs) if segs else None
+    self.figure_box.children = (self.figure,) if self.figure is not None else ()
+    if self.index.value != int(i): self.index.value = int(i)
 
-    def find(self, text:str, start:int|None=None) -> int|None:
-        ("Go to the next sample (after the current one, wrapping round) whose decoded text contains `text`; its "
-         "index, or None.")
-        n = len(self.ds)
-        first = self.index.value + 1 if start is None else start
-        col = VIEWS[self.shape][0][1]
-        for k in range(n):
-            i = (first + k) % n
-            if text in self.tok.decode(self.ds[i][col]):
-                self.show(i)
-                self.status.value = f'found in sample {i}'
-                return i
-        self.status.value = f"<span style='color:#c62828'>'{html.escape(text)}' is in no sample</span>"
-        return None
+@patch
+def find(self:Inspector, text:str, start:int|None=None) -> int|None:
+    ("Go to the next sample (after the current one, wrapping round) whose decoded text contains `text`; its "
+     "index, or None.")
+    n = len(self.ds)
+    first = self.index.value + 1 if start is None else start
+    col = VIEWS[self.shape][0][1]
+    for k in range(n):
+        i = (first + k) % n
+        if text in self.tok.decode(self.ds[i][col]):
+            self.show(i)
+            self.status.value = f'found in sample {i}'
+            return i
+    self.status.value = f"<span style='color:#c62828'>'{html.escape(text)}' is in no sample</span>"
+    return None
 
 # %% ../../nbs/90_dash.inspect.ipynb #6f9f4017
 def inspect_dataset(
@@ -207,9 +195,8 @@ def inspect_dataset(
     "An `Inspector` over the tokenized data of a training config, or over a processed dataset."
     if tokenizer is not None:
         cols = set(cfg.column_names)
-        shape = shape or (
-            'pairwise' if 'chosen_input_ids' in cols else 'feedback' if 'kto_tags' in cols else 'supervised'
-        )
+        by_column = [s for c, s in (('chosen_input_ids', 'pairwise'), ('kto_tags', 'feedback')) if c in cols]
+        shape = shape or (by_column + ['supervised'])[0]
         return Inspector(cfg, tokenizer, template, shape)
     from llmft.data.pipeline import get_dataset
     from llmft.data.templates import get_template_and_fix_tokenizer

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/92_dash.live.ipynb #b84fb560
 from __future__ import annotations
+from fastcore.basics import patch
 import json, threading, time
 from pathlib import Path
 import ipywidgets as W
@@ -23,26 +24,11 @@ def sync_figure(fig):
     fig._widget_layout = deepcopy(fig._layout_obj._props)
 
 # %% ../../nbs/92_dash.live.ipynb #b4e53ae2
-PANELS = {
-    'loss': ['loss', 'eval_loss'],
-    'learning rate': ['lr'],
-    'grad norm': ['grad_norm'],
-    'tokens / s': ['tokens_per_second'],
-    'stage metrics': [],
-    'eval metrics': [],
-}
-BOOKKEEPING = {
-    'current_steps',
-    'total_steps',
-    'epoch',
-    'percentage',
-    'elapsed_time',
-    'remaining_time',
-    'tokens_seen',
-    'num_input_tokens_seen',
-    'total_flos',
-    'step',
-}
+PANELS = {'loss': ['loss', 'eval_loss'], 'learning rate': ['lr'], 'grad norm': ['grad_norm'],
+          'tokens / s': ['tokens_per_second'], 'stage metrics': [], 'eval metrics': []}
+
+BOOKKEEPING = {'current_steps', 'total_steps', 'epoch', 'percentage', 'elapsed_time', 'remaining_time', 'tokens_seen',
+               'num_input_tokens_seen', 'total_flos', 'step'}
 
 def _panel(key:str) -> str|None:
     "The panel a logged key is drawn in (None: not drawn)."
@@ -77,94 +63,96 @@ class LiveMonitor(TrainerCallback):
         self.records: list[dict] = []
         self._pos, self._done, self._synced = 0, False, 0.0
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+@patch
+def _ipython_display_(self:LiveMonitor):
+    from IPython.display import display
+    display(self.widget)
 
-    def update(self, rec:dict):
-        "Add one log record: extend a trace per numeric key, move the progress bar and ETA."
-        self.records.append(rec)
-        step = rec.get('current_steps', rec.get('step', len(self.records)))
-        vals = {
-            k: v
-            for k, v in rec.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and _panel(k) is not None
-        }
-        for k in vals:                                   # new traces first: adding one inside batch_update is deferred
-            if k not in self.traces:
-                r, c = self.cells[_panel(k)]
-                self.fig.add_scatter(x=[], y=[], mode='lines+markers', name=k, row=r, col=c)
-                self.traces[k] = len(self.fig.data) - 1
-        with self.fig.batch_update():
-            for k, v in vals.items():
-                t = self.fig.data[self.traces[k]]
-                t.x, t.y = tuple(t.x or ()) + (step,), tuple(t.y or ()) + (v,)
-        if time.time() - self._synced > 1.0 or 'train_loss' in rec or any(k.startswith('eval_') for k in rec):
-            self._sync_state()  # it copies the whole figure: at most once a second, and for rare events
-        if rec.get('total_steps'): self.progress.max = max(int(rec['total_steps']), 1)
-        if rec.get('current_steps') is not None: self.progress.value = min(int(rec['current_steps']), self.progress.max)
-        if rec.get('percentage') is not None:
-            self.label.value = (
-                f"{rec['current_steps']}/{rec['total_steps']} steps · {rec['percentage']:.0f}% · elapsed"
-                f" {rec.get('elapsed_time')} · ETA {rec.get('remaining_time') or '—'}"
-            )
-        # the Trainer's final summary
-        if 'train_loss' in rec:
-            self._done = True
-            self.label.value += ' · done'
+# %% ../../nbs/92_dash.live.ipynb #917cdfba
+@patch
+def update(self:LiveMonitor, rec:dict):
+    "Add one log record: extend a trace per numeric key, move the progress bar and ETA."
+    self.records.append(rec)
+    step = rec.get('current_steps', rec.get('step', len(self.records)))
+    vals = {
+        k: v
+        for k, v in rec.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and _panel(k) is not None
+    }
+    for k in vals:                                   # new traces first: adding one inside batch_update is deferred
+        if k not in self.traces:
+            r, c = self.cells[_panel(k)]
+            self.fig.add_scatter(x=[], y=[], mode='lines+markers', name=k, row=r, col=c)
+            self.traces[k] = len(self.fig.data) - 1
+    with self.fig.batch_update():
+        for k, v in vals.items():
+            t = self.fig.data[self.traces[k]]
+            t.x, t.y = tuple(t.x or ()) + (step,), tuple(t.y or ()) + (v,)
+    if time.time() - self._synced > 1.0 or 'train_loss' in rec or any(k.startswith('eval_') for k in rec):
+        self._sync_state()  # it copies the whole figure: at most once a second, and for rare events
+    if rec.get('total_steps'): self.progress.max = max(int(rec['total_steps']), 1)
+    if rec.get('current_steps') is not None: self.progress.value = min(int(rec['current_steps']), self.progress.max)
+    if rec.get('percentage') is not None:
+        self.label.value = (
+            f"{rec['current_steps']}/{rec['total_steps']} steps · {rec['percentage']:.0f}% · elapsed"
+            f" {rec.get('elapsed_time')} · ETA {rec.get('remaining_time') or '—'}"
+        )
+    # the Trainer's final summary
+    if 'train_loss' in rec:
+        self._done = True
+        self.label.value += ' · done'
 
-    def _sync_state(self):
-        "Copy the figure into the widget's synced state (`sync_figure`), at most once a second while a run logs."
-        sync_figure(self.fig)
-        self._synced = time.time()
+@patch
+def _sync_state(self:LiveMonitor):
+    "Copy the figure into the widget's synced state (`sync_figure`), at most once a second while a run logs."
+    sync_figure(self.fig)
+    self._synced = time.time()
 
-    def series(self, key:str) -> tuple[list, list]:
-        "The (steps, values) drawn for `key`."
-        t = self.fig.data[self.traces[key]]
-        return list(t.x), list(t.y)
+@patch
+def series(self:LiveMonitor, key:str) -> tuple[list, list]:
+    "The (steps, values) drawn for `key`."
+    t = self.fig.data[self.traces[key]]
+    return list(t.x), list(t.y)
 
-    def on_train_begin(self, args, state, control, **kw): self._start, self._step0 = time.time(), state.global_step
-    def on_train_end(self, args, state, control, **kw): self._sync_state()
+@patch
+def on_train_begin(self: LiveMonitor, args, state, control, **kw):
+    self._start, self._step0 = time.time(), state.global_step
 
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not state.is_world_process_zero or not logs: return
-        cur, total = state.global_step, state.max_steps or 1
-        el = time.time() - getattr(self, '_start', time.time())
-        done = cur - getattr(self, '_step0', 0)
-        rec = {
-            'current_steps': cur,
-            'total_steps': total,
-            'percentage': round(100 * cur / total, 2),
-            'elapsed_time': _fmt_time(el),
-            'remaining_time': _fmt_time(el / done * (total - cur)) if done > 0 else None,
-            **{('lr' if k == 'learning_rate' else k): v for k, v in logs.items()},
-        }
-        self.update(rec)
+@patch
+def on_train_end(self:LiveMonitor, args, state, control, **kw): self._sync_state()
 
-    def poll(self, output_dir) -> int:
-        "Read the records added to `<output_dir>/trainer_log.jsonl` since the last poll; how many were new."
-        path, n = Path(output_dir)/TRAINER_LOG, 0
-        if not path.exists(): return 0
-        with open(path, encoding='utf-8') as f:
-            f.seek(self._pos)
-            for line in iter(f.readline, ''):
-                if not line.endswith('\n'): break            # still being written
-                self._pos = f.tell()
-                self.update(json.loads(line))
-                n += 1
-        return n
+# %% ../../nbs/92_dash.live.ipynb #a8d71587
+@patch
+def on_log(self:LiveMonitor, args, state, control, logs=None, **kw):
+    if not state.is_world_process_zero or not logs: return
+    cur, total = state.global_step, state.max_steps or 1
+    el = time.time() - getattr(self, '_start', time.time())
+    done = cur - getattr(self, '_step0', 0)
+    rec = {'current_steps': cur, 'total_steps': total, 'percentage': round(100 * cur / total, 2),
+           'elapsed_time': _fmt_time(el), 'remaining_time': _fmt_time(el / done * (total - cur)) if done > 0 else None,
+           **{('lr' if k == 'learning_rate' else k): v for k, v in logs.items()}}
+    self.update(rec)
+
+@patch
+def poll(self:LiveMonitor, output_dir) -> int:
+    "Read the records added to `<output_dir>/trainer_log.jsonl` since the last poll; how many were new."
+    path, n = Path(output_dir)/TRAINER_LOG, 0
+    if not path.exists(): return 0
+    with open(path, encoding='utf-8') as f:
+        f.seek(self._pos)
+        for line in iter(f.readline, ''):
+            if not line.endswith('\n'): break            # still being written
+            self._pos = f.tell()
+            self.update(json.loads(line))
+            n += 1
+    return n
 
 # %% ../../nbs/92_dash.live.ipynb #ab57ef7d
 class Follower:
     "A background thread feeding a `LiveMonitor` from a run folder; `wait()` blocks until the run is done."
     def __init__(self, monitor:LiveMonitor, output_dir, process=None, poll:float=0.5, timeout:float|None=None):
-        self.monitor, self.output_dir, self.process, self.interval, self.timeout = (
-            monitor,
-            Path(output_dir),
-            process,
-            poll,
-            timeout,
-        )
+        self.monitor, self.output_dir, self.process, self.interval, self.timeout = (monitor, Path(output_dir), process,
+                                                                                    poll, timeout)
         self.output: list[str] = []
         self.error = None
         if process is not None and process.stdout is not None:

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/91_dash.preview.ipynb #b8ab44e1
 from __future__ import annotations
+from fastcore.basics import patch
 import difflib, html
 import ipywidgets as W
 from .inspect import CSS, _visible
@@ -14,13 +15,9 @@ from ..data.templates import jinja_ids
 __all__ = ['SAMPLE_CONVERSATION', 'template_ids', 'diff_ids', 'TemplatePreview', 'template_preview']
 
 # %% ../../nbs/91_dash.preview.ipynb #cc27d09e
-SAMPLE_CONVERSATION = [
-    {'role': 'system', 'content': 'You are a helpful assistant.'},
-    {'role': 'user', 'content': 'What is 2 + 3?'},
-    {'role': 'assistant', 'content': 'It is 5.'},
-    {'role': 'user', 'content': 'And 2 x 3?'},
-    {'role': 'assistant', 'content': 'It is 6.'},
-]
+SAMPLE_CONVERSATION = [{'role': 'system', 'content': 'You are a helpful assistant.'},
+                       {'role': 'user', 'content': 'What is 2 + 3?'}, {'role': 'assistant', 'content': 'It is 5.'},
+                       {'role': 'user', 'content': 'And 2 x 3?'}, {'role': 'assistant', 'content': 'It is 6.'}]
 
 def template_ids(template, tokenizer, messages:list[dict]) -> list[int]:
     "The ids our template gives a conversation (a leading system message becomes the system prompt)."
@@ -38,59 +35,52 @@ class TemplatePreview:
     def __init__(self, template, tokenizer, messages:list[dict]|None=None):
         self.template, self.tok = template, tokenizer
         self.messages = messages or SAMPLE_CONVERSATION
-        self.left, self.right, self.status = (
-            W.HTML(layout=W.Layout(width='50%')),
-            W.HTML(layout=W.Layout(width='50%')),
-            W.HTML(),
-        )
+        self.left, self.right, self.status = (W.HTML(layout=W.Layout(width='50%')),
+                                              W.HTML(layout=W.Layout(width='50%')), W.HTML())
         self.widget = W.VBox([W.HTML(CSS + _PREVIEW_CSS), self.status, W.HBox([self.left, self.right])])
         self.update(self.messages)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+@patch
+def _ipython_display_(self:TemplatePreview):
+    from IPython.display import display
+    display(self.widget)
 
-    def _side(self, ids, marks, title) -> str:
-        toks = ''.join(
-            f"<span class='llmft-token {'llmft-diff' if m else 'masked'}' title='id"
-            f" {t}'>{_visible(self.tok.decode([t]))}</span>"
-            for t, m in zip(ids, marks)
-        )
-        return f"<h4>{html.escape(title)} — {len(ids)} tokens</h4><div class='llmft-sample'>{toks}</div>"
+@patch
+def _side(self:TemplatePreview, ids, marks, title) -> str:
+    toks = ''.join(
+        f"<span class='llmft-token {'llmft-diff' if m else 'masked'}' title='id"
+        f" {t}'>{_visible(self.tok.decode([t]))}</span>"
+        for t, m in zip(ids, marks)
+    )
+    return f"<h4>{html.escape(title)} — {len(ids)} tokens</h4><div class='llmft-sample'>{toks}</div>"
 
-    def update(self, messages:list[dict]):
-        "Render `messages` both ways and highlight the differences."
-        self.messages = messages
-        a = template_ids(self.template, self.tok, messages)
-        try: b = jinja_ids(self.tok, messages)
-        except Exception as e: b, err = [], str(e)
-        else: err = None
-        ma, mb = [False] * len(a), [False] * len(b)
-        self.differences = []
-        for tag, i1, i2, j1, j2 in diff_ids(a, b):
-            if tag == 'equal': continue
-            for i in range(i1, i2): ma[i] = True
-            for j in range(j1, j2): mb[j] = True
-            self.differences.append((tag, self.tok.decode(a[i1:i2]), self.tok.decode(b[j1:j2])))
-        self.left.value = self._side(a, ma, f"llmft template '{self.template.name}'")
-        self.right.value = (
-            self._side(b, mb, "tokenizer's chat_template")
-            if not err
-            else f'<h4>tokenizer chat_template</h4><i>{html.escape(err)}</i>'
-        )
-        n = len(self.differences)
-        self.status.value = (
-            f"<b style='color:#2e7d32'>identical</b>: {len(a)} tokens"
-            if not n and not err
-            else (
-                f"<b style='color:#c62828'>{n} difference{'s' * (n != 1)}</b>: "
-                + '; '.join(
-                    f'{t}: {html.escape(repr(x))} vs {html.escape(repr(y))}' for t, x, y in self.differences[:5]
-                )
-                if not err
-                else ''
-            )
-        )
+# %% ../../nbs/91_dash.preview.ipynb #7ab6faa7
+@patch
+def update(self:TemplatePreview, messages:list[dict]):
+    "Render `messages` both ways and highlight the differences."
+    self.messages = messages
+    a = template_ids(self.template, self.tok, messages)
+    try: b = jinja_ids(self.tok, messages)
+    except Exception as e: b, err = [], str(e)
+    else: err = None
+    ma, mb = [False] * len(a), [False] * len(b)
+    self.differences = []
+    for tag, i1, i2, j1, j2 in diff_ids(a, b):
+        if tag == 'equal': continue
+        for i in range(i1, i2): ma[i] = True
+        for j in range(j1, j2): mb[j] = True
+        self.differences.append((tag, self.tok.decode(a[i1:i2]), self.tok.decode(b[j1:j2])))
+    self.left.value = self._side(a, ma, f"llmft template '{self.template.name}'")
+    self.right.value = (
+        self._side(b, mb, "tokenizer's chat_template")
+        if not err
+        else f'<h4>tokenizer chat_template</h4><i>{html.escape(err)}</i>'
+    )
+    n = len(self.differences)
+    diffs = '; '.join(f'{t}: {html.escape(repr(x))} vs {html.escape(repr(y))}' for t, x, y in self.differences[:5])
+    if err: self.status.value = ''
+    elif not n: self.status.value = f"<b style='color:#2e7d32'>identical</b>: {len(a)} tokens"
+    else: self.status.value = f"<b style='color:#c62828'>{n} difference{'s' * (n != 1)}</b>: {diffs}"
 
 _PREVIEW_CSS = '<style>.llmft-diff{background:#ffcdd2;color:#b71c1c;outline:1px solid #c62828}</style>'
 

@@ -41,17 +41,12 @@ class DatasetStats:
             else {}
         )
         cut = t > self.cutoff_len
-        return {
-            'samples': len(t),
-            'prompt tokens': q(self.prompt),
-            'response tokens': q(self.response),
-            'total tokens': q(t),
-            'truncated samples': int(cut.sum()),
-            'truncation rate': float(cut.mean()) if len(t) else 0.0,
-            'tokens cut': int((t - self.cutoff_len)[cut].sum()),
-            'padding efficiency': padding_efficiency(t, self.batch_size, self.cutoff_len),
-            'padding efficiency packed': padding_efficiency(t, self.batch_size, self.cutoff_len, packing=True),
-        }
+        return {'samples': len(t), 'prompt tokens': q(self.prompt), 'response tokens': q(self.response),
+                'total tokens': q(t), 'truncated samples': int(cut.sum()),
+                'truncation rate': float(cut.mean()) if len(t) else 0.0,
+                'tokens cut': int((t - self.cutoff_len)[cut].sum()),
+                'padding efficiency': padding_efficiency(t, self.batch_size, self.cutoff_len),
+                'padding efficiency packed': padding_efficiency(t, self.batch_size, self.cutoff_len, packing=True)}
 
     def figure(self):
         "Histograms of prompt, response and total lengths, with the cutoff marked."
@@ -79,6 +74,7 @@ class DatasetStats:
         from IPython.display import display
         display(self.figure())
 
+# %% ../../nbs/93_dash.stats.ipynb #4e5c25cb
 def dataset_stats(cfg=None, **overrides) -> DatasetStats:
     ("Length statistics of the training data of a config (dataset, template, tokenizer, cutoff_len, batch size as the "
      "run would use).")

@@ -4,14 +4,17 @@
 
 # %% ../../nbs/28a_data.checks.ipynb #7c20664e
 from __future__ import annotations
+from fastcore.basics import patch
 from dataclasses import dataclass, field
 import numpy as np
 from ..core import IGNORE_INDEX
 from .processors.base import DatasetProcessor, join_pairs
 
 # %% auto #0
-__all__ = ['LEFT_OUT', 'SHAPE_COLUMNS', 'TurnMarkers', 'turn_markers', 'flat_column', 'Finding', 'DataReport', 'check_samples',
-           'check_dataset', 'left_out_findings', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
+__all__ = ['LEFT_OUT', 'NO_TURNS', 'SHAPE_COLUMNS', 'TurnMarkers', 'turn_markers', 'flat_column', 'Finding', 'DataReport',
+           'Samples', 'check_fully_masked', 'Turns', 'find_turns', 'check_untrained_turns', 'check_end_tokens',
+           'check_trained_prompt', 'check_doubled_bos', 'check_at_cutoff', 'check_samples', 'check_dataset',
+           'left_out_findings', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
 
 # %% ../../nbs/28a_data.checks.ipynb #4b093285
 @dataclass
@@ -77,68 +80,74 @@ class DataReport:
     trained_fraction: np.ndarray
     name: str = 'train'
 
-    @property
-    def ok(self) -> bool:
-        "No error-level finding."
-        return not any(f.severity == 'error' for f in self.findings)
+@patch(as_prop=True)
+def ok(self:DataReport) -> bool:
+    "No error-level finding."
+    return not any(f.severity == 'error' for f in self.findings)
 
-    @property
-    def verdict(self) -> str:
-        "FAIL with an error-level finding, WARN when rows were left out beyond the allowed share, else PASS."
-        if not self.ok: return 'FAIL'
-        left = any(f.check.startswith(LEFT_OUT) and f.severity == 'warning' for f in self.findings)
-        return 'WARN' if left else 'PASS'
+@patch(as_prop=True)
+def verdict(self:DataReport) -> str:
+    "FAIL with an error-level finding, WARN when rows were left out beyond the allowed share, else PASS."
+    if not self.ok: return 'FAIL'
+    left = any(f.check.startswith(LEFT_OUT) and f.severity == 'warning' for f in self.findings)
+    return 'WARN' if left else 'PASS'
 
-    def get(self, check:str) -> Finding:
-        "The finding of `check`."
-        return next(f for f in self.findings if f.check == check)
+@patch
+def get(self:DataReport, check:str) -> Finding:
+    "The finding of `check`."
+    return next(f for f in self.findings if f.check == check)
 
-    def rows(self) -> list[dict]:
-        "The findings as table rows."
-        return [
-            dict(check=f.check, severity=f.severity, count=f.count, samples=f.samples, detail=f.detail)
-            for f in self.findings
-        ]
+@patch
+def rows(self:DataReport) -> list[dict]:
+    "The findings as table rows."
+    return [
+        dict(check=f.check, severity=f.severity, count=f.count, samples=f.samples, detail=f.detail)
+        for f in self.findings
+    ]
 
-    def left_out(self) -> int:
-        "How many rows were left out (all reasons)."
-        return sum(f.count for f in self.findings if f.check.startswith(LEFT_OUT))
+@patch
+def left_out(self:DataReport) -> int:
+    "How many rows were left out (all reasons)."
+    return sum(f.count for f in self.findings if f.check.startswith(LEFT_OUT))
 
-    def summary(self) -> str:
-        "A few lines for the log: one per finding with a non-zero count, and the trained-fraction quantiles."
-        q = np.quantile(self.trained_fraction, [0, .5, 1]) if len(self.trained_fraction) else [0, 0, 0]
-        lines = [
-            f'{self.name}: {self.n_samples} samples checked; trained-token fraction min {q[0]:.2f} / median {q[1]:.2f}'
-            f' / max {q[2]:.2f}'
-        ]
-        for f in self.findings:
-            if f.count: lines.append(f'  [{f.severity}] {f.check}: {f.count} ({f.detail}) e.g. samples {f.samples}')
-        if len(lines) == 1: lines.append('  no faults found')
-        return '\n'.join(lines)
+# %% ../../nbs/28a_data.checks.ipynb #1ff427cd
+@patch
+def summary(self:DataReport) -> str:
+    "A few lines for the log: one per finding with a non-zero count, and the trained-fraction quantiles."
+    q = np.quantile(self.trained_fraction, [0, .5, 1]) if len(self.trained_fraction) else [0, 0, 0]
+    lines = [
+        f'{self.name}: {self.n_samples} samples checked; trained-token fraction min {q[0]:.2f} / median {q[1]:.2f}'
+        f' / max {q[2]:.2f}'
+    ]
+    for f in self.findings:
+        if f.count: lines.append(f'  [{f.severity}] {f.check}: {f.count} ({f.detail}) e.g. samples {f.samples}')
+    if len(lines) == 1: lines.append('  no faults found')
+    return '\n'.join(lines)
 
-    def _repr_html_(self) -> str:
-        colour = {'error': '#c62828', 'warning': '#ef6c00', 'info': '#1565c0', 'ok': '#2e7d32'}
-        tone = {'PASS': 'ok', 'WARN': 'warning', 'FAIL': 'error'}[self.verdict]
-        head = f"<b style='color:{colour[tone]}'>{self.verdict}</b> — {self.n_samples} samples ({self.name})"
-        rows = ''.join(
-            "<tr><td"
-            f" style='color:{colour[f.severity if f.count else 'ok']}'>{'●'}</td><td>{f.check}</td><td>{f.count}</td>"
-            f"<td>{f.samples}</td><td>{f.detail}</td></tr>"
-            for f in self.findings
-        )
-        h = fraction_histogram(self.trained_fraction)
-        top = max(h) or 1
-        bars = ''.join(
-            f"<tr><td>{i / 10:.1f}–{(i + 1) / 10:.1f}</td><td><span"
-            f" style='display:inline-block;background:#81c784;height:10px;width:{int(200 * c / top)}px'></span>"
-            f" {c}</td></tr>"
-            for i, c in enumerate(h)
-        )
-        return (
-            f"<div>{head}<table><tr><th></th><th>check</th><th>count</th><th>samples</th><th>meaning</th></tr>{rows}"
-            "</table><details><summary>trained-token"
-            f" fraction per sample</summary><table>{bars}</table></details></div>"
-        )
+@patch
+def _repr_html_(self:DataReport) -> str:
+    colour = {'error': '#c62828', 'warning': '#ef6c00', 'info': '#1565c0', 'ok': '#2e7d32'}
+    tone = {'PASS': 'ok', 'WARN': 'warning', 'FAIL': 'error'}[self.verdict]
+    head = f"<b style='color:{colour[tone]}'>{self.verdict}</b> — {self.n_samples} samples ({self.name})"
+    rows = ''.join(
+        "<tr><td"
+        f" style='color:{colour[f.severity if f.count else 'ok']}'>{'●'}</td><td>{f.check}</td><td>{f.count}</td>"
+        f"<td>{f.samples}</td><td>{f.detail}</td></tr>"
+        for f in self.findings
+    )
+    h = fraction_histogram(self.trained_fraction)
+    top = max(h) or 1
+    bars = ''.join(
+        f"<tr><td>{i / 10:.1f}–{(i + 1) / 10:.1f}</td><td><span"
+        f" style='display:inline-block;background:#81c784;height:10px;width:{int(200 * c / top)}px'></span>"
+        f" {c}</td></tr>"
+        for i, c in enumerate(h)
+    )
+    return (
+        f"<div>{head}<table><tr><th></th><th>check</th><th>count</th><th>samples</th><th>meaning</th></tr>{rows}"
+        "</table><details><summary>trained-token"
+        f" fraction per sample</summary><table>{bars}</table></details></div>"
+    )
 
 # %% ../../nbs/28a_data.checks.ipynb #c911fd5e
 def _first(mask_rows:np.ndarray, k:int=5) -> list[int]:
@@ -153,6 +162,144 @@ def _matches(ids:np.ndarray, pattern:list[int], row:np.ndarray) -> np.ndarray:
     pos = np.flatnonzero(hit)
     return pos[row[pos] == row[pos + k - 1]]
 
+# %% ../../nbs/28a_data.checks.ipynb #e243d8c4
+@dataclass
+class Samples:
+    "Flattened samples and what every check reads of them: rows, lengths, trained positions and their running count."
+    ids: np.ndarray      # all token ids, row after row
+    labels: np.ndarray   # their labels (IGNORE_INDEX where not trained)
+    offsets: np.ndarray  # row starts, then the end
+    def __post_init__(self):
+        self.n_rows, self.n_tokens = len(self.offsets) - 1, len(self.ids)
+        self.lens = np.diff(self.offsets)
+        self.row = np.repeat(np.arange(self.n_rows), self.lens)  # the row of each position
+        self.trained = self.labels != IGNORE_INDEX
+        self.cum_trained = np.concatenate([[0], np.cumsum(self.trained)])  # trained positions before each position
+        self.per_row = self.cum_trained[self.offsets[1:]] - self.cum_trained[self.offsets[:-1]]
+
+    def n_trained(self, starts:np.ndarray, ends:np.ndarray) -> np.ndarray:
+        "Trained positions in each span [start, end)."
+        return self.cum_trained[ends] - self.cum_trained[starts]
+
+def _found(check:str, flags:np.ndarray, severity:str, detail:str, rows:np.ndarray|None=None) -> Finding:
+    "A finding from per-row flags (or per-turn flags with each turn's `rows`): `severity` when any is set, else ok."
+    samples = _first(flags) if rows is None else sorted(set(rows[flags].tolist()))[:5]
+    return Finding(check, severity if flags.any() else 'ok', int(flags.sum()), samples, detail)
+
+def check_fully_masked(s:Samples) -> list[Finding]:
+    "Samples with no trained token at all."
+    return [_found('fully masked samples', s.per_row == 0, 'error', 'no trained token at all: nothing to learn')]
+
+# %% ../../nbs/28a_data.checks.ipynb #7db738da
+@dataclass
+class Turns:
+    ("The assistant turns of flattened samples: where each starts and ends, its row, and the trained tokens outside "
+     "them.")
+    header: np.ndarray   # position of each assistant header
+    starts: np.ndarray   # first position of each answer (after its header)
+    ends: np.ndarray     # end of each answer: the next header or the row end
+    rows: np.ndarray     # the row of each turn
+    last: np.ndarray     # the turn is its row's last
+    outside: np.ndarray  # per position: trained, yet outside every turn
+    users: np.ndarray    # positions of user headers
+
+def find_turns(s:Samples, markers:TurnMarkers) -> Turns|None:
+    "The assistant turns of `s` by the template's markers (None when no sample holds an assistant header)."
+    header = _matches(s.ids, markers.assistant, s.row)
+    if not len(header): return None
+    users = _matches(s.ids, markers.user, s.row)
+    starts = header + len(markers.assistant)
+    bounds = np.unique(np.concatenate([header, users, s.offsets[1:]]))
+    ends = np.minimum(bounds[np.searchsorted(bounds, starts, side='right')], s.offsets[s.row[header] + 1])
+    rows = s.row[header]
+    inside = np.zeros(s.n_tokens + 1, np.int64)  # +1 at each start, -1 at each end: > 0 inside a turn
+    np.add.at(inside, starts, 1)
+    np.add.at(inside, ends, -1)
+    outside = s.trained & (np.cumsum(inside)[:s.n_tokens] <= 0)
+    return Turns(header, starts, ends, rows, np.r_[rows[1:] != rows[:-1], True], outside, users)
+
+# %% ../../nbs/28a_data.checks.ipynb #8f23f5a5
+def _cut_rows(s:Samples, t:Turns, response_only:bool) -> np.ndarray:
+    "Turns to excuse: with `response_only`, rows whose answer header was cut (their last header is a history turn's)."
+    if not response_only: return np.zeros(len(t.rows), bool)
+    return (np.bincount(s.row[t.outside], minlength=s.n_rows) > 0)[t.rows]
+
+def check_untrained_turns(s:Samples, t:Turns, mask_history:bool, response_only:bool) -> list[Finding]:
+    "Assistant turns with no trained token (with `mask_history`, only the last turn of a row must train)."
+    empty = t.ends == t.starts
+    untrained = (s.n_trained(t.starts, t.ends) == 0) & ~empty & (t.last | ~np.bool_(mask_history))
+    untrained &= ~_cut_rows(s, t, response_only)
+    return [_found('assistant turns with no trained token', untrained, 'error', 'a whole answer is masked out', t.rows)]
+
+def check_end_tokens(s:Samples, t:Turns, markers:TurnMarkers, mask_history:bool, response_only:bool) -> list[Finding]:
+    "The first end token inside each answer must be trained; an answer without one was cut or has no end token."
+    end_pos = np.flatnonzero(np.isin(s.ids, markers.ends))
+    k = np.searchsorted(end_pos, t.starts)
+    if len(end_pos): first_end = end_pos[np.minimum(k, len(end_pos) - 1)]
+    else: first_end = np.zeros_like(t.starts)
+    has_end = (k < len(end_pos)) & (first_end < t.ends)
+    must_train = t.last | ~np.bool_(mask_history)
+    answered = s.n_trained(t.starts, first_end) > 0   # the answer trains up to its end token
+    untrained = has_end & ~s.trained[first_end] & answered & must_train & ~_cut_rows(s, t, response_only)
+    no_end = ~has_end & (t.ends != t.starts)
+    return [_found('end-of-turn token not trained', untrained, 'error', 'the model never learns to stop', t.rows),
+            _found('assistant turns without an end token', no_end, 'warning',
+                   'cut off (truncation) or a template without an end token', t.rows)]
+
+# %% ../../nbs/28a_data.checks.ipynb #cec9abcc
+def _mark_before(marks:np.ndarray, pos:np.ndarray, row:np.ndarray, fallback:np.ndarray) -> np.ndarray:
+    "For each position, the last of `marks` at or before it in the same row, else `fallback`."
+    if not len(marks): return fallback
+    k = np.searchsorted(marks, pos, side='right') - 1
+    mark = marks[np.maximum(k, 0)]
+    return np.where((k >= 0) & (row[mark] == row[pos]), mark, fallback)
+
+def _mark_after(marks:np.ndarray, pos:np.ndarray, row:np.ndarray, fallback:np.ndarray) -> np.ndarray:
+    "For each position, the first of `marks` after it in the same row, else `fallback`."
+    if not len(marks): return fallback
+    k = np.searchsorted(marks, pos, side='right')
+    mark = marks[np.minimum(k, len(marks) - 1)]
+    return np.where((k < len(marks)) & (row[mark] == row[pos]), mark, fallback)
+
+def check_trained_prompt(s:Samples, t:Turns, cutoff_len:int|None, train_on_prompt:bool,
+                         response_only:bool) -> list[Finding]:
+    "Trained tokens outside every turn: an answer whose header truncation cut off, or prompt tokens with labels."
+    at_cut = np.ones(s.n_rows, bool) if response_only else s.lens >= (cutoff_len or np.inf)
+    pos = np.flatnonzero(t.outside)
+    user_start = _mark_before(t.users, pos, s.row, s.offsets[s.row[pos]])
+    user_end = _mark_after(t.users, pos, s.row, s.offsets[s.row[pos] + 1])
+    k = np.searchsorted(t.header, user_start)
+    closed = (k < len(t.header)) & (t.header[np.minimum(k, len(t.header) - 1)] < user_end)  # an answer header follows
+    cut = at_cut[s.row[pos]] & ~closed
+    headless = np.bincount(s.row[pos[cut]], minlength=s.n_rows) > 0
+    prompt = np.bincount(s.row[pos[~cut]], minlength=s.n_rows) > 0
+    note = ' (train_on_prompt is set)' if train_on_prompt else ''
+    return [_found('answers without their turn header (truncated)', headless, 'warning',
+                   'truncation cut the prompt inside the assistant header; the answer trains without it'),
+            _found('prompt tokens trained', prompt, 'info' if train_on_prompt else 'error',
+                   'user / system / template tokens have labels' + note)]
+
+# %% ../../nbs/28a_data.checks.ipynb #389ea8f5
+def check_doubled_bos(s:Samples, markers:TurnMarkers) -> list[Finding]:
+    "BOS twice at a sample's start: the template and the tokenizer both add it."
+    if markers.bos is None: return []
+    two = s.lens >= 2
+    first = s.offsets[:-1][two]
+    doubled = np.zeros(s.n_rows, bool)
+    doubled[two] = (s.ids[first] == markers.bos) & (s.ids[first + 1] == markers.bos)
+    return [_found('doubled BOS', doubled, 'error', 'BOS twice at the start (template and tokenizer both add it)')]
+
+def check_at_cutoff(s:Samples, cutoff_len:int|None) -> list[Finding]:
+    "Samples as long as `cutoff_len`: probably truncated."
+    if not cutoff_len: return []
+    return [
+        _found('samples at cutoff_len', s.lens >= cutoff_len, 'warning', f'{cutoff_len} tokens: probably truncated')
+    ]
+
+# %% ../../nbs/28a_data.checks.ipynb #a676130f
+NO_TURNS = Finding('turn checks', 'info', 0, [],
+                   'the template has no assistant marker, or no sample contains one: turn checks skipped')
+
 def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers:TurnMarkers,
                   cutoff_len:int|None=None,      # rows this long were probably truncated
                   train_on_prompt:bool=False,    # prompt tokens are meant to be trained
@@ -161,161 +308,23 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
                                                  # outside every turn lost its header to truncation
                   name:str='train') -> DataReport:
     "Check flattened samples (ids, labels, row offsets) for label-mask and template faults."
-    n_rows, N = len(offsets) - 1, len(ids)
-    lens = np.diff(offsets)
-    row = np.repeat(np.arange(n_rows), lens)
-    trained = labels != IGNORE_INDEX
-    cs = np.concatenate([[0], np.cumsum(trained)])
-    per_row = cs[offsets[1:]] - cs[offsets[:-1]]
-    out = []
-    fully = per_row == 0
-    out.append(
-        Finding(
-            'fully masked samples',
-            'error' if fully.any() else 'ok',
-            int(fully.sum()),
-            _first(fully),
-            'no trained token at all: nothing to learn',
-        )
-    )
-    # turns: from each assistant marker to the next user / assistant marker (or the row end)
-    a_pos = _matches(ids, markers.assistant, row)
-    if len(a_pos):
-        starts = a_pos + len(markers.assistant)
-        bounds = np.unique(np.concatenate([a_pos, _matches(ids, markers.user, row), offsets[1:]]))
-        ends = bounds[np.searchsorted(bounds, starts, side='right')]
-        ends = np.minimum(ends, offsets[row[a_pos] + 1])
-        t_row = row[a_pos]
-        n_trained = cs[ends] - cs[starts]
-        empty = ends == starts
-        last = np.r_[t_row[1:] != t_row[:-1], True]
-        untrained = (n_trained == 0) & ~empty & (last | ~np.bool_(mask_history))
-        d = np.zeros(N + 1, np.int64)
-        np.add.at(d, starts, 1)
-        np.add.at(d, ends, -1)
-        outside = trained & (np.cumsum(d)[:N] <= 0)   # trained tokens outside every assistant turn
-        if response_only:  # the answer's header was cut: the row's last header is a history turn's, untrained by design
-            cut_rows = np.bincount(row[outside], minlength=n_rows) > 0
-            untrained &= ~cut_rows[t_row]
-        out.append(
-            Finding(
-                'assistant turns with no trained token',
-                'error' if untrained.any() else 'ok',
-                int(untrained.sum()),
-                sorted(set(t_row[untrained].tolist()))[:5],
-                'a whole answer is masked out',
-            )
-        )
-        # the first end token inside each turn must be trained
-        E = np.flatnonzero(np.isin(ids, markers.ends))
-        j = np.searchsorted(E, starts)
-        has = (j < len(E)) & (np.where(j < len(E), E[np.minimum(j, len(E) - 1)], N) < ends)
-        first_end = E[np.minimum(j, max(len(E) - 1, 0))] if len(E) else np.zeros_like(starts)
-        end_untrained = has & ~trained[first_end] & (cs[first_end] - cs[starts] > 0) & (last | ~np.bool_(mask_history))
-        if response_only: end_untrained &= ~cut_rows[t_row]
-        out.append(
-            Finding(
-                'end-of-turn token not trained',
-                'error' if end_untrained.any() else 'ok',
-                int(end_untrained.sum()),
-                sorted(set(t_row[end_untrained].tolist()))[:5],
-                'the model never learns to stop',
-            )
-        )
-        no_end = ~has & ~empty
-        out.append(
-            Finding(
-                'assistant turns without an end token',
-                'warning' if no_end.any() else 'ok',
-                int(no_end.sum()),
-                sorted(set(t_row[no_end].tolist()))[:5],
-                'cut off (truncation) or a template without an end token',
-            )
-        )
-        # a trained token outside every turn whose user turn is never closed by an assistant header lost that
-        # header to truncation
-        at_cut = lens >= cutoff_len if cutoff_len else np.zeros(n_rows, bool)
-        if response_only: at_cut = np.ones(n_rows, bool)
-        pos = np.flatnonzero(outside)
-        U = _matches(ids, markers.user, row)
-        iu = np.searchsorted(U, pos, side='right') - 1
-        u = np.where(
-            (iu >= 0) & (row[U[np.maximum(iu, 0)]] == row[pos]) if len(U) else False,
-            U[np.maximum(iu, 0)] if len(U) else 0,
-            offsets[row[pos]],
-        )
-        jn = np.searchsorted(U, pos, side='right')
-        nu = np.where((jn < len(U)) & (row[U[np.minimum(jn, max(len(U) - 1, 0))]] == row[pos]) if len(U) else False,
-                      U[np.minimum(jn, max(len(U) - 1, 0))] if len(U) else 0, offsets[row[pos] + 1])
-        ia = np.searchsorted(a_pos, u)
-        closed = (ia < len(a_pos)) & (a_pos[np.minimum(ia, len(a_pos) - 1)] < nu)
-        cut_head = at_cut[row[pos]] & ~closed
-        headless = np.bincount(row[pos[cut_head]], minlength=n_rows) > 0
-        bad = np.bincount(row[pos[~cut_head]], minlength=n_rows) > 0
-        out.append(
-            Finding(
-                'answers without their turn header (truncated)',
-                'warning' if headless.any() else 'ok',
-                int(headless.sum()),
-                _first(headless),
-                'truncation cut the prompt inside the assistant header; the answer trains without it',
-            )
-        )
-        out.append(
-            Finding(
-                'prompt tokens trained',
-                ('info' if train_on_prompt else 'error') if bad.any() else 'ok',
-                int(bad.sum()),
-                _first(bad),
-                'user / system / template tokens have labels'
-                + (' (train_on_prompt is set)' if train_on_prompt else ''),
-            )
-        )
+    s = Samples(ids, labels, offsets)
+    out = check_fully_masked(s)
+    t = find_turns(s, markers)
+    if t is None: out.append(NO_TURNS)
     else:
-        out.append(
-            Finding(
-                'turn checks',
-                'info',
-                0,
-                [],
-                'the template has no assistant marker, or no sample contains one: turn checks skipped',
-            )
-        )
-    if markers.bos is not None:
-        first = offsets[:-1][lens >= 2]
-        dbl = np.zeros(n_rows, bool)
-        dbl[lens >= 2] = (ids[first] == markers.bos) & (ids[first + 1] == markers.bos)
-        out.append(
-            Finding(
-                'doubled BOS',
-                'error' if dbl.any() else 'ok',
-                int(dbl.sum()),
-                _first(dbl),
-                'BOS twice at the start (template and tokenizer both add it)',
-            )
-        )
-    if cutoff_len:
-        cut = lens >= cutoff_len
-        out.append(
-            Finding(
-                'samples at cutoff_len',
-                'warning' if cut.any() else 'ok',
-                int(cut.sum()),
-                _first(cut),
-                f'{cutoff_len} tokens: probably truncated',
-            )
-        )
-    frac = np.where(lens > 0, per_row / np.maximum(lens, 1), 0.0)
-    return DataReport(n_rows, out, frac, name)
+        out += check_untrained_turns(s, t, mask_history, response_only)
+        out += check_end_tokens(s, t, markers, mask_history, response_only)
+        out += check_trained_prompt(s, t, cutoff_len, train_on_prompt, response_only)
+    out += check_doubled_bos(s, markers) + check_at_cutoff(s, cutoff_len)
+    frac = np.where(s.lens > 0, s.per_row / np.maximum(s.lens, 1), 0.0)
+    return DataReport(s.n_rows, out, frac, name)
 
 # %% ../../nbs/28a_data.checks.ipynb #081e0b5c
-SHAPE_COLUMNS = {
-    'supervised': [('input_ids', 'labels')],
-    'feedback': [('input_ids', 'labels')],
-    'pretrain': [('input_ids', 'input_ids')],
-    'pairwise': [('chosen_input_ids', 'chosen_labels'), ('rejected_input_ids', 'rejected_labels')],
-    'unsupervised': [],
-}
+SHAPE_COLUMNS = {'supervised': [('input_ids', 'labels')], 'feedback': [('input_ids', 'labels')],
+                 'pretrain': [('input_ids', 'input_ids')],
+                 'pairwise': [('chosen_input_ids', 'chosen_labels'), ('rejected_input_ids', 'rejected_labels')],
+                 'unsupervised': []}
 
 def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_args=None, name:str='train',
                   left_out:list|None=None, # `data.loader.LeftOut` records of the rows this set lost on the way
@@ -333,14 +342,8 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
         ids, off = flat_column(dataset, id_col)
         labels = flat_column(dataset, lab_col)[0] if lab_col != id_col else ids
         out.append(
-            check_samples(
-                ids,
-                labels,
-                off,
-                markers,
-                name=f"{name} {id_col.removesuffix('input_ids').strip('_') or 'samples'}",
-                **kw,
-            )
+            check_samples(ids, labels, off, markers,
+                          name=f"{name} {id_col.removesuffix('input_ids').strip('_') or 'samples'}", **kw)
         )
     if not out: out.append(DataReport(len(dataset), [], np.zeros(0), name))
     out[0].findings += left_out_findings(left_out or [], getattr(data_args, 'max_left_out', 0.0))

@@ -45,6 +45,7 @@ def _split_pattern(pre) -> str|None:
     )
     return split['pattern']['Regex'] if ok else None
 
+# %% ../../nbs/25_data.fastbpe.ipynb #1e1f12a1
 def tiktoken_encoding(tokenizer):
     "A `tiktoken.Encoding` equivalent to `tokenizer`, and '' — or None and the reason it cannot be built."
     try: import tiktoken

@@ -102,14 +102,8 @@ def _load_hub(attr:DatasetAttr, cache_dir, streaming:bool):
         raise DataError(f"Dataset '{attr.name}' lives on the hub ({attr.load_from}: {attr.file_name}) and this run is"
                         " offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): download it to a local file and set file_name"
                         " in dataset_info.json.")
-    return load_dataset(
-        attr.file_name,
-        name=attr.subset,
-        data_dir=attr.folder,
-        split=attr.split,
-        cache_dir=cache_dir,
-        streaming=streaming,
-    )
+    return load_dataset(attr.file_name, name=attr.subset, data_dir=attr.folder, split=attr.split, cache_dir=cache_dir,
+                        streaming=streaming)
 
 # %% ../../nbs/22_data.loader.ipynb #c0b07d57
 REQUIRED = {'alpaca': ('prompt',), 'sharegpt': ('messages',)}

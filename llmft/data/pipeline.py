@@ -62,13 +62,9 @@ def preprocess(ds, processor, data_args, name:str='train',
     n = len(ds)
     # part of the map's fingerprint: datasets' own cache never serves output of older code
     processor.code = code_hash()
-    out = ds.map(
-        lambda b: to_arrow_columns(processor.preprocess_dataset(b)),
-        num_proc=data_args.preprocessing_num_workers,
-        load_from_cache_file=not data_args.overwrite_cache,
-        desc=f'Tokenizing {name}',
-        **kw,
-    )
+    out = ds.map(lambda b: to_arrow_columns(processor.preprocess_dataset(b)),
+                 num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache,
+                 desc=f'Tokenizing {name}', **kw)
     if isinstance(processor, PretrainDatasetProcessor) and data_args.packing is not False:
         log.info(f'{name}: {n} documents -> {len(out)} blocks of {data_args.cutoff_len} tokens.')
     elif isinstance(processor, PackedSupervisedDatasetProcessor):
@@ -107,15 +103,9 @@ def fingerprint(data_args, shape:str, template, tokenizer, seed:int, do_generate
         for f in data_files(a, data_args.dataset_dir)[1]:
             st = os.stat(f)
             files[f'{a.name}:{Path(f).name}'] = f'{st.st_size} bytes, mtime {st.st_mtime_ns}'
-    return dict(
-        shape=processor_key(shape, data_args, do_generate),
-        files=files,
-        template=template_record(template, tokenizer)['sha1'],
-        code=code_hash(),
-        tokenizer=tokenizer_hash(tokenizer),
-        seed=seed,
-        **{k: getattr(data_args, k) for k in FP_KEYS}
-    )
+    return dict(shape=processor_key(shape, data_args, do_generate), files=files,
+                template=template_record(template, tokenizer)['sha1'], code=code_hash(),
+                tokenizer=tokenizer_hash(tokenizer), seed=seed, **{k: getattr(data_args, k) for k in FP_KEYS})
 
 def fingerprint_changes(saved:dict, now:dict) -> list[str]:
     "What differs between two fingerprints, in words."
@@ -209,6 +199,7 @@ def check_training_data(ds, template, tokenizer, shape:str, data_args, training_
                 ' warn to train anyway.'
             )
 
+# %% ../../nbs/29_data.pipeline.ipynb #9f563d33
 def _load_or_build(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> dict:
     "Load the tokenized splits from the cache, or load, convert, mix, split and tokenize them."
     shape, seed = STAGE_DATA[stage], getattr(training_args, 'seed', 42)

@@ -60,19 +60,10 @@ def parse_entry(name:str, entry:dict, source:str='dataset_info.json') -> Dataset
     if unknown: raise DataError(f"{source}: entry '{name}': unknown column key "
                                 f"'{unknown[0]}'{closest(unknown[0], COLUMN_KEYS)}")
     tags = dict(TAG_DEFAULTS, **(entry.get('tags') or {})) if fmt == 'sharegpt' else {}
-    return DatasetAttr(
-        name=name,
-        load_from=load_from,
-        file_name=file_name,
-        formatting=fmt,
-        ranking=bool(entry.get('ranking', False)),
-        subset=entry.get('subset'),
-        split=entry.get('split', 'train'),
-        folder=entry.get('folder'),
-        num_samples=entry.get('num_samples'),
-        columns=cols,
-        tags=tags,
-    )
+    return DatasetAttr(name=name, load_from=load_from, file_name=file_name, formatting=fmt,
+                       ranking=bool(entry.get('ranking', False)), subset=entry.get('subset'),
+                       split=entry.get('split', 'train'), folder=entry.get('folder'),
+                       num_samples=entry.get('num_samples'), columns=cols, tags=tags)
 
 # %% ../../nbs/20_data.registry.ipynb #17a4558e
 def get_dataset_list(names:list[str]|None, # dataset names, as in the `dataset` key

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/24_data.template.ipynb #b855bdcc
 from __future__ import annotations
+from fastcore.basics import patch
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional
@@ -19,6 +20,7 @@ __all__ = ['log', 'TEMPLATES', 'Template', 'register_template', 'fix_tokenizer',
 # %% ../../nbs/24_data.template.ipynb #8009bb22
 log = get_logger(__name__)
 
+# %% ../../nbs/24_data.template.ipynb #cd288c14
 @dataclass
 class Template:
     ("A chat format: how each role is written, the prefix, default system, tools, reasoning, stop words and eos "
@@ -61,95 +63,109 @@ class Template:
             ),
         }
 
-    def _fmt(self, role:str) -> Formatter:
-        if role not in self._fmts: raise TemplateError(f"Template '{self.name}': cannot write a '{role}' turn; "
-                                                       f"roles are {sorted(self._fmts)}.")
-        return self._fmts[role]
+@patch
+def _fmt(self:Template, role:str) -> Formatter:
+    if role not in self._fmts: raise TemplateError(f"Template '{self.name}': cannot write a '{role}' turn; "
+                                                   f"roles are {sorted(self._fmts)}.")
+    return self._fmts[role]
 
-    def empty_thought(self) -> str:
-        "The thought block of an answer without reasoning."
-        return self.thought_words[0] + self.thought_words[1]
+@patch
+def empty_thought(self:Template) -> str:
+    "The thought block of an answer without reasoning."
+    return self.thought_words[0] + self.thought_words[1]
 
-    def has_thought(self, content:str) -> bool:
-        return self.thought_words is not None and (
-            self.thought_words[0].strip() in content or self.thought_words[1].strip() in content
-        )
+@patch
+def has_thought(self:Template, content:str) -> bool:
+    return self.thought_words is not None and (
+        self.thought_words[0].strip() in content or self.thought_words[1].strip() in content
+    )
 
-    def remove_thought(self, content:str) -> str:
-        "`content` without its thought blocks."
-        o, c = self.thought_words
-        return re.sub(re.escape(o) + '.*?' + re.escape(c), '', content, flags=re.DOTALL).lstrip('\n')
+# %% ../../nbs/24_data.template.ipynb #f3c2241b
+@patch
+def remove_thought(self:Template, content:str) -> str:
+    "`content` without its thought blocks."
+    o, c = self.thought_words
+    return re.sub(re.escape(o) + '.*?' + re.escape(c), '', content, flags=re.DOTALL).lstrip('\n')
 
-    def system_text(self, tokenizer, system:str|None=None, tools=None) -> str:
-        ("The formatted system message (`system` or the default) with the tool definitions appended; empty when there "
-         "is neither.")
-        system = system or self.default_system
-        tool = (self.format_tools or ToolFormatter(tool_format=self.tool_format)).apply(tokenizer, content=tools)
-        # the blank line separates the tools from a system message; without one it opens the turn
-        if not system: tool = tool.lstrip('\n')
-        return (
-            self.format_system.apply(tokenizer, content=system + tool) if (system or tool or self.always_system) else ''
-        )
+@patch
+def system_text(self:Template, tokenizer, system:str|None=None, tools=None) -> str:
+    ("The formatted system message (`system` or the default) with the tool definitions appended; empty when there "
+     "is neither.")
+    system = system or self.default_system
+    tool = (self.format_tools or ToolFormatter(tool_format=self.tool_format)).apply(tokenizer, content=tools)
+    # the blank line separates the tools from a system message; without one it opens the turn
+    if not system: tool = tool.lstrip('\n')
+    return (
+        self.format_system.apply(tokenizer, content=system + tool) if (system or tool or self.always_system) else ''
+    )
 
-    def thought_of(self, content:str, history:bool, last_only:bool) -> tuple[str, str]:
-        "(answer text, text to append to the prompt before it): a reasoning template's thought rules for one answer."
-        if history and last_only:  # history where only the last answer trains: thoughts dropped (or kept), none added
-            return (content if self.preserve_thinking else self.remove_thought(content)), ''
-        if not self.enable_thinking: return self.remove_thought(content), self.empty_thought()
-        return (content if self.has_thought(content) else self.empty_thought() + content), ''
+@patch
+def thought_of(self:Template, content:str, history:bool, last_only:bool) -> tuple[str, str]:
+    "(answer text, text to append to the prompt before it): a reasoning template's thought rules for one answer."
+    if history and last_only:  # history where only the last answer trains: thoughts dropped (or kept), none added
+        return (content if self.preserve_thinking else self.remove_thought(content)), ''
+    if not self.enable_thinking: return self.remove_thought(content), self.empty_thought()
+    return (content if self.has_thought(content) else self.empty_thought() + content), ''
 
-    def tail(self, tokenizer, role:str, idx:int) -> str:
-        "The text a prompt message (user, observation) writes after its content: its end of turn, the answer's header."
-        if role in ('assistant', 'function'): return ''   # answers are not prompts (and function turns are JSON)
-        cache = self.__dict__.setdefault('_tails', {})
-        key = (tokenizer.bos_token, tokenizer.eos_token, role, idx)   # all a formatter reads of the tokenizer
-        if key not in cache:
-            text = self._fmt(role).apply(tokenizer, content='\x00', idx=str(idx))
-            cache[key] = text.split('\x00')[-1] if '\x00' in text else ''
-        return cache[key]
+@patch
+def tail(self:Template, tokenizer, role:str, idx:int) -> str:
+    "The text a prompt message (user, observation) writes after its content: its end of turn, the answer's header."
+    if role in ('assistant', 'function'): return ''   # answers are not prompts (and function turns are JSON)
+    cache = self.__dict__.setdefault('_tails', {})
+    key = (tokenizer.bos_token, tokenizer.eos_token, role, idx)   # all a formatter reads of the tokenizer
+    if key not in cache:
+        text = self._fmt(role).apply(tokenizer, content='\x00', idx=str(idx))
+        cache[key] = text.split('\x00')[-1] if '\x00' in text else ''
+    return cache[key]
 
-    def render_turns(self, tokenizer, messages:list[dict], system:str|None=None, tools=None,
-                     last_only:bool=False, # only the last answer is trained: earlier answers are history (`thought_of`)
-                     tails:list|None=None, # receives the text each message writes after its content (`tail`)
-                    ) -> list[str]:
-        ("The text of each message: the first carries the prefix and the system message (with `tools`), answers their "
-         "thought.")
-        sys_text, out = self.system_text(tokenizer, system, tools), []
-        last = max((i for i, m in enumerate(messages) if m['role'] in ('assistant', 'function')), default=-1)
-        for i, m in enumerate(messages):
-            content, head = m['content'], ''
-            if i == 0:
-                head = self.format_prefix.apply(tokenizer)
-                if self.system_in_user: content = sys_text + content
-                else: head += sys_text
-            if self.thought_words and m['role'] in ('assistant', 'function'):
-                content, to_prompt = self.thought_of(content, i != last, last_only)
-                if out: out[-1] += to_prompt
-                if out and tails is not None: tails[-1] += to_prompt
-            out.append(head + self._fmt(m['role']).apply(tokenizer, content=content, idx=str(i // 2)))
-            if tails is not None: tails.append(self.tail(tokenizer, m['role'], i // 2))
-        return out
+@patch
+def render_turns(self:Template, tokenizer, messages:list[dict], system:str|None=None, tools=None,
+                 last_only:bool=False, # only the last answer is trained: earlier answers are history (`thought_of`)
+                 tails:list|None=None, # receives the text each message writes after its content (`tail`)
+                ) -> list[str]:
+    ("The text of each message: the first carries the prefix and the system message (with `tools`), answers their "
+     "thought.")
+    sys_text, out = self.system_text(tokenizer, system, tools), []
+    last = max((i for i, m in enumerate(messages) if m['role'] in ('assistant', 'function')), default=-1)
+    for i, m in enumerate(messages):
+        content, head = m['content'], ''
+        if i == 0:
+            head = self.format_prefix.apply(tokenizer)
+            if self.system_in_user: content = sys_text + content
+            else: head += sys_text
+        if self.thought_words and m['role'] in ('assistant', 'function'):
+            content, to_prompt = self.thought_of(content, i != last, last_only)
+            if out: out[-1] += to_prompt
+            if out and tails is not None: tails[-1] += to_prompt
+        out.append(head + self._fmt(m['role']).apply(tokenizer, content=content, idx=str(i // 2)))
+        if tails is not None: tails.append(self.tail(tokenizer, m['role'], i // 2))
+    return out
 
-    def encode_multiturn(
-        self, tokenizer, messages: list[dict], system: str | None = None, tools=None
-    ) -> list[tuple[list[int], list[int]]]:
-        "(prompt ids, response ids) for each user/assistant pair of `messages`."
-        texts = self.render_turns(tokenizer, messages, system, tools)
-        ids = tokenizer(texts, add_special_tokens=False)['input_ids'] if texts else []
-        return [(ids[i], ids[i + 1]) for i in range(0, len(ids) - 1, 2)]
+# %% ../../nbs/24_data.template.ipynb #5f35c4fa
+@patch
+def encode_multiturn(
+    self:Template, tokenizer, messages: list[dict], system: str | None = None, tools=None
+) -> list[tuple[list[int], list[int]]]:
+    "(prompt ids, response ids) for each user/assistant pair of `messages`."
+    texts = self.render_turns(tokenizer, messages, system, tools)
+    ids = tokenizer(texts, add_special_tokens=False)['input_ids'] if texts else []
+    return [(ids[i], ids[i + 1]) for i in range(0, len(ids) - 1, 2)]
 
-    def encode_oneturn(
-        self, tokenizer, messages: list[dict], system: str | None = None, tools=None
-    ) -> tuple[list[int], list[int]]:
-        "All but the last response as one prompt, and the last response."
-        pairs = self.encode_multiturn(tokenizer, messages, system, tools)
-        prompt = [t for s, r in pairs[:-1] for t in s + r] + pairs[-1][0]
-        return prompt, pairs[-1][1]
+@patch
+def encode_oneturn(
+    self:Template, tokenizer, messages: list[dict], system: str | None = None, tools=None
+) -> tuple[list[int], list[int]]:
+    "All but the last response as one prompt, and the last response."
+    pairs = self.encode_multiturn(tokenizer, messages, system, tools)
+    prompt = [t for s, r in pairs[:-1] for t in s + r] + pairs[-1][0]
+    return prompt, pairs[-1][1]
 
-    def extract_tool_calls(self, text:str) -> str|list:
-        "The tool calls in generated `text` (as `FunctionCall`s), or `text` itself when it holds none."
-        return extract_tool_calls(self.tool_format, text)
+@patch
+def extract_tool_calls(self:Template, text:str) -> str|list:
+    "The tool calls in generated `text` (as `FunctionCall`s), or `text` itself when it holds none."
+    return extract_tool_calls(self.tool_format, text)
 
+# %% ../../nbs/24_data.template.ipynb #fdbb1d85
 TEMPLATES: dict[str, Template] = {}
 
 def register_template(t:Template) -> Template:
@@ -198,23 +214,12 @@ def template_record(template:Template, tokenizer) -> dict:
     ("The template's name and settings, the ids it gives a probe conversation, and their hash: written to "
      "`template.json` in every run.")
     ids = [i for s, r in template.encode_multiturn(tokenizer, _PROBE, 'S') for i in s + r]
-    rec = dict(
-        name=template.name,
-        efficient_eos=template.efficient_eos,
-        stop_words=list(template.stop_words),
-        tool_format=template.tool_format,
-        thought_words=list(template.thought_words or []),
-        enable_thinking=template.enable_thinking,
-        eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
-        probe_ids=ids,
-    )
-    key = [
-        ids,
-        template.tool_format,
-        template.enable_thinking if template.thought_words else None,
-        template.efficient_eos,
-    ]
+    rec = dict(name=template.name, efficient_eos=template.efficient_eos, stop_words=list(template.stop_words),
+               tool_format=template.tool_format, thought_words=list(template.thought_words or []),
+               enable_thinking=template.enable_thinking, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
+               probe_ids=ids)
+    key = [ids, template.tool_format, template.enable_thinking if template.thought_words else None,
+           template.efficient_eos]
     return dict(rec, sha1=hashlib.sha1(json.dumps(key).encode()).hexdigest())
 
 # %% ../../nbs/24_data.template.ipynb #31a7953a
@@ -267,6 +272,7 @@ def _jinja_thought(t:Template) -> tuple[str, str]:
     opn = json.dumps(t.thought_words[0].strip())
     return '', "{%- if " + opn + " not in c and " + close + " not in c %}{%- set c = " + empty + " + c %}{%- endif %}"
 
+# %% ../../nbs/24_data.template.ipynb #bdd43c41
 def to_jinja(template:Template, tokenizer) -> str:
     "`template` as a jinja `chat_template` that renders conversations token for token as training encoded them."
     t, j = template, lambda f: _jinja_fmt(f, tokenizer)

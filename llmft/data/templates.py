@@ -11,35 +11,34 @@ from .template import TEMPLATES, Template, fix_tokenizer, register_template
 
 # %% auto #0
 __all__ = ['log', 'VERIFY_MESSAGES', 'VERIFY_TOOLS', 'VERIFY_TOOL_CALL', 'template_ids', 'to_openai', 'jinja_ids',
-           'verify_template', 'derive_template', 'match_template', 'get_template', 'get_template_and_fix_tokenizer']
+           'verify_template', 'template_rows', 'derive_template', 'match_template', 'get_template',
+           'get_template_and_fix_tokenizer']
 
 # %% ../../nbs/26_data.templates.ipynb #3f989857
 log = get_logger(__name__)
 
 # %% ../../nbs/26_data.templates.ipynb #f8873899
 import json
+
 VERIFY_MESSAGES = [{'role': 'user', 'content': 'What is 2+3?'}, {'role': 'assistant', 'content': 'It is 5.'},
                    {'role': 'user', 'content': 'And 2+4?'}, {'role': 'assistant', 'content': 'It is 6.'}]
+
 VERIFY_TOOLS = [
     {
         'type': 'function',
         'function': {
             'name': 'get_weather',
             'description': 'Weather of a city',
-            'parameters': {
-                'type': 'object',
-                'properties': {'city': {'type': 'string', 'description': 'The city'}},
-                'required': ['city'],
-            },
+            'parameters': {'type': 'object', 'properties': {'city': {'type': 'string', 'description': 'The city'}},
+                           'required': ['city']},
         },
     }
 ]
-VERIFY_TOOL_CALL = [
-    {'role': 'user', 'content': 'Weather in Paris?'},
-    {'role': 'function', 'content': '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
-    {'role': 'observation', 'content': '{"temperature": 21}'},
-    {'role': 'assistant', 'content': 'It is 21 degrees.'},
-]
+
+VERIFY_TOOL_CALL = [{'role': 'user', 'content': 'Weather in Paris?'},
+                    {'role': 'function', 'content': '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+                    {'role': 'observation', 'content': '{"temperature": 21}'},
+                    {'role': 'assistant', 'content': 'It is 21 degrees.'}]
 
 def template_ids(template:Template, tokenizer, messages:list[dict], system:str|None=None, tools=None) -> list[int]:
     "The ids `template` gives a conversation (prompts and responses joined)."
@@ -67,6 +66,7 @@ def jinja_ids(tokenizer, messages:list[dict], system:str|None=None, tools=None, 
     msgs = ([{'role': 'system', 'content': system}] if system else []) + to_openai(messages)
     return list(tokenizer.apply_chat_template(msgs, tools=tools, tokenize=True, **kwargs)['input_ids'])
 
+# %% ../../nbs/26_data.templates.ipynb #31712b4f
 def verify_template(template:Template,         # the template to check
                     tokenizer,                 # carries the jinja `chat_template` to check against
                     system:str='You are terse.', # the system message of the with-system cases
@@ -82,10 +82,8 @@ def verify_template(template:Template,         # the template to check
     }
     if tools:
         cases.update(
-            {
-                'tool call': (VERIFY_TOOL_CALL, None, VERIFY_TOOLS),
-                'tool call, system': (VERIFY_TOOL_CALL, system, VERIFY_TOOLS),
-            }
+            {'tool call': (VERIFY_TOOL_CALL, None, VERIFY_TOOLS),
+             'tool call, system': (VERIFY_TOOL_CALL, system, VERIFY_TOOLS)}
         )
     bad = {}
     for case, (msgs, s, t) in cases.items():
@@ -128,6 +126,18 @@ register_template(Template(
 
 # %% ../../nbs/26_data.templates.ipynb #8c758ffe
 from .families import meta, qwen, others  # noqa: F401  (each registers its templates)
+
+# %% ../../nbs/26_data.templates.ipynb #694ddf7f
+def template_rows() -> list[dict]:
+    "One row per registered template: stop words, eos handling, tool format, reasoning, system placement and default."
+    rows = []
+    for name, t in sorted(TEMPLATES.items()):
+        thinking = '-'
+        if t.thought_words: thinking = 'on' if t.enable_thinking else 'off'
+        rows.append({'template': name, 'stop words': ', '.join(t.stop_words) or '-', 'efficient_eos': t.efficient_eos,
+                     'tools': t.tool_format, 'thinking': thinking, 'system in user turn': t.system_in_user,
+                     'default system': t.default_system})
+    return rows
 
 # %% ../../nbs/26_data.templates.ipynb #1eb09272
 _M = dict(u1='\x01U1\x01', a1='\x01A1\x01', u2='\x01U2\x01', a2='\x01A2\x01', s='\x01SYS\x01')
@@ -175,12 +185,8 @@ def derive_template(tokenizer, name:str='derived') -> Template:
             if not (prefix.startswith(left) and prefix.endswith(right)):
                 raise TemplateError('Cannot tell the prefix from the system message.')
             default = prefix[len(left):len(prefix) - len(right)]
-            kw.update(
-                format_prefix=F(),
-                format_system=F(left + '{{content}}' + right),
-                default_system=default,
-                always_system=not default,
-            )
+            kw.update(format_prefix=F(), format_system=F(left + '{{content}}' + right), default_system=default,
+                      always_system=not default)
     elif m['s'] in before and before.startswith(prefix + user_head):  # the system message opens the first user message
         kw.update(format_system=_cut(before[len(prefix + user_head):], '', m['s'], ''), system_in_user=True)
     specials = [t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if t and t in asst_tail]

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/14_hparams.checks.ipynb #4d786bd4
 from __future__ import annotations
-import os
+import json, os
+from pathlib import Path
 from typing import NamedTuple
 from ..core import LAUNCHER_FILES, ConfigError, get_logger, last_checkpoint
 from .model import ModelArguments
@@ -13,10 +14,10 @@ from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
-__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_train_has_dataset', 'check_eval_has_data',
-           'check_generate_only_sft', 'check_disable_shuffling', 'check_sft_predict_generates',
-           'check_sft_only_options', 'check_neat_packing_implies_packing', 'check_quantization_needs_adapter',
-           'check_output_dir', 'check_ppo', 'check_stage_finetuning', 'check_streaming_needs_max_steps', 'run_checks']
+__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset',
+           'check_eval_has_data', 'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates',
+           'check_sft_only_options', 'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter',
+           'check_ppo', 'check_stage_finetuning', 'resolve_output_dir', 'run_checks', 'check_deepspeed']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -29,24 +30,33 @@ class RunArgs(NamedTuple):
     finetuning: FinetuningArguments
     generating: GeneratingArguments
 
-# %% ../../nbs/14_hparams.checks.ipynb #a27f8abb
+# %% ../../nbs/14_hparams.checks.ipynb #0c9c8790
 def check_has_task(a:RunArgs):
     "At least one of do_train, do_eval, do_predict."
     t = a.training
     if not (t.do_train or t.do_eval or t.do_predict):
         raise ConfigError('Nothing to do: set at least one of do_train, do_eval or do_predict to true.')
 
+# %% ../../nbs/14_hparams.checks.ipynb #5bc1a542
+def check_streaming_needs_max_steps(a:RunArgs):
+    "A stream has no length, so the schedule needs max_steps."
+    if a.data.streaming and a.training.do_train and a.training.max_steps <= 0:
+        raise ConfigError('streaming needs max_steps (a stream has no length to derive the number of steps from).')
+
+# %% ../../nbs/14_hparams.checks.ipynb #ddae7e7d
 def check_train_has_dataset(a:RunArgs):
     "do_train needs a training dataset."
     if a.training.do_train and not a.data.dataset:
         raise ConfigError('do_train is set but no dataset is named: set dataset (a name from dataset_info.json).')
 
+# %% ../../nbs/14_hparams.checks.ipynb #d39cf2ef
 def check_eval_has_data(a:RunArgs):
     "do_eval needs eval_dataset or a val_size split."
     if a.training.do_eval and not (a.data.eval_dataset or a.data.val_size):
         raise ConfigError('do_eval is set but there is nothing to evaluate on: set eval_dataset, or val_size to '
                           'hold out part of dataset.')
 
+# %% ../../nbs/14_hparams.checks.ipynb #6b7b7003
 def check_generate_only_sft(a:RunArgs):
     "predict_with_generate is an sft feature."
     if a.training.predict_with_generate and a.finetuning.stage != 'sft':
@@ -55,15 +65,18 @@ def check_generate_only_sft(a:RunArgs):
         raise ConfigError('predict_with_generate encodes the data as prompts only, so it cannot train: run do_train '
                           'first, then do_predict in a second run.')
 
-def check_disable_shuffling(a:RunArgs):
+# %% ../../nbs/14_hparams.checks.ipynb #1a514c1b
+def resolve_shuffling(a:RunArgs):
     "disable_shuffling reads the training set in order (the Trainer's sequential sampler)."
     if a.finetuning.disable_shuffling: a.training.train_sampling_strategy = 'sequential'
 
+# %% ../../nbs/14_hparams.checks.ipynb #3591f818
 def check_sft_predict_generates(a:RunArgs):
     "sft do_predict writes generated text, so it needs predict_with_generate."
     if a.finetuning.stage == 'sft' and a.training.do_predict and not a.training.predict_with_generate:
         raise ConfigError('stage sft with do_predict needs predict_with_generate: true.')
 
+# %% ../../nbs/14_hparams.checks.ipynb #760acde4
 SFT_ONLY = ('packing', 'neat_packing', 'train_on_prompt', 'mask_history')
 
 def check_sft_only_options(a:RunArgs):
@@ -72,10 +85,14 @@ def check_sft_only_options(a:RunArgs):
     bad = [k for k in SFT_ONLY if getattr(a.data, k) and not (k == 'packing' and stage == 'pt')]
     if bad and stage != 'sft':
         raise ConfigError(f"{', '.join(bad)} only apply to stage sft, not '{stage}'.")
-    if a.data.packing is None: a.data.packing = stage == 'pt'
 
+# %% ../../nbs/14_hparams.checks.ipynb #2c46f8e2
+def resolve_packing(a:RunArgs):
+    "packing unset: on for pt (text is concatenated and cut into blocks), off for the other stages."
+    if a.data.packing is None: a.data.packing = a.finetuning.stage == 'pt'
 
-def check_neat_packing_implies_packing(a:RunArgs):
+# %% ../../nbs/14_hparams.checks.ipynb #14301fa0
+def resolve_neat_packing(a:RunArgs):
     ("neat_packing turns packing on; tokens are then counted as all positions (the 4D mask cannot be summed like a "
      "0/1 mask).")
     if a.data.neat_packing and not a.data.packing:
@@ -84,12 +101,31 @@ def check_neat_packing_implies_packing(a:RunArgs):
     if a.data.neat_packing and a.training.include_num_input_tokens_seen == 'non_padding':
         a.training.include_num_input_tokens_seen = 'all'  # packs are nearly full, so this is close to the real count
 
+# %% ../../nbs/14_hparams.checks.ipynb #3da43cc5
 def check_quantization_needs_adapter(a:RunArgs):
     "A quantized base model cannot be trained in full; only adapters train."
     if a.model.quantization_bit and a.finetuning.finetuning_type not in ('lora', 'oft'):
         raise ConfigError(f"quantization_bit needs finetuning_type lora or oft, not '{a.finetuning.finetuning_type}'.")
 
-def check_output_dir(a:RunArgs):
+# %% ../../nbs/14_hparams.checks.ipynb #fc277a8b
+def check_ppo(a:RunArgs):
+    ("ppo trains only (like LLaMA-Factory) and needs a reward model; rm and ppo need the value head's hidden states, "
+     "so no packing.")
+    f, t = a.finetuning, a.training
+    if f.stage != 'ppo': return
+    if t.do_eval or t.do_predict: raise ConfigError('stage ppo trains only: set do_eval and do_predict to false.')
+    if not f.reward_model: raise ConfigError('stage ppo needs reward_model: a reward model folder, a LoRA reward '
+                                             'adapter, or an http(s) URL.')
+
+# %% ../../nbs/14_hparams.checks.ipynb #781ae3bf
+def check_stage_finetuning(a:RunArgs):
+    "Stages with a value head or a reference train full, freeze or lora models; `oft` is sft / pt only here."
+    f = a.finetuning
+    if f.stage in ('rm', 'ppo', 'dpo', 'kto') and f.finetuning_type == 'oft':
+        raise ConfigError(f"finetuning_type oft is available for stages pt and sft, not '{f.stage}': use lora.")
+
+# %% ../../nbs/14_hparams.checks.ipynb #1fb870e4
+def resolve_output_dir(a:RunArgs):
     "A non-empty output_dir is refused, resumed from its last checkpoint, or (overwrite_output_dir) trained over."
     t = a.training
     out = t.output_dir
@@ -111,43 +147,32 @@ def check_output_dir(a:RunArgs):
     t.resume_from_checkpoint = last
     log.info(f'Resuming training from {last} (set overwrite_output_dir: true to start over).')
 
-def check_ppo(a:RunArgs):
-    ("ppo trains only (like LLaMA-Factory) and needs a reward model; rm and ppo need the value head's hidden states, "
-     "so no packing.")
-    f, t = a.finetuning, a.training
-    if f.stage != 'ppo': return
-    if t.do_eval or t.do_predict: raise ConfigError('stage ppo trains only: set do_eval and do_predict to false.')
-    if not f.reward_model: raise ConfigError('stage ppo needs reward_model: a reward model folder, a LoRA reward '
-                                             'adapter, or an http(s) URL.')
+# %% ../../nbs/14_hparams.checks.ipynb #1d5c4251
+CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data,
+          check_generate_only_sft, resolve_shuffling, check_sft_predict_generates, check_sft_only_options,
+          resolve_packing, resolve_neat_packing, check_quantization_needs_adapter, check_ppo, check_stage_finetuning,
+          resolve_output_dir]
 
-def check_stage_finetuning(a:RunArgs):
-    "Stages with a value head or a reference train full, freeze or lora models; `oft` is sft / pt only here."
-    f = a.finetuning
-    if f.stage in ('rm', 'ppo', 'dpo', 'kto') and f.finetuning_type == 'oft':
-        raise ConfigError(f"finetuning_type oft is available for stages pt and sft, not '{f.stage}': use lora.")
-
-def check_streaming_needs_max_steps(a:RunArgs):
-    "A stream has no length, so the schedule needs max_steps."
-    if a.data.streaming and a.training.do_train and a.training.max_steps <= 0:
-        raise ConfigError('streaming needs max_steps (a stream has no length to derive the number of steps from).')
-
-CHECKS = [
-    check_has_task,
-    check_streaming_needs_max_steps,
-    check_train_has_dataset,
-    check_eval_has_data,
-    check_generate_only_sft,
-    check_disable_shuffling,
-    check_sft_predict_generates,
-    check_sft_only_options,
-    check_neat_packing_implies_packing,
-    check_quantization_needs_adapter,
-    check_ppo,
-    check_stage_finetuning,
-    check_output_dir,
-]
-
+# %% ../../nbs/14_hparams.checks.ipynb #a2c6c688
 def run_checks(a:RunArgs) -> RunArgs:
     "Run every check in `CHECKS` on `a` (some fix `a` in place) and return it."
     for c in CHECKS: c(a)
     return a
+
+# %% ../../nbs/14_hparams.checks.ipynb #10c3e28a
+def check_deepspeed(train:dict):
+    "A `deepspeed` config must be a readable JSON file with a ZeRO stage 0-3, and the package must be installed."
+    import importlib.util
+    path = train.get('deepspeed')
+    if not path or isinstance(path, dict): return
+    p = Path(path)
+    if not p.is_file(): raise ConfigError(f'deepspeed: config file {path} not found.')
+    try: ds = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise ConfigError(f'deepspeed: {path} is not valid JSON: line {e.lineno}: '
+                                                        f'{e.msg}') from None
+    stage = (ds.get('zero_optimization') or {}).get('stage', 0)
+    if stage not in (0, 1, 2, 3): raise ConfigError(f'deepspeed: {path}: zero_optimization.stage must be 0-3, got '
+                                                    f'{stage}.')
+    if importlib.util.find_spec('deepspeed') is None:
+        raise ConfigError(f'deepspeed: {path} asks for DeepSpeed ZeRO-{stage}, but the deepspeed package is not '
+                          f'installed: pip install deepspeed.')

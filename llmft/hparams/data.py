@@ -10,7 +10,7 @@ import os
 from ..core import get_logger
 
 # %% auto #0
-__all__ = ['MIX_STRATEGIES', 'DataArguments']
+__all__ = ['MIX_STRATEGIES', 'DatasetArguments', 'TemplateArguments', 'ProcessingArguments', 'DataArguments']
 
 # %% ../../nbs/11_hparams.data.ipynb #566446b4
 def _split_names(v):
@@ -21,12 +21,10 @@ def _split_names(v):
 
 MIX_STRATEGIES = ('concat', 'interleave_under', 'interleave_over')
 
+# %% ../../nbs/11_hparams.data.ipynb #dbd965ff
 @dataclass
-class DataArguments:
-    "Which datasets and template to use, and how to preprocess them."
-    template: Optional[str] = field(
-        default=None, metadata={'help': 'Chat template that turns conversations into token ids.'}
-    )
+class DatasetArguments:
+    "Which datasets, from where, how many rows, how mixed and split."
     dataset: Optional[str] = field(
         default=None, metadata={'help': 'Training dataset name(s) from dataset_info.json, comma-separated.'}
     )
@@ -34,32 +32,36 @@ class DataArguments:
     dataset_dir: str = field(
         default='data', metadata={'help': 'Folder that holds dataset_info.json and the data files.'}
     )
-    cutoff_len: int = field(default=2048, metadata={'help': 'Maximum tokens per example after tokenization.'})
-    train_on_prompt: bool = field(default=False, metadata={'help': 'Also train on prompt tokens (sft only).'})
-    mask_history: bool = field(
-        default=False, metadata={'help': 'Train only on the last turn of a conversation (sft only).'}
-    )
-    keep_answer_header: bool = field(default=True, metadata={
-        'help': "Truncation cuts a long prompt inside the user's text and keeps the header that opens the answer; "
-                "false: LLaMA-Factory's cut at the prompt's end, header included."})
-    overwrite_cache: bool = field(
-        default=False, metadata={'help': 'Preprocess again even where a cached result exists.'}
-    )
-    preprocessing_batch_size: int = field(default=1000, metadata={'help': 'Examples per batch in preprocessing.'})
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={'help': 'Processes used in preprocessing.'}
-    )
     max_samples: Optional[int] = field(
         default=None, metadata={'help': 'Keep at most this many examples of each dataset.'}
     )
     val_size: float = field(
         default=0.0, metadata={'help': 'Held-out evaluation part of the training data: a fraction (<1) or a count.'}
     )
-    packing: Optional[bool] = field(
-        default=None, metadata={'help': 'Pack several examples into one sequence (sft only).'}
+    mix_strategy: str = field(
+        default='concat',
+        metadata={
+            'help': (
+                'How several datasets mix: concat, interleave_under (stop at the first exhausted) or interleave_over'
+                ' (until all are).'
+            )
+        },
     )
-    neat_packing: bool = field(
-        default=False, metadata={'help': 'Pack without cross-attention between examples (implies packing).'}
+    interleave_probs: Optional[str] = field(
+        default=None, metadata={'help': 'Sampling probabilities of the datasets when interleaving, comma-separated.'}
+    )
+    eval_on_each_dataset: bool = field(
+        default=False, metadata={'help': 'Evaluate on each eval dataset separately (metrics eval_<name>_*).'}
+    )
+    streaming: bool = field(default=False, metadata={'help': 'Read datasets lazily as a stream (needs max_steps).'})
+    buffer_size: int = field(default=16384, metadata={'help': 'Shuffle buffer of a streamed dataset.'})
+
+# %% ../../nbs/11_hparams.data.ipynb #23236d56
+@dataclass
+class TemplateArguments:
+    "How conversations are written and which of their tokens train."
+    template: Optional[str] = field(
+        default=None, metadata={'help': 'Chat template that turns conversations into token ids.'}
     )
     default_system: Optional[str] = field(
         default=None, metadata={'help': "Replace the template's default system message."}
@@ -85,23 +87,32 @@ class DataArguments:
     preserve_thinking: bool = field(default=False, metadata={
         'help': 'Reasoning templates: keep the thoughts of earlier answers where only the last is trained '
                 '(rm, dpo, kto, mask_history).'})
-    mix_strategy: str = field(
-        default='concat',
-        metadata={
-            'help': (
-                'How several datasets mix: concat, interleave_under (stop at the first exhausted) or interleave_over'
-                ' (until all are).'
-            )
-        },
+    train_on_prompt: bool = field(default=False, metadata={'help': 'Also train on prompt tokens (sft only).'})
+    mask_history: bool = field(
+        default=False, metadata={'help': 'Train only on the last turn of a conversation (sft only).'}
     )
-    interleave_probs: Optional[str] = field(
-        default=None, metadata={'help': 'Sampling probabilities of the datasets when interleaving, comma-separated.'}
+    keep_answer_header: bool = field(default=True, metadata={
+        'help': "Truncation cuts a long prompt inside the user's text and keeps the header that opens the answer; "
+                "false: LLaMA-Factory's cut at the prompt's end, header included."})
+
+# %% ../../nbs/11_hparams.data.ipynb #0cc3545a
+@dataclass
+class ProcessingArguments:
+    "How examples are tokenized, cut, packed, cached and checked."
+    cutoff_len: int = field(default=2048, metadata={'help': 'Maximum tokens per example after tokenization.'})
+    packing: Optional[bool] = field(
+        default=None, metadata={'help': 'Pack several examples into one sequence (sft only).'}
     )
-    eval_on_each_dataset: bool = field(
-        default=False, metadata={'help': 'Evaluate on each eval dataset separately (metrics eval_<name>_*).'}
+    neat_packing: bool = field(
+        default=False, metadata={'help': 'Pack without cross-attention between examples (implies packing).'}
     )
-    streaming: bool = field(default=False, metadata={'help': 'Read datasets lazily as a stream (needs max_steps).'})
-    buffer_size: int = field(default=16384, metadata={'help': 'Shuffle buffer of a streamed dataset.'})
+    overwrite_cache: bool = field(
+        default=False, metadata={'help': 'Preprocess again even where a cached result exists.'}
+    )
+    preprocessing_batch_size: int = field(default=1000, metadata={'help': 'Examples per batch in preprocessing.'})
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={'help': 'Processes used in preprocessing.'}
+    )
     tokenized_path: Optional[str] = field(
         default=None,
         metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'},
@@ -112,6 +123,11 @@ class DataArguments:
     max_left_out: float = field(default=0.0, metadata={
         'help': "Share of a dataset's rows that may be left out (unusable rows, nothing to train within cutoff_len) "
                 'with the data check still PASS; above it the verdict is WARN.'})
+
+# %% ../../nbs/11_hparams.data.ipynb #6f6d3c0a
+@dataclass
+class DataArguments(ProcessingArguments, TemplateArguments, DatasetArguments):
+    "Which datasets and template to use, and how to preprocess them."
 
     def __post_init__(self):
         self.dataset = _split_names(self.dataset)

@@ -10,22 +10,21 @@ from ..core import STAGES, closest
 from .rlhf import RLHFArguments
 
 # %% auto #0
-__all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'FinetuningArguments']
+__all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'FreezeArguments', 'LoraArguments', 'OFTArguments', 'ReferenceArguments',
+           'FinetuningArguments']
 
 # %% ../../nbs/12_hparams.finetune.ipynb #13737893
 FINETUNING_TYPES = ('full', 'freeze', 'lora', 'oft')
+
 REWARD_MODEL_TYPES = ('full', 'lora', 'api')
 
 def _names(v):
     return [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else list(v)
 
+# %% ../../nbs/12_hparams.finetune.ipynb #6dd1c517
 @dataclass
-class FinetuningArguments(RLHFArguments):
-    "The training stage, which parameters train, and run-level switches."
-    stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
-    finetuning_type: str = field(
-        default='lora', metadata={'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'}
-    )
+class FreezeArguments:
+    "freeze: which decoder layers and modules train."
     freeze_trainable_layers: int = field(
         default=2, metadata={'help': 'freeze: train the last n decoder layers (n > 0) or the first -n (n < 0).'}
     )
@@ -36,6 +35,14 @@ class FinetuningArguments(RLHFArguments):
     freeze_extra_modules: Optional[str] = field(
         default=None, metadata={'help': 'freeze: extra top-level modules to train (e.g. embed_tokens,lm_head).'}
     )
+    num_layer_trainable: Optional[int] = field(
+        default=None, metadata={'help': 'Older name of freeze_trainable_layers; when set it wins.'}
+    )
+
+# %% ../../nbs/12_hparams.finetune.ipynb #b53e453b
+@dataclass
+class LoraArguments:
+    "lora: the adapter's shape, targets and initialisation (rsLoRA, DoRA, PiSSA, LoRA+)."
     lora_rank: int = field(default=8, metadata={'help': 'lora: rank of the low-rank update.'})
     lora_alpha: Optional[int] = field(
         default=None, metadata={'help': 'lora: scale numerator (default: 2 x lora_rank).'}
@@ -77,21 +84,21 @@ class FinetuningArguments(RLHFArguments):
             'help': 'lora: train a new adapter on top of the loaded ones (all merged) instead of resuming the last.'
         },
     )
+
+# %% ../../nbs/12_hparams.finetune.ipynb #80e78a98
+@dataclass
+class OFTArguments:
+    "oft: orthogonal fine-tuning blocks and targets."
     oft_rank: int = field(
         default=0, metadata={'help': 'oft: number of orthogonal blocks per layer (0: set by oft_block_size).'}
     )
     oft_block_size: int = field(default=32, metadata={'help': 'oft: size of each orthogonal block.'})
     oft_target: str = field(default='all', metadata={'help': 'oft: module names to adapt, comma-separated, or all.'})
-    use_llama_pro: bool = field(
-        default=False,
-        metadata={'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'},
-    )
-    num_layer_trainable: Optional[int] = field(
-        default=None, metadata={'help': 'Older name of freeze_trainable_layers; when set it wins.'}
-    )
-    pure_bf16: bool = field(
-        default=False, metadata={'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'}
-    )
+
+# %% ../../nbs/12_hparams.finetune.ipynb #47cb402c
+@dataclass
+class ReferenceArguments:
+    "dpo / kto / ppo: the reference and reward models a stage compares against."
     reward_model: Optional[str] = field(
         default=None, metadata={'help': 'ppo: reward model path (full), adapter path (lora) or URL (api).'}
     )
@@ -107,8 +114,31 @@ class FinetuningArguments(RLHFArguments):
             )
         },
     )
+
+# %% ../../nbs/12_hparams.finetune.ipynb #23a30fed
+@dataclass
+class FinetuningArguments(RLHFArguments, ReferenceArguments, OFTArguments, LoraArguments, FreezeArguments):
+    "The training stage, which parameters train, and run-level switches."
+    stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
+    finetuning_type: str = field(
+        default='lora', metadata={'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'}
+    )
+    use_llama_pro: bool = field(
+        default=False,
+        metadata={'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'},
+    )
+    pure_bf16: bool = field(
+        default=False, metadata={'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'}
+    )
     plot_loss: bool = field(
         default=False, metadata={'help': 'Save the loss curve (training_loss.html / .png) after training.'}
+    )
+    disable_shuffling: bool = field(
+        default=False,
+        metadata={'help': 'Read the training set in order (a sequential sampler) instead of shuffling it.'},
+    )
+    compute_accuracy: bool = field(
+        default=False, metadata={'help': 'sft eval: token accuracy of the argmax predictions (memory-safe).'}
     )
 
     def __post_init__(self):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 # %% auto #0
-__all__ = ['INFER_DTYPES', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'ModelArguments']
+__all__ = ['INFER_DTYPES', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'QuantizationArguments', 'ModelPatchArguments',
+           'ModelArguments']
 
 # %% ../../nbs/10_hparams.model.ipynb #058b0883
 INFER_DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
@@ -45,26 +46,10 @@ class ExportArguments:
         if self.infer_dtype not in INFER_DTYPES:
             raise ValueError(f"infer_dtype must be one of {list(INFER_DTYPES)}, got '{self.infer_dtype}'.")
 
-# %% ../../nbs/10_hparams.model.ipynb #3645a2c8
+# %% ../../nbs/10_hparams.model.ipynb #85afeca9
 @dataclass
-class ModelArguments(ExportArguments):
-    "Which model, tokenizer and adapters to load, and how."
-    model_name_or_path: Optional[str] = field(
-        default=None, metadata={'help': 'Path to a local model folder or a hub model id.'}
-    )
-    adapter_name_or_path: Optional[str] = field(
-        default=None, metadata={'help': 'Path(s) to adapter weights, comma-separated.'}
-    )
-    cache_dir: Optional[str] = field(default=None, metadata={'help': 'Where downloaded models are stored.'})
-    model_revision: str = field(default='main', metadata={'help': 'Model version: branch, tag or commit id.'})
-    use_fast_tokenizer: bool = field(default=True, metadata={'help': 'Use a fast (Rust) tokenizer.'})
-    trust_remote_code: bool = field(default=False, metadata={'help': 'Allow code from the model folder or hub to run.'})
-    disable_gradient_checkpointing: bool = field(
-        default=False, metadata={'help': 'Turn off gradient checkpointing (faster, more memory).'}
-    )
-    flash_attn: str = field(
-        default='auto', metadata={'help': 'Attention implementation: auto, disabled (eager), sdpa or fa2.'}
-    )
+class QuantizationArguments:
+    "QLoRA: the base model quantized by bitsandbytes."
     quantization_bit: Optional[int] = field(
         default=None, metadata={'help': 'Quantize the base model to 4 or 8 bits (QLoRA); needs CUDA and bitsandbytes.'}
     )
@@ -72,6 +57,11 @@ class ModelArguments(ExportArguments):
     double_quantization: bool = field(
         default=True, metadata={'help': '4-bit: also quantize the quantization constants.'}
     )
+
+# %% ../../nbs/10_hparams.model.ipynb #53d56b04
+@dataclass
+class ModelPatchArguments:
+    "Changes made to the model for training: context length, vocabulary, precision of parts, MoE loss."
     rope_scaling: Optional[str] = field(
         default=None,
         metadata={
@@ -96,6 +86,27 @@ class ModelArguments(ExportArguments):
             )
         },
     )
+
+# %% ../../nbs/10_hparams.model.ipynb #3645a2c8
+@dataclass
+class ModelArguments(ExportArguments, ModelPatchArguments, QuantizationArguments):
+    "Which model, tokenizer and adapters to load, and how."
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={'help': 'Path to a local model folder or a hub model id.'}
+    )
+    adapter_name_or_path: Optional[str] = field(
+        default=None, metadata={'help': 'Path(s) to adapter weights, comma-separated.'}
+    )
+    cache_dir: Optional[str] = field(default=None, metadata={'help': 'Where downloaded models are stored.'})
+    model_revision: str = field(default='main', metadata={'help': 'Model version: branch, tag or commit id.'})
+    use_fast_tokenizer: bool = field(default=True, metadata={'help': 'Use a fast (Rust) tokenizer.'})
+    trust_remote_code: bool = field(default=False, metadata={'help': 'Allow code from the model folder or hub to run.'})
+    disable_gradient_checkpointing: bool = field(
+        default=False, metadata={'help': 'Turn off gradient checkpointing (faster, more memory).'}
+    )
+    flash_attn: str = field(
+        default='auto', metadata={'help': 'Attention implementation: auto, disabled (eager), sdpa or fa2.'}
+    )
     print_param_status: bool = field(
         default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'}
     )
@@ -119,5 +130,7 @@ class ModelArguments(ExportArguments):
         if self.flash_attn not in ATTN_IMPLS:
             raise ValueError(f"flash_attn must be one of {sorted(ATTN_IMPLS)}, got '{self.flash_attn}'.")
 
+# %% ../../nbs/10_hparams.model.ipynb #2e9e98de
 ROPE_TYPES = (None, 'linear', 'dynamic', 'yarn', 'llama3')
+
 ATTN_IMPLS = {'auto': None, 'disabled': 'eager', 'eager': 'eager', 'sdpa': 'sdpa', 'fa2': 'flash_attention_2'}

@@ -13,11 +13,11 @@ from .model import ModelArguments
 from .data import DataArguments
 from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
-from .checks import ConfigError, RunArgs, run_checks
+from .checks import ConfigError, RunArgs, check_deepspeed, run_checks
 
 # %% auto #0
-__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'read_config', 'parse_overrides', 'check_deepspeed', 'load_cfg', 'split_cfg',
-           'get_train_args', 'resolved_config']
+__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'read_config', 'parse_overrides', 'load_cfg', 'split_cfg', 'get_train_args',
+           'resolved_config']
 
 # %% ../../nbs/15_hparams.parser.ipynb #729cd6fe
 log = get_logger(__name__)
@@ -98,24 +98,6 @@ def _fit_device(train:dict):
             log.warning(f'{k}: true asked for, but no CUDA device is present: training in float32.')
             train[k] = False
     train.setdefault('dataloader_pin_memory', False)
-
-# %% ../../nbs/15_hparams.parser.ipynb #10c3e28a
-def check_deepspeed(train:dict):
-    "A `deepspeed` config must be a readable JSON file with a ZeRO stage 0-3, and the package must be installed."
-    import importlib.util
-    path = train.get('deepspeed')
-    if not path or isinstance(path, dict): return
-    p = Path(path)
-    if not p.is_file(): raise ConfigError(f'deepspeed: config file {path} not found.')
-    try: ds = json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise ConfigError(f'deepspeed: {path} is not valid JSON: line {e.lineno}: '
-                                                        f'{e.msg}') from None
-    stage = (ds.get('zero_optimization') or {}).get('stage', 0)
-    if stage not in (0, 1, 2, 3): raise ConfigError(f'deepspeed: {path}: zero_optimization.stage must be 0-3, got '
-                                                    f'{stage}.')
-    if importlib.util.find_spec('deepspeed') is None:
-        raise ConfigError(f'deepspeed: {path} asks for DeepSpeed ZeRO-{stage}, but the deepspeed package is not '
-                          f'installed: pip install deepspeed.')
 
 # %% ../../nbs/15_hparams.parser.ipynb #55d38137
 def load_cfg(cfg) -> dict[str, Any]:

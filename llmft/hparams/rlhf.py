@@ -4,6 +4,7 @@
 
 # %% ../../nbs/11a_hparams.rlhf.ipynb #cc0ff095
 from __future__ import annotations
+from fastcore.basics import patch
 from dataclasses import dataclass, field
 from ..core import closest
 
@@ -12,8 +13,10 @@ __all__ = ['PREF_LOSSES', 'REFERENCE_FREE', 'RLHFArguments']
 
 # %% ../../nbs/11a_hparams.rlhf.ipynb #28580250
 PREF_LOSSES = ('sigmoid', 'hinge', 'ipo', 'orpo', 'simpo')
+
 REFERENCE_FREE = ('orpo', 'simpo')   # losses that need no reference model
 
+# %% ../../nbs/11a_hparams.rlhf.ipynb #305648da
 @dataclass
 class RLHFArguments:
     "Settings of the rm, dpo, kto and ppo stages."
@@ -56,13 +59,6 @@ class RLHFArguments:
     ppo_cliprange: float = field(default=0.2, metadata={'help': 'ppo: clip range of the policy ratio.'})
     ppo_cliprange_value: float = field(default=0.2, metadata={'help': 'ppo: clip range of the value prediction.'})
     ppo_vf_coef: float = field(default=0.1, metadata={'help': 'ppo: weight of the value loss.'})
-    disable_shuffling: bool = field(
-        default=False,
-        metadata={'help': 'Read the training set in order (a sequential sampler) instead of shuffling it.'},
-    )
-    compute_accuracy: bool = field(
-        default=False, metadata={'help': 'sft eval: token accuracy of the argmax predictions (memory-safe).'}
-    )
 
     def __post_init__(self):
         if self.pref_loss not in PREF_LOSSES:
@@ -75,7 +71,8 @@ class RLHFArguments:
         for k in ('ppo_buffer_size', 'ppo_epochs'):
             if getattr(self, k) < 1: raise ValueError(f'{k} must be >= 1, got {getattr(self, k)}.')
 
-    @property
-    def use_ref_model(self) -> bool:
-        "Whether the dpo loss needs a reference model (orpo and simpo do not)."
-        return self.pref_loss not in REFERENCE_FREE
+# %% ../../nbs/11a_hparams.rlhf.ipynb #5444ef82
+@patch(as_prop=True)
+def use_ref_model(self:RLHFArguments) -> bool:
+    "Whether the dpo loss needs a reference model (orpo and simpo do not)."
+    return self.pref_loss not in REFERENCE_FREE

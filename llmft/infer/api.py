@@ -11,11 +11,11 @@ from ..core import UserError, get_logger
 from ..data.tools import FunctionCall
 
 # %% auto #0
-__all__ = ['log', 'ROLES', 'BadRequest', 'error_json', 'to_messages', 'gen_settings', 'completion', 'stream_events', 'create_app']
+__all__ = ['log', 'ROLES', 'BadRequest', 'error_json', 'to_messages', 'gen_settings', 'completion', 'stream_events',
+           'chat_response', 'score_response', 'create_app']
 
 # %% ../../nbs/77_infer.api.ipynb #e1e2f1d8
 log = get_logger(__name__)
-
 
 class BadRequest(Exception):
     "A request the server refuses: the HTTP status, OpenAI's error message and the field (`param`) at fault."
@@ -24,20 +24,12 @@ class BadRequest(Exception):
         super().__init__(message)
         self.param, self.status = param, status
 
-
-def error_json(
-    message: str,
-    param: str | None = None,
-    status: int = 400,
-    kind: str = 'invalid_request_error',
-    code: str | None = None,
-) -> JSONResponse:
+def error_json(message: str, param: str | None = None, status: int = 400, kind: str = 'invalid_request_error',
+               code: str | None = None) -> JSONResponse:
     "OpenAI's error body: `{'error': {'message', 'type', 'param', 'code'}}`."
     return JSONResponse({'error': {'message': message, 'type': kind, 'param': param, 'code': code}}, status_code=status)
 
-
 ROLES = {'system': 'system', 'user': 'user', 'assistant': 'assistant', 'tool': 'observation', 'function': 'observation'}
-
 
 def _content(m: dict, i: int) -> str:
     "A message's text: a string, or the text parts of a list; media parts are refused (text-only models)."
@@ -52,7 +44,6 @@ def _content(m: dict, i: int) -> str:
             f'messages[{i}].content',
         )
     return ''.join(p.get('text', '') for p in c if isinstance(p, dict))
-
 
 def to_messages(raw) -> list[dict]:
     "OpenAI chat messages as llmft's roles: tool results are observations, assistant tool calls are function turns."
@@ -111,14 +102,10 @@ def gen_settings(body: dict) -> dict:
 # %% ../../nbs/77_infer.api.ipynb #43e01ca4
 def _tool_calls(calls: list[FunctionCall]) -> list[dict]:
     return [
-        {
-            'id': f'call_{uuid.uuid4().hex[:24]}',
-            'type': 'function',
-            'function': {'name': c.name, 'arguments': c.arguments},
-        }
+        {'id': f'call_{uuid.uuid4().hex[:24]}', 'type': 'function',
+         'function': {'name': c.name, 'arguments': c.arguments}}
         for c in calls
     ]
-
 
 def completion(chat_model, name: str, msgs: list[dict], tools, gen: dict) -> dict:
     "A `chat.completion` object: the choices, their finish reasons and the usage."
@@ -128,11 +115,8 @@ def completion(chat_model, name: str, msgs: list[dict], tools, gen: dict) -> dic
             'index': i,
             'finish_reason': r.finish_reason,
             'logprobs': None,
-            'message': {
-                'role': 'assistant',
-                'content': r.text if not r.tool_calls else None,
-                **({'tool_calls': _tool_calls(r.tool_calls)} if r.tool_calls else {}),
-            },
+            'message': {'role': 'assistant', 'content': r.text if not r.tool_calls else None,
+                        **({'tool_calls': _tool_calls(r.tool_calls)} if r.tool_calls else {})},
         }
         for i, r in enumerate(rs)
     ]
@@ -143,25 +127,16 @@ def completion(chat_model, name: str, msgs: list[dict], tools, gen: dict) -> dic
         'created': int(time.time()),
         'model': name,
         'choices': choices,
-        'usage': {
-            'prompt_tokens': rs[0].prompt_tokens,
-            'completion_tokens': done,
-            'total_tokens': rs[0].prompt_tokens + done,
-        },
+        'usage': {'prompt_tokens': rs[0].prompt_tokens, 'completion_tokens': done,
+                  'total_tokens': rs[0].prompt_tokens + done},
     }
-
 
 def _chunk(cid: str, name: str, delta: dict, finish: str | None = None) -> str:
-    body = {
-        'id': cid,
-        'object': 'chat.completion.chunk',
-        'created': int(time.time()),
-        'model': name,
-        'choices': [{'index': 0, 'delta': delta, 'finish_reason': finish, 'logprobs': None}],
-    }
+    body = {'id': cid, 'object': 'chat.completion.chunk', 'created': int(time.time()), 'model': name,
+            'choices': [{'index': 0, 'delta': delta, 'finish_reason': finish, 'logprobs': None}]}
     return f'data: {json.dumps(body, ensure_ascii=False)}\n\n'
 
-
+# %% ../../nbs/77_infer.api.ipynb #1fcddca4
 async def stream_events(chat_model, name: str, msgs: list[dict], gen: dict):
     "Server-sent `chat.completion.chunk`s as the answer is written, then `data: [DONE]`; a client gone stops it."
     loop, q, event, cid = asyncio.get_running_loop(), asyncio.Queue(), threading.Event(), f'chatcmpl-{uuid.uuid4().hex}'
@@ -193,7 +168,43 @@ async def stream_events(chat_model, name: str, msgs: list[dict], gen: dict):
         event.set()
         if not done: log.info(f'{cid}: the client went away; generation stopped after {len(text)} characters.')
 
-# %% ../../nbs/77_infer.api.ipynb #90dba19c
+# %% ../../nbs/77_infer.api.ipynb #738f5ca1
+async def chat_response(chat_model, model_name:str, request:Request):
+    "The answer to a `POST /v1/chat/completions`: a completion, an event stream, or a 400 naming the bad field."
+    try:
+        body = await _body(request)
+        msgs, gen, tools = to_messages(body.get('messages')), gen_settings(body), body.get('tools') or None
+        if chat_model.is_reward:
+            raise BadRequest('This is a reward model (stage rm): it scores (POST /v1/score/evaluation).', 'model')
+        gen['prompt'] = chat_model.prompt(msgs, tools=tools)  # built once; one the template cannot render: 400 now
+        if body.get('stream'):
+            if tools:
+                raise BadRequest('stream with tools is not supported: tool calls are parsed from the whole answer.',
+                                 'stream')
+            if gen.get('num_return_sequences', 1) > 1: raise BadRequest('n > 1 is not supported with stream.', 'n')
+            return StreamingResponse(stream_events(chat_model, model_name, msgs, gen), media_type='text/event-stream')
+        return await asyncio.to_thread(completion, chat_model, model_name, msgs, tools, gen)
+    except BadRequest as e:
+        return error_json(str(e), e.param, e.status)
+    except UserError as e:
+        return error_json(str(e), 'messages')
+
+async def score_response(chat_model, model_name:str, request:Request):
+    "The answer to a `POST /v1/score/evaluation`: a reward model's score of each text."
+    try:
+        body = await _body(request)
+        texts = body.get('messages')
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise BadRequest('messages must be a non-empty list of texts to score.', 'messages')
+        if not chat_model.is_reward:
+            raise BadRequest('This model is not a reward model (stage rm): it cannot score.', 'model')
+        scores = await asyncio.to_thread(chat_model.get_scores, texts)
+        return {'id': f'scoreval-{uuid.uuid4().hex}', 'object': 'score.evaluation', 'model': model_name,
+                'scores': scores}
+    except BadRequest as e:
+        return error_json(str(e), e.param, e.status)
+
+# %% ../../nbs/77_infer.api.ipynb #3e3165e4
 def create_app(chat_model, model_name: str = 'llmft', api_key: str | None = None) -> FastAPI:
     "The FastAPI app serving `chat_model`: requests are queued on the model (one generation at a time)."
     app = FastAPI(title='llmft API')
@@ -201,9 +212,8 @@ def create_app(chat_model, model_name: str = 'llmft', api_key: str | None = None
     @app.middleware('http')
     async def auth(request: Request, call_next):
         if api_key and request.headers.get('authorization') != f'Bearer {api_key}':
-            return error_json(
-                'Incorrect or missing API key: send Authorization: Bearer <API_KEY>.', None, 401, code='invalid_api_key'
-            )
+            return error_json('Incorrect or missing API key: send Authorization: Bearer <API_KEY>.', None, 401,
+                              code='invalid_api_key')
         try:
             return await call_next(request)
         except Exception as e:  # a bug must not take the server down: the request gets a 500
@@ -212,57 +222,18 @@ def create_app(chat_model, model_name: str = 'llmft', api_key: str | None = None
 
     @app.get('/v1/models')
     async def models():
-        return {
-            'object': 'list',
-            'data': [{'id': model_name, 'object': 'model', 'created': int(time.time()), 'owned_by': 'llmft'}],
-        }
+        card = {'id': model_name, 'object': 'model', 'created': int(time.time()), 'owned_by': 'llmft'}
+        return {'object': 'list', 'data': [card]}
 
     @app.post('/v1/chat/completions')
-    async def chat_completions(request: Request):
-        try:
-            body = await _body(request)
-            msgs, gen, tools = to_messages(body.get('messages')), gen_settings(body), body.get('tools') or None
-            if chat_model.is_reward:
-                raise BadRequest('This is a reward model (stage rm): it scores (POST /v1/score/evaluation).', 'model')
-            gen['prompt'] = chat_model.prompt(msgs, tools=tools)  # built once; one the template cannot render: 400 now
-            if body.get('stream'):
-                if tools:
-                    raise BadRequest(
-                        'stream with tools is not supported: tool calls are parsed from the whole answer.', 'stream'
-                    )
-                if gen.get('num_return_sequences', 1) > 1:
-                    raise BadRequest('n > 1 is not supported with stream.', 'n')
-                return StreamingResponse(
-                    stream_events(chat_model, model_name, msgs, gen), media_type='text/event-stream'
-                )
-            return await asyncio.to_thread(completion, chat_model, model_name, msgs, tools, gen)
-        except BadRequest as e:
-            return error_json(str(e), e.param, e.status)
-        except UserError as e:
-            return error_json(str(e), 'messages')
+    async def chat_completions(request: Request): return await chat_response(chat_model, model_name, request)
 
     @app.post('/v1/score/evaluation')
-    async def score_evaluation(request: Request):
-        try:
-            body = await _body(request)
-            texts = body.get('messages')
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-                raise BadRequest('messages must be a non-empty list of texts to score.', 'messages')
-            if not chat_model.is_reward:
-                raise BadRequest('This model is not a reward model (stage rm): it cannot score.', 'model')
-            scores = await asyncio.to_thread(chat_model.get_scores, texts)
-            return {
-                'id': f'scoreval-{uuid.uuid4().hex}',
-                'object': 'score.evaluation',
-                'model': model_name,
-                'scores': scores,
-            }
-        except BadRequest as e:
-            return error_json(str(e), e.param, e.status)
+    async def score_evaluation(request: Request): return await score_response(chat_model, model_name, request)
 
     return app
 
-
+# %% ../../nbs/77_infer.api.ipynb #260edff5
 async def _body(request: Request) -> dict:
     "The JSON object of a request; anything else is a 400."
     try:

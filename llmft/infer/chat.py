@@ -77,7 +77,6 @@ def vllm_missing() -> str:
                 'use infer_backend: huggingface.')
     return 'infer_backend: vllm is not available in this llmft version yet; use infer_backend: huggingface.'
 
-
 def _responses(self: ChatModel, rows, prompt_len: int, skip: bool | None = None) -> list[Response]:
     "Responses of generated rows: thought and tool calls parsed from the text with its special tokens, which then go."
     out, skip = [], self.generating_args.skip_special_tokens if skip is None else skip
@@ -87,7 +86,6 @@ def _responses(self: ChatModel, rows, prompt_len: int, skip: bool | None = None)
             answer, thought = clean_text(self.tokenizer, answer), clean_text(self.tokenizer, thought)
         out.append(Response(answer, 'tool_calls' if calls else finish, prompt_len, len(ids), thought, calls))
     return out
-
 
 def chat(
     self: ChatModel,
@@ -105,7 +103,6 @@ def chat(
     skip = gen.pop('skip_special_tokens', None)
     return _responses(self, generate(self.engine, [p], stop, use_adapter=self.use_adapter, **gen)[0], len(p), skip)
 
-
 def batch_chat(
     self: ChatModel, conversations: list[list[dict]], system: str | None = None, tools=None, **gen
 ) -> list[Response]:
@@ -114,7 +111,6 @@ def batch_chat(
     ps, skip = [self.prompt(m, system, tools) for m in conversations], gen.pop('skip_special_tokens', None)
     rows = generate(self.engine, ps, use_adapter=self.use_adapter, **{**gen, 'num_return_sequences': 1})
     return [_responses(self, r, len(p), skip)[0] for r, p in zip(rows, ps)]
-
 
 def stream_chat(
     self: ChatModel,
@@ -131,7 +127,7 @@ def stream_chat(
     p = prompt or self.prompt(messages, system, tools, enable_thinking)
     yield from stream(self.engine, p, event, self.use_adapter, **gen)
 
-
+# %% ../../nbs/76_infer.chat.ipynb #d41d6f96
 def get_scores(self: ChatModel, inputs: list) -> list[float]:
     "A reward-model run's scores of texts, or of conversations ending with the answer to score (rendered as trained)."
     if not self.is_reward:
@@ -145,11 +141,9 @@ def get_scores(self: ChatModel, inputs: list) -> list[float]:
             rows.append(p + r + ([self.tokenizer.eos_token_id] if self.template.efficient_eos else []))
     return score(self.engine, rows)
 
-
 def _check_generative(self: ChatModel):
     if self.is_reward:
         raise ConfigError('This is a reward model (stage rm): it scores answers (get_scores), it does not write them.')
-
 
 def base(self: ChatModel) -> ChatModel:
     "The model the run started from, same tokenizer and template: a LoRA / OFT run shares its weights (adapters off)."
@@ -160,11 +154,8 @@ def base(self: ChatModel) -> ChatModel:
     saved = yaml.safe_load((self.run / ARGS_FILE).read_text()) if self.run is not None else {}
     if not saved.get('model_name_or_path'):
         raise ConfigError('No base model to compare with: this model is not a run.')
-    return ChatModel(
-        {k: v for k, v in self.config.items() if k != 'adapter_name_or_path'},
-        model_name_or_path=saved['model_name_or_path'],
-    )
-
+    return ChatModel({k: v for k, v in self.config.items() if k != 'adapter_name_or_path'},
+                     model_name_or_path=saved['model_name_or_path'])
 
 for f in (chat, batch_chat, stream_chat, get_scores, _check_generative, base):
     setattr(ChatModel, f.__name__, f)

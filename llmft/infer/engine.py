@@ -39,18 +39,8 @@ def split_answer(template, text:str) -> tuple[str, str, list]:
     return text, thought, []
 
 # %% ../../nbs/75_infer.engine.ipynb #038213ae
-GEN_KEYS = (
-    'do_sample',
-    'temperature',
-    'top_p',
-    'top_k',
-    'num_beams',
-    'max_new_tokens',
-    'min_new_tokens',
-    'repetition_penalty',
-    'length_penalty',
-    'num_return_sequences',
-)  # the settings a request may change
+GEN_KEYS = ('do_sample', 'temperature', 'top_p', 'top_k', 'num_beams', 'max_new_tokens', 'min_new_tokens',
+            'repetition_penalty', 'length_penalty', 'num_return_sequences')  # the settings a request may change
 
 
 class _Stop(StoppingCriteria):
@@ -104,17 +94,9 @@ def _finish(
         return ids, text[: min(cut)], 'stop'
     return ids, text, 'stop' if ended is not None or len(ids) < max_new else 'length'
 
-
 @torch.no_grad()
-def generate(
-    engine: HFEngine,
-    prompts: list[list[int]],
-    stop: list[str] | None = None,
-    event=None,
-    use_adapter: bool = True,
-    seed: int | None = None,
-    **gen,
-) -> list[list[tuple]]:
+def generate(engine: HFEngine, prompts: list[list[int]], stop: list[str] | None = None, event=None,
+             use_adapter: bool = True, seed: int | None = None, **gen) -> list[list[tuple]]:
     "Per prompt, `num_return_sequences` (ids, text with special tokens, finish reason): one left-padded `generate`."
     kw, stops = engine.gen_kwargs(**gen), list(stop or [])
     tok, n = engine.tokenizer, kw.get('num_return_sequences', 1)
@@ -138,13 +120,11 @@ def generate(
     k = kw.get('num_return_sequences', 1)
     return [rows[i * k : (i + 1) * k] * (n // k) for i in range(len(prompts))]
 
-
 def clean_text(tokenizer, text: str) -> str:
     "`text` without the tokenizer's special tokens (what `skip_special_tokens` would have decoded)."
     for s in sorted(tokenizer.all_special_tokens, key=len, reverse=True):
         text = text.replace(s, '')
     return text
-
 
 def _adapters(model, on: bool):
     "A context in which a PEFT model's adapters are off when `on` is False (the base model answers)."
@@ -155,15 +135,8 @@ def _adapters(model, on: bool):
     return model.disable_adapter()
 
 # %% ../../nbs/75_infer.engine.ipynb #98faf32c
-def stream(
-    engine: HFEngine,
-    prompt: list[int],
-    event: threading.Event | None = None,
-    use_adapter: bool = True,
-    skip_special_tokens: bool | None = None,
-    seed: int | None = None,
-    **gen,
-):
+def stream(engine: HFEngine, prompt: list[int], event: threading.Event | None = None, use_adapter: bool = True,
+           skip_special_tokens: bool | None = None, seed: int | None = None, **gen):
     "Yield one answer's text piece by piece as it is generated; setting `event` stops it (the pieces so far stand)."
     skip = engine.generating_args.skip_special_tokens if skip_special_tokens is None else skip_special_tokens
     streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=skip, timeout=None)
@@ -177,13 +150,9 @@ def stream(
             with engine.lock, _adapters(engine.model, use_adapter), torch.no_grad():
                 if seed is not None:
                     torch.manual_seed(seed)
-                engine.model.generate(
-                    input_ids=torch.tensor([prompt], device=dev),
-                    streamer=streamer,
-                    stopping_criteria=crit,
-                    attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=dev),
-                    **kw,
-                )
+                engine.model.generate(input_ids=torch.tensor([prompt], device=dev), streamer=streamer,
+                                      stopping_criteria=crit,
+                                      attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=dev), **kw)
         except Exception as e:
             streamer.on_finalized_text('', stream_end=True)
             log.error(f'generation failed: {e}')

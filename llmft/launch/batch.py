@@ -358,6 +358,7 @@ def _check_not_running(p:Point, st:dict):
         raise ConfigError(f"sweep point {p.name} is still running in process {st['pid']} (left by a sweep that was "
                           f"killed): wait for it, or stop it (kill {st['pid']}), then run the sweep again.")
 
+# %% ../../nbs/88_launch.batch.ipynb #235b56b4
 def to_run(sw:Sweep, points:list[Point]) -> list[Point]:
     "The points that still need to run, each with the checkpoint it resumes from (None: from scratch; always for"
     " stage ppo, which cannot resume)."

@@ -10,8 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train', 'left_out_summary',
-           'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env',
-           'cmd_version', 'cmd_help', 'report_error', 'main']
+           'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api', 'cmd_expand',
+           'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -27,6 +27,8 @@ commands:
   templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking,
                                  default system);
                                  --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5 (of template NAME)
+  keys [PATTERN]                 every configuration key (or those matching PATTERN, e.g. lora_*): group, type,
+                                 default, help text and the checks that read it
   chat RUN|RECIPE [key=value]    talk to a trained run in the terminal (answers stream; clear forgets, exit leaves,
                                  Ctrl-C stops an answer)
   api RUN|RECIPE [key=value]     serve a run with an OpenAI-compatible API (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
@@ -171,18 +173,31 @@ def check_verdict(reports:list) -> str:
 # %% ../../nbs/89_launch.cli.ipynb #d4d2a601
 def cmd_templates(args:list[str]) -> int:
     "llmft templates [--diff-lf [NAME]]: the registered chat templates, or where llmft differs from LLaMA-Factory."
-    from llmft.data.templates import TEMPLATES
+    from llmft.data.templates import template_rows
     if args[:1] == ['--diff-lf']:
         from llmft.data.fidelity import differences_table
         print(differences_table(args[1] if len(args) > 1 else None))
         return 0
     print(f"{'template':16s} {'stop words':34s} {'efficient_eos':14s} {'tools':8s} {'thinking':9s} default system")
-    for name, t in sorted(TEMPLATES.items()):
-        think = {True: 'on', False: 'off'}[bool(t.enable_thinking)] if t.thought_words else '-'
-        system = t.default_system.replace('\n', ' ') or '-'
-        if len(t.default_system) > 40: system = t.default_system[:40] + '...'
-        stops = ', '.join(t.stop_words) or '-'
-        print(f"{name:16s} {stops:34s} {str(t.efficient_eos):14s} {t.tool_format:8s} {think:9s} {system}")
+    for r in template_rows():
+        system = r['default system'].replace('\n', ' ') or '-'
+        if len(system) > 40: system = system[:40] + '...'
+        print(f"{r['template']:16s} {r['stop words']:34s} {str(r['efficient_eos']):14s} {r['tools']:8s} "
+              f"{r['thinking']:9s} {system}")
+    return 0
+
+# %% ../../nbs/89_launch.cli.ipynb #b30528a6
+def cmd_keys(args:list[str]) -> int:
+    "llmft keys [PATTERN]: every configuration key (or those matching PATTERN) with its default, help and checks."
+    from llmft.hparams.keys import key_reference, keys_text, no_match_message
+    if len(args) > 1 or args[:1] in (['-h'], ['--help']):
+        print('usage: llmft keys [PATTERN]   (a key, part of one, or a glob such as lora_*)', file=sys.stderr)
+        return 2
+    refs = key_reference(args[0] if args else None)
+    if not refs:
+        print(no_match_message(args[0]), file=sys.stderr)
+        return 1
+    print(keys_text(refs))
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #5a799711
@@ -291,7 +306,7 @@ def report_error(e:BaseException) -> int:
 
 # %% ../../nbs/89_launch.cli.ipynb #6526bf65
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,
-            'templates': cmd_templates,
+            'templates': cmd_templates, 'keys': cmd_keys,
             'export': cmd_export, 'eval': cmd_eval, 'sweep': cmd_sweep,
             'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version,
             'help': cmd_help,

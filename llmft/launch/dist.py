@@ -49,16 +49,9 @@ def launch_settings(cfg:dict) -> tuple[dict, dict]:
 def torchrun_command(script:str, args:list[str], s:dict) -> list[str]:
     "The torchrun command that runs `script args` with launch settings `s`."
     nnodes = s.get('nnodes', 1)
-    cmd = [
-        sys.executable,
-        '-m',
-        'torch.distributed.run',
-        f"--nproc_per_node={s.get('nproc_per_node', 1)}",
-        f'--nnodes={nnodes}',
-        f"--node_rank={s.get('node_rank', 0)}",
-        f"--master_addr={s.get('master_addr', '127.0.0.1')}",
-        f"--master_port={s.get('master_port') or free_port()}",
-    ]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', f"--nproc_per_node={s.get('nproc_per_node', 1)}",
+           f'--nnodes={nnodes}', f"--node_rank={s.get('node_rank', 0)}",
+           f"--master_addr={s.get('master_addr', '127.0.0.1')}", f"--master_port={s.get('master_port') or free_port()}"]
     return cmd + [script, *map(str, args)]
 
 # %% ../../nbs/86_launch.dist.ipynb #721c6f6c
@@ -168,6 +161,7 @@ def llmft_exe() -> str:
     "The `llmft` console script of this Python (for a command that runs in a process of its own)."
     return shutil.which('llmft') or str(Path(sys.executable).parent/'llmft')
 
+# %% ../../nbs/86_launch.dist.ipynb #37e5330e
 def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     "Start `torchrun` with `num_processes` processes on `cfg` in the background; the kernel stays free."
     out = Path(cfg['output_dir'])

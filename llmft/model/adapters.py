@@ -95,32 +95,21 @@ def _lora_config(model, fa):
     init = True
     if fa.pissa_init: init = 'pissa' if fa.pissa_iter == -1 else f'pissa_niter_{fa.pissa_iter}'
     layers = trainable_layer_ids(model, fa) if fa.use_llama_pro else None
-    return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=fa.lora_rank,
-        lora_alpha=fa.lora_alpha,
-        lora_dropout=fa.lora_dropout,
-        target_modules=_targets(model, fa.lora_target),
-        modules_to_save=fa.additional_target,
-        use_rslora=fa.use_rslora,
-        use_dora=fa.use_dora,
-        init_lora_weights=init,
-        layers_to_transform=layers,
-    )
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=fa.lora_rank, lora_alpha=fa.lora_alpha,
+                      lora_dropout=fa.lora_dropout, target_modules=_targets(model, fa.lora_target),
+                      modules_to_save=fa.additional_target, use_rslora=fa.use_rslora, use_dora=fa.use_dora,
+                      init_lora_weights=init, layers_to_transform=layers)
 
 def _oft_config(model, fa):
     from peft import OFTConfig, TaskType
     kw = dict(r=fa.oft_rank, oft_block_size=0) if fa.oft_rank else dict(r=0, oft_block_size=fa.oft_block_size)
-    return OFTConfig(
-        task_type=TaskType.CAUSAL_LM,
-        target_modules=_targets(model, fa.oft_target),
-        modules_to_save=fa.additional_target,
-        layers_to_transform=trainable_layer_ids(model, fa) if fa.use_llama_pro else None,
-        **kw
-    )
+    return OFTConfig(task_type=TaskType.CAUSAL_LM, target_modules=_targets(model, fa.oft_target),
+                     modules_to_save=fa.additional_target,
+                     layers_to_transform=trainable_layer_ids(model, fa) if fa.use_llama_pro else None, **kw)
 
 PEFT_CONFIGS = {'lora': _lora_config, 'oft': _oft_config}
 
+# %% ../../nbs/41_model.adapters.ipynb #4ef10fb7
 def setup_peft(model, model_args, fa, is_trainable):
     ("Load saved adapters (all but the last merged, all when `create_new_adapter`) and, when training, resume the "
      "last or add a new one.")

@@ -7,13 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-)
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM,
+                          AutoTokenizer)
 from ..core import ModelError, get_logger
 from ..hparams.model import ATTN_IMPLS, ModelArguments
 from ..hparams.finetune import FinetuningArguments

@@ -28,10 +28,7 @@ def quantization_config(model_args, compute_dtype:torch.dtype):
     check_quantization(model_args)
     from transformers import BitsAndBytesConfig
     if model_args.quantization_bit == 8: return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_quant_type=model_args.quantization_type,
-        bnb_4bit_use_double_quant=model_args.double_quantization,
-        bnb_4bit_quant_storage=compute_dtype,
-    )
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_quant_type=model_args.quantization_type,
+                              bnb_4bit_use_double_quant=model_args.double_quantization,
+                              bnb_4bit_quant_storage=compute_dtype)

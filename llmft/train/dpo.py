@@ -13,14 +13,8 @@ from ..model.loader import load_model, load_tokenizer
 from .losses import dpo_loss, orpo_loss, simpo_loss, token_logps
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference
-from llmft.train.workflow import (
-    RunResult,
-    PreferenceMixin,
-    evaluate_into,
-    save_template,
-    stage_callbacks,
-    train_and_save,
-)
+from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks,
+                                  train_and_save)
 
 # %% auto #0
 __all__ = ['PAIR_LOSSES', 'batch_logps', 'DPOTrainer', 'run_dpo']
@@ -60,17 +54,9 @@ class DPOTrainer(PreferenceMixin, Trainer):
         if f.pref_ftx > 0 and f.pref_loss != 'orpo': losses = losses + f.pref_ftx * sft   # orpo has its own SFT term
         lc, lr = logits.chunk(2)
         self.store_metrics(
-            {
-                'rewards/chosen': rc,
-                'rewards/rejected': rr,
-                'rewards/accuracies': (rc > rr).float(),
-                'rewards/margins': rc - rr,
-                'logps/chosen': c.detach(),
-                'logps/rejected': r.detach(),
-                'logits/chosen': lc,
-                'logits/rejected': lr,
-                'sft_loss': sft.detach(),
-            },
+            {'rewards/chosen': rc, 'rewards/rejected': rr, 'rewards/accuracies': (rc > rr).float(),
+             'rewards/margins': rc - rr, 'logps/chosen': c.detach(), 'logps/rejected': r.detach(), 'logits/chosen': lc,
+             'logits/rejected': lr, 'sft_loss': sft.detach()},
             'train' if model.training else 'eval',
         )
         loss = losses.mean()
@@ -90,17 +76,10 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, generating_ar
     )
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the pairwise columns are not the model's inputs
-    trainer = DPOTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        processing_class=tokenizer,
-        **ds,
-        finetuning_args=finetuning_args,
-        ref_model=ref_model,
-        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None)
-    )
+    trainer = DPOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
+                         finetuning_args=finetuning_args, ref_model=ref_model,
+                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train:

@@ -14,14 +14,8 @@ from .dpo import batch_logps
 from .losses import kto_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference
-from llmft.train.workflow import (
-    RunResult,
-    PreferenceMixin,
-    evaluate_into,
-    save_template,
-    stage_callbacks,
-    train_and_save,
-)
+from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks,
+                                  train_and_save)
 
 # %% auto #0
 __all__ = ['KTOTrainer', 'run_kto']
@@ -58,17 +52,10 @@ def run_kto(model_args, data_args, training_args, finetuning_args, generating_ar
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
     collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the KL rows and tags are not the model's inputs
-    trainer = KTOTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        processing_class=tokenizer,
-        **ds,
-        finetuning_args=finetuning_args,
-        ref_model=ref_model,
-        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None)
-    )
+    trainer = KTOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
+                         finetuning_args=finetuning_args, ref_model=ref_model,
+                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train:

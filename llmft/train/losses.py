@@ -62,11 +62,8 @@ def simpo_loss(
     chosen_avg, rejected_avg, beta: float = 0.1, gamma: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "SimPO: length-normalised log-prob margin against the target margin gamma; rewards beta * log-probs."
-    return (
-        -F.logsigmoid(beta * (chosen_avg - rejected_avg) - gamma),
-        beta * chosen_avg.detach(),
-        beta * rejected_avg.detach(),
-    )
+    return (-F.logsigmoid(beta * (chosen_avg - rejected_avg) - gamma), beta * chosen_avg.detach(),
+            beta * rejected_avg.detach())
 
 # %% ../../nbs/54_train.losses.ipynb #839947c1
 def kto_loss(

@@ -45,10 +45,8 @@ def _scores(pred:str, label:str) -> dict[str, float]:
 
 def decode_rows(tokenizer, rows, skip_special_tokens:bool=True) -> list[str]:
     "Rows of token ids as text, leaving out IGNORE_INDEX (the padding the Trainer adds when it joins batches)."
-    return tokenizer.batch_decode(
-        [[int(t) for t in r if t != IGNORE_INDEX] for r in np.asarray(rows).tolist()],
-        skip_special_tokens=skip_special_tokens,
-    )
+    return tokenizer.batch_decode([[int(t) for t in r if t != IGNORE_INDEX] for r in np.asarray(rows).tolist()],
+                                  skip_special_tokens=skip_special_tokens)
 
 class ComputeSimilarity:
     "`compute_metrics` for sft predict: mean BLEU-4 and ROUGE-1/2/L of the decoded predictions against the labels."

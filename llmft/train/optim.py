@@ -21,7 +21,7 @@ def loraplus_param_groups(model, lr:float, ratio:float, lr_embedding:float, weig
     groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
-        kind = 'embedding' if 'lora_embedding' in name else 'lora_B' if 'lora_B' in name else 'other'
+        kind = next((k for part, k in (('lora_embedding', 'embedding'), ('lora_B', 'lora_B')) if part in name), 'other')
         key = (kind, _decays(name, p))
         groups.setdefault(key, []).append(p)
     lrs = {'other': lr, 'lora_B': lr * ratio, 'embedding': lr_embedding}

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/58_train.ppo.ipynb #0cd1e3bd
 from __future__ import annotations
+from fastcore.basics import patch
 import json, math, urllib.request
 from itertools import chain, repeat
 import numpy as np
@@ -20,19 +21,13 @@ from .losses import last_token_scores
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, create_reward_model, reference
 from .sft import generation_kwargs
-from llmft.train.workflow import (
-    RunResult,
-    StageMetricsMixin,
-    save_template,
-    save_with_value_head,
-    stage_callbacks,
-    train_and_save,
-)
+from .workflow import (RunResult, StageMetricsMixin, save_template, save_with_value_head, stage_callbacks,
+                                  train_and_save)
 from ..core import ConfigError, ModelError
 
 # %% auto #0
 __all__ = ['masked_mean', 'masked_whiten', 'gae', 'ppo_losses', 'AdaptiveKLController', 'RunningMoments', 'api_scores',
-           'PPOTrainer', 'ppo_update', 'ppo_loop', 'run_ppo']
+           'PPOTrainer', 'run_ppo']
 
 # %% ../../nbs/58_train.ppo.ipynb #89afc6aa
 def masked_mean(x:torch.Tensor, mask:torch.Tensor) -> torch.Tensor:
@@ -60,30 +55,16 @@ def gae(
     return adv * mask, (adv + values) * mask
 
 # %% ../../nbs/58_train.ppo.ipynb #220d711b
-def ppo_losses(
-    logps,
-    old_logps,
-    values,
-    old_values,
-    advantages,
-    returns,
-    mask,
-    cliprange: float = 0.2,
-    cliprange_value: float = 0.2,
-    vf_coef: float = 0.1,
-) -> dict[str, torch.Tensor]:
+def ppo_losses(logps, old_logps, values, old_values, advantages, returns, mask, cliprange: float = 0.2,
+               cliprange_value: float = 0.2, vf_coef: float = 0.1) -> dict[str, torch.Tensor]:
     "Clipped PPO policy loss, clipped value loss, their weighted sum, and the clipped fraction, over the answer tokens."
     v_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     vf = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
     ratio = torch.exp(logps - old_logps)
     pg1, pg2 = -advantages * ratio, -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
     pg = masked_mean(torch.max(pg1, pg2), mask)
-    return {
-        'loss': pg + vf_coef * vf,
-        'policy_loss': pg,
-        'value_loss': vf,
-        'clipfrac': masked_mean((pg2 > pg1).float(), mask),
-    }
+    return {'loss': pg + vf_coef * vf, 'policy_loss': pg, 'value_loss': vf,
+            'clipfrac': masked_mean((pg2 > pg1).float(), mask)}
 
 class AdaptiveKLController:
     "The KL penalty coefficient, moved towards a target KL (Ziegler et al., 2019); fixed when `adaptive` is false."
@@ -110,11 +91,8 @@ class RunningMoments:
 # %% ../../nbs/58_train.ppo.ipynb #75f8fc17
 def api_scores(url:str, texts:list[str], timeout:float=60.0) -> torch.Tensor:
     "Post `texts` to the reward API at `url`; the answer's `scores`, one per text."
-    req = urllib.request.Request(
-        url,
-        data=json.dumps({'model': 'reward', 'messages': texts}).encode(),
-        headers={'Content-Type': 'application/json'},
-    )
+    req = urllib.request.Request(url, data=json.dumps({'model': 'reward', 'messages': texts}).encode(),
+                                 headers={'Content-Type': 'application/json'})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r: body = json.loads(r.read())
     except OSError as e: raise ModelError(f'reward API {url} failed: {e}') from None
@@ -129,39 +107,13 @@ class PPOTrainer(StageMetricsMixin, Trainer):
      "saving are the Trainer's.")
     def __init__(self, *args, finetuning_args=None, ref_model=None, reward_model=None, generation_kwargs=None, **kw):
         super().__init__(*args, **kw)
-        self.finetuning_args, self.reward_model, self.gen_kwargs = (
-            finetuning_args,
-            reward_model,
-            dict(generation_kwargs or {}),
-        )
+        self.finetuning_args, self.reward_model, self.gen_kwargs = (finetuning_args, reward_model,
+                                                                    dict(generation_kwargs or {}))
         self.ref_model = ref_model.to(self.args.device).eval() if ref_model is not None else None
         if hasattr(reward_model, 'to'): self.reward_model = reward_model.to(self.args.device).eval()
         f = finetuning_args
         self.kl_ctl = AdaptiveKLController(f.ppo_kl_coef, f.ppo_target, adaptive=f.ppo_adaptive_kl)
         self.score_stats = RunningMoments()
-
-    def _save(self, output_dir=None, state_dict=None): save_with_value_head(self, output_dir)
-    def train(self, resume_from_checkpoint=None, **kw) -> TrainOutput: return ppo_loop(self, resume_from_checkpoint)
-
-    def forward(self, model, seq, mask, P):
-        "Log-probs of the answer tokens (columns P:) and the values before each of them."
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)   # left padding: positions count real tokens, as in generate
-        logits, _, values = model(input_ids=seq, attention_mask=mask, position_ids=pos, use_cache=False)
-        logits = logits[:, P - 1:-1].float()
-        return torch.gather(logits.log_softmax(-1), -1, seq[:, P:, None]).squeeze(-1), values[:, P - 1:-1].float()
-
-    def scores(self, seq, mask) -> torch.Tensor:
-        "Reward-model score of each (prompt + answer), at its last real token."
-        if isinstance(self.reward_model, str):
-            texts = self.processing_class.batch_decode(
-                seq.masked_fill(mask == 0, self.processing_class.pad_token_id), skip_special_tokens=False
-            )
-            return api_scores(
-                self.reward_model, [t.replace(self.processing_class.pad_token or '', '') for t in texts]
-            ).to(seq.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        _, _, values = self.reward_model(input_ids=seq, attention_mask=mask, position_ids=pos, use_cache=False)
-        return last_token_scores(values, mask).float()
 
     @torch.no_grad()
     def rollout(self, batch:dict) -> dict:
@@ -199,26 +151,45 @@ class PPOTrainer(StageMetricsMixin, Trainer):
         return dict(seq=seq, mask=mask, P=P, amask=m, logps=logps, values=values, adv=masked_whiten(adv, m), ret=ret,
                     score=raw, kl=kl.sum(-1), length=amask.sum(-1).float())
 
+@patch
+def _save(self:PPOTrainer, output_dir=None, state_dict=None): save_with_value_head(self, output_dir)
+
+
+
+# %% ../../nbs/58_train.ppo.ipynb #e071ad84
+@patch
+def forward(self:PPOTrainer, model, seq, mask, P):
+    "Log-probs of the answer tokens (columns P:) and the values before each of them."
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)   # left padding: positions count real tokens, as in generate
+    logits, _, values = model(input_ids=seq, attention_mask=mask, position_ids=pos, use_cache=False)
+    logits = logits[:, P - 1:-1].float()
+    return torch.gather(logits.log_softmax(-1), -1, seq[:, P:, None]).squeeze(-1), values[:, P - 1:-1].float()
+
+@patch
+def scores(self:PPOTrainer, seq, mask) -> torch.Tensor:
+    "Reward-model score of each (prompt + answer), at its last real token."
+    if isinstance(self.reward_model, str):
+        texts = self.processing_class.batch_decode(
+            seq.masked_fill(mask == 0, self.processing_class.pad_token_id), skip_special_tokens=False
+        )
+        return api_scores(
+            self.reward_model, [t.replace(self.processing_class.pad_token or '', '') for t in texts]
+        ).to(seq.device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    _, _, values = self.reward_model(input_ids=seq, attention_mask=mask, position_ids=pos, use_cache=False)
+    return last_token_scores(values, mask).float()
+
 # %% ../../nbs/58_train.ppo.ipynb #247e043b
-def ppo_update(self, buffer:list[dict]) -> dict[str, float]:
+@patch
+def ppo_update(self:PPOTrainer, buffer:list[dict]) -> dict[str, float]:
     "`ppo_epochs` passes over the buffer, an optimizer step every `gradient_accumulation_steps` rollout batches."
     f, a, model = self.finetuning_args, self.args, self.model_wrapped
     ga, stats = a.gradient_accumulation_steps, []
     for _ in range(f.ppo_epochs):
         for i, r in enumerate(buffer):
             logps, values = self.forward(model, r['seq'], r['mask'], r['P'])
-            l = ppo_losses(
-                logps,
-                r['logps'],
-                values,
-                r['values'],
-                r['adv'],
-                r['ret'],
-                r['amask'],
-                f.ppo_cliprange,
-                f.ppo_cliprange_value,
-                f.ppo_vf_coef,
-            )
+            l = ppo_losses(logps, r['logps'], values, r['values'], r['adv'], r['ret'], r['amask'], f.ppo_cliprange,
+                           f.ppo_cliprange_value, f.ppo_vf_coef)
             self.accelerator.backward(l['loss'] / ga)
             stats.append({k: v.item() for k, v in l.items()})
             if (i + 1) % ga == 0 or i + 1 == len(buffer):
@@ -227,7 +198,9 @@ def ppo_update(self, buffer:list[dict]) -> dict[str, float]:
                 self.optimizer.zero_grad()
     return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
 
-def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
+# %% ../../nbs/58_train.ppo.ipynb #e8701803
+@patch
+def train(self:PPOTrainer, resume_from_checkpoint=None, **kw) -> TrainOutput:
     "The PPO loop: rollouts, update, KL control, then the Trainer's callbacks decide logging, saving and stopping."
     if resume_from_checkpoint: raise ConfigError('stage ppo cannot resume from a checkpoint: set '
                                                  'overwrite_output_dir: true to start over.')
@@ -254,7 +227,7 @@ def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
     for step in range(max_steps):
         self.control = self.callback_handler.on_step_begin(a, self.state, self.control)
         buffer = [self.rollout(self._prepare_inputs(next(batches))) for _ in range(per_step)]
-        stats = ppo_update(self, buffer)
+        stats = self.ppo_update(buffer)
         self.lr_scheduler.step()
         kl = float(torch.cat([r['kl'] for r in buffer]).mean())
         self.kl_ctl.update(kl, a.per_device_train_batch_size * per_step)
@@ -263,14 +236,10 @@ def ppo_loop(self, resume_from_checkpoint=None) -> TrainOutput:
         self.control = self.callback_handler.on_step_end(a, self.state, self.control)
         if self.control.should_log:
             self.log(
-                {
-                    **stats,
-                    'reward': float(torch.cat([r['score'] for r in buffer]).mean()),
-                    'kl': kl,
-                    'kl_coef': self.kl_ctl.value,
-                    'response_length': float(torch.cat([r['length'] for r in buffer]).mean()),
-                    'learning_rate': self.lr_scheduler.get_last_lr()[0],
-                }
+                {**stats, 'reward': float(torch.cat([r['score'] for r in buffer]).mean()), 'kl': kl,
+                 'kl_coef': self.kl_ctl.value,
+                 'response_length': float(torch.cat([r['length'] for r in buffer]).mean()),
+                 'learning_rate': self.lr_scheduler.get_last_lr()[0]}
             )
             self.control.should_log = False
         if self.control.should_save:
@@ -295,24 +264,12 @@ def run_ppo(model_args, data_args, training_args, finetuning_args, generating_ar
     reward_model = create_reward_model(tokenizer, model_args, finetuning_args, training_args)
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side='left')
     training_args.remove_unused_columns = False
-    trainer = PPOTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        processing_class=tokenizer,
-        train_dataset=ds['train_dataset'],
-        finetuning_args=finetuning_args,
-        ref_model=ref_model,
-        reward_model=reward_model,
-        generation_kwargs=generation_kwargs(generating_args, tokenizer, template),
-        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None),
-    )
+    trainer = PPOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer,
+                         train_dataset=ds['train_dataset'], finetuning_args=finetuning_args, ref_model=ref_model,
+                         reward_model=reward_model,
+                         generation_kwargs=generation_kwargs(generating_args, tokenizer, template),
+                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
-    return train_and_save(
-        trainer,
-        training_args,
-        finetuning_args,
-        RunResult(training_args.output_dir, trainer=trainer),
-        ('loss', 'reward', 'kl'),
-    )
+    return train_and_save(trainer, training_args, finetuning_args, RunResult(training_args.output_dir, trainer=trainer),
+                          ('loss', 'reward', 'kl'))

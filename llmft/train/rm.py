@@ -14,17 +14,8 @@ from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
 from .losses import last_token_scores, pairwise_loss
 from .optim import create_custom_optimizer
-from llmft.train.workflow import (
-    RunResult,
-    StageMetricsMixin,
-    load_with_value_head,
-    save_with_value_head,
-    evaluate_into,
-    record,
-    save_template,
-    stage_callbacks,
-    train_and_save,
-)
+from .workflow import (RunResult, StageMetricsMixin, load_with_value_head, save_with_value_head,
+                                  evaluate_into, record, save_template, stage_callbacks, train_and_save)
 
 # %% auto #0
 __all__ = ['pair_accuracy', 'RewardTrainer', 'save_scores', 'run_rm']
@@ -50,12 +41,8 @@ class RewardTrainer(StageMetricsMixin, Trainer):
         loss = pairwise_loss(chosen, rejected).mean()
         if model.training:
             self.store_metrics(
-                {
-                    'rewards/chosen': chosen,
-                    'rewards/rejected': rejected,
-                    'rewards/margins': chosen - rejected,
-                    'rewards/accuracies': (chosen > rejected).float(),
-                }
+                {'rewards/chosen': chosen, 'rewards/rejected': rejected, 'rewards/margins': chosen - rejected,
+                 'rewards/accuracies': (chosen > rejected).float()}
             )
         return (loss, (chosen, rejected)) if return_outputs else loss
 
@@ -87,16 +74,10 @@ def run_rm(model_args, data_args, training_args, finetuning_args, generating_arg
     )
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the pairwise columns are not the model's inputs
-    trainer = RewardTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        processing_class=tokenizer,
-        **ds,
-        compute_metrics=pair_accuracy,
-        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None)
-    )
+    trainer = RewardTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
+                            compute_metrics=pair_accuracy,
+                            callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                            optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train:

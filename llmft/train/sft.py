@@ -59,32 +59,17 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     model = load_model(
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len
     )
-    collator = SFTCollator(
-        tokenizer.pad_token_id,
-        padding_side='left' if generate else 'right',
-        block_diag=data_args.neat_packing,
-        pad_to_multiple_of=8 if torch.cuda.is_available() else None,
-        dtype=compute_dtype(training_args),
-    )
-    metrics = (
-        {'compute_metrics': ComputeSimilarity(tokenizer)}
-        if generate
-        else (
-            {'compute_metrics': ComputeAccuracy(), 'preprocess_logits_for_metrics': eval_logit_processor}
-            if finetuning_args.compute_accuracy
-            else {}
-        )
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        processing_class=tokenizer,
-        **ds,
-        **metrics,
-        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None)
-    )
+    collator = SFTCollator(tokenizer.pad_token_id, padding_side='left' if generate else 'right',
+                           block_diag=data_args.neat_packing,
+                           pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+                           dtype=compute_dtype(training_args))
+    metrics = {}
+    if generate: metrics = {'compute_metrics': ComputeSimilarity(tokenizer)}
+    elif finetuning_args.compute_accuracy:
+        metrics = {'compute_metrics': ComputeAccuracy(), 'preprocess_logits_for_metrics': eval_logit_processor}
+    trainer = SFTTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
+                         **metrics, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train:
@@ -95,12 +80,6 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
         pred = trainer.predict(ds['eval_dataset'], metric_key_prefix='predict', **gen)
         record(trainer, 'predict', pred.metrics, result)
         if trainer.is_world_process_zero():
-            save_predictions(
-                training_args.output_dir,
-                ds['eval_dataset'],
-                pred.predictions,
-                pred.label_ids,
-                tokenizer,
-                generating_args.skip_special_tokens,
-            )
+            save_predictions(training_args.output_dir, ds['eval_dataset'], pred.predictions, pred.label_ids, tokenizer,
+                             generating_args.skip_special_tokens)
     return result

@@ -48,15 +48,9 @@ register_template(Template(
 
 # %% ../../../nbs/26c_data.families.others.ipynb #741b8b3c
 register_template(
-    Template(
-        'phi_small',
-        format_user=F('<|user|>\n{{content}}<|end|>\n<|assistant|>\n'),
-        format_assistant=F('{{content}}<|end|>\n'),
-        format_system=F('<|system|>\n{{content}}<|end|>\n'),
-        format_prefix=F({'bos_token'}),
-        stop_words=['<|end|>'],
-        replace_eos=True,
-    )
+    Template('phi_small', format_user=F('<|user|>\n{{content}}<|end|>\n<|assistant|>\n'),
+             format_assistant=F('{{content}}<|end|>\n'), format_system=F('<|system|>\n{{content}}<|end|>\n'),
+             format_prefix=F({'bos_token'}), stop_words=['<|end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26c_data.families.others.ipynb #c2cdbc5a
@@ -110,46 +104,30 @@ register_template(
 
 # %% ../../../nbs/26c_data.families.others.ipynb #004829b8
 register_template(
-    Template(
-        'zephyr',
-        format_user=F('<|user|>\n{{content}}', {'eos_token'}, '\n<|assistant|>\n'),
-        format_assistant=F('{{content}}', {'eos_token'}, '\n'),
-        format_system=F('<|system|>\n{{content}}', {'eos_token'}, '\n'),
-    )
+    Template('zephyr', format_user=F('<|user|>\n{{content}}', {'eos_token'}, '\n<|assistant|>\n'),
+             format_assistant=F('{{content}}', {'eos_token'}, '\n'),
+             format_system=F('<|system|>\n{{content}}', {'eos_token'}, '\n'))
 )
 
 # %% ../../../nbs/26c_data.families.others.ipynb #37d59c0a
 register_template(
-    Template(
-        'openchat',
-        format_user=F('GPT4 Correct User: {{content}}<|end_of_turn|>GPT4 Correct Assistant:'),
-        format_assistant=F(' {{content}}<|end_of_turn|>'),
-        format_system=F('GPT4 Correct System: {{content}}<|end_of_turn|>'),
-        format_prefix=F({'bos_token'}),
-        stop_words=['<|end_of_turn|>'],
-        replace_eos=True,
-    )
+    Template('openchat', format_user=F('GPT4 Correct User: {{content}}<|end_of_turn|>GPT4 Correct Assistant:'),
+             format_assistant=F(' {{content}}<|end_of_turn|>'),
+             format_system=F('GPT4 Correct System: {{content}}<|end_of_turn|>'), format_prefix=F({'bos_token'}),
+             stop_words=['<|end_of_turn|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26c_data.families.others.ipynb #d18b25b6
 register_template(
-    Template(
-        'orion',
-        format_user=F('Human: {{content}}\n\nAssistant: ', {'eos_token'}),
-        format_assistant=F('{{content}}', {'eos_token'}),
-        format_prefix=F({'bos_token'}),
-    )
+    Template('orion', format_user=F('Human: {{content}}\n\nAssistant: ', {'eos_token'}),
+             format_assistant=F('{{content}}', {'eos_token'}), format_prefix=F({'bos_token'}))
 )
 
 # %% ../../../nbs/26c_data.families.others.ipynb #21b04a3f
 register_template(
-    Template(
-        'olmo',
-        format_user=F('<|user|>\n{{content}}\n<|assistant|>\n'),
-        format_assistant=F('{{content}}', {'eos_token'}, '\n'),
-        format_system=F('<|system|>\n{{content}}\n'),
-        format_prefix=F({'eos_token'}),
-    )
+    Template('olmo', format_user=F('<|user|>\n{{content}}\n<|assistant|>\n'),
+             format_assistant=F('{{content}}', {'eos_token'}, '\n'), format_system=F('<|system|>\n{{content}}\n'),
+             format_prefix=F({'eos_token'}))
 )
 
 # %% ../../../nbs/26c_data.families.others.ipynb #480be97d

@@ -19,61 +19,30 @@ _QWEN_OBSERVATION = F(
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #61b559e7
 register_template(
-    Template(
-        'qwen',
-        format_user=_IM_USER,
-        format_assistant=_IM_ASSISTANT,
-        format_system=_IM_SYSTEM,
-        format_observation=_QWEN_OBSERVATION,
-        default_system='You are Qwen, created by Alibaba Cloud. You are a helpful assistant.',
-        tool_format='qwen',
-        stop_words=['<|im_end|>'],
-        replace_eos=True,
-    )
+    Template('qwen', format_user=_IM_USER, format_assistant=_IM_ASSISTANT, format_system=_IM_SYSTEM,
+             format_observation=_QWEN_OBSERVATION,
+             default_system='You are Qwen, created by Alibaba Cloud. You are a helpful assistant.', tool_format='qwen',
+             stop_words=['<|im_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #92eb39c6
 register_template(
-    Template(
-        'qwen3',
-        format_user=_IM_USER,
-        format_assistant=_IM_ASSISTANT,
-        format_system=_IM_SYSTEM,
-        format_observation=_QWEN_OBSERVATION,
-        tool_format='qwen',
-        thought_words=('<think>\n', '\n</think>\n\n'),
-        stop_words=['<|im_end|>'],
-        replace_eos=True,
-    )
+    Template('qwen3', format_user=_IM_USER, format_assistant=_IM_ASSISTANT, format_system=_IM_SYSTEM,
+             format_observation=_QWEN_OBSERVATION, tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n'),
+             stop_words=['<|im_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #86ba9882
 register_template(
-    Template(
-        'qwen3_nothink',
-        format_user=_IM_USER,
-        format_assistant=_IM_ASSISTANT,
-        format_system=_IM_SYSTEM,
-        format_observation=_QWEN_OBSERVATION,
-        tool_format='qwen',
-        stop_words=['<|im_end|>'],
-        replace_eos=True,
-    )
+    Template('qwen3_nothink', format_user=_IM_USER, format_assistant=_IM_ASSISTANT, format_system=_IM_SYSTEM,
+             format_observation=_QWEN_OBSERVATION, tool_format='qwen', stop_words=['<|im_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #56f11d09
 register_template(
-    Template(
-        'qwen2_vl',
-        format_user=_IM_USER,
-        format_assistant=_IM_ASSISTANT,
-        format_system=_IM_SYSTEM,
-        format_observation=_QWEN_OBSERVATION,
-        default_system='You are a helpful assistant.',
-        tool_format='qwen',
-        stop_words=['<|im_end|>'],
-        replace_eos=True,
-    )
+    Template('qwen2_vl', format_user=_IM_USER, format_assistant=_IM_ASSISTANT, format_system=_IM_SYSTEM,
+             format_observation=_QWEN_OBSERVATION, default_system='You are a helpful assistant.', tool_format='qwen',
+             stop_words=['<|im_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #83cb74e0
@@ -89,40 +58,25 @@ register_template(Template(
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #4b14fffa
 register_template(
-    Template(
-        'yi',
-        format_user=_IM_USER,
-        format_assistant=_IM_ASSISTANT,
-        format_system=F('{{content}}'),
-        stop_words=['<|im_end|>'],
-        replace_eos=True,
-    )
+    Template('yi', format_user=_IM_USER, format_assistant=_IM_ASSISTANT, format_system=F('{{content}}'),
+             stop_words=['<|im_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #3bec7e8e
 register_template(
-    Template(
-        'bailing',
-        format_user=F('<role>HUMAN</role>{{content}}<role>ASSISTANT</role>'),
-        format_assistant=F('{{content}}'),
-        format_system=F('<role>SYSTEM</role>{{content}}'),
-        format_observation=F('<role>OBSERVATION</role>{{content}}<role>ASSISTANT</role>'),
-        stop_words=['<|endoftext|>'],
-        efficient_eos=True,
-    )
+    Template('bailing', format_user=F('<role>HUMAN</role>{{content}}<role>ASSISTANT</role>'),
+             format_assistant=F('{{content}}'), format_system=F('<role>SYSTEM</role>{{content}}'),
+             format_observation=F('<role>OBSERVATION</role>{{content}}<role>ASSISTANT</role>'),
+             stop_words=['<|endoftext|>'], efficient_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #e6ee45fa
 register_template(
-    Template(
-        'megrez',
-        format_user=F('<|role_start|>user<|role_end|>{{content}}<|turn_end|><|role_start|>assistant<|role_end|>'),
-        format_assistant=F('{{content}}<|turn_end|>'),
-        format_system=F('<|role_start|>system<|role_end|>{{content}}<|turn_end|>'),
-        default_system='你是Megrez-3B-Instruct，将针对用户的问题给出详细的、积极的回答。',
-        stop_words=['<|turn_end|>'],
-        replace_eos=True,
-    )
+    Template('megrez',
+             format_user=F('<|role_start|>user<|role_end|>{{content}}<|turn_end|><|role_start|>assistant<|role_end|>'),
+             format_assistant=F('{{content}}<|turn_end|>'),
+             format_system=F('<|role_start|>system<|role_end|>{{content}}<|turn_end|>'),
+             default_system='你是Megrez-3B-Instruct，将针对用户的问题给出详细的、积极的回答。', stop_words=['<|turn_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #5d5e3bbe

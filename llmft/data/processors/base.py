@@ -80,19 +80,16 @@ class DatasetProcessor:
         "The example's ids, its text, and the text of its trained tokens; printed and returned."
         tok = self.tokenizer
         labels = example.get('labels')
-        lines = [
-            f"input_ids:\n{example['input_ids']}",
-            f"inputs:\n{tok.decode(example['input_ids'], skip_special_tokens=False)}",
-        ]
+        lines = [f"input_ids:\n{example['input_ids']}",
+                 f"inputs:\n{tok.decode(example['input_ids'], skip_special_tokens=False)}"]
         if labels is not None:
-            lines += [
-                f'label_ids:\n{labels}',
-                f"labels:\n{tok.decode([t for t in labels if t != IGNORE_INDEX], skip_special_tokens=False)}",
-            ]
+            lines += [f'label_ids:\n{labels}',
+                      f"labels:\n{tok.decode([t for t in labels if t != IGNORE_INDEX], skip_special_tokens=False)}"]
         s = '\n'.join(lines)
         print(s)
         return s
 
+# %% ../../../nbs/27a_data.processors.base.ipynb #ec01617c
 def join_pairs(turns:list[list[int]]) -> tuple[list[int], list[int]]:
     "All turns but the last joined as the prompt, and the last turn: (prompt ids, response ids)."
     return [t for x in turns[:-1] for t in x], list(turns[-1])

@@ -33,15 +33,8 @@ class FeedbackDatasetProcessor(DatasetProcessor):
         eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
         out = {
             k: []
-            for k in (
-                'input_ids',
-                'attention_mask',
-                'labels',
-                'kl_input_ids',
-                'kl_attention_mask',
-                'kl_labels',
-                'kto_tags',
-            )
+            for k in ('input_ids', 'attention_mask', 'labels', 'kl_input_ids', 'kl_attention_mask', 'kl_labels',
+                      'kto_tags')
         }
         for i in range(n):
             fits = []
