@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #1a2ce3ec
 from __future__ import annotations
-import difflib, json, logging, os, shutil, sys, traceback
+import difflib, json, logging, os, shutil, sys, time, traceback
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'EXIT_CODES',
            'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode', 'UserError',
            'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'read_json',
-           'atomic_write', 'write_json', 'last_checkpoint']
+           'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -150,3 +150,25 @@ def last_checkpoint(output_dir,          # a run's output folder
             msg += f'; renamed to {dst.name}'
         get_logger(__name__).warning(msg + '.')
     return str(complete) if complete else None
+
+# %% ../nbs/00_core.ipynb #d4b2d122
+class LogTail:
+    "The complete records added to a JSON-lines file since the last `read()`, whoever writes it."
+    def __init__(self, path,                  # the file, which may not exist yet
+                 since:float|None=None):       # ignore the file while it was last written before this time
+        self.path, self.since, self.pos, self.inode = Path(path), since, 0, None
+
+    def read(self) -> list:
+        "The records completed since the last read (none while the file is missing or older than `since`)."
+        try: st = self.path.stat()
+        except FileNotFoundError: return []
+        if self.since is not None and st.st_mtime < self.since: return []
+        if st.st_ino != self.inode or st.st_size < self.pos: self.pos, self.inode = 0, st.st_ino
+        out = []
+        with open(self.path, encoding='utf-8') as f:
+            f.seek(self.pos)
+            for line in iter(f.readline, ''):
+                if not line.endswith('\n'): break     # still being written
+                self.pos = f.tell()
+                if line.strip(): out.append(json.loads(line))
+        return out

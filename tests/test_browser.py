@@ -1,6 +1,7 @@
 """One real-browser test: Voila serves a notebook with the sample inspector, the live monitor of a real training run and the chat;
 headless Chromium (Debian's `chromium`, driven by Playwright) renders it; the tokens and the chart must be in the page.
 A screenshot is saved (`tests/artifacts/dashboard.png`)."""
+import pytest
 import os, shutil, socket, subprocess, sys, time
 from pathlib import Path
 
@@ -8,6 +9,8 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'tests' / 'assets'))
 import dash_page
+
+pytestmark = pytest.mark.slow   # Voila, a training run and Chromium
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 

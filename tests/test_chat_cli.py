@@ -22,6 +22,7 @@ def lora_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_terminal_chat(lora_run):
     from llmft.infer.chat import ChatModel
     cm = ChatModel(str(lora_run), max_new_tokens=16, do_sample=False)
@@ -38,6 +39,7 @@ def test_terminal_chat(lora_run):
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_answer_not_the_program(lora_run):
     child = pexpect.spawn(LLMFT, ['chat', str(lora_run), 'min_new_tokens=3000', 'max_new_tokens=3000'],
                           encoding='utf-8', timeout=120, dimensions=(40, 200))

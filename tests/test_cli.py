@@ -5,6 +5,7 @@ import yaml
 from conftest import LF_DEMO, ROOT, cli
 
 
+@pytest.mark.slow
 def test_train_quickstart_with_overrides(tiny_llama, tmp_path):
     out = tmp_path / 'q'
     r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'output_dir={out}',
@@ -32,6 +33,7 @@ def test_misspelled_key_names_the_right_one(tmp_path):
     assert 'Traceback' not in r.stderr
 
 
+@pytest.mark.slow
 def test_llamafactory_recipe_runs_unchanged(tiny_llama, tmp_path):
     "LLaMA-Factory's llama3_lora_sft.yaml shape, only model, dataset and output paths swapped for local ones."
     text = (ROOT / 'tests/assets/lf_llama3_lora_sft.yaml').read_text()
@@ -45,6 +47,7 @@ def test_llamafactory_recipe_runs_unchanged(tiny_llama, tmp_path):
 REGISTRIES = [ROOT / 'tests/assets/lf_registry'] + ([LF_DEMO] if LF_DEMO.exists() else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('registry', REGISTRIES, ids=[r.name for r in REGISTRIES])
 def test_llamafactory_registry_and_data(tiny_llama, tmp_path, registry):
     """A registry in LLaMA-Factory's layout read unchanged (hub-only entries, tags, splits, subsets, media columns): our
@@ -66,6 +69,7 @@ def test_env_and_version():
     assert r.returncode == 0 and r.stdout.strip()
 
 
+@pytest.mark.slow
 def test_expand_then_train_llama_pro(tiny_llama, tmp_path):
     r = cli('expand', tiny_llama, tmp_path / 'pro', 'num_expand=2')
     assert r.returncode == 0, r.stderr[-2000:]
@@ -115,6 +119,7 @@ def test_debug_shows_the_traceback(tmp_path, tiny_llama):
     assert r.stderr.strip().splitlines()[-1].startswith("llmft: data error: Dataset 'noout'")
 
 
+@pytest.mark.slow
 def test_check_data_counts_rows_left_out(tmp_path, tiny_llama):
     r = _user_error(tmp_path, tiny_llama, 'dataset=half')
     last = r.stdout.strip().splitlines()[-1]
@@ -123,6 +128,7 @@ def test_check_data_counts_rows_left_out(tmp_path, tiny_llama):
     assert r.returncode == 1, r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_train_summary_counts_rows_left_out(tmp_path, tiny_llama):
     r = _user_error(tmp_path, tiny_llama, 'dataset=half')   # writes the data; check-data first
     r = cli('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', f'dataset_dir={tmp_path}',

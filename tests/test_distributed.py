@@ -5,6 +5,8 @@ import papermill as pm
 import pytest
 from conftest import ROOT, cli
 
+pytestmark = pytest.mark.slow   # several real processes per test (torchrun, notebook_launcher)
+
 
 def losses(out):
     return [json.loads(l)['loss'] for l in open(Path(out) / 'trainer_log.jsonl') if '"loss"' in l]
@@ -31,11 +33,18 @@ def test_two_process_ddp_matches_one_process(tiny_llama, tmp_path):
 
 
 def test_notebook_launcher_and_followed_torchrun(tmp_path):
+    "The tutorial, run twice into the same folders: the second run's follow() must not read the first run's log."
     out_nb = tmp_path / 'out.ipynb'
+    stale = tmp_path / 'run' / 'torchrun' / 'trainer_log.jsonl'
+    stale.parent.mkdir(parents=True)
+    stale.write_text(''.join(f'{{"current_steps": {i}, "loss": 99.0, "note": "an earlier run"}}\n' for i in range(40)))
     pm.execute_notebook(str(ROOT / 'tutorials/02_multiprocess.ipynb'), str(out_nb), cwd=str(ROOT), kernel_name='python3',
                         parameters=dict(max_steps=3, output_dir=str(tmp_path / 'run')), progress_bar=False)
     assert len(losses(tmp_path / 'run' / 'launcher')) == 3
     assert len(losses(tmp_path / 'run' / 'torchrun')) == 3
+    printed = [o for c in json.loads(out_nb.read_text())['cells'] for o in c.get('outputs', []) if o.get('name') == 'stdout']
+    steps = [l.split()[0] for o in printed for l in ''.join(o['text']).splitlines() if l[:1].isdigit()]
+    assert steps == ['1', '2', '3'], steps   # follow() yielded this run's records only
     assert 'Done. Run folder' in (tmp_path / 'run' / 'torchrun' / 'launch.log').read_text()   # torchrun's output, kept in the run folder
 
 

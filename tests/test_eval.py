@@ -1,6 +1,7 @@
 """`llmft eval`: fine-tuning on a benchmark's questions lifts its accuracy from chance to (near) 100 %; a base model, an
 adapter and a run folder are evaluated alike; malformed benchmark folders are refused naming the file and line; the
 committed benchmarks are what `tools/make_eval_tasks.py` writes."""
+import pytest
 import filecmp, json, shutil, subprocess, sys
 from pathlib import Path
 from conftest import ROOT, cli
@@ -11,6 +12,7 @@ from llmft.train.tuner import run_exp
 TASKS = ROOT / 'evaluation'
 
 
+@pytest.mark.slow
 def test_finetuning_on_the_questions_lifts_accuracy_from_chance(tiny_llama, tmp_path):
     before = cli('eval', tiny_llama, 'template=llama3', 'task=tinymmlu_test', f'task_dir={TASKS}', 'n_shot=0',
                  'batch_size=16', f'save_dir={tmp_path / "before"}')
@@ -56,6 +58,7 @@ def _bench(tmp_path, name='bad'):
     return d
 
 
+@pytest.mark.slow
 def test_malformed_benchmarks_are_refused_naming_file_and_line(tiny_llama, tmp_path):
     def run(name):
         return cli('eval', tiny_llama, 'template=llama3', f'task={name}_test', f'task_dir={tmp_path}', 'n_shot=0')

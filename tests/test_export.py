@@ -151,6 +151,7 @@ def test_folder_holds_modelfile_card_and_template(exported):
     assert '| stage | sft |' in card and '| train_loss |' in card and '| dataset |' in card
 
 
+@pytest.mark.slow
 def test_cli_export_and_refusals(exported, tiny_llama, tmp_path):
     runs, folders, trained, fresh = exported
     run = runs['lora'].output_dir
@@ -178,6 +179,7 @@ def test_cli_export_and_refusals(exported, tiny_llama, tmp_path):
         assert gptq.returncode == 2 and 'GPTQ quantization needs a CUDA GPU' in gptq.stderr, gptq.stderr[-800:]
 
 
+@pytest.mark.slow
 def test_a_full_disk_leaves_nothing_half_written(exported, tmp_path):
     "A file-size limit makes the shard write fail with EFBIG, as a full disk fails with ENOSPC: one line, no folder."
     runs, folders, trained, fresh = exported

@@ -1,13 +1,17 @@
 """Interrupting a training run in a live Jupyter kernel: the current step finishes, a whole checkpoint is saved, `run_exp`
 returns normally (no KeyboardInterrupt), and the kernel keeps working; the run then resumes from that checkpoint."""
+import pytest
 import json, time
 from jupyter_client.manager import start_new_kernel
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow   # a training run interrupted in a real kernel
 
 CODE = '''
 import json, os
 from transformers import TrainerCallback
 from llmft.train.tuner import run_exp
+
 class Started(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if state.global_step == 3: open({flag!r}, 'w').write('go')

@@ -2,6 +2,7 @@
 trajectory as an uninterrupted run (fp32, CPU); a run killed while a checkpoint is written leaves a checkpoint that resume
 never picks."""
 import json, subprocess, sys
+import pytest
 from pathlib import Path
 from conftest import ROOT
 from llmft.core import CHECKPOINT_DONE
@@ -28,6 +29,7 @@ def resume_cfg(sft_cfg, tmp_path):
             'per_device_train_batch_size': 4, 'learning_rate': 5e-3, 'output_dir': str(tmp_path / 'run'), 'overwrite_output_dir': False}
 
 
+@pytest.mark.slow
 def test_sigkill_then_exact_resume(sft_cfg, tmp_path):
     cfg = resume_cfg(sft_cfg, tmp_path)
     ref = log_losses(run_exp({**cfg, 'output_dir': str(tmp_path / 'ref')}).output_dir)
@@ -42,6 +44,7 @@ def test_sigkill_then_exact_resume(sft_cfg, tmp_path):
     assert worst < 1e-6, f'the resumed trajectory differs by {worst}: {got} vs {ref}'
 
 
+@pytest.mark.slow
 def test_crash_while_saving_never_leaves_a_checkpoint_to_resume(sft_cfg, tmp_path):
     cfg = resume_cfg(sft_cfg, tmp_path)
     ref = log_losses(run_exp({**cfg, 'output_dir': str(tmp_path / 'ref')}).output_dir)
@@ -56,6 +59,7 @@ def test_crash_while_saving_never_leaves_a_checkpoint_to_resume(sft_cfg, tmp_pat
     assert max(abs(got[s] - ref[s]) for s in ref) < 1e-6, (got, ref)
 
 
+@pytest.mark.slow
 def test_non_empty_output_dir_resumes_from_last_complete(sft_cfg, tmp_path):
     "Without resume_from_checkpoint, a non-empty output_dir with checkpoints resumes (LLaMA-Factory's behaviour), from a whole one."
     cfg = resume_cfg(sft_cfg, tmp_path)

@@ -47,6 +47,7 @@ def test_recipe_parses(path, tiny_llama, tmp_path):
     get_train_args(str(path), model_name_or_path=tiny_llama, output_dir=str(tmp_path / 'out'))
 
 
+@pytest.mark.slow
 def test_recipes_run_from_the_cli(tiny_llama, tmp_path):
     "Each stage's recipe, unchanged but for the model, output and a few steps, through `llmft train`; ppo uses the reward run's output."
     short = ['model_name_or_path=' + tiny_llama, 'max_steps=2', 'max_samples=16', 'save_strategy=no', 'logging_steps=1', 'plot_loss=false']
@@ -77,6 +78,7 @@ def test_pt_full_reloads(base, tmp_path):
 
 
 # ---- sft eval + predict --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sft_eval_then_predict_matches_greedy_generation(base, tmp_path):
     train = run_exp({**base, 'stage': 'sft', 'dataset': 'alpaca_demo', 'max_steps': 30, 'do_eval': True, 'val_size': 4,
                      'max_samples': 12, 'compute_accuracy': True, 'output_dir': str(tmp_path / 'sft')})
@@ -100,6 +102,7 @@ def test_sft_eval_then_predict_matches_greedy_generation(base, tmp_path):
 
 
 # ---- rm ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rm_full_trains_reloads_and_predicts(base, tmp_path):
     res = run_exp({**base, 'stage': 'rm', 'finetuning_type': 'full', 'dataset': 'pref_demo', 'learning_rate': 1e-3, 'do_predict': True,
                    'eval_dataset': 'pref_demo', 'output_dir': str(tmp_path / 'rm')})
@@ -184,6 +187,7 @@ class ParityReward(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 
 
+@pytest.mark.slow
 def test_ppo_learns_from_an_http_reward(base, tmp_path):
     "One sampled token from the top two: the policy must learn, per prompt, which of them the reward API prefers."
     srv = HTTPServer(('127.0.0.1', 0), ParityReward); threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -10,6 +10,8 @@ from llmft.core import ConfigError
 from llmft.dash.compare import compare_runs
 from llmft.launch.batch import sweep
 
+pytestmark = pytest.mark.slow   # sweeps train several points in real processes
+
 
 @pytest.fixture
 def recipe(sft_cfg, tmp_path):

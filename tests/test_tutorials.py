@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow   # every tutorial runs in a real kernel (papermill), training included
+
 
 def test_quickstart_tutorial(tmp_path):
     out_nb = tmp_path / 'out.ipynb'

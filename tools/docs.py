@@ -20,7 +20,7 @@ SRC, SITE, CACHE = ROOT / '_docs_src', ROOT / '_docs', ROOT / '_proc'
 LAYERS = [(0, 'core'), (10, 'hparams'), (20, 'data'), (40, 'model'), (50, 'train'), (70, 'eval'), (75, 'infer'),
           (80, 'export'), (86, 'launch'), (90, 'dash')]   # DESIGN §2: the notebook number is the layer
 SKIP_FLAGS = {'gpu', 'multigpu', 'hub'}                  # cells that need what a docs build has not
-EXEC_VERSION = 1                                         # bump when `execute` changes: cached notebooks run again
+EXEC_VERSION = 2                                         # bump when `execute` changes: cached notebooks run again
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out
 EXPLAIN = [('Architecture', 'architecture.md'), ('The run folder', 'run-folder.md'),
            ('trainer_log.jsonl', 'trainer-log.md'), ('How this site is built', 'site.md')]
@@ -46,18 +46,37 @@ def _exec_processor():
     return exec_all
 
 
+def _fresh_output_dir(nb, tmp:str):
+    "A parameterised notebook writes its runs to `tmp`, as a papermill run would: not into an earlier build's folders."
+    from execnb.nbio import dict2nb, mk_cell
+    for i, c in enumerate(nb.cells):
+        if 'parameters' in c.get('metadata', {}).get('tags', []) and re.search(r'^output_dir\s*=', c.source, re.M):
+            nb.cells.insert(i + 1, dict2nb({'cells': [mk_cell(f'#| hide\noutput_dir = {tmp!r}')]}).cells[0])
+            return
+
+
+def _end_children():
+    "Processes a notebook left running (a torchrun it started and did not wait for) end with it."
+    import psutil
+    for child in psutil.Process().children(recursive=True):
+        try: child.kill()
+        except psutil.NoSuchProcess: pass
+
+
 def execute(job):
     "Execute and process one notebook (`src`) into `dst` with nbdev's processors; returns (src, seconds, error)."
     src, dst, run, threads = job
+    import tempfile
     from execnb.nbio import read_nb, write_nb
     from nbdev.process import NBProcessor
     from nbdev.processors import FilterDefaults, exec_show_docs
-    start, cwd = time.time(), os.getcwd()
+    start, cwd, tmp = time.time(), os.getcwd(), tempfile.mkdtemp(prefix='llmft-docs-')
     os.environ.update(HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TRANSFORMERS_OFFLINE='1', MPLBACKEND='Agg',
                       OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))   # read when torch first loads
     try:
         os.chdir(Path(src).parent)
         nb = read_nb(src)
+        _fresh_output_dir(nb, tmp)
         procs = [p for p in FilterDefaults().base_procs() if p.__name__ != 'insert_warning']
         if run: procs = [_exec_processor() if p is exec_show_docs else p for p in procs]
         NBProcessor(nb=nb, procs=procs).process()
@@ -66,7 +85,10 @@ def execute(job):
         return src, time.time() - start, None
     except Exception as e:
         return src, time.time() - start, f'{type(e).__name__}: {e}'
-    finally: os.chdir(cwd)
+    finally:
+        _end_children()
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- notebooks to Markdown

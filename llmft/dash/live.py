@@ -9,7 +9,7 @@ import json, threading, time
 from pathlib import Path
 import ipywidgets as W
 from transformers import TrainerCallback
-from ..core import TRAINER_LOG
+from ..core import TRAINER_LOG, LogTail
 from ..train.callbacks import _fmt_time
 
 # %% auto #0
@@ -61,7 +61,7 @@ class LiveMonitor(TrainerCallback):
         self.label = W.HTML()
         self.widget = W.VBox([W.HBox([self.progress, self.label]), self.fig])
         self.records: list[dict] = []
-        self._pos, self._done, self._synced = 0, False, 0.0
+        self._tail, self._done, self._synced = None, False, 0.0
 
 @patch
 def _ipython_display_(self:LiveMonitor):
@@ -134,25 +134,21 @@ def on_log(self:LiveMonitor, args, state, control, logs=None, **kw):
     self.update(rec)
 
 @patch
-def poll(self:LiveMonitor, output_dir) -> int:
+def poll(self:LiveMonitor, output_dir, since:float|None=None) -> int:
     "Read the records added to `<output_dir>/trainer_log.jsonl` since the last poll; how many were new."
-    path, n = Path(output_dir)/TRAINER_LOG, 0
-    if not path.exists(): return 0
-    with open(path, encoding='utf-8') as f:
-        f.seek(self._pos)
-        for line in iter(f.readline, ''):
-            if not line.endswith('\n'): break            # still being written
-            self._pos = f.tell()
-            self.update(json.loads(line))
-            n += 1
-    return n
+    path = Path(output_dir)/TRAINER_LOG
+    if self._tail is None or self._tail.path != path: self._tail = LogTail(path, since)
+    recs = self._tail.read()
+    for rec in recs: self.update(rec)
+    return len(recs)
 
 # %% ../../nbs/92_dash.live.ipynb #ab57ef7d
 class Follower:
     "A background thread feeding a `LiveMonitor` from a run folder; `wait()` blocks until the run is done."
-    def __init__(self, monitor:LiveMonitor, output_dir, process=None, poll:float=0.5, timeout:float|None=None):
-        self.monitor, self.output_dir, self.process, self.interval, self.timeout = (monitor, Path(output_dir), process,
-                                                                                    poll, timeout)
+    def __init__(self, monitor:LiveMonitor, output_dir, process=None, poll:float=0.5, timeout:float|None=None,
+                 since:float|None=None):   # a log last written before this is an earlier run's: not read
+        self.monitor, self.output_dir, self.process = monitor, Path(output_dir), process
+        self.interval, self.timeout, self.since = poll, timeout, since
         self.output: list[str] = []
         self.error = None
         if process is not None and process.stdout is not None:
@@ -170,15 +166,15 @@ class Follower:
         try:
             while True:
                 ended = self.process is not None and self.process.poll() is not None
-                self.monitor.poll(self.output_dir)
+                self.monitor.poll(self.output_dir, self.since)
                 if ended:
-                    self.monitor.poll(self.output_dir)
+                    self.monitor.poll(self.output_dir, self.since)
                     self.monitor._sync_state()
                     return
                 # the summary line: take what follows it (a final evaluation), then stop
                 if self.process is None and self.monitor._done:
                     time.sleep(3 * self.interval)
-                    self.monitor.poll(self.output_dir)
+                    self.monitor.poll(self.output_dir, self.since)
                     self.monitor._sync_state()
                     return
                 if self.timeout and time.time() - start > self.timeout:
@@ -196,4 +192,5 @@ def follow_run(run,                  # a run folder, or a `RunHandle` from `laun
                monitor:LiveMonitor|None=None, poll:float=0.5, timeout:float|None=None) -> Follower:
     "Watch a run that another process trains: a `LiveMonitor` fed from its `trainer_log.jsonl` in the background."
     monitor = monitor or LiveMonitor(title=str(getattr(run, 'output_dir', run)))
-    return Follower(monitor, getattr(run, 'output_dir', run), getattr(run, 'process', None), poll, timeout)
+    return Follower(monitor, getattr(run, 'output_dir', run), getattr(run, 'process', None), poll, timeout,
+                    since=getattr(run, 'started', None))

@@ -6,10 +6,10 @@
 from __future__ import annotations
 import json, os, shutil, socket, subprocess, sys, tempfile, time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from ..core import ERROR_CLASSES, LAUNCHER_FILES, TRAINER_LOG, UserError, get_logger, read_json, write_json
+from ..core import ERROR_CLASSES, LAUNCHER_FILES, TRAINER_LOG, LogTail, UserError, get_logger, read_json, write_json
 
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
@@ -126,19 +126,14 @@ class RunHandle:
     process: subprocess.Popen
     output_dir: Path
     command: list
+    started: float = field(default_factory=time.time)   # a log last written before this is an earlier run's
 
     def follow(self, poll:float=0.5, timeout:float|None=None):
         "Yield each new record of trainer_log.jsonl until the process ends (then the remaining records)."
-        path, pos, start = self.output_dir/TRAINER_LOG, 0, time.time()
+        tail, start = LogTail(self.output_dir/TRAINER_LOG, since=self.started), time.time()
         while True:
             done = self.process.poll() is not None
-            if path.exists():
-                with open(path, encoding='utf-8') as f:
-                    f.seek(pos)
-                    for line in iter(f.readline, ''):
-                        if not line.endswith('\n'): break       # a line still being written
-                        pos = f.tell()
-                        yield json.loads(line)
+            yield from tail.read()   # an earlier run's log in the same folder is not this run's
             if done: return
             if timeout and time.time() - start > timeout: raise TimeoutError(f'{self.command} still running after '
                                                                              f'{timeout} s')
