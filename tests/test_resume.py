@@ -75,8 +75,6 @@ def copy_checkpoint(src_out, step, dst_out):
     shutil.copytree(Path(src_out) / f'checkpoint-{step}', Path(dst_out) / f'checkpoint-{step}')
 
 
-import pytest
-
 @pytest.mark.parametrize('stage,ft', [('rm', 'lora'), ('rm', 'full'), ('dpo', 'lora')])
 def test_preference_stages_resume_exactly(stage, ft, sft_cfg, tmp_path):
     "Value-head models (rm) resume from their own checkpoint format; dpo resumes with its reference untouched."
