@@ -113,7 +113,8 @@ def output_md(o:dict, assets:Path, stem:str, n:int) -> str:
     d = o.get('data', {})
     if 'application/vnd.plotly.v1+json' in d:
         import plotly.io as pio
-        return f'<div class="llmft-output">{figure_html(pio.from_json(json.dumps(d["application/vnd.plotly.v1+json"])))}</div>\n'
+        fig = pio.from_json(json.dumps(d['application/vnd.plotly.v1+json']))
+        return f'<div class="llmft-output">{figure_html(fig)}</div>\n'
     if 'text/markdown' in d: return ''.join(d['text/markdown']) + '\n'
     if 'text/html' in d:
         h = ''.join(d['text/html'])
@@ -212,8 +213,11 @@ def run_notebooks(jobs:int, only:str|None, run:bool) -> dict[Path, Path]:
         with ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=get_context('spawn'),
                                  max_tasks_per_child=per_child) as pool:
             for src, secs, err in pool.map(docs.execute, batch):
-                print(f'  {Path(src).relative_to(ROOT)}: {secs:.0f} s' + (f'  FAILED {err.splitlines()[0]}' if err else ''),
-                      flush=True)
+                print(
+                    f'  {Path(src).relative_to(ROOT)}: {secs:.0f} s'
+                    + (f'  FAILED {err.splitlines()[0]}' if err else ''),
+                    flush=True,
+                )
                 if err: errors.append(f'{Path(src).relative_to(ROOT)}: {err}')
     if errors: sys.exit('docs: notebooks failed to execute:\n' + '\n\n'.join(errors))
     if not only:   # executions no page uses any more
@@ -244,10 +248,12 @@ def write_reference():
     from llmft.launch.report import html_table
     (SRC / 'reference').mkdir(parents=True, exist_ok=True)
     refs = key_reference()
-    head = ('# Configuration keys\n\nEvery key a recipe, `llmft train key=value` or a sweep accepts, generated from the '
-            f'argument dataclasses ({len(refs)} keys): its type and default, what it does, and the checks that read it '
-            '(`check_*` refuse a bad combination, `resolve_*` also set a value, `__post_init__` validates on load). '
-            'The same, filtered, on the command line: `llmft keys PATTERN`.\n\n')
+    head = (
+        '# Configuration keys\n\nEvery key a recipe, `llmft train key=value` or a sweep accepts, generated from the '
+        f'argument dataclasses ({len(refs)} keys): its type and default, what it does, and the checks that read it '
+        '(`check_*` refuse a bad combination, `resolve_*` also set a value, `__post_init__` validates on load). '
+        'The same, filtered, on the command line: `llmft keys PATTERN`.\n\n'
+    )
     (SRC / 'reference' / 'keys.md').write_text(head + keys_markdown(refs))
     rows = template_rows()
     published = {p.stem for p in (ROOT / 'tests/assets/chat_templates').glob('*.jinja')}
@@ -282,23 +288,40 @@ def write_static():
 
 def mkdocs_config(nav:dict) -> dict:
     "MkDocs settings: Material theme, offline (no web fonts, no CDN), strict (a broken internal link fails the build)."
-    api = [{layer.capitalize(): pages} for layer in [n for _, n in LAYERS] for pages in [nav['api'].get(layer)] if pages]
+    api = [
+        {layer.capitalize(): pages} for layer in [n for _, n in LAYERS] for pages in [nav['api'].get(layer)] if pages
+    ]
     return {
-        'site_name': 'llmft', 'site_description': 'Jupyter-native fine-tuning of large language models',
-        'docs_dir': str(SRC), 'site_dir': str(SITE), 'strict': True, 'use_directory_urls': True,
-        'repo_url': 'https://github.com/llmft/llmft', 'edit_uri': '',
-        'theme': {'name': 'material', 'font': False, 'features': ['navigation.sections', 'navigation.top',
-                                                                   'search.highlight', 'content.code.copy', 'toc.follow'],
-                  'palette': {'primary': 'indigo', 'accent': 'deep orange'}},
+        'site_name': 'llmft',
+        'site_description': 'Jupyter-native fine-tuning of large language models',
+        'docs_dir': str(SRC),
+        'site_dir': str(SITE),
+        'strict': True,
+        'use_directory_urls': True,
+        'repo_url': 'https://github.com/llmft/llmft',
+        'edit_uri': '',
+        'theme': {
+            'name': 'material',
+            'font': False,
+            'features': ['navigation.sections', 'navigation.top', 'search.highlight', 'content.code.copy',
+                         'toc.follow'],
+            'palette': {'primary': 'indigo', 'accent': 'deep orange'},
+        },
         'plugins': [{'search': {'separator': r'[\s\-,:!=\[\]()"/]+|\.(?!\d)'}}],
-        'markdown_extensions': ['tables', 'attr_list', 'md_in_html', 'admonition', 'def_list', {'toc': {'permalink': True}},
-                                'pymdownx.superfences', {'pymdownx.highlight': {'use_pygments': True}}],
-        'extra_css': ['assets/llmft.css'], 'extra_javascript': ['assets/js/plotly.min.js', 'assets/js/llmft.js'],
+        'markdown_extensions': ['tables', 'attr_list', 'md_in_html', 'admonition', 'def_list',
+                                {'toc': {'permalink': True}}, 'pymdownx.superfences',
+                                {'pymdownx.highlight': {'use_pygments': True}}],
+        'extra_css': ['assets/llmft.css'],
+        'extra_javascript': ['assets/js/plotly.min.js', 'assets/js/llmft.js'],
         'validation': {'links': {'anchors': 'info', 'unrecognized_links': 'info'}},
-        'nav': [{'Home': 'index.md'}, {'Tutorials': nav['tutorials']},
-                {'Explanations': [{t: f'explain/{f}'} for t, f in EXPLAIN]},
-                {'Reference': [{'Configuration keys': 'reference/keys.md'}, {'Chat templates': 'reference/templates.md'}]},
-                {'API': api}, {'Contributing': 'contributing.md'}],
+        'nav': [
+            {'Home': 'index.md'},
+            {'Tutorials': nav['tutorials']},
+            {'Explanations': [{t: f'explain/{f}'} for t, f in EXPLAIN]},
+            {'Reference': [{'Configuration keys': 'reference/keys.md'}, {'Chat templates': 'reference/templates.md'}]},
+            {'API': api},
+            {'Contributing': 'contributing.md'},
+        ],
     }
 
 

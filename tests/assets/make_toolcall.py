@@ -1,23 +1,39 @@
-"""Write `tests/assets/toolcall/`: tool-calling conversations of our own in the sharegpt layout LLaMA-Factory's glaive demo
-uses (human / gpt / function_call / observation turns, a `tools` JSON column), with its `dataset_info.json`.
+"""Write `tests/assets/toolcall/`: tool-calling conversations of our own in the sharegpt layout of LLaMA-Factory's
+glaive demo (human / gpt / function_call / observation turns, a `tools` JSON column), with its `dataset_info.json`.
 
-Deterministic (seeded); rerun with `python tests/assets/make_toolcall.py` after changing it. The rows cover one call, two
-calls in one turn, a tool list with no call made, multi-turn history before the call, no tools at all, and non-ASCII text."""
+Deterministic (seeded); rerun with `python tests/assets/make_toolcall.py` after changing it. The rows cover one call,
+two calls in one turn, a tool list with no call made, multi-turn history before the call, no tools at all, and
+non-ASCII text."""
 import json, random
 from pathlib import Path
 
 OUT = Path(__file__).parent / 'toolcall'
 TOOLS = {
-    'get_weather': {'name': 'get_weather', 'description': 'Current weather of a city',
-                    'parameters': {'type': 'object', 'properties': {'city': {'type': 'string', 'description': 'City name'},
-                                   'unit': {'type': 'string', 'enum': ['celsius', 'fahrenheit']}}, 'required': ['city']}},
-    'convert_currency': {'name': 'convert_currency', 'description': 'Convert an amount between currencies',
-                         'parameters': {'type': 'object', 'properties': {'amount': {'type': 'number'},
-                                        'from': {'type': 'string'}, 'to': {'type': 'string'}},
-                                        'required': ['amount', 'from', 'to']}},
-    'search_recipes': {'name': 'search_recipes', 'description': 'Find recipes with given ingredients',
-                       'parameters': {'type': 'object', 'properties': {'ingredients': {'type': 'array',
-                                      'items': {'type': 'string'}}}, 'required': ['ingredients']}},
+    'get_weather': {
+        'name': 'get_weather',
+        'description': 'Current weather of a city',
+        'parameters': {
+            'type': 'object',
+            'properties': {'city': {'type': 'string', 'description': 'City name'},
+                           'unit': {'type': 'string', 'enum': ['celsius', 'fahrenheit']}},
+            'required': ['city'],
+        },
+    },
+    'convert_currency': {
+        'name': 'convert_currency',
+        'description': 'Convert an amount between currencies',
+        'parameters': {
+            'type': 'object',
+            'properties': {'amount': {'type': 'number'}, 'from': {'type': 'string'}, 'to': {'type': 'string'}},
+            'required': ['amount', 'from', 'to'],
+        },
+    },
+    'search_recipes': {
+        'name': 'search_recipes',
+        'description': 'Find recipes with given ingredients',
+        'parameters': {'type': 'object', 'properties': {'ingredients': {'type': 'array', 'items': {'type': 'string'}}},
+                       'required': ['ingredients']},
+    },
 }
 CITIES = ['Paris', 'Lima', 'Osaka', 'Nairobi', 'Oslo', 'Zürich', '北京', 'São Paulo']
 FOODS = ['rice', 'tomatoes', 'chicken', 'tofu', 'basil', 'lentils', 'eggs']
@@ -32,7 +48,8 @@ def call(name, args): return {'name': name, 'arguments': args}
 def weather_row(rng, history):
     city, t = rng.choice(CITIES), rng.randint(-5, 35)
     conv = []
-    if history: conv += [turn('human', 'Hello! Can you help me plan my day?'), turn('gpt', 'Of course. What do you need?')]
+    if history:
+        conv += [turn('human', 'Hello! Can you help me plan my day?'), turn('gpt', 'Of course. What do you need?')]
     conv += [turn('human', f'What is the weather in {city} right now?'),
              turn('function_call', json.dumps(call('get_weather', {'city': city}), ensure_ascii=False)),
              turn('observation', json.dumps({'city': city, 'temperature': t, 'sky': 'clear'}, ensure_ascii=False)),
@@ -44,10 +61,12 @@ def two_calls_row(rng, history):
     a, b = rng.sample(CITIES, 2)
     calls = [call('get_weather', {'city': a}), call('get_weather', {'city': b, 'unit': 'celsius'})]
     obs = [{'city': a, 'temperature': rng.randint(0, 30)}, {'city': b, 'temperature': rng.randint(0, 30)}]
-    return [turn('human', f'Compare the weather in {a} and {b}.'),
-            turn('function_call', json.dumps(calls, ensure_ascii=False)),
-            turn('observation', json.dumps(obs, ensure_ascii=False)),
-            turn('gpt', f"{a}: {obs[0]['temperature']} degrees; {b}: {obs[1]['temperature']} degrees.")], ['get_weather']
+    return [
+        turn('human', f'Compare the weather in {a} and {b}.'),
+        turn('function_call', json.dumps(calls, ensure_ascii=False)),
+        turn('observation', json.dumps(obs, ensure_ascii=False)),
+        turn('gpt', f"{a}: {obs[0]['temperature']} degrees; {b}: {obs[1]['temperature']} degrees."),
+    ], ['get_weather']
 
 
 def currency_row(rng, history):
