@@ -95,8 +95,9 @@ add_family('glm', ['<|endoftext|>', '[gMASK]', 'sop', '<sop>', '<|system|>', '<|
 add_family('cohere', ['<PAD>', '<BOS_TOKEN>', '<|END_OF_TURN_TOKEN|>', '<|START_OF_TURN_TOKEN|>', '<|SYSTEM_TOKEN|>',
                       '<|USER_TOKEN|>', '<|CHATBOT_TOKEN|>'], '<BOS_TOKEN>', '<|END_OF_TURN_TOKEN|>', pad='<PAD>',
            add_bos=True)
-add_family('deepseek', ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<｜User｜>', '<｜Assistant｜>', '<think>',
-                        '</think>', '<|EOT|>'], '<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', add_bos=True)
+add_family('deepseek', ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<｜User｜>',
+                        '<｜Assistant｜>', '<think>', '</think>', '<|EOT|>'],
+           '<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', add_bos=True)
 add_family('granite', ['<|end_of_text|>', '<|start_of_role|>', '<|end_of_role|>', '<|tool_call|>'], '<|end_of_text|>',
            '<|end_of_text|>')
 add_family('openchat', _LLAMA2 + ['<|end_of_turn|>'], '<s>', '<|end_of_turn|>', add_bos=True)

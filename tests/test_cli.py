@@ -50,8 +50,9 @@ REGISTRIES = [ROOT / 'tests/assets/lf_registry'] + ([LF_DEMO] if LF_DEMO.exists(
 @pytest.mark.slow
 @pytest.mark.parametrize('registry', REGISTRIES, ids=[r.name for r in REGISTRIES])
 def test_llamafactory_registry_and_data(tiny_llama, tmp_path, registry):
-    """A registry in LLaMA-Factory's layout read unchanged (hub-only entries, tags, splits, subsets, media columns): our
-    own copy of its shape always, LLaMA-Factory's own dataset_info.json and alpaca_en_demo where they are beside the repo."""
+    """A registry in LLaMA-Factory's layout read unchanged (hub-only entries, tags, splits, subsets, media columns):
+    our own copy of its shape always, LLaMA-Factory's own dataset_info.json and alpaca_en_demo where they are beside
+    the repo."""
     text = (ROOT / 'tests/assets/lf_llama3_lora_sft.yaml').read_text()
     text = text.replace('MODEL', tiny_llama).replace('OUTPUT', str(tmp_path / 'lf'))
     text = text.replace('alpaca_demo,identity', 'identity,alpaca_en_demo')

@@ -42,7 +42,8 @@ def test_notebook_launcher_and_followed_torchrun(tmp_path):
                         parameters=dict(max_steps=3, output_dir=str(tmp_path / 'run')), progress_bar=False)
     assert len(losses(tmp_path / 'run' / 'launcher')) == 3
     assert len(losses(tmp_path / 'run' / 'torchrun')) == 3
-    printed = [o for c in json.loads(out_nb.read_text())['cells'] for o in c.get('outputs', []) if o.get('name') == 'stdout']
+    cells = json.loads(out_nb.read_text())['cells']
+    printed = [o for c in cells for o in c.get('outputs', []) if o.get('name') == 'stdout']
     steps = [l.split()[0] for o in printed for l in ''.join(o['text']).splitlines() if l[:1].isdigit()]
     assert steps == ['1', '2', '3'], steps   # follow() yielded this run's records only
     assert 'Done. Run folder' in (tmp_path / 'run' / 'torchrun' / 'launch.log').read_text()   # torchrun's output, kept in the run folder

@@ -1,5 +1,6 @@
-"""No module imports from a higher layer (DESIGN §2): the band of a module is the number of the notebook that exports it;
-inside a layer a notebook imports only from notebooks numbered before it (so the numbers read in dependency order)."""
+"""No module imports from a higher layer (DESIGN §2): the band of a module is the number of the notebook that exports
+it; inside a layer a notebook imports only from notebooks numbered before it (so the numbers read in dependency
+order)."""
 import ast, json, re
 from conftest import ROOT
 
@@ -50,7 +51,8 @@ def test_no_upward_imports():
             if target is None: continue
             seen += 1
             if target[0] // 10 > pos[0] // 10: bad.append(f'{mod} (band {pos[0]}) imports {imp} (band {target[0]})')
-            elif target > pos: bad.append(f'{mod} (notebook {pos}) imports {imp} (notebook {target}), numbered after it')
+            elif target > pos:
+                bad.append(f'{mod} (notebook {pos}) imports {imp} (notebook {target}), numbered after it')
     assert seen > 200, f'only {seen} internal imports seen: relative imports not resolved?'
     assert not bad, '\n'.join(bad)
 

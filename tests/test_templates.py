@@ -1,5 +1,6 @@
-"""Templates on tool-calling data, tokenized by llmft's pipeline, equal Qwen's published templates token for token: our own
-fixture (`tests/assets/toolcall`, always), and LLaMA-Factory's glaive tool-call demo where `../shared/reference-data` is."""
+"""Templates on tool-calling data, tokenized by llmft's pipeline, equal Qwen's published templates token for token:
+our own fixture (`tests/assets/toolcall`, always), and LLaMA-Factory's glaive tool-call demo where
+`../shared/reference-data` is."""
 import dataclasses, json, tempfile
 import pytest
 from conftest import LF_DEMO, ROOT

@@ -1,8 +1,8 @@
 """`make docs`: the documentation site, built offline into `_docs/` from the notebooks, the tutorials and `docs/`.
 
 Each notebook is executed cell by cell and processed by nbdev's own notebook processors (hidden and exported cells
-dropped, `show_doc` tables added for every exported symbol), its outputs turned into Markdown — tables and text as they
-are, plotly charts as interactive figures, dashboards as static HTML snapshots (`llmft.dash.snapshot`) — and MkDocs
+dropped, `show_doc` tables added for every exported symbol), its outputs turned into Markdown (tables and text as they
+are, plotly charts as interactive figures, dashboards as static HTML snapshots: `llmft.dash.snapshot`), and MkDocs
 with the Material theme renders the pages, the sidebar and the search index. Why MkDocs and not Quarto: `docs/site.md`.
 
     python tools/docs.py [--jobs N] [--only GLOB] [--no-exec]
@@ -106,15 +106,13 @@ def _is_plotly_loader(h:str) -> bool: return 'require.undef("plotly")' in h or '
 
 def output_md(o:dict, assets:Path, stem:str, n:int) -> str:
     "One cell output as Markdown (or raw HTML that Markdown passes through)."
-    from llmft.dash.snapshot import figure_html
+    from llmft.dash.snapshot import figure_div
     kind = o.get('output_type')
     if kind == 'stream': return _text_block(''.join(o.get('text', '')))
     if kind == 'error': raise RuntimeError(f'{stem}: an error output: {o.get("ename")}: {o.get("evalue")}')
     d = o.get('data', {})
     if 'application/vnd.plotly.v1+json' in d:
-        import plotly.io as pio
-        fig = pio.from_json(json.dumps(d['application/vnd.plotly.v1+json']))
-        return f'<div class="llmft-output">{figure_html(fig)}</div>\n'
+        return f'<div class="llmft-output">{figure_div(json.dumps(d["application/vnd.plotly.v1+json"]))}</div>\n'
     if 'text/markdown' in d: return ''.join(d['text/markdown']) + '\n'
     if 'text/html' in d:
         h = ''.join(d['text/html'])
@@ -195,12 +193,12 @@ def layer_of(nb:Path) -> str:
 def run_notebooks(jobs:int, only:str|None, run:bool) -> dict[Path, Path]:
     "Execute (or reuse from `_proc/`) every notebook; returns notebook -> processed notebook."
     fp, todo, done = _fingerprint(), [], {}
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))   # torch threads per worker: the cores shared out
     for section, nb in notebooks():
         if only and not fnmatch.fnmatch(nb.name, only): continue
         key = hashlib.sha256(nb.read_bytes() + fp.encode() + str(run).encode()).hexdigest()[:16]
         dst = CACHE / section / f'{nb.stem}.{key}.ipynb'
         done[nb] = dst
-        threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
         if not dst.exists(): todo.append((str(nb), str(dst), run, threads))
     print(f'docs: {len(done)} notebooks, {len(done) - len(todo)} from the cache, {len(todo)} to execute')
     errors = []
@@ -279,8 +277,7 @@ def write_static():
     js = SRC / 'assets' / 'js'
     js.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', js / 'plotly.min.js')
-    boot = PLOTLY_BOOT.replace('<script>', '').replace('</script>', '')
-    (js / 'llmft.js').write_text(f"document.addEventListener('DOMContentLoaded', () => {{\n{boot}\n}});\n")
+    (js / 'llmft.js').write_text(f"document.addEventListener('DOMContentLoaded', () => {{\n{PLOTLY_BOOT}\n}});\n")
     (SRC / 'assets' / 'llmft.css').write_text((ROOT / 'docs' / 'llmft.css').read_text())
 
 

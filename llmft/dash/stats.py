@@ -64,7 +64,8 @@ class DatasetStats:
             margin=dict(l=40, r=10, t=50, b=30),
             xaxis_title='tokens',
             title=(
-                f"{tb['samples']} samples · {tb['truncated samples']} truncated ({100 * tb['truncation rate']:.1f}%) · "
+                f"{tb['samples']} samples · {tb['truncated samples']} truncated "
+                f"({100 * tb['truncation rate']:.1f}%) · "
                 f"padding efficiency {tb['padding efficiency']:.2f}, packed {tb['padding efficiency packed']:.2f}"
             ),
         )

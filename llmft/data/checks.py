@@ -202,6 +202,7 @@ class Turns:
     last: np.ndarray     # the turn is its row's last
     outside: np.ndarray  # per position: trained, yet outside every turn
     users: np.ndarray    # positions of user headers
+    row_cut: np.ndarray  # per turn: its row has trained tokens outside every turn (truncation cut an answer's header)
 
 def find_turns(s:Samples, markers:TurnMarkers) -> Turns|None:
     "The assistant turns of `s` by the template's markers (None when no sample holds an assistant header)."
@@ -216,19 +217,19 @@ def find_turns(s:Samples, markers:TurnMarkers) -> Turns|None:
     np.add.at(inside, starts, 1)
     np.add.at(inside, ends, -1)
     outside = s.trained & (np.cumsum(inside)[:s.n_tokens] <= 0)
-    return Turns(header, starts, ends, rows, np.r_[rows[1:] != rows[:-1], True], outside, users)
+    row_cut = (np.bincount(s.row[outside], minlength=s.n_rows) > 0)[rows]
+    return Turns(header, starts, ends, rows, np.r_[rows[1:] != rows[:-1], True], outside, users, row_cut)
 
 # %% ../../nbs/28a_data.checks.ipynb #8f23f5a5
-def _cut_rows(s:Samples, t:Turns, response_only:bool) -> np.ndarray:
+def _cut_rows(t:Turns, response_only:bool) -> np.ndarray:
     "Turns to excuse: with `response_only`, rows whose answer header was cut (their last header is a history turn's)."
-    if not response_only: return np.zeros(len(t.rows), bool)
-    return (np.bincount(s.row[t.outside], minlength=s.n_rows) > 0)[t.rows]
+    return t.row_cut if response_only else np.zeros(len(t.rows), bool)
 
 def check_untrained_turns(s:Samples, t:Turns, mask_history:bool, response_only:bool) -> list[Finding]:
     "Assistant turns with no trained token (with `mask_history`, only the last turn of a row must train)."
     empty = t.ends == t.starts
     untrained = (s.n_trained(t.starts, t.ends) == 0) & ~empty & (t.last | ~np.bool_(mask_history))
-    untrained &= ~_cut_rows(s, t, response_only)
+    untrained &= ~_cut_rows(t, response_only)
     return [_found('assistant turns with no trained token', untrained, 'error', 'a whole answer is masked out', t.rows)]
 
 def check_end_tokens(s:Samples, t:Turns, markers:TurnMarkers, mask_history:bool, response_only:bool) -> list[Finding]:
@@ -240,7 +241,7 @@ def check_end_tokens(s:Samples, t:Turns, markers:TurnMarkers, mask_history:bool,
     has_end = (k < len(end_pos)) & (first_end < t.ends)
     must_train = t.last | ~np.bool_(mask_history)
     answered = s.n_trained(t.starts, first_end) > 0   # the answer trains up to its end token
-    untrained = has_end & ~s.trained[first_end] & answered & must_train & ~_cut_rows(s, t, response_only)
+    untrained = has_end & ~s.trained[first_end] & answered & must_train & ~_cut_rows(t, response_only)
     no_end = ~has_end & (t.ends != t.starts)
     return [_found('end-of-turn token not trained', untrained, 'error', 'the model never learns to stop', t.rows),
             _found('assistant turns without an end token', no_end, 'warning',

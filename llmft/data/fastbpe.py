@@ -15,7 +15,7 @@ log = get_logger(__name__)
 
 def byte_decoder() -> dict[str, int]:
     "GPT-2's map from the printable characters byte-level BPE uses back to the bytes they stand for."
-    bs = list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
+    bs = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:

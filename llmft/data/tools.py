@@ -101,13 +101,16 @@ register_tool_format(ToolFormat('default', _default_tools,
     lambda calls: '\n'.join(f'Action: {c.name}\nAction Input: {c.arguments}' for c in calls), _default_extract))
 
 # %% ../../nbs/23a_data.tools.ipynb #49200d21
-_GLM4_PROMPT = ('你是一个名为 ChatGLM 的人工智能助手。你是基于智谱 AI 公司训练的语言模型 GLM-4 模型开发的，'
-                '你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具{tool_text}')
+_GLM4_PROMPT = ('你是一个名为 ChatGLM 的人工智能助手。'
+                '你是基于智谱 AI 公司训练的语言模型 GLM-4 模型开发的，'
+                '你的任务是针对用户的问题和要求提供适当的答复和支持。'
+                '\n\n# 可用工具{tool_text}')
 
 def _glm4_tools(tools):
     return _GLM4_PROMPT.format(
         tool_text=''.join(
-            f"\n\n## {t['name']}\n\n{json.dumps(t, indent=4, ensure_ascii=False)}\n在调用上述函数时，请使用 Json"
+            f"\n\n## {t['name']}\n\n{json.dumps(t, indent=4, ensure_ascii=False)}\n"
+            "在调用上述函数时，请使用 Json"
             " 格式表示调用的参数。"
             for t in map(_fn, tools)
         )

@@ -48,8 +48,9 @@ EVAL_TEMPLATES['en'] = EvalTemplate(
 )
 
 # %% ../../nbs/70_eval.tasks.ipynb #295bd796
-EVAL_TEMPLATES['zh'] = EvalTemplate(system='以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n', choice='\n{choice}. {content}',
-                                    answer='\n答案：')
+EVAL_TEMPLATES['zh'] = EvalTemplate(system='以下是中国关于{subject}考试的单项选择题，'
+                                           '请选出其中的正确答案。\n\n',
+                                    choice='\n{choice}. {content}', answer='\n答案：')
 
 # %% ../../nbs/70_eval.tasks.ipynb #0a26cc71
 # MMLU, C-Eval, CMMLU

@@ -33,13 +33,14 @@ register_template(
 
 # %% ../../../nbs/26c_data.families.others.ipynb #1e613af9
 register_template(Template(
-    'deepseek3', format_user=F('<｜User｜>{{content}}<｜Assistant｜>'), format_assistant=F('{{content}}', {'eos_token'}),
-    format_prefix=F({'bos_token'})))
+    'deepseek3', format_user=F('<｜User｜>{{content}}<｜Assistant｜>'),
+    format_assistant=F('{{content}}', {'eos_token'}), format_prefix=F({'bos_token'})))
 
 # %% ../../../nbs/26c_data.families.others.ipynb #cfa4f5b9
 register_template(Template(
-    'deepseekr1', format_user=F('<｜User｜>{{content}}<｜Assistant｜>'), format_assistant=F('{{content}}', {'eos_token'}),
-    format_prefix=F({'bos_token'}), thought_words=('<think>\n', '\n</think>\n\n')))
+    'deepseekr1', format_user=F('<｜User｜>{{content}}<｜Assistant｜>'),
+    format_assistant=F('{{content}}', {'eos_token'}), format_prefix=F({'bos_token'}),
+    thought_words=('<think>\n', '\n</think>\n\n')))
 
 # %% ../../../nbs/26c_data.families.others.ipynb #ae8540a3
 register_template(Template(

@@ -76,7 +76,8 @@ register_template(
              format_user=F('<|role_start|>user<|role_end|>{{content}}<|turn_end|><|role_start|>assistant<|role_end|>'),
              format_assistant=F('{{content}}<|turn_end|>'),
              format_system=F('<|role_start|>system<|role_end|>{{content}}<|turn_end|>'),
-             default_system='你是Megrez-3B-Instruct，将针对用户的问题给出详细的、积极的回答。', stop_words=['<|turn_end|>'], replace_eos=True)
+             default_system='你是Megrez-3B-Instruct，将针对用户的问题给出详细的、积极的回答。',
+             stop_words=['<|turn_end|>'], replace_eos=True)
 )
 
 # %% ../../../nbs/26b_data.families.qwen.ipynb #5d5e3bbe
