@@ -23,7 +23,8 @@ SKIP_FLAGS = {'gpu', 'multigpu', 'hub'}                  # cells that need what 
 EXEC_VERSION = 2                                         # bump when `execute` changes: cached notebooks run again
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out
 EXPLAIN = [('Architecture', 'architecture.md'), ('The run folder', 'run-folder.md'),
-           ('trainer_log.jsonl', 'trainer-log.md'), ('How this site is built', 'site.md')]
+           ('trainer_log.jsonl', 'trainer-log.md'), ('Speed and memory', 'speed.md'),
+           ('How this site is built', 'site.md')]
 
 
 # ---------------------------------------------------------------- execution (in worker processes)

@@ -100,14 +100,17 @@ class PretrainCollator(PaddingCollator):
 
 @dataclass
 class PairwiseCollator(PaddingCollator):
-    "Chosen rows first, then rejected rows, in one padded batch of 2B."
+    "Chosen rows first, then rejected rows, in one padded batch of 2B (and precomputed `ref_logps` in that order)."
     def __call__(self, features:list[dict]) -> dict[str, torch.Tensor]:
         rows = [
             {k: f[f'{side}_{k}'] for k in ('input_ids', 'attention_mask', 'labels')}
             for side in ('chosen', 'rejected')
             for f in features
         ]
-        return self.pad(rows)
+        out = self.pad(rows)
+        if 'ref_chosen_logps' in features[0]:
+            out['ref_logps'] = torch.tensor([f[f'ref_{s}_logps'] for s in ('chosen', 'rejected') for f in features])
+        return out
 
 @dataclass
 class KTOCollator(PaddingCollator):
@@ -115,4 +118,6 @@ class KTOCollator(PaddingCollator):
     def __call__(self, features:list[dict]) -> dict[str, torch.Tensor]:
         out = {**self.pad(features), **self.pad(features, prefix='kl_')}
         out['kto_tags'] = torch.tensor([bool(f['kto_tags']) for f in features])
+        for k in ('ref_logps', 'ref_kl_logps'):   # precomputed by the reference (`precompute_ref_log_probs`)
+            if k in features[0]: out[k] = torch.tensor([f[k] for f in features])
         return out

@@ -140,6 +140,17 @@ class FinetuningArguments(RLHFArguments, ReferenceArguments, OFTArguments, LoraA
     compute_accuracy: bool = field(
         default=False, metadata={'help': 'sft eval: token accuracy of the argmax predictions (memory-safe).'}
     )
+    use_chunked_loss: bool = field(
+        default=True,
+        metadata={'help': 'Training losses from the final hidden states, a chunk of trained positions at a time: '
+                          'the full logits never exist (train.chunked). Off: the ordinary path.'},
+    )
+    padding_free: bool = field(
+        default=True,
+        metadata={'help': 'sft / pt / dpo / kto with use_chunked_loss: the rows of a right-padded batch repacked '
+                          'into fewer rows, kept apart by position ids, where the model and attention allow it '
+                          '(train.chunked).'},
+    )
 
     def __post_init__(self):
         super().__post_init__()

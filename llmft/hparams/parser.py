@@ -14,10 +14,10 @@ from .data import DataArguments
 from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
 from .checks import ConfigError, RunArgs, check_deepspeed, run_checks
+from .recipe import load_cfg, parse_overrides, read_config
 
 # %% auto #0
-__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'read_config', 'parse_overrides', 'load_cfg', 'split_cfg', 'get_train_args',
-           'resolved_config']
+__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'split_cfg', 'get_train_args', 'resolved_config']
 
 # %% ../../nbs/15_hparams.parser.ipynb #729cd6fe
 log = get_logger(__name__)
@@ -33,36 +33,6 @@ def _owner_of() -> dict[str, str]:
     return owner
 
 KEY_GROUP = _owner_of()
-
-# %% ../../nbs/15_hparams.parser.ipynb #5f2a62f0
-def read_config(path) -> dict[str, Any]:
-    "A YAML or JSON recipe as a flat dict; errors name the file."
-    path = Path(path)
-    if not path.is_file(): raise ConfigError(f'Config file not found: {path}')
-    text = path.read_text(encoding='utf-8')
-    try: cfg = json.loads(text) if path.suffix == '.json' else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e: raise ConfigError(f'{path}: not valid YAML/JSON: {e}') from None
-    if cfg is None: cfg = {}
-    if not isinstance(cfg, dict): raise ConfigError(f'{path}: expected a mapping of key: value, got '
-                                                    f'{type(cfg).__name__}.')
-    return cfg
-
-def parse_overrides(words:list[str]) -> dict[str, Any]:
-    "CLI words `key=value`, `--key=value` or `--key value` as a dict, values read as YAML scalars."
-    out, i = {}, 0
-    while i < len(words):
-        w = words[i].removeprefix('--') if words[i].startswith('--') else words[i]
-        if '=' in w: k, v = w.split('=', 1)
-        elif words[i].startswith('--') and i + 1 < len(words) and not words[i + 1].startswith('--'):
-            k, v = w, words[i + 1]
-            i += 1
-        elif words[i].startswith('--'):
-            k, v = w, 'true'
-        else:
-            raise ConfigError(f"Cannot read '{words[i]}': overrides are key=value (e.g. learning_rate=1e-4).")
-        out[k.strip()] = yaml.safe_load(v) if v != '' else None
-        i += 1
-    return out
 
 # %% ../../nbs/15_hparams.parser.ipynb #46906494
 _BOOL = {'true': True, 'yes': True, '1': True, 'on': True, 'false': False, 'no': False, '0': False, 'off': False}
@@ -100,14 +70,6 @@ def _fit_device(train:dict):
     train.setdefault('dataloader_pin_memory', False)
 
 # %% ../../nbs/15_hparams.parser.ipynb #55d38137
-def load_cfg(cfg) -> dict[str, Any]:
-    "A config given as a dict, a file path, or CLI words (`[path] key=value ...`) as one flat dict."
-    if isinstance(cfg, dict): return dict(cfg)
-    if isinstance(cfg, (str, Path)): return read_config(cfg)
-    words = list(cfg)
-    base = read_config(words.pop(0)) if words and '=' not in words[0] and not words[0].startswith('--') else {}
-    return {**base, **parse_overrides(words)}
-
 def split_cfg(cfg:dict) -> dict[str, dict]:
     "Sort flat keys into their groups, converting simple types; an unknown key names the closest valid one."
     groups = {g: {} for g in GROUPS}

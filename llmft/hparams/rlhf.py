@@ -35,6 +35,11 @@ class RLHFArguments:
         default=0.0, metadata={'help': 'dpo (sigmoid): robust DPO label smoothing in [0, 0.5).'}
     )
     simpo_gamma: float = field(default=0.5, metadata={'help': 'simpo: the target reward margin gamma.'})
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={'help': "dpo / kto: the reference model's log-probs computed once over the data before training, "
+                          'then read from each batch (pays from the second epoch).'},
+    )
     kto_chosen_weight: float = field(default=1.0, metadata={'help': 'kto: weight of the desirable examples\' loss.'})
     kto_rejected_weight: float = field(
         default=1.0, metadata={'help': 'kto: weight of the undesirable examples\' loss.'}

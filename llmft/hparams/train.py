@@ -24,6 +24,11 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     warmup_ratio: float = field(
         default=0.0, metadata={'help': 'Warm-up as a fraction of all steps (sets warmup_steps to this ratio).'}
     )
+    include_effective_tokens_per_second: bool = field(
+        default=False,
+        metadata={'help': "LLaMA-Factory's switch for effective_tokens_per_sec in train_results.json: llmft always "
+                          'writes it (trained tokens / train_runtime), so the key is accepted and changes nothing.'},
+    )
     average_tokens_across_devices: bool = field(
         default=False,
         metadata={

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
 from ..core import ConfigError, closest, get_logger, last_checkpoint, read_json, write_json
-from ..hparams.parser import read_config
+from ..hparams.recipe import read_config
 from .dist import ERROR_FILE_ENV, WORKER_ERROR, llmft_exe, worker_error
 from .report import SWEEP_FILE, SWEEP_POINT, RunInfo, metric_mode, read_run, summarize, write_report
 

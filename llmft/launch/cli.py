@@ -93,7 +93,7 @@ def cmd_sweep(args:list[str]) -> int:
     "llmft sweep SWEEP [key=value ...] [--list]: run the points of a sweep not done yet (exit 1 naming those that"
     " failed); --list only says what a run would do with each point."
     import signal
-    from llmft.hparams.parser import parse_overrides
+    from llmft.hparams.recipe import parse_overrides
     from llmft.launch.batch import plan, sweep, sweep_usage
     if args[:1] in (['-h'], ['--help']):
         print(sweep_usage())
@@ -119,12 +119,14 @@ def cmd_sweep(args:list[str]) -> int:
 # %% ../../nbs/89_launch.cli.ipynb #2e18ce97
 def cmd_train(args:list[str]) -> int:
     "llmft train CONFIG [key=value ...]: here, or re-launched under torchrun when several processes are asked for."
-    from llmft.hparams.parser import load_cfg
-    from llmft.launch.dist import in_distributed_worker, launch_settings, run_torchrun, torchrun_command
+    from llmft.hparams.recipe import load_cfg, prescan
+    from llmft.launch.dist import LAUNCH_KEYS, in_distributed_worker, launch_settings, run_torchrun, torchrun_command
     if not args:
         print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr)
         return 2
-    settings, cfg = launch_settings(load_cfg(args))
+    cfg = load_cfg(args)
+    prescan({k: v for k, v in cfg.items() if k not in LAUNCH_KEYS})   # unknown keys fail before torch loads
+    settings, cfg = launch_settings(cfg)
     if settings.get('nproc_per_node', 1) * settings.get('nnodes', 1) > 1 and not in_distributed_worker():
         cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
         print('Launching: ' + ' '.join(cmd), flush=True)
@@ -150,12 +152,12 @@ def left_out_summary(run_dir) -> str:
 # %% ../../nbs/89_launch.cli.ipynb #e349de96
 def cmd_check_data(args:list[str]) -> int:
     "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error."
-    from llmft.hparams.parser import load_cfg
+    from llmft.hparams.recipe import load_cfg, prescan
     from llmft.train.tuner import check_data
     if not args:
         print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr)
         return 2
-    cfg = load_cfg(args)
+    cfg = prescan(load_cfg(args))
     reports = check_data(cfg)
     for r in reports: print(r.summary())
     print('\n' + check_verdict(reports))
@@ -203,7 +205,7 @@ def cmd_keys(args:list[str]) -> int:
 # %% ../../nbs/89_launch.cli.ipynb #5a799711
 def _chat_model(args:list[str], usage:str):
     "The `ChatModel` of `RUN|RECIPE [key=value ...]`, or None after printing the usage."
-    from llmft.hparams.parser import parse_overrides
+    from llmft.hparams.recipe import parse_overrides
     from llmft.infer.chat import ChatModel
     pos = [a for a in args if '=' not in a]
     if len(pos) != 1:
@@ -262,7 +264,7 @@ def cmd_api(args:list[str]) -> int:
 # %% ../../nbs/89_launch.cli.ipynb #04dafbd1
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
-    from llmft.hparams.parser import parse_overrides
+    from llmft.hparams.recipe import parse_overrides
     from llmft.model.expand import expand_model
     pos = [a for a in args if '=' not in a and not a.startswith('--')]
     kw = parse_overrides([a for a in args if a not in pos])

@@ -13,7 +13,8 @@ from ..hparams.data import DataArguments
 from ..hparams.finetune import FinetuningArguments
 from ..hparams.model import ModelArguments
 from ..core import closest
-from ..hparams.parser import KEY_GROUP, load_cfg, parse_overrides, split_cfg
+from ..hparams.parser import KEY_GROUP, split_cfg
+from ..hparams.recipe import load_cfg, parse_overrides
 from ..hparams.train import GeneratingArguments
 from ..data.template import check_run_template
 from ..data.templates import get_template_and_fix_tokenizer

@@ -10,9 +10,10 @@ from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
-from .losses import dpo_loss, orpo_loss, simpo_loss, token_logps
+from .chunked import chunked_ok, model_logps
+from .losses import dpo_loss, orpo_loss, simpo_loss
 from .optim import create_custom_optimizer
-from .refs import create_ref_model, reference
+from .refs import create_ref_model, reference, with_reference
 from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks,
                                   train_and_save)
 
@@ -20,16 +21,15 @@ from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template,
 __all__ = ['PAIR_LOSSES', 'batch_logps', 'DPOTrainer', 'run_dpo']
 
 # %% ../../nbs/57_train.dpo.ipynb #c2bfc037
-def batch_logps(model, inputs:dict, prefix:str='') -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_logps(model, inputs:dict, prefix:str='', chunked:bool=True, padding_free:bool=True
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ("Summed label log-probs, trained-token counts and mean logit over the trained tokens, per row of `inputs[prefix "
-     "+ ...]`.")
-    out = model(
-        input_ids=inputs[prefix + 'input_ids'], attention_mask=inputs[prefix + 'attention_mask'], use_cache=False
-    )
-    logits = out[0] if isinstance(out, tuple) else out.logits
-    logps, mask = token_logps(logits, inputs[prefix + 'labels'])
+     "+ ...]`; `chunked`: without the full logits, `padding_free`: rows repacked (`train.chunked`).")
+    logps, mask, means = model_logps(model, inputs[prefix + 'labels'], chunked, padding_free,
+                                     input_ids=inputs[prefix + 'input_ids'],
+                                     attention_mask=inputs[prefix + 'attention_mask'])
     n = mask.sum(-1).clamp(min=1)
-    return logps.sum(-1), n, (logits[:, :-1].detach().float().mean(-1) * mask).sum(-1) / n
+    return logps.sum(-1), n, means.sum(-1) / n
 
 PAIR_LOSSES = {   # pref_loss -> f(finetuning_args, policy (chosen, rejected, n_chosen, n_rejected), reference or None)
     'sigmoid': lambda f, p, r: dpo_loss(p[0], p[1], r[0], r[1], f.pref_beta, 'sigmoid', f.dpo_label_smoothing),
@@ -43,12 +43,13 @@ class DPOTrainer(PreferenceMixin, Trainer):
      "adapters) is the reference.")
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f = self.finetuning_args
-        logps, n, logits = batch_logps(model, inputs)
+        how = dict(chunked=f.use_chunked_loss and chunked_ok(self), padding_free=f.padding_free)
+        logps, n, logits = batch_logps(model, inputs, **how)
         (c, r), (nc, nr) = logps.chunk(2), n.chunk(2)
-        ref = None
-        if f.use_ref_model:
+        ref = inputs['ref_logps'].chunk(2) if 'ref_logps' in inputs else None   # precompute_ref_log_probs
+        if f.use_ref_model and ref is None:
             with torch.no_grad(), reference(self.accelerator.unwrap_model(model), self.ref_model) as ref_m:
-                ref = batch_logps(ref_m, inputs)[0].chunk(2)
+                ref = batch_logps(ref_m, inputs, **how)[0].chunk(2)
         losses, rc, rr = PAIR_LOSSES[f.pref_loss](f, (c, r, nc, nr), ref)
         sft = -c / nc
         if f.pref_ftx > 0 and f.pref_loss != 'orpo': losses = losses + f.pref_ftx * sft   # orpo has its own SFT term
@@ -76,6 +77,10 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, generating_ar
     )
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the pairwise columns are not the model's inputs
+    if finetuning_args.precompute_ref_log_probs and finetuning_args.use_ref_model:
+        how = dict(chunked=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free)
+        fn = lambda m, b: dict(zip(('ref_chosen_logps', 'ref_rejected_logps'), batch_logps(m, b, **how)[0].chunk(2)))
+        ds = with_reference(ds, model, ref_model, collator, fn, training_args)
     trainer = DPOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          finetuning_args=finetuning_args, ref_model=ref_model,
                          callbacks=stage_callbacks(finetuning_args, training_args, callbacks),

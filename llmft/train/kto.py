@@ -10,10 +10,11 @@ from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import KTOCollator
 from ..model.loader import load_model, load_tokenizer
+from .chunked import chunked_ok
 from .dpo import batch_logps
 from .losses import kto_loss
 from .optim import create_custom_optimizer
-from .refs import create_ref_model, reference
+from .refs import create_ref_model, reference, with_reference
 from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks,
                                   train_and_save)
 
@@ -25,11 +26,14 @@ class KTOTrainer(PreferenceMixin, Trainer):
     "KTO on feedback batches: desirable / undesirable answers against a reference point estimated from the KL pairs."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f, tags = self.finetuning_args, inputs['kto_tags'].bool()
-        logps, n, logits = batch_logps(model, inputs)
+        how = dict(chunked=f.use_chunked_loss and chunked_ok(self), padding_free=f.padding_free)
+        logps, n, logits = batch_logps(model, inputs, **how)
         with torch.no_grad():
-            kl = batch_logps(model, inputs, 'kl_')[0]
-            with reference(self.accelerator.unwrap_model(model), self.ref_model) as ref_m:
-                ref, ref_kl = batch_logps(ref_m, inputs)[0], batch_logps(ref_m, inputs, 'kl_')[0]
+            kl = batch_logps(model, inputs, 'kl_', **how)[0]
+            ref, ref_kl = inputs.get('ref_logps'), inputs.get('ref_kl_logps')   # precompute_ref_log_probs
+            if ref is None:
+                with reference(self.accelerator.unwrap_model(model), self.ref_model) as ref_m:
+                    ref, ref_kl = batch_logps(ref_m, inputs, **how)[0], batch_logps(ref_m, inputs, 'kl_', **how)[0]
         losses, rc, rr, z = kto_loss(logps[tags], logps[~tags], kl, ref[tags], ref[~tags], ref_kl,
                                      f.pref_beta, f.kto_chosen_weight, f.kto_rejected_weight)
         loss = losses.mean()
@@ -52,6 +56,10 @@ def run_kto(model_args, data_args, training_args, finetuning_args, generating_ar
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
     collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the KL rows and tags are not the model's inputs
+    if finetuning_args.precompute_ref_log_probs:
+        how = dict(chunked=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free)
+        fn = lambda m, b: {'ref_logps': batch_logps(m, b, **how)[0], 'ref_kl_logps': batch_logps(m, b, 'kl_', **how)[0]}
+        ds = with_reference(ds, model, ref_model, collator, fn, training_args)
     trainer = KTOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          finetuning_args=finetuning_args, ref_model=ref_model,
                          callbacks=stage_callbacks(finetuning_args, training_args, callbacks),

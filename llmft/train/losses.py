@@ -20,7 +20,7 @@ def token_logps(logits:torch.Tensor,  # (B, L, V) next-token logits
      "predict label t+1).")
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     mask = labels != IGNORE_INDEX
-    logps = -F.cross_entropy(logits.transpose(1, 2), labels.masked_fill(~mask, 0), reduction='none')
+    logps = logits.log_softmax(-1).gather(-1, labels.masked_fill(~mask, 0)[..., None]).squeeze(-1)
     return logps * mask, mask
 
 def sequence_logps(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,11 +10,16 @@ from ..data.templates import get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PretrainCollator
 from ..model.loader import load_model, load_tokenizer
+from .chunked import ChunkedLossMixin
 from .optim import create_custom_optimizer
 from .workflow import RunResult, evaluate_into, save_template, stage_callbacks, train_and_save
 
 # %% auto #0
-__all__ = ['run_pt']
+__all__ = ['PTTrainer', 'run_pt']
+
+# %% ../../nbs/55a_train.pt.ipynb #e25e1ac3
+class PTTrainer(ChunkedLossMixin, Trainer):
+    "`Trainer` with the chunked causal-LM loss (`train.chunked`): the full logits never exist in training."
 
 # %% ../../nbs/55a_train.pt.ipynb #9d1de7ce
 def run_pt(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
@@ -26,9 +31,10 @@ def run_pt(model_args, data_args, training_args, finetuning_args, generating_arg
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len
     )
     collator = PretrainCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
-    trainer = Trainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
-                      callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-                      optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
+    trainer = PTTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
+                        callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                        optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None),
+                        use_chunked_loss=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free)
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train: train_and_save(trainer, training_args, finetuning_args, result)

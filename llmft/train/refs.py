@@ -6,12 +6,13 @@
 from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
+import torch
 from ..core import ConfigError, get_logger
 from ..hparams.finetune import FinetuningArguments
 from ..model.loader import load_model
 
 # %% auto #0
-__all__ = ['log', 'create_ref_model', 'reference', 'create_reward_model']
+__all__ = ['log', 'create_ref_model', 'reference', 'precompute_reference', 'with_reference', 'create_reward_model']
 
 # %% ../../nbs/53_train.refs.ipynb #90a4bc56
 log = get_logger(__name__)
@@ -34,6 +35,37 @@ def reference(model, ref_model):
     if ref_model is not None: yield ref_model
     else:
         with model.disable_adapter(): yield model
+
+# %% ../../nbs/53_train.refs.ipynb #ceedc42b
+def precompute_reference(dataset,              # a tokenized dataset (or None)
+                         model, ref_model,     # the policy and `create_ref_model`'s reference (or None: adapters off)
+                         collator,             # the stage's collator
+                         fn,                   # f(reference model, batch) -> {column: (rows,) tensor}
+                         batch_size:int=8,
+                         device=None,          # where to run (default: the model's device)
+                        ):
+    "`dataset` with the columns `fn` returns, computed once over it by the reference model: eval mode, no gradients."
+    if dataset is None: return None
+    was_training, cols = model.training, {}
+    if device is not None:
+        model.to(device)
+        if ref_model is not None: ref_model.to(device)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad(), reference(model, ref_model) as ref_m:
+        for s in range(0, len(dataset), batch_size):
+            batch = collator([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            for k, v in fn(ref_m, batch).items(): cols.setdefault(k, []).extend(v.float().cpu().tolist())
+    model.train(was_training)
+    for k, v in cols.items(): dataset = dataset.add_column(k, v)
+    log.info(f'Reference log-probs computed once for {len(dataset)} rows: {", ".join(cols)}.')
+    return dataset
+
+def with_reference(ds:dict, model, ref_model, collator, fn, training_args) -> dict:
+    "Every dataset of a stage's `ds` (train, eval) through `precompute_reference`, on the training device."
+    return {k: precompute_reference(v, model, ref_model, collator, fn, training_args.per_device_eval_batch_size,
+                                    training_args.device) if hasattr(v, 'add_column') else v for k, v in ds.items()}
 
 # %% ../../nbs/53_train.refs.ipynb #6dfe9345
 def create_reward_model(tokenizer, model_args, finetuning_args, training_args=None):

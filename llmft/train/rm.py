@@ -4,7 +4,7 @@
 
 # %% ../../nbs/56_train.rm.ipynb #52a3868b
 from __future__ import annotations
-import json
+import contextlib, json
 from pathlib import Path
 import torch
 from transformers import Trainer
@@ -12,6 +12,7 @@ from ..data.templates import get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
+from .chunked import chunked_ok, headless, lm_head_of
 from .losses import last_token_scores, pairwise_loss
 from .optim import create_custom_optimizer
 from .workflow import (RunResult, StageMetricsMixin, load_with_value_head, save_with_value_head,
@@ -31,9 +32,19 @@ class RewardTrainer(StageMetricsMixin, Trainer):
     "Pairwise reward-model training: loss -log sigmoid(r_chosen - r_rejected) on the value head's last-token scores."
     loss_is_scaled_for_ga = False   # a mean over pairs: the Trainer divides by the accumulation steps
 
+    def __init__(self, *args, use_chunked_loss:bool=True, **kw):
+        super().__init__(*args, **kw)
+        self.skip_logits = use_chunked_loss and chunked_ok(self)   # the LM head's logits are not needed
+
     def scores(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         "The scores of the chosen and the rejected rows."
-        _, _, values = model(input_ids=inputs['input_ids'], attention_mask=inputs['attention_mask'], use_cache=False)
+        skip = self.skip_logits and lm_head_of(model) is not None
+        # the scores need no vocabulary logits. Rows are not repacked: the value head's dropout would draw other random
+        # numbers for another shape, so the loss would no longer be the padded batch's
+        with headless(model) if skip else contextlib.nullcontext():
+            _, _, values = model(
+                input_ids=inputs['input_ids'], attention_mask=inputs['attention_mask'], use_cache=False
+            )
         return last_token_scores(values, inputs['attention_mask']).float().chunk(2)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -77,7 +88,8 @@ def run_rm(model_args, data_args, training_args, finetuning_args, generating_arg
     trainer = RewardTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                             compute_metrics=pair_accuracy,
                             callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-                            optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
+                            optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None),
+                            use_chunked_loss=finetuning_args.use_chunked_loss)
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train:

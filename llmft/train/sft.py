@@ -13,6 +13,7 @@ from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import SFTCollator
 from ..model.loader import compute_dtype, load_model, load_tokenizer
+from .chunked import ChunkedLossMixin
 from .metrics import ComputeAccuracy, ComputeSimilarity, decode_rows, eval_logit_processor
 from .optim import create_custom_optimizer
 from .workflow import RunResult, evaluate_into, record, save_template, stage_callbacks, train_and_save
@@ -23,8 +24,9 @@ __all__ = ['log', 'SFTTrainer', 'generation_kwargs', 'save_predictions', 'run_sf
 # %% ../../nbs/55_train.sft.ipynb #340d33a5
 log = get_logger(__name__)
 
-class SFTTrainer(Seq2SeqTrainer):
-    "`Seq2SeqTrainer` whose generated predictions are the new tokens only (decoder-only models echo the prompt)."
+class SFTTrainer(ChunkedLossMixin, Seq2SeqTrainer):
+    ("`Seq2SeqTrainer` with the chunked training loss, whose generated predictions are the new tokens only "
+     "(decoder-only models echo the prompt).")
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if not self.args.predict_with_generate or prediction_loss_only:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
@@ -69,6 +71,7 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
         metrics = {'compute_metrics': ComputeAccuracy(), 'preprocess_logits_for_metrics': eval_logit_processor}
     trainer = SFTTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          **metrics, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         use_chunked_loss=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free,
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)

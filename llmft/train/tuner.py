@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from transformers import set_seed
 from ..core import ARGS_FILE, ConfigError, get_logger
-from ..hparams.parser import get_train_args, load_cfg, resolved_config
+from ..hparams.parser import get_train_args, resolved_config
+from ..hparams.recipe import load_cfg
 from .workflow import RunResult
 from .pt import run_pt
 from .sft import run_sft

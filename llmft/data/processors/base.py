@@ -40,6 +40,8 @@ class DatasetProcessor:
     def __init__(self, template, tokenizer, data_args):
         self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
         self._tail_ids: dict[str, list[int]] = {}
+        # read once: a tokenizer's `eos_token_id` looks the token up on every access (0.3 s per 20k rows)
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
 
     def encode_conversations(self, convs:list[list[dict]], systems:list[str], tools:list[str]|None=None,
                              last_only:bool=False,

@@ -30,7 +30,7 @@ class FeedbackDatasetProcessor(DatasetProcessor):
         tools = list(batch.get('_tools') or [None] * n) * 2
         tails = []
         turns = self.encode_conversations(convs, list(batch['_system']) * 2, tools, last_only=True, tails=tails)
-        eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
+        eos = [self.eos_id] if self.template.efficient_eos else []
         out = {
             k: []
             for k in ('input_ids', 'attention_mask', 'labels', 'kl_input_ids', 'kl_attention_mask', 'kl_labels',

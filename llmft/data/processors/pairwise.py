@@ -21,7 +21,7 @@ class PairwiseDatasetProcessor(DatasetProcessor):
         tools = [t for t in (batch.get('_tools') or [None] * len(batch['_system'])) for _ in (0, 1)]
         tails = []
         turns = self.encode_conversations(convs, systems, tools, last_only=True, tails=tails)
-        eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
+        eos = [self.eos_id] if self.template.efficient_eos else []
         out = {f'{k}_{c}': [] for k in ('chosen', 'rejected') for c in ('input_ids', 'attention_mask', 'labels')}
         for i in range(0, len(turns), 2):
             prompt, chosen = join_pairs(turns[i])

@@ -18,7 +18,7 @@ class SupervisedDatasetProcessor(DatasetProcessor):
     def encode_pairs(self, pairs:list[tuple]) -> tuple[list[int], list[int]]:
         "Join (prompt, response, prompt tail) triples into one sequence and labels within `cutoff_len` (`fit_pair`);"
         " turns whose header does not fit are left out."
-        d, eos = self.data_args, self.tokenizer.eos_token_id
+        d, eos = self.data_args, self.eos_id
         efficient, cutoff = self.template.efficient_eos, self.data_args.cutoff_len - self.reserve
         total = 1 if efficient else 0
         if d.mask_history: pairs = pairs[::-1]  # the last turn gets the budget first
@@ -94,7 +94,7 @@ class PackedSupervisedDatasetProcessor(SupervisedDatasetProcessor):
                 mask += [seg if neat else 1] * k
                 pos += list(range(k))
             pad = n - len(ids)  # at least one
-            ids += [self.tokenizer.pad_token_id] * pad
+            ids += [self.pad_id] * pad
             labels += [IGNORE_INDEX] * pad
             mask += [0 if neat else 1] * pad
             pos += [0] * pad

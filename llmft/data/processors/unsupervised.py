@@ -17,7 +17,7 @@ class UnsupervisedDatasetProcessor(DatasetProcessor):
         empty = {'role': 'assistant', 'content': ''}
         convs = [p + (r[:1] if r else [empty]) for p, r in zip(batch['_prompt'], batch['_response'])]
         out = {'input_ids': [], 'attention_mask': [], 'labels': []}
-        eos = [self.tokenizer.eos_token_id] if self.template.efficient_eos else []
+        eos = [self.eos_id] if self.template.efficient_eos else []
         tails = []
         turns = self.encode_conversations(convs, batch['_system'], batch.get('_tools'), tails=tails)
         for t, tail, r in zip(turns, tails, batch['_response']):
