@@ -127,19 +127,13 @@ def packed_inputs(input_ids:torch.Tensor, lengths:list[int], plan:tuple
                  ) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
     "The repacked `input_ids` and `position_ids` (restarting at 0 in each row's span), and where each token went."
     bins, offs, n_bins = plan
-    cap, dev = max(lengths), input_ids.device
-    ids = input_ids.new_zeros(n_bins, cap)
-    pos = torch.arange(cap, device=dev).repeat(n_bins, 1)   # a bin's free tail: after every span, seen by none
-    src_row, src_col, dst_row, dst_col = [], [], [], []
-    for i, n in enumerate(lengths):
-        ids[bins[i], offs[i]:offs[i] + n] = input_ids[i, :n]
-        pos[bins[i], offs[i]:offs[i] + n] = torch.arange(n, device=dev)
-        src_row += [i] * n
-        src_col += range(n)
-        dst_row += [bins[i]] * n
-        dst_col += range(offs[i], offs[i] + n)
-    as_index = lambda r, c: (torch.tensor(r, device=dev), torch.tensor(c, device=dev))
-    return ids, pos, as_index(src_row, src_col), as_index(dst_row, dst_col)
+    dev, n = input_ids.device, torch.tensor(lengths, device=input_ids.device)
+    each = lambda x: torch.repeat_interleave(torch.as_tensor(x, device=dev), n)   # one value per token of each row
+    col = torch.arange(int(n.sum()), device=dev) - each(n.cumsum(0) - n)        # a token's place in its row
+    src, dst = (each(range(len(lengths))), col), (each(bins), each(offs) + col)
+    ids = input_ids.new_zeros(n_bins, max(lengths)).index_put(dst, input_ids[src])
+    pos = torch.arange(max(lengths), device=dev).repeat(n_bins, 1).index_put(dst, col)   # free tails: seen by none
+    return ids, pos, src, dst
 
 # %% ../../nbs/54c_train.chunked.ipynb #4279d5c3
 def supports_packing(model) -> bool:
