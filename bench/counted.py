@@ -3,8 +3,9 @@
 
 CLI is `llmft` or `llamafactory-cli`; both run `transformers.Trainer` in-process on a CPU. The trained tokens are counted
 the same way for both: labels != -100 of every batch handed to `Trainer.training_step`. Writes OUT.json with the wall time
-from process start, the trained tokens, the batches, the peak RSS (MiB) and the exit status. Imports neither framework
-before its own entry point runs, so the wall time holds each one's own imports. Used by bench/train.py.
+from process start, the trained tokens, the batches, the peak RSS (MiB) and the exit status. Before the entry point it
+imports only transformers' `Trainer` (to count), which both frameworks import anyway, so the wall time holds each
+one's own imports. Used by bench/train.py.
 """
 import json, resource, sys, time
 

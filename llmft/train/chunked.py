@@ -15,7 +15,7 @@ from .losses import token_logps
 # %% auto #0
 __all__ = ['CHUNKED_MODEL_TYPES', 'CHUNK_LOGITS', 'PACKED_ATTENTION', 'causal_lm', 'lm_head_of', 'headless', 'LinearLogps',
            'chunk_rows', 'head_logps', 'right_padded_lengths', 'repack', 'packed_inputs', 'supports_packing',
-           'packed_forward', 'final_hidden', 'model_logps', 'chunked_ok', 'ChunkedLossMixin']
+           'final_hidden', 'model_logps', 'chunked_ok', 'logps_options', 'ChunkedLossMixin']
 
 # %% ../../nbs/54c_train.chunked.ipynb #63ae2c01
 CHUNKED_MODEL_TYPES = ('llama', 'mistral', 'mixtral', 'qwen2', 'qwen2_moe', 'qwen3', 'qwen3_moe', 'phi3', 'gemma',
@@ -142,22 +142,20 @@ def supports_packing(model) -> bool:
     cfg = causal_lm(model).config
     return lm_head_of(model) is not None and getattr(cfg, '_attn_implementation', None) in PACKED_ATTENTION
 
-def packed_forward(model, padding_free:bool=True, **inputs):
-    ("`model(**inputs)`, with the rows of a right-padded batch repacked into fewer rows when `padding_free` and the "
-     "model allow it; returns the output and `unpack`, which puts a (rows, length, ...) tensor of it back in place.")
+def final_hidden(model, padding_free:bool=True, **inputs) -> torch.Tensor:
+    ("The final hidden states (B, L, H) of a headless forward pass; `padding_free` runs the rows of a right-padded "
+     "batch repacked into fewer rows (where the model allows it) and puts the states back in place.")
     lengths = right_padded_lengths(inputs.get('attention_mask'))
     plain = not padding_free or lengths is None or set(inputs) != {'input_ids', 'attention_mask'}
     plan = None if plain or not supports_packing(model) else repack(lengths.tolist())
-    if plan is None: return model(**inputs, use_cache=False), lambda t: t
-    ids, pos, src, dst = packed_inputs(inputs['input_ids'], lengths.tolist(), plan)
-    shape = inputs['input_ids'].shape
-    unpack = lambda t: t.new_zeros(*shape, *t.shape[2:]).index_put(src, t[dst])
-    return model(input_ids=ids, position_ids=pos, use_cache=False), unpack
-
-def final_hidden(model, padding_free:bool=True, **inputs) -> torch.Tensor:
-    "The final hidden states (B, L, H) of a headless forward pass (`packed_forward`)."
-    with headless(model): out, unpack = packed_forward(model, padding_free, **inputs)
-    return unpack(out[0] if isinstance(out, tuple) else out.logits)
+    with headless(model):
+        if plan is None: out = model(**inputs, use_cache=False)
+        else:
+            ids, pos, src, dst = packed_inputs(inputs['input_ids'], lengths.tolist(), plan)
+            out = model(input_ids=ids, position_ids=pos, use_cache=False)
+    hidden = out[0] if isinstance(out, tuple) else out.logits
+    if plan is None: return hidden
+    return hidden.new_zeros(*inputs['input_ids'].shape, hidden.shape[-1]).index_put(src, hidden[dst])
 
 # %% ../../nbs/54c_train.chunked.ipynb #cdcbd468
 def model_logps(model,                 # a causal LM (PEFT, value head and DDP wrappers allowed)
@@ -188,6 +186,11 @@ def chunked_ok(trainer) -> bool:
     "Whether this trainer's model may take the chunked path: not under FSDP or DeepSpeed, which shard the head."
     acc = trainer.accelerator
     return getattr(acc.state, 'fsdp_plugin', None) is None and getattr(acc.state, 'deepspeed_plugin', None) is None
+
+def logps_options(finetuning_args, trainer=None) -> dict:
+    "`chunked` / `padding_free` for `model_logps` from the run's switches (and, given a trainer, `chunked_ok`)."
+    ok = trainer is None or chunked_ok(trainer)
+    return dict(chunked=finetuning_args.use_chunked_loss and ok, padding_free=finetuning_args.padding_free)
 
 class ChunkedLossMixin:
     ("`Trainer` mixin: the causal-LM training loss from `model_logps`, so the full logits never exist; evaluation "

@@ -10,7 +10,7 @@ from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
-from .chunked import chunked_ok, model_logps
+from .chunked import logps_options, model_logps
 from .losses import dpo_loss, orpo_loss, simpo_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference, with_reference
@@ -43,7 +43,7 @@ class DPOTrainer(PreferenceMixin, Trainer):
      "adapters) is the reference.")
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f = self.finetuning_args
-        how = dict(chunked=f.use_chunked_loss and chunked_ok(self), padding_free=f.padding_free)
+        how = logps_options(f, self)
         logps, n, logits = batch_logps(model, inputs, **how)
         (c, r), (nc, nr) = logps.chunk(2), n.chunk(2)
         ref = inputs['ref_logps'].chunk(2) if 'ref_logps' in inputs else None   # precompute_ref_log_probs
@@ -78,7 +78,7 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, generating_ar
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the pairwise columns are not the model's inputs
     if finetuning_args.precompute_ref_log_probs and finetuning_args.use_ref_model:
-        how = dict(chunked=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free)
+        how = logps_options(finetuning_args)
         fn = lambda m, b: dict(zip(('ref_chosen_logps', 'ref_rejected_logps'), batch_logps(m, b, **how)[0].chunk(2)))
         ds = with_reference(ds, model, ref_model, collator, fn, training_args)
     trainer = DPOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,

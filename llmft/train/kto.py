@@ -10,7 +10,7 @@ from ..data.templates import get_template, get_template_and_fix_tokenizer
 from ..data.pipeline import get_dataset
 from ..data.collators import KTOCollator
 from ..model.loader import load_model, load_tokenizer
-from .chunked import chunked_ok
+from .chunked import logps_options
 from .dpo import batch_logps
 from .losses import kto_loss
 from .optim import create_custom_optimizer
@@ -26,7 +26,7 @@ class KTOTrainer(PreferenceMixin, Trainer):
     "KTO on feedback batches: desirable / undesirable answers against a reference point estimated from the KL pairs."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f, tags = self.finetuning_args, inputs['kto_tags'].bool()
-        how = dict(chunked=f.use_chunked_loss and chunked_ok(self), padding_free=f.padding_free)
+        how = logps_options(f, self)
         logps, n, logits = batch_logps(model, inputs, **how)
         with torch.no_grad():
             kl = batch_logps(model, inputs, 'kl_', **how)[0]
@@ -57,7 +57,7 @@ def run_kto(model_args, data_args, training_args, finetuning_args, generating_ar
     collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     training_args.remove_unused_columns = False   # the KL rows and tags are not the model's inputs
     if finetuning_args.precompute_ref_log_probs:
-        how = dict(chunked=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free)
+        how = logps_options(finetuning_args)
         fn = lambda m, b: {'ref_logps': batch_logps(m, b, **how)[0], 'ref_kl_logps': batch_logps(m, b, 'kl_', **how)[0]}
         ds = with_reference(ds, model, ref_model, collator, fn, training_args)
     trainer = KTOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
