@@ -23,7 +23,7 @@ $(VENV)/.installed: settings.ini setup.py
 	  echo "No CUDA GPU: installing the CPU build $(TORCH_CPU) first"; \
 	  $(PY) -m pip install -q "$(TORCH_CPU)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)); \
 	fi
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,optim,trackers]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MAKE) --no-print-directory browser
 	touch $@

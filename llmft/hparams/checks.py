@@ -17,7 +17,8 @@ from .train import TrainingArguments, GeneratingArguments
 __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset',
            'check_eval_has_data', 'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates',
            'check_sft_only_options', 'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter',
-           'check_ppo', 'check_stage_finetuning', 'resolve_output_dir', 'run_checks', 'check_deepspeed']
+           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
+           'resolve_output_dir', 'run_checks', 'check_deepspeed']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -124,6 +125,30 @@ def check_stage_finetuning(a:RunArgs):
     if f.stage in ('rm', 'ppo', 'dpo', 'kto') and f.finetuning_type == 'oft':
         raise ConfigError(f"finetuning_type oft is available for stages pt and sft, not '{f.stage}': use lora.")
 
+# %% ../../nbs/14_hparams.checks.ipynb #95a53fac
+def check_optimizer(a:RunArgs):
+    "GaLore and APOLLO project the gradients of whole weight matrices: they train full or freeze models, not adapters."
+    f = a.finetuning
+    if f.custom_optimizer in ('galore', 'apollo') and f.finetuning_type not in ('full', 'freeze'):
+        raise ConfigError(f"use_{f.custom_optimizer} needs finetuning_type full or freeze, not '{f.finetuning_type}'.")
+
+def check_sft_loss(a:RunArgs):
+    "The DFT / ASFT / EAFT losses weight the sft loss only."
+    f = a.finetuning
+    if f.sft_loss != 'ce' and f.stage != 'sft':
+        raise ConfigError(f"use_{f.sft_loss}_loss weights the sft loss: it applies to stage sft, not '{f.stage}'.")
+
+def resolve_early_stopping(a:RunArgs):
+    "early_stopping_steps needs evaluations to compare; the metric defaults to the eval loss (lower is better)."
+    f, t = a.finetuning, a.training
+    if f.early_stopping_steps is None: return
+    if f.early_stopping_steps < 1:
+        raise ConfigError(f'early_stopping_steps must be >= 1, got {f.early_stopping_steps}.')
+    if t.eval_strategy.value == 'no':
+        raise ConfigError('early_stopping_steps compares evaluations: set eval_strategy: steps (with eval_steps) or '
+                          'epoch, and an eval set (eval_dataset or val_size).')
+    if t.metric_for_best_model is None: t.metric_for_best_model, t.greater_is_better = 'loss', False
+
 # %% ../../nbs/14_hparams.checks.ipynb #1fb870e4
 def resolve_output_dir(a:RunArgs):
     "A non-empty output_dir is refused, resumed from its last checkpoint, or (overwrite_output_dir) trained over."
@@ -151,7 +176,7 @@ def resolve_output_dir(a:RunArgs):
 CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data,
           check_generate_only_sft, resolve_shuffling, check_sft_predict_generates, check_sft_only_options,
           resolve_packing, resolve_neat_packing, check_quantization_needs_adapter, check_ppo, check_stage_finetuning,
-          resolve_output_dir]
+          check_optimizer, check_sft_loss, resolve_early_stopping, resolve_output_dir]
 
 # %% ../../nbs/14_hparams.checks.ipynb #a2c6c688
 def run_checks(a:RunArgs) -> RunArgs:

@@ -128,6 +128,8 @@ class ProcessingArguments:
 @dataclass
 class DataArguments(ProcessingArguments, TemplateArguments, DatasetArguments):
     "Which datasets and template to use, and how to preprocess them."
+    eval_num_beams: Optional[int] = field(default=None, metadata={
+        'help': 'sft with predict_with_generate: the beams of evaluation and prediction (over num_beams).'})
 
     def __post_init__(self):
         self.dataset = _split_names(self.dataset)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 from ..core import STAGES, closest
+from .optim import OptimizerArguments
 from .rlhf import RLHFArguments
 
 # %% auto #0
-__all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'FreezeArguments', 'LoraArguments', 'OFTArguments', 'ReferenceArguments',
-           'FinetuningArguments']
+__all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'SFT_LOSSES', 'FreezeArguments', 'LoraArguments', 'OFTArguments',
+           'ReferenceArguments', 'SFTLossArguments', 'FinetuningArguments']
 
 # %% ../../nbs/12_hparams.finetune.ipynb #13737893
 FINETUNING_TYPES = ('full', 'freeze', 'lora', 'oft')
@@ -94,6 +95,8 @@ class OFTArguments:
     )
     oft_block_size: int = field(default=32, metadata={'help': 'oft: size of each orthogonal block.'})
     oft_target: str = field(default='all', metadata={'help': 'oft: module names to adapt, comma-separated, or all.'})
+    module_dropout: float = field(default=0.0, metadata={
+        'help': 'oft: the probability of leaving a whole OFT block out of a training step (multiplicative dropout).'})
 
 # %% ../../nbs/12_hparams.finetune.ipynb #47cb402c
 @dataclass
@@ -115,36 +118,55 @@ class ReferenceArguments:
         },
     )
 
+# %% ../../nbs/12_hparams.finetune.ipynb #d8453ee9
+SFT_LOSSES = {'use_dft_loss': 'dft', 'use_asft_loss': 'asft', 'use_eaft_loss': 'eaft'}
+
+@dataclass
+class SFTLossArguments:
+    "sft: the token-weighted variants of the cross-entropy loss (DFT, ASFT, EAFT), as LLaMA-Factory names them."
+    use_dft_loss: bool = field(default=False, metadata={
+        'help': "sft: DFT, each token's loss scaled by its own probability (detached) (Wu et al., 2025)."})
+    use_asft_loss: bool = field(default=False, metadata={
+        'help': 'sft: ASFT, the DFT loss plus asft_alpha x KL(reference || policy) over the trained tokens.'})
+    asft_alpha: float = field(default=0.1, metadata={'help': 'sft: the weight of the KL term of ASFT.'})
+    use_eaft_loss: bool = field(default=False, metadata={
+        'help': "sft: EAFT, each token's loss scaled by (entropy of its top-20 distribution / 3) ** eaft_alpha."})
+    eaft_alpha: float = field(default=1.0, metadata={'help': 'sft: the power of the EAFT weight.'})
+
+    def __post_init__(self):
+        on = [k for k in SFT_LOSSES if getattr(self, k)]
+        if len(on) > 1: raise ValueError(f'{" and ".join(on)} cannot be combined: choose one sft loss.')
+        if hasattr(super(), '__post_init__'): super().__post_init__()
+
+    @property
+    def sft_loss(self) -> str:
+        "ce, dft, asft or eaft."
+        return next((v for k, v in SFT_LOSSES.items() if getattr(self, k)), 'ce')
+
 # %% ../../nbs/12_hparams.finetune.ipynb #23a30fed
 @dataclass
-class FinetuningArguments(RLHFArguments, ReferenceArguments, OFTArguments, LoraArguments, FreezeArguments):
+class FinetuningArguments(SFTLossArguments, OptimizerArguments, RLHFArguments, ReferenceArguments, OFTArguments,
+                          LoraArguments, FreezeArguments):
     "The training stage, which parameters train, and run-level switches."
     stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
-    finetuning_type: str = field(
-        default='lora', metadata={'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'}
-    )
-    use_llama_pro: bool = field(
-        default=False,
-        metadata={'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'},
-    )
-    pure_bf16: bool = field(
-        default=False, metadata={'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'}
-    )
-    plot_loss: bool = field(
-        default=False, metadata={'help': 'Save the loss curve (training_loss.html / .png) after training.'}
-    )
-    disable_shuffling: bool = field(
-        default=False,
-        metadata={'help': 'Read the training set in order (a sequential sampler) instead of shuffling it.'},
-    )
-    compute_accuracy: bool = field(
-        default=False, metadata={'help': 'sft eval: token accuracy of the argmax predictions (memory-safe).'}
-    )
-    use_chunked_loss: bool = field(
-        default=True,
-        metadata={'help': 'Training losses from the final hidden states, a chunk of trained positions at a time: '
-                          'the full logits never exist (train.chunked). Off: the ordinary path.'},
-    )
+    finetuning_type: str = field(default='lora', metadata={
+        'help': f'Which parameters train: one of {", ".join(FINETUNING_TYPES)}.'})
+    use_llama_pro: bool = field(default=False, metadata={
+        'help': 'LLaMA-Pro: train only the expanded (identity-initialised) blocks, every n-th layer.'})
+    pure_bf16: bool = field(default=False, metadata={
+        'help': 'Keep trainable parameters in bfloat16 instead of upcasting them to float32.'})
+    plot_loss: bool = field(default=False, metadata={
+        'help': 'Save the loss curve (training_loss.html / .png) after training.'})
+    disable_shuffling: bool = field(default=False, metadata={
+        'help': 'Read the training set in order (a sequential sampler) instead of shuffling it.'})
+    compute_accuracy: bool = field(default=False, metadata={
+        'help': 'sft eval: token accuracy of the argmax predictions (memory-safe).'})
+    use_chunked_loss: bool = field(default=True, metadata={
+        'help': 'Training losses from the final hidden states, a chunk of trained positions at a time: '
+                'the full logits never exist (train.chunked). Off: the ordinary path.'})
+    early_stopping_steps: Optional[int] = field(default=None, metadata={
+        'help': 'Stop training after this many evaluations in a row without a better metric_for_best_model '
+                '(default: the eval loss); needs eval_strategy steps or epoch.'})
     padding_free: bool = field(
         default=True,
         metadata={'help': 'sft / pt / dpo / kto with use_chunked_loss: the rows of a right-padded batch repacked '

@@ -9,9 +9,10 @@ from ..core import closest
 from .checks import CHECKS, check_deepspeed
 from .evaluation import EvaluationArguments
 from .parser import GROUPS
+from .unsupported import UNSUPPORTED
 
 # %% auto #0
-__all__ = ['ALL_GROUPS', 'TABLE_HEAD', 'KeyInfo', 'key_reference', 'keys_text', 'keys_markdown', 'no_match_message']
+__all__ = ['ALL_GROUPS', 'LF_ONLY', 'TABLE_HEAD', 'KeyInfo', 'key_reference', 'keys_text', 'keys_markdown', 'no_match_message']
 
 # %% ../../nbs/16_hparams.keys.ipynb #923cfbe5
 @dataclasses.dataclass
@@ -66,7 +67,16 @@ def key_reference(pattern:str|None=None, # a key name, part of one, or a glob su
             hit = re.compile(rf"[.'\"]{re.escape(f.name)}\b")
             out.append(KeyInfo(f.name, group, _section(cls, f.name), _type(f), _default(f),
                                f.metadata.get('help', '').strip(), [n for n, s in readers.items() if hit.search(s)]))
-    return out
+    return out + [_lf_only(k, u) for k, u in UNSUPPORTED.items() if _matches(k, pattern)]
+
+LF_ONLY = 'LLaMA-Factory only'
+
+def _lf_only(key:str, u) -> KeyInfo:
+    "A LLaMA-Factory key llmft does not carry, as a row of the reference."
+    what = f'Accepted, no effect: {u.why}.' if u.any_value else f'Not supported: {u.why}. Instead: {u.instead}.'
+    if not u.any_value: what += " LLaMA-Factory's default is accepted."
+    return KeyInfo(key, LF_ONLY, f'llamafactory.{u.group}', type(u.default).__name__, repr(u.default), what,
+                   ['drop_unsupported'])
 
 def _matches(name:str, pattern:str|None) -> bool:
     if not pattern: return True

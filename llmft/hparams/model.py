@@ -5,11 +5,13 @@
 # %% ../../nbs/10_hparams.model.ipynb #294e5705
 from __future__ import annotations
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
+import yaml
 
 # %% auto #0
-__all__ = ['INFER_DTYPES', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'QuantizationArguments', 'ModelPatchArguments',
-           'ModelArguments']
+__all__ = ['INFER_DTYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'QuantizationArguments',
+           'ModelPatchArguments', 'VocabArguments', 'ModelArguments']
 
 # %% ../../nbs/10_hparams.model.ipynb #058b0883
 INFER_DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
@@ -87,9 +89,55 @@ class ModelPatchArguments:
         },
     )
 
+# %% ../../nbs/10_hparams.model.ipynb #d182a369
+INIT_SPECIAL = ('noise_init', 'desc_init', 'desc_init_w_noise')
+
+def _words(v) -> list[str]|None:
+    "A comma-separated string (or a list) as a list of stripped words; None stays None."
+    if v is None: return None
+    return [w.strip() for w in (v.split(',') if isinstance(v, str) else v) if w.strip()]
+
+@dataclass
+class VocabArguments:
+    "Tokens added to the tokenizer, and where the embeddings of new tokens start."
+    split_special_tokens: bool = field(default=False, metadata={
+        'help': 'Tokenize the text of special tokens in the data as plain text, not as the special tokens.'})
+    add_tokens: Optional[str] = field(default=None, metadata={
+        'help': 'Ordinary tokens to add to the tokenizer, comma-separated (turns resize_vocab on).'})
+    add_special_tokens: Optional[str] = field(default=None, metadata={
+        'help': 'Special tokens to add to the tokenizer, comma-separated (turns resize_vocab on).'})
+    new_special_tokens_config: Optional[str] = field(default=None, metadata={
+        'help': 'A YAML file of `token: description`: its tokens are added as special tokens (over add_special_tokens),'
+                ' and desc_init starts each from the mean embedding of its description.'})
+    init_special_tokens: str = field(default='noise_init', metadata={
+        'help': 'Where new embedding rows start: noise_init (the mean embedding plus Gaussian noise), desc_init (the '
+                'mean embedding of the description), desc_init_w_noise (that plus noise).'})
+
+    def __post_init__(self):
+        self.add_tokens, self.add_special_tokens = _words(self.add_tokens), _words(self.add_special_tokens)
+        self.token_descriptions = _descriptions(self.new_special_tokens_config)
+        if self.token_descriptions: self.add_special_tokens = list(self.token_descriptions)
+        if self.init_special_tokens not in INIT_SPECIAL:
+            raise ValueError(f'init_special_tokens must be one of {list(INIT_SPECIAL)}, '
+                             f"got '{self.init_special_tokens}'.")
+        if self.init_special_tokens != 'noise_init' and not self.token_descriptions:
+            raise ValueError(f'init_special_tokens: {self.init_special_tokens} starts each new token from its '
+                             'description: name the YAML file of `token: description` in new_special_tokens_config.')
+        if hasattr(super(), '__post_init__'): super().__post_init__()
+
+def _descriptions(path) -> dict[str, str]|None:
+    "The `token: description` mapping of a YAML file; errors name the file."
+    if path is None: return None
+    p = Path(path)
+    if not p.is_file(): raise ValueError(f'new_special_tokens_config: file not found: {p}')
+    d = yaml.safe_load(p.read_text(encoding='utf-8'))
+    if not isinstance(d, dict) or not d or not all(isinstance(v, str) for v in d.values()):
+        raise ValueError(f'{p}: expected a YAML mapping of token: description (both strings), got {d!r:.80}.')
+    return {str(k): v for k, v in d.items()}
+
 # %% ../../nbs/10_hparams.model.ipynb #3645a2c8
 @dataclass
-class ModelArguments(ExportArguments, ModelPatchArguments, QuantizationArguments):
+class ModelArguments(VocabArguments, ExportArguments, ModelPatchArguments, QuantizationArguments):
     "Which model, tokenizer and adapters to load, and how."
     model_name_or_path: Optional[str] = field(
         default=None, metadata={'help': 'Path to a local model folder or a hub model id.'}
@@ -110,11 +158,19 @@ class ModelArguments(ExportArguments, ModelPatchArguments, QuantizationArguments
     print_param_status: bool = field(
         default=False, metadata={'help': 'Log the name, dtype and trainability of every parameter.'}
     )
+    use_reentrant_gc: bool = field(default=False, metadata={
+        'help': "Gradient checkpointing in torch's reentrant mode (LLaMA-Factory's default); off: the non-reentrant "
+                'mode torch recommends.'})
+    train_from_scratch: bool = field(default=False, metadata={
+        'help': "Start from randomly initialised weights of the model's config instead of its trained weights."})
+    hf_hub_token: Optional[str] = field(default=None, metadata={
+        'help': 'A Hugging Face token for gated or private models; never logged, never written to llmft_args.yaml.'})
     infer_backend: str = field(default='huggingface', metadata={
         'help': 'Inference engine of chat / api: huggingface (transformers generate) or vllm (the vllm package).'})
 
     def __post_init__(self):
         super().__post_init__()
+        if self.add_tokens or self.add_special_tokens: self.resize_vocab = True
         if self.model_name_or_path is None: raise ValueError('model_name_or_path is required: a local model folder '
                                                              'or a hub model id.')
         if self.infer_backend not in ('huggingface', 'vllm'):

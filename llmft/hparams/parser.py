@@ -15,9 +15,10 @@ from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
 from .checks import ConfigError, RunArgs, check_deepspeed, run_checks
 from .recipe import load_cfg, parse_overrides, read_config
+from .unsupported import UNSUPPORTED, drop_unsupported
 
 # %% auto #0
-__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'split_cfg', 'get_train_args', 'resolved_config']
+__all__ = ['log', 'GROUPS', 'KEY_GROUP', 'SECRET_KEYS', 'split_cfg', 'get_train_args', 'resolved_config']
 
 # %% ../../nbs/15_hparams.parser.ipynb #729cd6fe
 log = get_logger(__name__)
@@ -71,11 +72,12 @@ def _fit_device(train:dict):
 
 # %% ../../nbs/15_hparams.parser.ipynb #55d38137
 def split_cfg(cfg:dict) -> dict[str, dict]:
-    "Sort flat keys into their groups, converting simple types; an unknown key names the closest valid one."
+    ("Sort flat keys into their groups, converting simple types; an unknown key names the closest valid one, a "
+     "LLaMA-Factory key llmft does not carry is dropped at its default and refused otherwise.")
     groups = {g: {} for g in GROUPS}
     hints = {g: typing.get_type_hints(cls) for g, cls in GROUPS.items()}
-    for k, v in cfg.items():
-        if k not in KEY_GROUP: raise ConfigError(f"Unknown config key '{k}'{closest(k, KEY_GROUP)}")
+    for k, v in drop_unsupported(cfg).items():
+        if k not in KEY_GROUP: raise ConfigError(f"Unknown config key '{k}'{closest(k, [*KEY_GROUP, *UNSUPPORTED])}")
         g = KEY_GROUP[k]
         groups[g][k] = _coerce(k, v, hints[g].get(k))
     return groups
@@ -99,9 +101,13 @@ def _plain(v):
     if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
     return v
 
+SECRET_KEYS = ('hf_hub_token', 'hub_token')
+
 def resolved_config(cfg:dict, args:RunArgs) -> dict[str, Any]:
-    "The keys of `cfg` with the values the run actually used (after conversion and checks), replayable as a recipe."
+    ("The keys of `cfg` with the values the run actually used (after conversion and checks), replayable as a recipe; "
+     "no secret, no key llmft dropped.")
     groups = args._asdict()
-    keys = list(cfg) + [k for k in ('resume_from_checkpoint', 'packing', 'bf16', 'fp16') if k not in cfg]
+    keys = [k for k in cfg if k in KEY_GROUP and k not in SECRET_KEYS]
+    keys += [k for k in ('resume_from_checkpoint', 'packing', 'bf16', 'fp16') if k not in cfg]
     out = {k: _plain(getattr(groups[KEY_GROUP[k]], k)) for k in keys}
     return {k: v for k, v in out.items() if k in cfg or v}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 import yaml
 from ..core import ConfigError, closest
+from .unsupported import UNSUPPORTED, unsupported_message
 
 # %% auto #0
 __all__ = ['TRAIN_SOURCES', 'read_config', 'parse_overrides', 'load_cfg', 'source_file', 'declared_fields', 'known_keys',
@@ -54,8 +55,9 @@ def load_cfg(cfg) -> dict[str, Any]:
     return {**base, **parse_overrides(words)}
 
 # %% ../../nbs/14b_hparams.recipe.ipynb #b243ba7f
-TRAIN_SOURCES = ('llmft.hparams.model', 'llmft.hparams.data', 'llmft.hparams.rlhf', 'llmft.hparams.finetune',
-                 'llmft.hparams.train', 'transformers.training_args', 'transformers.training_args_seq2seq')
+TRAIN_SOURCES = ('llmft.hparams.model', 'llmft.hparams.data', 'llmft.hparams.rlhf', 'llmft.hparams.optim',
+                 'llmft.hparams.finetune', 'llmft.hparams.train', 'transformers.training_args',
+                 'transformers.training_args_seq2seq')
 
 def source_file(module:str) -> Path|None:
     "The source file of `module`, found without importing it (or its package)."
@@ -79,8 +81,12 @@ def known_keys(modules:tuple[str, ...]=TRAIN_SOURCES) -> frozenset[str]|None:
     return frozenset(set().union(*(declared_fields(f) for f in files)))
 
 def prescan(cfg:dict, modules:tuple[str, ...]=TRAIN_SOURCES) -> dict:
-    "`cfg` unchanged if every key is declared somewhere in `modules`; else the parser's unknown-key error, at once."
+    ("`cfg` unchanged if every key is declared somewhere in `modules` or is a LLaMA-Factory key at its default; else "
+     "the parser's error, at once.")
     keys = known_keys(modules)
-    for k in cfg:
-        if keys is not None and k not in keys: raise ConfigError(f"Unknown config key '{k}'{closest(k, keys)}")
+    for k, v in cfg.items():
+        msg = unsupported_message(k, v)
+        if msg: raise ConfigError(msg)
+        if keys is not None and k not in keys and k not in UNSUPPORTED:
+            raise ConfigError(f"Unknown config key '{k}'{closest(k, [*keys, *UNSUPPORTED])}")
     return cfg

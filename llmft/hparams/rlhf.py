@@ -6,34 +6,44 @@
 from __future__ import annotations
 from fastcore.basics import patch
 from dataclasses import dataclass, field
+from typing import Optional
 from ..core import closest
 
 # %% auto #0
-__all__ = ['PREF_LOSSES', 'REFERENCE_FREE', 'RLHFArguments']
+__all__ = ['PREF_LOSSES', 'REFERENCE_FREE', 'DPOVariantArguments', 'RLHFArguments']
 
 # %% ../../nbs/11a_hparams.rlhf.ipynb #28580250
 PREF_LOSSES = ('sigmoid', 'hinge', 'ipo', 'orpo', 'simpo')
 
 REFERENCE_FREE = ('orpo', 'simpo')   # losses that need no reference model
 
+# %% ../../nbs/11a_hparams.rlhf.ipynb #e15bb91f
+@dataclass
+class DPOVariantArguments:
+    "dpo: LLaMA-Factory's additions to the DPO loss, BCO mixed in and LD-DPO's length desensitisation."
+    pref_bco_weight: float = field(default=0.0, metadata={
+        'help': 'dpo (with a reference): weight w of the BCO loss mixed in, (dpo + w * bco) / (1 + w) '
+                '(Jung et al., 2024).'})
+    ld_alpha: Optional[float] = field(default=None, metadata={
+        'help': "dpo: LD-DPO's alpha, the weight of the log-probs of each answer's tokens beyond the shorter answer's "
+                'length (Liu et al., 2024); None: no length desensitisation.'})
+
+    def __post_init__(self):
+        if self.ld_alpha is not None and not 0 <= self.ld_alpha <= 1:
+            raise ValueError(f'ld_alpha must be in [0, 1], got {self.ld_alpha}.')
+
 # %% ../../nbs/11a_hparams.rlhf.ipynb #305648da
 @dataclass
-class RLHFArguments:
+class RLHFArguments(DPOVariantArguments):
     "Settings of the rm, dpo, kto and ppo stages."
-    pref_beta: float = field(
-        default=0.1,
-        metadata={'help': 'dpo / kto / orpo / simpo: the beta (inverse temperature) of the preference loss.'},
-    )
-    pref_ftx: float = field(
-        default=0.0,
-        metadata={'help': 'dpo: weight of an SFT loss on the chosen answers mixed into the preference loss.'},
-    )
-    pref_loss: str = field(
-        default='sigmoid', metadata={'help': f'dpo: the preference loss, one of {", ".join(PREF_LOSSES)}.'}
-    )
-    dpo_label_smoothing: float = field(
-        default=0.0, metadata={'help': 'dpo (sigmoid): robust DPO label smoothing in [0, 0.5).'}
-    )
+    pref_beta: float = field(default=0.1, metadata={
+        'help': 'dpo / kto / orpo / simpo: the beta (inverse temperature) of the preference loss.'})
+    pref_ftx: float = field(default=0.0, metadata={
+        'help': 'dpo: weight of an SFT loss on the chosen answers mixed into the preference loss.'})
+    pref_loss: str = field(default='sigmoid', metadata={
+        'help': f'dpo: the preference loss, one of {", ".join(PREF_LOSSES)}.'})
+    dpo_label_smoothing: float = field(default=0.0, metadata={
+        'help': 'dpo (sigmoid): robust DPO label smoothing in [0, 0.5).'})
     simpo_gamma: float = field(default=0.5, metadata={'help': 'simpo: the target reward margin gamma.'})
     precompute_ref_log_probs: bool = field(
         default=False,
@@ -73,6 +83,9 @@ class RLHFArguments:
                                                                      f'{self.dpo_label_smoothing}.')
         if self.dpo_label_smoothing and self.pref_loss != 'sigmoid':
             raise ValueError(f"dpo_label_smoothing applies to pref_loss sigmoid only, not '{self.pref_loss}'.")
+        if self.pref_bco_weight and self.pref_loss in REFERENCE_FREE:
+            raise ValueError(f"pref_bco_weight needs a reference model: pref_loss '{self.pref_loss}' has none.")
+        super().__post_init__()
         for k in ('ppo_buffer_size', 'ppo_epochs'):
             if getattr(self, k) < 1: raise ValueError(f'{k} must be >= 1, got {getattr(self, k)}.')
 

@@ -4,13 +4,15 @@
 
 # %% ../../nbs/41_model.adapters.ipynb #3970b4ce
 from __future__ import annotations
+import dataclasses
 import torch
 from torch import nn
 from ..core import ConfigError, get_logger
 
 # %% auto #0
 __all__ = ['log', 'PEFT_CONFIGS', 'ADAPTERS', 'cast_trainable_fp32', 'setup_full', 'num_layers', 'trainable_layer_ids',
-           'freeze_patterns', 'setup_freeze', 'find_all_linear_modules', 'setup_peft', 'init_adapter']
+           'freeze_patterns', 'setup_freeze', 'find_all_linear_modules', 'embedding_names', 'setup_peft',
+           'init_adapter']
 
 # %% ../../nbs/41_model.adapters.ipynb #724c604a
 log = get_logger(__name__)
@@ -87,6 +89,11 @@ def find_all_linear_modules(model) -> list[str]:
     }
     return sorted(names)
 
+def embedding_names(model) -> list[str]:
+    "Module names (last part) of the input embeddings and the output head: what a resized vocabulary trains."
+    mods = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return sorted({n.split('.')[-1] for n, m in model.named_modules() if any(m is x for x in mods if x is not None)})
+
 def _targets(model, names:list[str]) -> list[str]:
     return find_all_linear_modules(model) if names == ['all'] else names
 
@@ -104,7 +111,7 @@ def _oft_config(model, fa):
     from peft import OFTConfig, TaskType
     kw = dict(r=fa.oft_rank, oft_block_size=0) if fa.oft_rank else dict(r=0, oft_block_size=fa.oft_block_size)
     return OFTConfig(task_type=TaskType.CAUSAL_LM, target_modules=_targets(model, fa.oft_target),
-                     modules_to_save=fa.additional_target,
+                     modules_to_save=fa.additional_target, module_dropout=fa.module_dropout,
                      layers_to_transform=trainable_layer_ids(model, fa) if fa.use_llama_pro else None, **kw)
 
 PEFT_CONFIGS = {'lora': _lora_config, 'oft': _oft_config}
@@ -123,6 +130,9 @@ def setup_peft(model, model_args, fa, is_trainable):
         model = PeftModel.from_pretrained(model, adapters[-1], is_trainable=is_trainable)
         log.info(f"Loaded adapter {adapters[-1]}{' to resume training' if is_trainable else ''}.")
     elif is_trainable:
+        if model_args.resize_vocab and fa.additional_target is None:   # new tokens need trained embeddings
+            fa = dataclasses.replace(fa, additional_target=embedding_names(model))
+            log.info(f'The vocabulary was resized: {fa.additional_target} train in full beside the adapter.')
         cfg = PEFT_CONFIGS[fa.finetuning_type](model, fa)
         try: model = get_peft_model(model, cfg)
         except ValueError as e:

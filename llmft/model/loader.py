@@ -25,7 +25,8 @@ __all__ = ['log', 'AUTO_CLASSES', 'load_tokenizer', 'load_config', 'compute_dtyp
 log = get_logger(__name__)
 
 def _hub_kwargs(m:ModelArguments) -> dict:
-    return dict(cache_dir=m.cache_dir, revision=m.model_revision, trust_remote_code=m.trust_remote_code)
+    token = {'token': m.hf_hub_token} if m.hf_hub_token else {}
+    return dict(cache_dir=m.cache_dir, revision=m.model_revision, trust_remote_code=m.trust_remote_code, **token)
 
 def _load_error(path:str, what:str, e:Exception) -> ModelError:
     "The one-line error for a `what` (model, tokenizer, config) that cannot be loaded from `path`."
@@ -44,9 +45,13 @@ def _pretrained(cls, path:str, what:str, **kw):
     except (OSError, ValueError, KeyError) as e: raise _load_error(str(path), what, e) from e
 
 def load_tokenizer(model_args:ModelArguments):
-    "The model's tokenizer, padding on the right, with a pad token (the eos when it has none)."
+    "The model's tokenizer, padding on the right, with a pad token (the eos when it has none) and the recipe's tokens."
     tok = _pretrained(AutoTokenizer, model_args.model_name_or_path, 'tokenizer', use_fast=model_args.use_fast_tokenizer,
-                      padding_side='right', **_hub_kwargs(model_args))
+                      padding_side='right', split_special_tokens=model_args.split_special_tokens,
+                      **_hub_kwargs(model_args))
+    for words, special in ((model_args.add_tokens, False), (model_args.add_special_tokens, True)):
+        if words and tok.add_tokens(words, special_tokens=special):
+            log.info(f'Added {"special " * special}tokens {words} to the tokenizer ({len(tok)} tokens).')
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
         log.info(f'The tokenizer has no pad token: padding with the eos token {tok.eos_token!r}.')
@@ -97,7 +102,9 @@ def load_model(tokenizer,                            # from `load_tokenizer`; it
     if ATTN_IMPLS[model_args.flash_attn]: kw['attn_implementation'] = ATTN_IMPLS[model_args.flash_attn]
     if (q := quantization_config(model_args, dtype)) is not None:
         kw.update(quantization_config=q, device_map={'': torch.cuda.current_device()})
-    model = _pretrained(auto_class(config), model_args.model_name_or_path, 'model', **kw)
+    if model_args.train_from_scratch:
+        model = auto_class(config).from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
+    else: model = _pretrained(auto_class(config), model_args.model_name_or_path, 'model', **kw)
     patch_model(model, tokenizer, model_args)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         raise ModelError(f'The tokenizer has {len(tokenizer)} tokens but the model embeds only '
@@ -106,7 +113,9 @@ def load_model(tokenizer,                            # from `load_tokenizer`; it
     if is_trainable:
         model.config.use_cache = False
         if not model_args.disable_gradient_checkpointing and model.supports_gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+            gc = {'use_reentrant': model_args.use_reentrant_gc}
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc)
+            if model_args.use_reentrant_gc: model.enable_input_require_grads()   # reentrant needs inputs with grads
     model = init_adapter(model, model_args, finetuning_args, is_trainable)
     if add_valuehead:
         model = ModelWithValueHead(model)

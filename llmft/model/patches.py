@@ -5,10 +5,12 @@
 # %% ../../nbs/42_model.patches.ipynb #108d113e
 from __future__ import annotations
 import math
+import torch
 from ..core import get_logger
 
 # %% auto #0
-__all__ = ['log', 'rope_parameters', 'patch_config', 'resize_vocab', 'upcast_layernorm', 'upcast_lmhead_output', 'patch_model']
+__all__ = ['log', 'rope_parameters', 'patch_config', 'resize_vocab', 'init_new_rows', 'upcast_layernorm', 'upcast_lmhead_output',
+           'patch_model']
 
 # %% ../../nbs/42_model.patches.ipynb #421e591b
 log = get_logger(__name__)
@@ -47,15 +49,39 @@ def patch_config(config, model_args, is_trainable:bool, cutoff_len:int|None=None
     return config
 
 # %% ../../nbs/42_model.patches.ipynb #f20a0610
-def resize_vocab(model, tokenizer) -> bool:
-    "Grow the embeddings to the tokenizer's size (new rows start at the mean embedding); True if it changed."
+def resize_vocab(model, tokenizer,
+                 init:str='noise_init',            # noise_init, desc_init or desc_init_w_noise (`VocabArguments`)
+                 descriptions:dict|None=None,      # token -> description, for the desc_init kinds
+                 added:list[str]=(),               # tokens the recipe added: their rows start anew, resized or not
+                ) -> bool:
+    "Grow the embeddings to the tokenizer's size and start the new rows as `init` says; True if a row changed."
     have, need = model.get_input_embeddings().weight.shape[0], len(tokenizer)
-    if need <= have: return False
-    model.resize_token_embeddings(need, pad_to_multiple_of=64, mean_resizing=True)
-    log.info(
-        f'Resized the embeddings from {have} to {model.get_input_embeddings().weight.shape[0]} rows for {need} tokens.'
-    )
+    if need > have: model.resize_token_embeddings(need, pad_to_multiple_of=64, mean_resizing=False)
+    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings()
+    rows = sorted({*range(have, emb.shape[0]), *tokenizer.convert_tokens_to_ids(list(added))})
+    if not rows: return False
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in descriptions or {}}
+    desc = {t: tokenizer(d, add_special_tokens=False)['input_ids'] for t, d in (descriptions or {}).items()}
+    sources = {ids[t]: [i for i in d if i not in rows] for t, d in desc.items()}
+    for w in [emb] + ([out.weight] if out is not None and out.weight is not emb else []):
+        init_new_rows(w, rows, init, sources)
+    log.info(f'Embeddings: {have} -> {emb.shape[0]} rows for {need} tokens; {len(rows)} rows started by {init}.')
     return True
+
+def init_new_rows(weight:torch.Tensor, # an embedding (or output head) matrix
+                  rows:list[int],       # its new rows
+                  init:str='noise_init',
+                  sources:dict[int, list[int]]|None=None, # new row -> the old rows (description tokens) it starts at
+                 ):
+    "LLaMA-Factory's start of new rows: the mean old row (or the mean of a row's description tokens), plus noise."
+    with torch.no_grad():
+        old = torch.ones(weight.shape[0], dtype=torch.bool)
+        old[rows] = False
+        mean = weight[old].mean(0)
+        for r in rows:
+            src = (sources or {}).get(r)
+            weight[r] = weight[src].mean(0) if src else mean
+        if init != 'desc_init': weight[rows] += torch.randn_like(weight[rows]) / math.sqrt(weight.shape[1])
 
 def upcast_layernorm(model):
     "Normalisation weights (1-D parameters of modules named *norm*) in float32."
@@ -70,7 +96,9 @@ def upcast_lmhead_output(model):
 
 def patch_model(model, tokenizer, model_args):
     "Apply the model-level options of `model_args` to a loaded model."
-    if model_args.resize_vocab: resize_vocab(model, tokenizer)
+    if model_args.resize_vocab:
+        added = [*(model_args.add_tokens or []), *(model_args.add_special_tokens or [])]
+        resize_vocab(model, tokenizer, model_args.init_special_tokens, model_args.token_descriptions, added)
     if model_args.upcast_layernorm: upcast_layernorm(model)
     if model_args.upcast_lmhead_output: upcast_lmhead_output(model)
     return model

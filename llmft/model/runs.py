@@ -15,6 +15,7 @@ from ..hparams.model import ModelArguments
 from ..core import closest
 from ..hparams.parser import KEY_GROUP, split_cfg
 from ..hparams.recipe import load_cfg, parse_overrides
+from ..hparams.unsupported import drop_unsupported
 from ..hparams.train import GeneratingArguments
 from ..data.template import check_run_template
 from ..data.templates import get_template_and_fix_tokenizer
@@ -112,7 +113,7 @@ def run_keys(cfg=None, overrides: dict | None = None, extra: tuple = ()) -> tupl
     if isinstance(cfg, (list, tuple)) and cfg and Path(str(cfg[0])).is_dir():  # CLI words: RUN key=value ...
         cfg, overrides = cfg[0], {**parse_overrides(list(cfg[1:])), **overrides}
     is_run = isinstance(cfg, (str, Path)) and Path(cfg).is_dir()
-    flat = overrides if is_run else {**load_cfg(cfg or {}), **overrides}
+    flat = drop_unsupported(overrides if is_run else {**load_cfg(cfg or {}), **overrides})
     for k in flat:
         if k not in KEY_GROUP and k not in extra:
             raise ConfigError(f"Unknown config key '{k}'{closest(k, [*extra, *KEY_GROUP])}")

@@ -10,12 +10,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from accelerate.utils import extract_model_from_parallel
 from ..core import IGNORE_INDEX
-from .losses import token_logps
+from .losses import dft_weights, eaft_weights, reference_kl, token_logps
+from .refs import reference
 
 # %% auto #0
 __all__ = ['CHUNKED_MODEL_TYPES', 'CHUNK_LOGITS', 'PACKED_ATTENTION', 'causal_lm', 'lm_head_of', 'headless', 'LinearLogps',
            'chunk_rows', 'head_logps', 'right_padded_lengths', 'repack', 'packed_inputs', 'supports_packing',
-           'final_hidden', 'model_logps', 'chunked_ok', 'logps_options', 'ChunkedLossMixin']
+           'final_hidden', 'model_logps', 'sft_token_loss', 'chunked_ok', 'logps_options', 'ChunkedLossMixin']
 
 # %% ../../nbs/54c_train.chunked.ipynb #63ae2c01
 CHUNKED_MODEL_TYPES = ('llama', 'mistral', 'mixtral', 'qwen2', 'qwen2_moe', 'qwen3', 'qwen3_moe', 'phi3', 'gemma',
@@ -181,6 +182,24 @@ def model_logps(model,                 # a causal LM (PEFT, value head and DDP w
         means = h @ head.weight.mean(0) + (0 if getattr(head, 'bias', None) is None else head.bias.mean())
     return logps, mask, zeros.masked_scatter(mask, means.float())
 
+# %% ../../nbs/54c_train.chunked.ipynb #00f072c6
+def sft_token_loss(trainer,     # a `ChunkedLossMixin` trainer: its sft_loss, loss_alpha, ref_model and switches
+                   model, labels:torch.Tensor, inputs:dict) -> tuple[torch.Tensor, torch.Tensor]:
+    ("The summed, weighted -log p of the trained tokens and their count: ce and dft from `model_logps` (chunked where "
+     "allowed), eaft and asft from the full logits they need.")
+    if trainer.sft_loss in ('ce', 'dft'):
+        logps, mask, _ = model_logps(model, labels, trainer.use_chunked_loss, trainer.padding_free, **inputs)
+        weights = dft_weights(logps) if trainer.sft_loss == 'dft' else 1.0
+        return -(logps * weights).sum(), mask.sum()
+    out = model(**inputs, use_cache=False)
+    logits = out[0] if isinstance(out, tuple) else out.logits
+    logps, mask = token_logps(logits, labels)
+    if trainer.sft_loss == 'eaft': return -(logps * eaft_weights(logits[:, :-1], trainer.loss_alpha)).sum(), mask.sum()
+    with torch.no_grad(), reference(trainer.accelerator.unwrap_model(model), trainer.ref_model) as ref:
+        ref_logits = ref(**inputs, use_cache=False).logits
+    kl = (reference_kl(logits[:, :-1], ref_logits[:, :-1]) * mask).sum()
+    return -(logps * dft_weights(logps)).sum() + trainer.loss_alpha * kl, mask.sum()
+
 # %% ../../nbs/54c_train.chunked.ipynb #9c76ba9e
 def chunked_ok(trainer) -> bool:
     "Whether this trainer's model may take the chunked path: not under FSDP or DeepSpeed, which shard the head."
@@ -193,20 +212,24 @@ def logps_options(finetuning_args, trainer=None) -> dict:
     return dict(chunked=finetuning_args.use_chunked_loss and ok, padding_free=finetuning_args.padding_free)
 
 class ChunkedLossMixin:
-    ("`Trainer` mixin: the causal-LM training loss from `model_logps`, so the full logits never exist; evaluation "
-     "and unsupported models take the `Trainer`'s own path.")
-    def __init__(self, *args, use_chunked_loss:bool=True, padding_free:bool=True, **kw):
+    ("`Trainer` mixin: the causal-LM training loss (or its DFT / EAFT / ASFT weighting) from `model_logps`, so the "
+     "full logits never exist where the loss allows; evaluation and unsupported models take the `Trainer`'s path.")
+    def __init__(self, *args, use_chunked_loss:bool=True, padding_free:bool=True, sft_loss:str='ce',
+                 loss_alpha:float=1.0, ref_model=None, **kw):
         super().__init__(*args, **kw)
         self.use_chunked_loss, self.padding_free = use_chunked_loss and chunked_ok(self), padding_free
+        self.sft_loss, self.loss_alpha = sft_loss, loss_alpha
+        self.ref_model = ref_model.to(self.args.device).eval() if ref_model is not None else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         own = self.label_smoother is not None or self.compute_loss_func is not None
-        if not self.use_chunked_loss or return_outputs or own or 'labels' not in inputs or lm_head_of(model) is None:
+        plain = self.sft_loss == 'ce' and (not self.use_chunked_loss or lm_head_of(model) is None)
+        if plain or return_outputs or own or 'labels' not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
-        logps, mask, _ = model_logps(model, inputs.pop('labels'), True, self.padding_free, **inputs)
+        total, n = sft_token_loss(self, model, inputs.pop('labels'), inputs)
         if not self.model_accepts_loss_kwargs: num_items_in_batch = None   # as the model's own loss would
-        loss = -logps.sum() / (mask.sum() if num_items_in_batch is None else num_items_in_batch)
+        loss = total / (n if num_items_in_batch is None else num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes   # the Trainer's own scaling of a token-averaged loss
         return loss

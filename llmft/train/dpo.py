@@ -4,6 +4,7 @@
 
 # %% ../../nbs/57_train.dpo.ipynb #90ca2d1f
 from __future__ import annotations
+from functools import cached_property
 import torch
 from transformers import Trainer
 from ..data.templates import get_template, get_template_and_fix_tokenizer
@@ -11,24 +12,39 @@ from ..data.pipeline import get_dataset
 from ..data.collators import PairwiseCollator
 from ..model.loader import load_model, load_tokenizer
 from .chunked import logps_options, model_logps
-from .losses import dpo_loss, orpo_loss, simpo_loss
+from .losses import bco_loss, dpo_loss, ld_weights, orpo_loss, simpo_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference, with_reference
 from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks,
                                   train_and_save)
 
 # %% auto #0
-__all__ = ['PAIR_LOSSES', 'batch_logps', 'DPOTrainer', 'run_dpo']
+__all__ = ['PAIR_LOSSES', 'RunningMean', 'batch_logps', 'DPOTrainer', 'run_dpo']
+
+# %% ../../nbs/57_train.dpo.ipynb #78698693
+class RunningMean:
+    "The running mean of a scalar stream, each value first averaged over the processes: BCO's reward baseline."
+    def __init__(self, accelerator): self.accelerator, self.mean, self.count = accelerator, 0.0, 0
+
+    def update(self, x:torch.Tensor) -> float:
+        "Fold in `x`; the new mean."
+        x = x.detach().float()
+        if self.accelerator.num_processes > 1: x = self.accelerator.reduce(x, reduction='mean')
+        self.count += 1
+        self.mean += (x.item() - self.mean) / self.count
+        return self.mean
 
 # %% ../../nbs/57_train.dpo.ipynb #c2bfc037
-def batch_logps(model, inputs:dict, prefix:str='', chunked:bool=True, padding_free:bool=True
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_logps(model, inputs:dict, prefix:str='', chunked:bool=True, padding_free:bool=True,
+                ld_alpha:float|None=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ("Summed label log-probs, trained-token counts and mean logit over the trained tokens, per row of `inputs[prefix "
-     "+ ...]`; `chunked`: without the full logits, `padding_free`: rows repacked (`train.chunked`).")
+     "+ ...]`; `chunked`: without the full logits, `padding_free`: rows repacked (`train.chunked`); `ld_alpha`: "
+     "LD-DPO's weights.")
     logps, mask, means = model_logps(model, inputs[prefix + 'labels'], chunked, padding_free,
                                      input_ids=inputs[prefix + 'input_ids'],
                                      attention_mask=inputs[prefix + 'attention_mask'])
     n = mask.sum(-1).clamp(min=1)
+    if ld_alpha is not None: logps = logps * ld_weights(mask, ld_alpha)
     return logps.sum(-1), n, means.sum(-1) / n
 
 PAIR_LOSSES = {   # pref_loss -> f(finetuning_args, policy (chosen, rejected, n_chosen, n_rejected), reference or None)
@@ -41,16 +57,23 @@ PAIR_LOSSES = {   # pref_loss -> f(finetuning_args, policy (chosen, rejected, n_
 class DPOTrainer(PreferenceMixin, Trainer):
     ("Preference optimisation on pairwise batches; `finetuning_args` chooses the loss, `ref_model` (or disabled "
      "adapters) is the reference.")
+    @cached_property
+    def reward_baseline(self): return RunningMean(self.accelerator)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         f = self.finetuning_args
         how = logps_options(f, self)
-        logps, n, logits = batch_logps(model, inputs, **how)
+        logps, n, logits = batch_logps(model, inputs, **how, ld_alpha=f.ld_alpha)   # the reference without ld_alpha
         (c, r), (nc, nr) = logps.chunk(2), n.chunk(2)
         ref = inputs['ref_logps'].chunk(2) if 'ref_logps' in inputs else None   # precompute_ref_log_probs
         if f.use_ref_model and ref is None:
             with torch.no_grad(), reference(self.accelerator.unwrap_model(model), self.ref_model) as ref_m:
                 ref = batch_logps(ref_m, inputs, **how)[0].chunk(2)
         losses, rc, rr = PAIR_LOSSES[f.pref_loss](f, (c, r, nc, nr), ref)
+        if f.pref_bco_weight:   # BCO against the running mean of the batches' mean reward
+            delta = self.reward_baseline.update(torch.cat([rc, rr]).mean())
+            bco = bco_loss(c, r, *ref, f.pref_beta, delta)
+            losses = (losses + f.pref_bco_weight * bco) / (1 + f.pref_bco_weight)
         sft = -c / nc
         if f.pref_ftx > 0 and f.pref_loss != 'orpo': losses = losses + f.pref_ftx * sft   # orpo has its own SFT term
         lc, lr = logits.chunk(2)

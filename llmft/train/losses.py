@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from ..core import ConfigError, IGNORE_INDEX
 
 # %% auto #0
-__all__ = ['token_logps', 'sequence_logps', 'dpo_loss', 'orpo_loss', 'simpo_loss', 'kto_loss', 'last_token_index',
-           'last_token_scores', 'pairwise_loss']
+__all__ = ['token_logps', 'sequence_logps', 'dft_weights', 'eaft_weights', 'reference_kl', 'dpo_loss', 'orpo_loss', 'simpo_loss',
+           'bco_loss', 'ld_weights', 'kto_loss', 'last_token_index', 'last_token_scores', 'pairwise_loss']
 
 # %% ../../nbs/54_train.losses.ipynb #54de4cd3
 def token_logps(logits:torch.Tensor,  # (B, L, V) next-token logits
@@ -27,6 +27,25 @@ def sequence_logps(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     "Sum of the label log-probabilities of each sequence, and the number of trained tokens."
     logps, mask = token_logps(logits, labels)
     return logps.sum(-1), mask.sum(-1)
+
+# %% ../../nbs/54_train.losses.ipynb #019cd9e4
+def dft_weights(logps:torch.Tensor) -> torch.Tensor:
+    "DFT: each token's weight is its own probability, detached."
+    return logps.detach().exp()
+
+def eaft_weights(logits:torch.Tensor, # (..., V) the logits at the trained positions
+                 alpha:float=1.0,     # eaft_alpha
+                 k:int=20,            # the entropy is taken over the k largest logits
+                ) -> torch.Tensor:
+    "EAFT: each token's weight is (entropy of the softmax over its top-k logits / 3) ** alpha, detached."
+    with torch.no_grad():
+        top = logits.float().topk(min(k, logits.shape[-1]), dim=-1).values.log_softmax(-1)
+        return (-(top.exp() * top).sum(-1) / 3.0) ** alpha
+
+def reference_kl(logits:torch.Tensor, ref_logits:torch.Tensor) -> torch.Tensor:
+    "ASFT's KL(reference || policy) at each position: sum over the vocabulary of q (log q - log p)."
+    q = ref_logits.float().log_softmax(-1)
+    return F.kl_div(logits.float().log_softmax(-1), q, reduction='none', log_target=True).sum(-1)
 
 # %% ../../nbs/54_train.losses.ipynb #1a88e7f7
 def dpo_loss(chosen:torch.Tensor,       # policy log-probs of the chosen answers (B,)
@@ -64,6 +83,22 @@ def simpo_loss(
     "SimPO: length-normalised log-prob margin against the target margin gamma; rewards beta * log-probs."
     return (-F.logsigmoid(beta * (chosen_avg - rejected_avg) - gamma), beta * chosen_avg.detach(),
             beta * rejected_avg.detach())
+
+# %% ../../nbs/54_train.losses.ipynb #8d9d50c9
+def bco_loss(chosen, rejected, ref_chosen, ref_rejected, # log-probs (B,) of policy and reference
+             beta:float, delta:float) -> torch.Tensor:
+    "Per-pair BCO losses: each implicit reward classified against the baseline `delta`."
+    rc, rr = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
+    return -F.logsigmoid(rc - delta) - F.logsigmoid(-(rr - delta))
+
+def ld_weights(mask:torch.Tensor,   # (2B, L) trained positions, chosen rows first, then rejected
+               alpha:float) -> torch.Tensor:
+    ("LD-DPO's per-token weights: 1 on each answer's first n tokens, n the shorter answer's length of its pair, "
+     "`alpha` beyond.")
+    n = mask.sum(-1)
+    shorter = torch.minimum(*n.chunk(2)).repeat(2)
+    rank = mask.long().cumsum(-1)
+    return torch.where(rank <= shorter[:, None], 1.0, alpha) * mask
 
 # %% ../../nbs/54_train.losses.ipynb #839947c1
 def kto_loss(

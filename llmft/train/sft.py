@@ -16,6 +16,7 @@ from ..model.loader import compute_dtype, load_model, load_tokenizer
 from .chunked import ChunkedLossMixin
 from .metrics import ComputeAccuracy, ComputeSimilarity, decode_rows, eval_logit_processor
 from .optim import create_custom_optimizer
+from .refs import create_ref_model
 from .workflow import RunResult, evaluate_into, record, save_template, stage_callbacks, train_and_save
 
 # %% auto #0
@@ -69,15 +70,19 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     if generate: metrics = {'compute_metrics': ComputeSimilarity(tokenizer)}
     elif finetuning_args.compute_accuracy:
         metrics = {'compute_metrics': ComputeAccuracy(), 'preprocess_logits_for_metrics': eval_logit_processor}
+    f = finetuning_args
+    ref = create_ref_model(tokenizer, model_args, f, training_args) if f.sft_loss == 'asft' else None
     trainer = SFTTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          **metrics, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
-                         use_chunked_loss=finetuning_args.use_chunked_loss, padding_free=finetuning_args.padding_free,
+                         use_chunked_loss=f.use_chunked_loss, padding_free=f.padding_free, sft_loss=f.sft_loss,
+                         loss_alpha=f.eaft_alpha if f.sft_loss == 'eaft' else f.asft_alpha, ref_model=ref,
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     if training_args.do_train:
         train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'eval_loss', 'eval_accuracy'))
     gen = generation_kwargs(generating_args, tokenizer, template)
+    if data_args.eval_num_beams: gen['num_beams'] = data_args.eval_num_beams
     if training_args.do_eval: evaluate_into(trainer, result, perplexity=not generate, **gen)
     if training_args.do_predict:
         pred = trainer.predict(ds['eval_dataset'], metric_key_prefix='predict', **gen)

@@ -37,10 +37,13 @@ def record(trainer, split:str, metrics:dict, result:RunResult):
     result.metrics[split] = metrics
 
 def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
-    ("The callbacks every stage trains with: the log, whole checkpoints, graceful interrupt (and PiSSA conversion "
-     "when asked).")
+    ("The callbacks every stage trains with: the log, whole checkpoints, graceful interrupt (and PiSSA conversion, "
+     "early stopping when asked).")
     cbs = [LogCallback(), CheckpointCallback(), InterruptCallback()]
     if finetuning_args.pissa_convert and training_args.do_train: cbs.append(PissaConvertCallback())
+    if finetuning_args.early_stopping_steps:
+        from transformers import EarlyStoppingCallback
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=finetuning_args.early_stopping_steps))
     return cbs + list(extra or [])
 
 def save_template(training_args, template, tokenizer, model_args=None):
