@@ -18,12 +18,12 @@ def test_every_lf_key_is_known():
     unknown = sorted(k for k in LF if k not in OURS and k not in UNSUPPORTED)
     assert unknown == [], f'LLaMA-Factory keys neither carried nor listed as unsupported: {unknown}'
     assert not set(OURS) & set(UNSUPPORTED), 'a key is both carried and listed as unsupported'
-    invented = sorted(k for k in UNSUPPORTED if k not in LF)
+    invented = sorted(k for k, u in UNSUPPORTED.items() if k not in LF and not u.group.startswith('mcore_adapter.'))
     assert invented == [], f'listed as LLaMA-Factory keys, but LLaMA-Factory 0.9.5 has no such key: {invented}'
     print(f'{len(LF)} LLaMA-Factory keys: {len(set(LF) & OURS)} carried, {len(UNSUPPORTED)} known and not carried')
 
 
-@pytest.mark.parametrize('key', sorted(UNSUPPORTED))
+@pytest.mark.parametrize('key', sorted(k for k in UNSUPPORTED if k in LF))
 def test_unsupported_default_is_lf_default(key):
     assert UNSUPPORTED[key].default == LF[key]['default'], key
     assert UNSUPPORTED[key].group == LF[key]['group'], key

@@ -127,10 +127,20 @@ def check_stage_finetuning(a:RunArgs):
 
 # %% ../../nbs/14_hparams.checks.ipynb #95a53fac
 def check_optimizer(a:RunArgs):
-    "GaLore and APOLLO project the gradients of whole weight matrices: they train full or freeze models, not adapters."
+    ("GaLore and APOLLO project the gradients of whole weight matrices: they train full or freeze models, not adapters; "
+     "their per-layer modes step inside one backward pass.")
     f = a.finetuning
     if f.custom_optimizer in ('galore', 'apollo') and f.finetuning_type not in ('full', 'freeze'):
         raise ConfigError(f"use_{f.custom_optimizer} needs finetuning_type full or freeze, not '{f.finetuning_type}'.")
+    if f.use_badam and (f.finetuning_type != 'full' or f.badam_mode != 'layer'):
+        raise ConfigError(f"use_badam trains blocks of a full model in layer mode: set finetuning_type: full and "
+                          f"badam_mode: layer (ratio mode, which clips sparse gradients, is not carried).")
+    if f.use_badam and int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        raise ConfigError('use_badam runs in one process here (LLaMA-Factory runs it distributed with DeepSpeed '
+                          'ZeRO-3 only): launch a single process, or use another optimizer.')
+    if f.layerwise and (a.training.gradient_accumulation_steps > 1 or int(os.environ.get('WORLD_SIZE', '1')) > 1):
+        raise ConfigError(f'{f.custom_optimizer}_layerwise steps each layer inside the backward pass: it needs '
+                          'gradient_accumulation_steps: 1 and a single process (set the key to false for DDP).')
 
 def check_sft_loss(a:RunArgs):
     "The DFT / ASFT / EAFT losses weight the sft loss only."

@@ -45,7 +45,10 @@ lf_keys('BaseModelArguments', "unsloth's kernels need a CUDA GPU and the unsloth
         use_unsloth=False, use_unsloth_gc=False)
 lf_keys('BaseModelArguments', "liger's Triton kernels need a CUDA GPU",
         "use_chunked_loss: true (the default), which never builds the full logits, as liger's fused loss does",
-        enable_liger_kernel=False, use_v1_kernels=False)
+        enable_liger_kernel=False)
+lf_keys('BaseModelArguments', "LLaMA-Factory v1's kernel registry patches models with GPU / NPU kernels",
+        'leave it out: use_chunked_loss and padding_free (the defaults) save the memory on any device',
+        use_v1_kernels=False)
 lf_keys('BaseModelArguments', 'llmft does not offload weights to disk',
         'quantization_bit: 4 (QLoRA), or a smaller model', offload_folder='offload')
 lf_keys('BaseModelArguments', 'generation in llmft always uses the KV cache', 'leave it out', use_kv_cache=True)
@@ -94,6 +97,21 @@ lf_keys('ProfilerArguments', "llmft does not carry LLaMA-Factory's profiler call
         profiler_active_steps=1, profiler_repeat=1, profiler_record_shapes=True, profiler_profile_memory=True,
         profiler_with_stack=True, profile_modules=None)
 
+# %% ../../nbs/14a_hparams.unsupported.ipynb #36f4deec
+_MCA = ('Megatron-Core training (mcore_adapter) is not carried', _DIST)
+lf_keys('mcore_adapter.DistributingParallelArguments', *_MCA, tensor_model_parallel_size=None,
+        pipeline_model_parallel_size=None, sequence_parallel=False, virtual_pipeline_model_parallel_size=None,
+        context_parallel_size=None, expert_model_parallel_size=None, pipeline_model_parallel_layout=None,
+        overlap_p2p_comm=True, variable_seq_lengths=False, recompute_granularity=None, recompute_method=None,
+        recompute_modules=None, recompute_num_layers=None, bias_activation_fusion=False, apply_rope_fusion=False,
+        moe_layer_recompute=False, moe_token_dispatcher_type='allgather', moe_aux_loss_coeff=None,
+        moe_grouped_gemm=None, moe_expert_capacity_factor=None, moe_token_drop_policy=None,
+        moe_shared_expert_overlap=False, moe_router_dtype=None, mtp_num_layers=None, transformer_impl=None,
+        fp8_recipe=None, fp8_param=False)
+lf_keys('mcore_adapter.MegatronArguments', *_MCA, accumulate_allreduce_grads_in_fp32=False,
+        use_distributed_optimizer=False, overlap_grad_reduce=False, overlap_param_gather=False,
+        optimizer_cpu_offload=False, optimizer_offload_fraction=0.0, save_hf_model=False, sequence_packing=False)
+
 # %% ../../nbs/14a_hparams.unsupported.ipynb #de62d796
 lf_keys('RLHFArguments', 'the reference and reward models load from a model folder in llmft',
         'merge the adapters into a model folder (`llmft export`) and name it in ref_model / reward_model',
@@ -108,10 +126,6 @@ lf_keys('SwanLabArguments', 'llmft does not carry the SwanLab tracker',
         'report_to: tensorboard, wandb or mlflow', use_swanlab=False, swanlab_project='llamafactory',
         swanlab_workspace=None, swanlab_run_name=None, swanlab_mode='cloud', swanlab_api_key=None, swanlab_logdir=None,
         swanlab_lark_webhook_url=None, swanlab_lark_secret=None)
-lf_keys('BAdamArgument', 'BAdam patches the Trainer (block switching inside the optimizer step); not carried yet',
-        'finetuning_type: freeze (a fixed block of layers) or use_galore', use_badam=False, badam_mode='layer',
-        badam_start_block=None, badam_switch_mode='ascending', badam_switch_interval=50, badam_update_ratio=0.05,
-        badam_mask_mode='adjacent', badam_verbose=0)
 
 # %% ../../nbs/14a_hparams.unsupported.ipynb #83955508
 def _same(value, default) -> bool:

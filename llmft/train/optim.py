@@ -12,8 +12,8 @@ from ..model.adapters import find_all_linear_modules
 
 # %% auto #0
 __all__ = ['log', 'PACKAGES', 'CUSTOM_OPTIMIZERS', 'loraplus_param_groups', 'need_package', 'projected_groups',
-           'galore_optimizer', 'apollo_optimizer', 'adam_mini_optimizer', 'ChainedOptimizer', 'muon_optimizer',
-           'loraplus_optimizer', 'create_custom_optimizer']
+           'ChainedOptimizer', 'LayerwiseOptimizer', 'build', 'galore_optimizer', 'apollo_optimizer', 'badam_optimizer',
+           'adam_mini_optimizer', 'muon_optimizer', 'loraplus_optimizer', 'create_custom_optimizer']
 
 # %% ../../nbs/52_train.optim.ipynb #9a0db239
 log = get_logger(__name__)
@@ -39,7 +39,7 @@ def loraplus_param_groups(model, lr:float, ratio:float, lr_embedding:float, weig
 
 # %% ../../nbs/52_train.optim.ipynb #a57fcb3c
 PACKAGES = {'galore': ('galore_torch', 'galore-torch'), 'apollo': ('apollo_torch', 'apollo-torch'),
-            'adam_mini': ('adam_mini', 'adam-mini')}
+            'badam': ('badam', 'badam'), 'adam_mini': ('adam_mini', 'adam-mini')}
 
 def need_package(kind:str):
     "A ConfigError naming the pip package `use_<kind>` needs, unless it is installed."
@@ -62,39 +62,6 @@ def projected_groups(model, targets:list[str], weight_decay:float, **extra) -> l
             dict(params=groups['decay'], weight_decay=weight_decay, name='decay'),
             dict(params=groups['projected'], weight_decay=weight_decay, name='projected', **extra)]
 
-# %% ../../nbs/52_train.optim.ipynb #f176d0a0
-def _adam_kwargs(args) -> dict:
-    return dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-
-def galore_optimizer(model, args, f):
-    "GaLore: galore-torch's AdamW (adamw_torch, _fused), 8-bit AdamW (adamw_8bit and kin) or Adafactor, by `optim`."
-    import galore_torch
-    classes = {'adamw_torch': 'GaLoreAdamW', 'adamw_torch_fused': 'GaLoreAdamW', 'adamw_bnb_8bit': 'GaLoreAdamW8bit',
-               'adamw_8bit': 'GaLoreAdamW8bit', 'paged_adamw_8bit': 'GaLoreAdamW8bit', 'adafactor': 'GaLoreAdafactor'}
-    optim = getattr(args.optim, 'value', args.optim)
-    if optim not in classes: raise ConfigError(f"use_galore works with optim {', '.join(classes)}, not '{optim}'.")
-    extra = dict(rank=f.galore_rank, update_proj_gap=f.galore_update_interval, scale=f.galore_scale,
-                 proj_type=f.galore_proj_type)
-    kw = {} if optim == 'adafactor' else _adam_kwargs(args)
-    cls = getattr(galore_torch, classes[optim])
-    return cls(projected_groups(model, f.galore_target, args.weight_decay, **extra), **{'lr': args.learning_rate, **kw})
-
-def apollo_optimizer(model, args, f):
-    "APOLLO: apollo-torch's APOLLOAdamW."
-    from apollo_torch import APOLLOAdamW
-    extra = dict(rank=f.apollo_rank, proj=f.apollo_proj, proj_type=f.apollo_proj_type, scale=f.apollo_scale,
-                 update_proj_gap=f.apollo_update_interval, scale_type=f.apollo_scale_type,
-                 scale_front=f.apollo_scale_front)
-    return APOLLOAdamW(projected_groups(model, f.apollo_target, args.weight_decay, **extra), **_adam_kwargs(args))
-
-def adam_mini_optimizer(model, args, f):
-    "Adam-mini: the attention heads' sizes from the model's config."
-    from adam_mini import Adam_mini
-    c = model.config.get_text_config() if hasattr(model.config, 'get_text_config') else model.config
-    return Adam_mini(model.named_parameters(), weight_decay=args.weight_decay, dim=c.hidden_size,
-                     n_heads=c.num_attention_heads, n_kv_heads=getattr(c, 'num_key_value_heads', None),
-                     verbose=False, **_adam_kwargs(args))
-
 # %% ../../nbs/52_train.optim.ipynb #d881ef1e
 class ChainedOptimizer(torch.optim.Optimizer):
     "Several optimizers stepped as one: the `Trainer`'s scheduler and checkpoints see all their groups."
@@ -114,6 +81,76 @@ class ChainedOptimizer(torch.optim.Optimizer):
         for o, s in zip(self.optimizers, state['optimizers']): o.load_state_dict(s)
         self.param_groups = [g for o in self.optimizers for g in o.param_groups]
 
+# %% ../../nbs/52_train.optim.ipynb #3d773d5e
+class LayerwiseOptimizer(ChainedOptimizer):
+    ("One optimizer per parameter, stepped from a hook the moment its gradient is complete (GaLore's and APOLLO's "
+     "per-layer mode); the `Trainer`'s scheduler sets their learning rates, its own step and zero_grad do nothing.")
+    def __init__(self, per_param:dict):
+        super().__init__(*per_param.values())
+        for p, o in per_param.items(): p.register_post_accumulate_grad_hook(self._stepper(o))
+
+    @staticmethod
+    def _stepper(o):
+        def step(p):
+            o.step()
+            o.zero_grad(set_to_none=True)
+        return step
+
+    def step(self, closure=None): pass
+
+    def zero_grad(self, set_to_none:bool=True): pass
+
+def build(cls, groups:list[dict], layerwise:bool=False, **kw):
+    "`cls` over `groups`; `layerwise`: one `cls` per parameter, each with its group's settings, in a `LayerwiseOptimizer`."
+    if not layerwise: return cls(groups, **kw)
+    return LayerwiseOptimizer({p: cls([{**g, 'params': [p]}], **kw) for g in groups for p in g['params']})
+
+# %% ../../nbs/52_train.optim.ipynb #f176d0a0
+def _adam_kwargs(args) -> dict:
+    return dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+def galore_optimizer(model, args, f):
+    "GaLore: galore-torch's AdamW (adamw_torch, _fused), 8-bit AdamW (adamw_8bit and kin) or Adafactor, by `optim`."
+    import galore_torch
+    classes = {'adamw_torch': 'GaLoreAdamW', 'adamw_torch_fused': 'GaLoreAdamW', 'adamw_bnb_8bit': 'GaLoreAdamW8bit',
+               'adamw_8bit': 'GaLoreAdamW8bit', 'paged_adamw_8bit': 'GaLoreAdamW8bit', 'adafactor': 'GaLoreAdafactor'}
+    optim = getattr(args.optim, 'value', args.optim)
+    if optim not in classes: raise ConfigError(f"use_galore works with optim {', '.join(classes)}, not '{optim}'.")
+    extra = dict(rank=f.galore_rank, update_proj_gap=f.galore_update_interval, scale=f.galore_scale,
+                 proj_type=f.galore_proj_type)
+    kw = {} if optim == 'adafactor' else _adam_kwargs(args)
+    cls = getattr(galore_torch, classes[optim])
+    groups = projected_groups(model, f.galore_target, args.weight_decay, **extra)
+    return build(cls, groups, f.galore_layerwise, **{'lr': args.learning_rate, **kw})
+
+def apollo_optimizer(model, args, f):
+    "APOLLO: apollo-torch's APOLLOAdamW."
+    from apollo_torch import APOLLOAdamW
+    extra = dict(rank=f.apollo_rank, proj=f.apollo_proj, proj_type=f.apollo_proj_type, scale=f.apollo_scale,
+                 update_proj_gap=f.apollo_update_interval, scale_type=f.apollo_scale_type,
+                 scale_front=f.apollo_scale_front)
+    groups = projected_groups(model, f.apollo_target, args.weight_decay, **extra)
+    return build(APOLLOAdamW, groups, f.apollo_layerwise, **_adam_kwargs(args))
+
+def badam_optimizer(model, args, f):
+    ("BAdam, layer mode: transformers' optimizer over the decay groups, wrapped in badam's `BlockOptimizer`, which "
+     "trains one block of layers at a time.")
+    from badam import BlockOptimizer
+    cls, kw = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    groups = [g for g in projected_groups(model, [], args.weight_decay) if g['name'] != 'projected']
+    return BlockOptimizer(base_optimizer=cls(groups, **kw), named_parameters_list=list(model.named_parameters()),
+                          switch_block_every=f.badam_switch_interval, start_block=f.badam_start_block,
+                          switch_mode=f.badam_switch_mode, verbose=f.badam_verbose, ds_zero3_enabled=False)
+
+def adam_mini_optimizer(model, args, f):
+    "Adam-mini: the attention heads' sizes from the model's config."
+    from adam_mini import Adam_mini
+    c = model.config.get_text_config() if hasattr(model.config, 'get_text_config') else model.config
+    return Adam_mini(model.named_parameters(), weight_decay=args.weight_decay, dim=c.hidden_size,
+                     n_heads=c.num_attention_heads, n_kv_heads=getattr(c, 'num_key_value_heads', None),
+                     verbose=False, **_adam_kwargs(args))
+
+# %% ../../nbs/52_train.optim.ipynb #858d0b14
 def muon_optimizer(model, args, f):
     ("Muon on the 2-D hidden weights (not embeddings, not the head), AdamW on the rest; the learning rate scaled to "
      "AdamW's update size (`match_rms_adamw`), as Moonlight's Muon that LLaMA-Factory carries.")
@@ -139,7 +176,7 @@ def loraplus_optimizer(model, args, f):
     return cls(groups, lr=args.learning_rate, **kw)
 
 CUSTOM_OPTIMIZERS = {'loraplus': loraplus_optimizer, 'galore': galore_optimizer, 'apollo': apollo_optimizer,
-                     'adam_mini': adam_mini_optimizer, 'muon': muon_optimizer}
+                     'badam': badam_optimizer, 'adam_mini': adam_mini_optimizer, 'muon': muon_optimizer}
 
 def create_custom_optimizer(model, training_args, finetuning_args):
     "The optimizer `finetuning_args` asks for (`custom_optimizer`), or None: the `Trainer`'s own from `optim`."

@@ -41,6 +41,9 @@ def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
      "early stopping when asked).")
     cbs = [LogCallback(), CheckpointCallback(), InterruptCallback()]
     if finetuning_args.pissa_convert and training_args.do_train: cbs.append(PissaConvertCallback())
+    if finetuning_args.use_badam:   # badam's own callback: input gradients for the checkpointed blocks it trains
+        from badam import BAdamCallback
+        cbs.append(BAdamCallback())
     if finetuning_args.early_stopping_steps:
         from transformers import EarlyStoppingCallback
         cbs.append(EarlyStoppingCallback(early_stopping_patience=finetuning_args.early_stopping_steps))
