@@ -17,8 +17,8 @@ from .train import TrainingArguments, GeneratingArguments
 __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset',
            'check_eval_has_data', 'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates',
            'check_sft_only_options', 'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter',
-           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
-           'resolve_output_dir', 'run_checks', 'check_deepspeed']
+           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'resolve_trackers', 'check_sft_loss',
+           'resolve_early_stopping', 'resolve_output_dir', 'run_checks', 'check_deepspeed']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -127,8 +127,8 @@ def check_stage_finetuning(a:RunArgs):
 
 # %% ../../nbs/14_hparams.checks.ipynb #95a53fac
 def check_optimizer(a:RunArgs):
-    ("GaLore and APOLLO project the gradients of whole weight matrices: they train full or freeze models, not adapters; "
-     "their per-layer modes step inside one backward pass.")
+    ("GaLore and APOLLO project the gradients of whole weight matrices: they train full or freeze models, not "
+     "adapters; their per-layer modes step inside one backward pass; BAdam trains blocks of a full model.")
     f = a.finetuning
     if f.custom_optimizer in ('galore', 'apollo') and f.finetuning_type not in ('full', 'freeze'):
         raise ConfigError(f"use_{f.custom_optimizer} needs finetuning_type full or freeze, not '{f.finetuning_type}'.")
@@ -141,6 +141,17 @@ def check_optimizer(a:RunArgs):
     if f.layerwise and (a.training.gradient_accumulation_steps > 1 or int(os.environ.get('WORLD_SIZE', '1')) > 1):
         raise ConfigError(f'{f.custom_optimizer}_layerwise steps each layer inside the backward pass: it needs '
                           'gradient_accumulation_steps: 1 and a single process (set the key to false for DDP).')
+
+def resolve_trackers(a:RunArgs):
+    ("`report_to: swanlab` and `use_swanlab: true` are one switch (llmft logs through SwanLab's own callback); "
+     "SwanLab's cloud mode needs an API key, as it would otherwise ask for one at the terminal.")
+    f, t = a.finetuning, a.training
+    if 'swanlab' in (t.report_to or []):
+        t.report_to = [r for r in t.report_to if r != 'swanlab']
+        f.use_swanlab = True
+    if f.use_swanlab and f.swanlab_mode == 'cloud' and not (f.swanlab_api_key or os.environ.get('SWANLAB_API_KEY')):
+        raise ConfigError('swanlab_mode: cloud needs swanlab_api_key (or SWANLAB_API_KEY) and the network; set '
+                          'swanlab_mode: local or offline to log to files.')
 
 def check_sft_loss(a:RunArgs):
     "The DFT / ASFT / EAFT losses weight the sft loss only."
@@ -186,7 +197,7 @@ def resolve_output_dir(a:RunArgs):
 CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data,
           check_generate_only_sft, resolve_shuffling, check_sft_predict_generates, check_sft_only_options,
           resolve_packing, resolve_neat_packing, check_quantization_needs_adapter, check_ppo, check_stage_finetuning,
-          check_optimizer, check_sft_loss, resolve_early_stopping, resolve_output_dir]
+          check_optimizer, check_sft_loss, resolve_early_stopping, resolve_trackers, resolve_output_dir]
 
 # %% ../../nbs/14_hparams.checks.ipynb #a2c6c688
 def run_checks(a:RunArgs) -> RunArgs:

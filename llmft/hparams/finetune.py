@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 from ..core import STAGES, closest
 from .optim import OptimizerArguments
+from .tracking import SwanLabArguments
 from .rlhf import RLHFArguments
 
 # %% auto #0
@@ -145,8 +146,8 @@ class SFTLossArguments:
 
 # %% ../../nbs/12_hparams.finetune.ipynb #23a30fed
 @dataclass
-class FinetuningArguments(SFTLossArguments, OptimizerArguments, RLHFArguments, ReferenceArguments, OFTArguments,
-                          LoraArguments, FreezeArguments):
+class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments, RLHFArguments, ReferenceArguments,
+                          OFTArguments, LoraArguments, FreezeArguments):
     "The training stage, which parameters train, and run-level switches."
     stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
     finetuning_type: str = field(default='lora', metadata={

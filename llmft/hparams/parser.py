@@ -101,7 +101,7 @@ def _plain(v):
     if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
     return v
 
-SECRET_KEYS = ('hf_hub_token', 'hub_token')
+SECRET_KEYS = ('hf_hub_token', 'hub_token', 'swanlab_api_key')
 
 def resolved_config(cfg:dict, args:RunArgs) -> dict[str, Any]:
     ("The keys of `cfg` with the values the run actually used (after conversion and checks), replayable as a recipe; "

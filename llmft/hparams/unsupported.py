@@ -122,10 +122,8 @@ lf_keys('DataArguments', 'llmft never trains on padding: labels are masked by po
         ignore_pad_token_for_loss=True)
 lf_keys('DataArguments', 'llmft tokenizes once, before the workers start, and the workers read the cached dataset',
         'leave it out', any_value=True, data_shared_file_system=False)
-lf_keys('SwanLabArguments', 'llmft does not carry the SwanLab tracker',
-        'report_to: tensorboard, wandb or mlflow', use_swanlab=False, swanlab_project='llamafactory',
-        swanlab_workspace=None, swanlab_run_name=None, swanlab_mode='cloud', swanlab_api_key=None, swanlab_logdir=None,
-        swanlab_lark_webhook_url=None, swanlab_lark_secret=None)
+lf_keys('SwanLabArguments', "SwanLab's Lark (Feishu) notifications need the network",
+        'leave them out; the run still logs to SwanLab', swanlab_lark_webhook_url=None, swanlab_lark_secret=None)
 
 # %% ../../nbs/14a_hparams.unsupported.ipynb #83955508
 def _same(value, default) -> bool:
@@ -137,6 +135,7 @@ def unsupported_message(key:str, value) -> str|None:
     "The one-line refusal of `key: value`, or None when llmft accepts it (a key it carries, or at its default)."
     u = UNSUPPORTED.get(key)
     if u is None or u.any_value or _same(value, u.default): return None
+    if key.endswith(('_token', '_secret', '_key', '_url')): value = '***'   # a secret is not echoed
     return (f"'{key}: {value}' is a LLaMA-Factory key that llmft does not support ({u.why}); instead: {u.instead}. "
             f"Remove the key, or set it to LLaMA-Factory's default {u.default!r}.")
 

@@ -101,7 +101,7 @@ class LayerwiseOptimizer(ChainedOptimizer):
     def zero_grad(self, set_to_none:bool=True): pass
 
 def build(cls, groups:list[dict], layerwise:bool=False, **kw):
-    "`cls` over `groups`; `layerwise`: one `cls` per parameter, each with its group's settings, in a `LayerwiseOptimizer`."
+    "`cls` over `groups`; `layerwise`: one `cls` per parameter, with its group's settings, in a `LayerwiseOptimizer`."
     if not layerwise: return cls(groups, **kw)
     return LayerwiseOptimizer({p: cls([{**g, 'params': [p]}], **kw) for g in groups for p in g['params']})
 

@@ -11,6 +11,7 @@ from ..core import ARGS_FILE, ConfigError, get_logger
 from ..hparams.parser import get_train_args, resolved_config
 from ..hparams.recipe import load_cfg
 from .workflow import RunResult
+from .trackers import finish_trackers
 from .pt import run_pt
 from .sft import run_sft
 from .rm import run_rm
@@ -41,7 +42,9 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
         (out/ARGS_FILE).write_text(yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True))
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
     try: return STAGES[stage](*args, callbacks=callbacks)
-    finally: _end_process_group()
+    finally:
+        finish_trackers()
+        _end_process_group()
 
 def _end_process_group():
     "Destroy the process group a multi-process run created (left alive, about one run in ten aborts at exit)."

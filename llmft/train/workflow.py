@@ -11,6 +11,7 @@ import torch
 from ..core import ModelError, TEMPLATE_FILE, get_logger, write_json
 from ..data.template import check_run_template, template_record, to_jinja
 from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, PissaConvertCallback
+from .trackers import tracker_callbacks
 from .plots import plot_loss
 
 # %% auto #0
@@ -41,6 +42,7 @@ def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
      "early stopping when asked).")
     cbs = [LogCallback(), CheckpointCallback(), InterruptCallback()]
     if finetuning_args.pissa_convert and training_args.do_train: cbs.append(PissaConvertCallback())
+    cbs += tracker_callbacks(training_args, finetuning_args)
     if finetuning_args.use_badam:   # badam's own callback: input gradients for the checkpointed blocks it trains
         from badam import BAdamCallback
         cbs.append(BAdamCallback())
