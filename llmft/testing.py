@@ -11,7 +11,7 @@ from .core import cache_dir, closest, get_logger
 # %% auto #0
 __all__ = ['log', 'FIXTURE_VERSION', 'LLAMA3_SPLIT', 'LLAMA3_CHAT_TEMPLATE', 'QWEN_CHAT_TEMPLATE', 'FAMILIES', 'ARCHS',
            'add_family', 'tiny_tokenizer_path', 'tiny_tokenizer', 'chat_templates_dir', 'official_chat_template',
-           'family_tokenizer', 'tiny_model', 'save_tiny_model']
+           'lf_template_renders', 'family_tokenizer', 'tiny_model', 'save_tiny_model']
 
 # %% ../nbs/01_testing.ipynb #30d42910
 log = get_logger(__name__)
@@ -191,6 +191,11 @@ def official_chat_template(name:str) -> str:
             f"No official template '{name}'{closest(name, [q.stem for q in chat_templates_dir().glob('*.jinja')])}"
         )
     return p.read_text()
+
+def lf_template_renders() -> dict:
+    ("LLaMA-Factory 0.9.5's renders of the verification conversations through each of its templates "
+     "(`tests/assets/lf_template_renders.json`, written by `tools/lf_template_renders.py`).")
+    return json.loads((chat_templates_dir().parent / 'lf_template_renders.json').read_text(encoding='utf-8'))
 
 def family_tokenizer(family:str, template:str):
     "The fixture tokenizer of `family` carrying the official chat template `template`."

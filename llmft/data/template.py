@@ -14,7 +14,7 @@ from .formatter import F, Formatter
 from .tools import FunctionFormatter, ToolFormatter, extract_tool_calls
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATES', 'Template', 'register_template', 'fix_tokenizer', 'stop_ids', 'template_record',
+__all__ = ['log', 'TEMPLATES', 'UNVERIFIED', 'Template', 'register_template', 'fix_tokenizer', 'stop_ids', 'template_record',
            'check_run_template', 'to_jinja', 'trained_ids']
 
 # %% ../../nbs/24_data.template.ipynb #8009bb22
@@ -92,12 +92,12 @@ def system_text(self:Template, tokenizer, system:str|None=None, tools=None) -> s
     ("The formatted system message (`system` or the default) with the tool definitions appended; empty when there "
      "is neither.")
     system = system or self.default_system
-    tool = (self.format_tools or ToolFormatter(tool_format=self.tool_format)).apply(tokenizer, content=tools)
+    fmt = self.format_tools or ToolFormatter(tool_format=self.tool_format)
+    tool = fmt.apply(tokenizer, content=tools) if tools else ''
     # the blank line separates the tools from a system message; without one it opens the turn
     if not system: tool = tool.lstrip('\n')
-    return (
-        self.format_system.apply(tokenizer, content=system + tool) if (system or tool or self.always_system) else ''
-    )
+    if not (system or tool or self.always_system): return ''
+    return self.format_system.apply(tokenizer, content=system + tool)
 
 @patch
 def thought_of(self:Template, content:str, history:bool, last_only:bool) -> tuple[str, str]:
@@ -168,10 +168,15 @@ def extract_tool_calls(self:Template, text:str) -> str|list:
 # %% ../../nbs/24_data.template.ipynb #fdbb1d85
 TEMPLATES: dict[str, Template] = {}
 
-def register_template(t:Template) -> Template:
-    "Add `t` to `TEMPLATES` under its name."
+def register_template(t:Template,
+                      unverified:str|None=None, # why no published jinja template checks it (None: one does)
+                     ) -> Template:
+    "Add `t` to `TEMPLATES` under its name; `unverified` says why it is not checked against a published template."
     TEMPLATES[t.name] = t
+    if unverified: UNVERIFIED[t.name] = unverified
     return t
+
+UNVERIFIED: dict[str, str] = {}   # template name -> why no published jinja template verifies it
 
 # %% ../../nbs/24_data.template.ipynb #cf30fd90
 def fix_tokenizer(template:Template, tokenizer) -> list[str]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 from ..core import TemplateError, closest, get_logger
 from .formatter import F
-from .template import TEMPLATES, Template, fix_tokenizer, register_template
+from .template import TEMPLATES, UNVERIFIED, Template, fix_tokenizer, register_template
 
 # %% auto #0
 __all__ = ['log', 'VERIFY_MESSAGES', 'VERIFY_TOOLS', 'VERIFY_TOOL_CALL', 'template_ids', 'to_openai', 'jinja_ids',
-           'verify_template', 'template_rows', 'derive_template', 'match_template', 'get_template',
+           'verify_template', 'render_diff', 'template_rows', 'derive_template', 'match_template', 'get_template',
            'get_template_and_fix_tokenizer']
 
 # %% ../../nbs/26_data.templates.ipynb #3f989857
@@ -93,15 +93,31 @@ def verify_template(template:Template,         # the template to check
         if ours != theirs: bad[case] = (ours, theirs)
     return bad
 
+# %% ../../nbs/26_data.templates.ipynb #18543ba0
+def render_diff(template:Template, tokenizer,
+                expected:dict, # {case: [[prompt text, answer text], ...]}, as `tools/lf_template_renders.py` writes
+                messages:list=VERIFY_MESSAGES, system:str='You are terse.') -> dict:
+    "The verification cases where `template` renders other text than `expected`: `{case: (ours, expected)}`."
+    bad = {}
+    for case, want in expected.items():
+        n, s = (2 if case.startswith('2') else 1), (system if 'system' in case else None)
+        pairs = template.encode_multiturn(tokenizer, messages[:2 * n], s)
+        ours = [[tokenizer.decode(p, skip_special_tokens=False), tokenizer.decode(a, skip_special_tokens=False)]
+                for p, a in pairs]
+        if ours != want: bad[case] = (ours, want)
+    return bad
+
 # %% ../../nbs/26_data.templates.ipynb #a3574f6c
 register_template(Template(
     'default',
     format_user=F('Human: {{content}}', {'eos_token'}, '\nAssistant:'),
     format_assistant=F('{{content}}', {'eos_token'}, '\n'),
-    format_system=F('System: {{content}}', {'eos_token'}, '\n')))
+    format_system=F('System: {{content}}', {'eos_token'}, '\n')),
+    unverified="LLaMA-Factory's own generic format: no model publishes it")
 
 # %% ../../nbs/26_data.templates.ipynb #b8fa83e2
-register_template(Template('empty', format_user=F('{{content}}'), format_assistant=F('{{content}}')))
+register_template(Template('empty', format_user=F('{{content}}'), format_assistant=F('{{content}}')),
+                  unverified='plain text, no chat format to publish')
 
 # %% ../../nbs/26_data.templates.ipynb #e35ebf54
 register_template(
@@ -113,7 +129,8 @@ register_template(
             'Below is an instruction that describes a task. Write a response that appropriately completes the'
             ' request.\n\n'
         ),
-    )
+    ),
+    unverified="Alpaca models shipped no jinja template; checked against the format's description",
 )
 
 # %% ../../nbs/26_data.templates.ipynb #2ac34af9
@@ -122,21 +139,24 @@ register_template(Template(
     format_user=F('USER: {{content}} ASSISTANT:'),
     format_assistant=F('{{content}}', {'eos_token'}),
     default_system=("A chat between a curious user and an artificial intelligence assistant. "
-                    "The assistant gives helpful, detailed, and polite answers to the user's questions.")))
+                    "The assistant gives helpful, detailed, and polite answers to the user's questions.")),
+                  unverified="FastChat's format; Vicuna's tokenizer carries no jinja template")
 
 # %% ../../nbs/26_data.templates.ipynb #8c758ffe
-from .families import meta, qwen, others  # noqa: F401  (each registers its templates)
+from .families import meta, qwen, others, more  # noqa: F401  (each registers its templates)
 
 # %% ../../nbs/26_data.templates.ipynb #694ddf7f
 def template_rows() -> list[dict]:
-    "One row per registered template: stop words, eos handling, tool format, reasoning, system placement and default."
+    ("One row per registered template: stop words, eos handling, tools, reasoning, system placement, default and "
+     "what verified it.")
     rows = []
     for name, t in sorted(TEMPLATES.items()):
         thinking = '-'
         if t.thought_words: thinking = 'on' if t.enable_thinking else 'off'
         rows.append({'template': name, 'stop words': ', '.join(t.stop_words) or '-', 'efficient_eos': t.efficient_eos,
                      'tools': t.tool_format, 'thinking': thinking, 'system in user turn': t.system_in_user,
-                     'default system': t.default_system})
+                     'default system': t.default_system,
+                     'verified': f'unverified: {UNVERIFIED[name]}' if name in UNVERIFIED else 'published template'})
     return rows
 
 # %% ../../nbs/26_data.templates.ipynb #1eb09272

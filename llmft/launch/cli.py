@@ -180,12 +180,17 @@ def cmd_templates(args:list[str]) -> int:
         from llmft.data.fidelity import differences_table
         print(differences_table(args[1] if len(args) > 1 else None))
         return 0
-    print(f"{'template':16s} {'stop words':34s} {'efficient_eos':14s} {'tools':8s} {'thinking':9s} default system")
+    print(f"{'template':16s} {'stop words':34s} {'efficient_eos':14s} {'tools':8s} {'thinking':9s} {'verified':11s} "
+          "default system")
+    why = {}
     for r in template_rows():
         system = r['default system'].replace('\n', ' ') or '-'
         if len(system) > 40: system = system[:40] + '...'
+        checked = 'published' if r['verified'] == 'published template' else 'unverified'
+        if checked == 'unverified': why.setdefault(r['verified'].removeprefix('unverified: '), []).append(r['template'])
         print(f"{r['template']:16s} {r['stop words']:34s} {str(r['efficient_eos']):14s} {r['tools']:8s} "
-              f"{r['thinking']:9s} {system}")
+              f"{r['thinking']:9s} {checked:11s} {system}")
+    for reason, names in why.items(): print(f'\nunverified ({reason}): {", ".join(names)}')
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #b30528a6
