@@ -102,7 +102,7 @@ def _user_error(tmp_path, tiny_llama, *overrides, env=None):
 @pytest.mark.parametrize('override, code, line', [
     ('dataset=noout', 3, "llmft: data error: Dataset 'noout' (noout.json) has no column 'output' for the answers"),
     ('dataset=nope', 3, "llmft: data error: Dataset 'nope' is not in "),
-    ('template=llama9', 4, "llmft: template error: Unknown template 'llama9'; did you mean 'llama3'?"),
+    ('template=llama33', 4, "llmft: template error: Unknown template 'llama33'; did you mean 'llama3'?"),
     ('model_name_or_path=/no/such/model', 5,
      "llmft: model error: model_name_or_path '/no/such/model': cannot load the tokenizer: no such folder."),
     ('cutoff_len=-4', 2, 'llmft: configuration error: '),

@@ -12,7 +12,8 @@ SECRET = 'hf_llmftSECRETtoken123'
 
 @pytest.fixture
 def cfg(tiny_llama, tmp_path):
-    return dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora', dataset='alpaca_demo',
+    return dict(model_name_or_path=tiny_llama, stage='sft', do_train=True, finetuning_type='lora',
+                dataset='alpaca_demo',
                 dataset_dir=str(ROOT / 'data'), template='llama3', cutoff_len=64, max_samples=8,
                 output_dir=str(tmp_path / 'run'), per_device_train_batch_size=4, max_steps=4, logging_steps=2,
                 save_strategy='no', hf_hub_token=SECRET, learning_rate=1e-2, seed=0)

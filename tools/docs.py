@@ -249,7 +249,9 @@ def write_reference():
     refs = key_reference()
     head = (
         '# Configuration keys\n\nEvery key a recipe, `llmft train key=value` or a sweep accepts, generated from the '
-        f'argument dataclasses ({len(refs)} keys): its type and default, what it does, and the checks that read it '
+        f'argument dataclasses ({len(refs)} keys, the last group those of LLaMA-Factory that llmft knows but does not '
+        'carry: accepted at their LLaMA-Factory default, refused by name otherwise): its type and default, what it '
+        'does, and the checks that read it '
         '(`check_*` refuse a bad combination, `resolve_*` also set a value, `__post_init__` validates on load). '
         'The same, filtered, on the command line: `llmft keys PATTERN`.\n\n'
     )

@@ -104,9 +104,14 @@ def resolve_neat_packing(a:RunArgs):
 
 # %% ../../nbs/14_hparams.checks.ipynb #3da43cc5
 def check_quantization_needs_adapter(a:RunArgs):
-    "A quantized base model cannot be trained in full; only adapters train."
+    ("A quantized base model cannot be trained in full, only adapters train; and bitsandbytes quantizes on a CUDA GPU "
+     "only, which is checked here, before the data is read.")
     if a.model.quantization_bit and a.finetuning.finetuning_type not in ('lora', 'oft'):
         raise ConfigError(f"quantization_bit needs finetuning_type lora or oft, not '{a.finetuning.finetuning_type}'.")
+    import torch
+    if a.model.quantization_bit and a.training.do_train and not torch.cuda.is_available():
+        raise ConfigError(f'quantization_bit={a.model.quantization_bit} needs a CUDA GPU (bitsandbytes); none is '
+                          'present. Remove quantization_bit to train in full precision.')
 
 # %% ../../nbs/14_hparams.checks.ipynb #fc277a8b
 def check_ppo(a:RunArgs):

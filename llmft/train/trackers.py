@@ -100,6 +100,8 @@ def tracker_callbacks(training_args, finetuning_args) -> list:
 def finish_trackers():
     "End the tracker runs a run started (W&B, MLflow, SwanLab), so that the next run in this process starts its own."
     mods = sys.modules
-    if 'wandb' in mods and mods['wandb'].run is not None: mods['wandb'].finish()
+    if 'wandb' in mods and mods['wandb'].run is not None:
+        mods['wandb'].finish()
+        mods['wandb'].teardown()   # W&B reads its settings (WANDB_DIR, WANDB_MODE) once per set-up
     if 'mlflow' in mods and mods['mlflow'].active_run() is not None: mods['mlflow'].end_run()
     if 'swanlab' in mods and mods['swanlab'].has_run(): mods['swanlab'].finish()

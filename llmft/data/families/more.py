@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['LF_CHECKED', 'CHATML_USER', 'CHATML_ANSWER', 'CHATML_SYSTEM', 'CHATML_TOOL', 'QWEN_OBSERVATION']
 
-# %% ../../../nbs/26d_data.families.more.ipynb #c337c9b3
+# %% ../../../nbs/26d_data.families.more.ipynb #bf536897
+from dataclasses import replace
 from ..formatter import F
 from ..tools import FunctionFormatter
-from ..template import Template, register_template
+from ..template import TEMPLATES, Template, register_template
 
-# %% ../../../nbs/26d_data.families.more.ipynb #a3f015e2
+# %% ../../../nbs/26d_data.families.more.ipynb #00f8c9c4
 LF_CHECKED = "no published jinja template could be had offline here; checked against LLaMA-Factory 0.9.5's rendering"
 CHATML_USER = F('<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n')
 CHATML_ANSWER = F('{{content}}<|im_end|>\n')
@@ -19,7 +20,7 @@ CHATML_TOOL = F('<|im_start|>tool\n{{content}}<|im_end|>\n<|im_start|>assistant\
 QWEN_OBSERVATION = F('<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n'
                      '<|im_start|>assistant\n')
 
-# %% ../../../nbs/26d_data.families.more.ipynb #b2971c22
+# %% ../../../nbs/26d_data.families.more.ipynb #bb145ec7
 register_template(Template(
     'llama4',
     format_user=F('<|header_start|>user<|header_end|>\n\n{{content}}<|eot|>'
@@ -30,7 +31,7 @@ register_template(Template(
                          '<|header_start|>assistant<|header_end|>\n\n'),
     format_prefix=F({'bos_token'}), stop_words=['<|eot|>', '<|eom|>'], replace_eos=True, tool_format='llama3'))
 
-# %% ../../../nbs/26d_data.families.more.ipynb #c09a8037
+# %% ../../../nbs/26d_data.families.more.ipynb #c6cf2a49
 register_template(Template(
     'mllama',
     format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>'
@@ -42,14 +43,14 @@ register_template(Template(
     format_prefix=F({'bos_token'}), stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True, tool_format='llama3'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #d85facc6
+# %% ../../../nbs/26d_data.families.more.ipynb #123200b7
 register_template(Template(
     'llama2_zh', format_user=F({'bos_token'}, '[INST] {{content}} [/INST]'),
     format_assistant=F('{{content}}', {'eos_token'}), format_system=F('<<SYS>>\n{{content}}\n<</SYS>>\n\n'),
     default_system='You are a helpful assistant. 你是一个乐于助人的助手。', system_in_user=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #be02d799
+# %% ../../../nbs/26d_data.families.more.ipynb #e5ebe468
 register_template(Template(
     'openchat-3.6',
     format_user=F('<|start_header_id|>GPT4 Correct User<|end_header_id|>\n\n{{content}}<|eot_id|>'
@@ -57,14 +58,14 @@ register_template(Template(
     format_assistant=F('{{content}}', {'eos_token'}), format_prefix=F({'bos_token'}), stop_words=['<|eot_id|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #dc047b3f
+# %% ../../../nbs/26d_data.families.more.ipynb #44023315
 register_template(Template(
     'llava', format_user=F('USER: {{content}} ASSISTANT:'), format_assistant=F('{{content}}', {'eos_token'}),
     default_system=('A chat between a curious user and an artificial intelligence assistant. '
                     "The assistant gives helpful, detailed, and polite answers to the user's questions.")),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #7a54efd7
+# %% ../../../nbs/26d_data.families.more.ipynb #7c4a7e19
 register_template(Template(
     'chatml_de', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
@@ -72,21 +73,21 @@ register_template(Template(
     stop_words=['<|im_end|>', '<|im_start|>'], replace_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #cf3c0908
+# %% ../../../nbs/26d_data.families.more.ipynb #7bba3ac2
 register_template(Template(
     'cpm4', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
     format_prefix=F({'bos_token'}), stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #c176432b
+# %% ../../../nbs/26d_data.families.more.ipynb #974cafb6
 register_template(Template(
     'falcon_h1', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
     format_prefix=F({'bos_token'}), stop_words=['<|im_end|>', '<|end_of_text|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #73dd8dae
+# %% ../../../nbs/26d_data.families.more.ipynb #e595e671
 register_template(Template(
     'opencoder', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
@@ -94,20 +95,20 @@ register_template(Template(
     stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #6b34cdfc
+# %% ../../../nbs/26d_data.families.more.ipynb #c5cbcf66
 register_template(Template(
     'smollm', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #8d77bd12
+# %% ../../../nbs/26d_data.families.more.ipynb #d74824e4
 register_template(Template(
     'smollm2', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, stop_words=['<|im_end|>'],
     default_system='You are a helpful AI assistant named SmolLM, trained by Hugging Face.'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #d456da0f
+# %% ../../../nbs/26d_data.families.more.ipynb #bbb25d72
 register_template(Template(
     'sailor', format_user=F('<|im_start|>question\n{{content}}<|im_end|>\n<|im_start|>answer\n'),
     format_assistant=F('{{content}}<|im_end|>\n'), format_system=F('<|im_start|>system\n{{content}}<|im_end|>\n'),
@@ -116,13 +117,13 @@ register_template(Template(
     stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #232aad99
+# %% ../../../nbs/26d_data.families.more.ipynb #cbcaa21d
 register_template(Template(
     'intern_s1', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_prefix=F({'bos_token'}), stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #41617a80
+# %% ../../../nbs/26d_data.families.more.ipynb #cdbaa6f7
 register_template(Template(
     'intern_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_prefix=F({'bos_token'}), stop_words=['<|im_end|>'],
@@ -131,7 +132,7 @@ register_template(Template(
                     '联合开发的多模态大语言模型。')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #fdcbb3c6
+# %% ../../../nbs/26d_data.families.more.ipynb #a8ca235b
 register_template(Template(
     'mimo', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
@@ -139,7 +140,7 @@ register_template(Template(
     thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #ffbe394f
+# %% ../../../nbs/26d_data.families.more.ipynb #f8bd928d
 register_template(Template(
     'mimo_v2', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
@@ -147,7 +148,7 @@ register_template(Template(
     replace_eos=True, tool_format='qwen', thought_words=('<think>', '</think>')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #e34b3c6e
+# %% ../../../nbs/26d_data.families.more.ipynb #ff3d5c2e
 register_template(Template(
     'mimo_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
@@ -155,28 +156,28 @@ register_template(Template(
     tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #3e85f366
+# %% ../../../nbs/26d_data.families.more.ipynb #2fc723bc
 register_template(Template(
     'keye_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
     stop_words=['<|im_end|>'], replace_eos=True, tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #2b2df722
+# %% ../../../nbs/26d_data.families.more.ipynb #6ce4da8a
 register_template(Template(
     'qwen3_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
     stop_words=['<|im_end|>'], replace_eos=True, tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #95b27dd8
+# %% ../../../nbs/26d_data.families.more.ipynb #c5a11b7e
 register_template(Template(
     'qwen3_vl_nothink', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
     stop_words=['<|im_end|>'], replace_eos=True, tool_format='qwen'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #83b8c075
+# %% ../../../nbs/26d_data.families.more.ipynb #82365445
 register_template(Template(
     'ernie', format_user=F('<|im_start|>user\n{{content}}<|im_end|>\n\n<|im_start|>assistant\n'),
     format_assistant=F('{{content}}<|im_end|>\n\n'), format_system=F('<|im_start|>system\n{{content}}<|im_end|>\n\n'),
@@ -184,14 +185,14 @@ register_template(Template(
     default_system='<global_setting>\nthink_mode=True\n</global_setting>', stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #00717cd2
+# %% ../../../nbs/26d_data.families.more.ipynb #bc927399
 register_template(Template(
     'ernie_nothink', format_user=F('User: {{content}}\nAssistant: '),
     format_assistant=F('{{content}}<|end_of_sentence|>'),
     format_system=F('{{content}}\n'), format_prefix=F('<|begin_of_sentence|>'), stop_words=['<|end_of_sentence|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #b70cee33
+# %% ../../../nbs/26d_data.families.more.ipynb #13e4c4b7
 register_template(Template(
     'gemma3n', format_user=F('<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n'),
     format_assistant=F('{{content}}<end_of_turn>\n'), format_system=F('{{content}}\n\n'),
@@ -199,7 +200,7 @@ register_template(Template(
     format_prefix=F({'bos_token'}), stop_words=['<end_of_turn>'], replace_eos=True, system_in_user=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #8ab70c1a
+# %% ../../../nbs/26d_data.families.more.ipynb #51a184ea
 register_template(Template(
     'ministral', format_user=F('[INST]{{content}}[/INST]'), format_assistant=F('{{content}}', {'eos_token'}),
     format_system=F('{{content}}\n\n'),
@@ -208,25 +209,13 @@ register_template(Template(
     system_in_user=True, tool_format='mistral'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #5c0f0e9d
-register_template(Template(
-    'ministral3', format_user=F('[INST]{{content}}[/INST]'), format_assistant=F('{{content}}', {'eos_token'}),
-    format_system=F('{{content}}\n\n'),
-    format_function=FunctionFormatter(['[TOOL_CALLS]{{content}}', {'eos_token'}], tool_format='mistral'),
-    format_observation=F('[TOOL_RESULTS]{"content": {{content}}}[/TOOL_RESULTS]'), format_prefix=F({'bos_token'}),
-    system_in_user=True, tool_format='mistral'),
-    unverified=LF_CHECKED)
+# %% ../../../nbs/26d_data.families.more.ipynb #c8471013
+register_template(replace(TEMPLATES['ministral'], name='ministral3'), unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #12147be9
-register_template(Template(
-    'pixtral', format_user=F('[INST]{{content}}[/INST]'), format_assistant=F('{{content}}', {'eos_token'}),
-    format_system=F('{{content}}\n\n'),
-    format_function=FunctionFormatter(['[TOOL_CALLS]{{content}}', {'eos_token'}], tool_format='mistral'),
-    format_observation=F('[TOOL_RESULTS]{"content": {{content}}}[/TOOL_RESULTS]'), format_prefix=F({'bos_token'}),
-    system_in_user=True, tool_format='mistral'),
-    unverified=LF_CHECKED)
+# %% ../../../nbs/26d_data.families.more.ipynb #b57c8c2d
+register_template(replace(TEMPLATES['ministral'], name='pixtral'), unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #54d2ac5c
+# %% ../../../nbs/26d_data.families.more.ipynb #e6c076fa
 register_template(Template(
     'gpt_oss', format_user=F('<|start|>user<|message|>{{content}}<|end|><|start|>assistant'),
     format_assistant=F('{{content}}'), format_system=F('<|start|>system<|message|>{{content}}<|end|>'),
@@ -234,7 +223,7 @@ register_template(Template(
     thought_words=('<|channel|>analysis<|message|>', '<|end|><|start|>assistant<|channel|>final<|message|>')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #430df7fe
+# %% ../../../nbs/26d_data.families.more.ipynb #880944fc
 register_template(Template(
     'granite4',
     format_user=F('<|start_of_role|>user<|end_of_role|>{{content}}<|end_of_text|>\n'
@@ -247,13 +236,13 @@ register_template(Template(
     default_system='You are Granite, developed by IBM. You are a helpful AI assistant.'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #9998fa2d
+# %% ../../../nbs/26d_data.families.more.ipynb #1a33b6d3
 register_template(Template(
     'hunyuan', format_user=F('{{content}}<|extra_0|>'), format_assistant=F('{{content}}<|eos|>'),
     format_system=F('{{content}}<|extra_4|>'), format_prefix=F('<|startoftext|>'), stop_words=['<|eos|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #9af22ac0
+# %% ../../../nbs/26d_data.families.more.ipynb #b931e2cf
 register_template(Template(
     'hunyuan_small', format_user=F('<｜hy_User｜>{{content}}<｜hy_place▁holder▁no▁8｜>'),
     format_assistant=F('{{content}}<｜hy_place▁holder▁no▁2｜>'),
@@ -261,7 +250,7 @@ register_template(Template(
     format_prefix=F('<｜hy_begin▁of▁sentence｜>'), stop_words=['<｜hy_place▁holder▁no▁2｜>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #ca84af82
+# %% ../../../nbs/26d_data.families.more.ipynb #692ddbea
 register_template(Template(
     'hy3', format_user=F('<｜hy_User｜>{{content}}<｜hy_Assistant｜>'),
     format_assistant=F('{{content}}<｜hy_eos｜>'),
@@ -269,7 +258,7 @@ register_template(Template(
     thought_words=('<think>', '</think>')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #8c7057e9
+# %% ../../../nbs/26d_data.families.more.ipynb #87337e78
 register_template(Template(
     'youtu', format_user=F('<|User|>{{content}}<|Assistant|>'), format_assistant=F('{{content}}<|end_of_text|>'),
     format_function=FunctionFormatter(['{{content}}'], thought_words=('<think>\n', '\n</think>\n\n')),
@@ -278,14 +267,14 @@ register_template(Template(
     thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #ea43559d
+# %% ../../../nbs/26d_data.families.more.ipynb #53289ff6
 register_template(Template(
     'exaone', format_user=F('[|user|]{{content}}\n[|assistant|]'),
     format_assistant=F('{{content}}', {'eos_token'}, '\n'),
     format_system=F('[|system|]{{content}}[|endofturn|]\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #7401ec76
+# %% ../../../nbs/26d_data.families.more.ipynb #6240412a
 register_template(Template(
     'moonlight',
     format_user=F('<|im_user|>user<|im_middle|>{{content}}<|im_end|><|im_assistant|>assistant<|im_middle|>'),
@@ -294,7 +283,7 @@ register_template(Template(
     default_system='You are a helpful assistant provided by Moonshot-AI.', stop_words=['<|im_end|>'], replace_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #e27ea8fe
+# %% ../../../nbs/26d_data.families.more.ipynb #3b4f41f6
 register_template(Template(
     'kimi_vl', format_user=F('<|im_user|>user<|im_middle|>{{content}}<|im_end|><|im_assistant|>assistant<|im_middle|>'),
     format_assistant=F('{{content}}<|im_end|>'),
@@ -303,14 +292,14 @@ register_template(Template(
     thought_words=('◁think▷', '◁/think▷')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #9eb819e6
+# %% ../../../nbs/26d_data.families.more.ipynb #69432cc4
 register_template(Template(
     'phi4_mini', format_user=F('<|user|>{{content}}<|end|><|assistant|>'), format_assistant=F('{{content}}<|end|>'),
     format_system=F('<|system|>{{content}}<|end|>'), format_tools=F('<|tool|>{{content}}<|/tool|>'),
     stop_words=['<|end|>'], replace_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #91e64944
+# %% ../../../nbs/26d_data.families.more.ipynb #88f926a5
 register_template(Template(
     'seed_coder', format_user=F({'bos_token'}, 'user\n{{content}}', {'eos_token'}, {'bos_token'}, 'assistant\n'),
     format_assistant=F('{{content}}', {'eos_token'}),
@@ -321,20 +310,20 @@ register_template(Template(
                     '\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #2822ffaf
+# %% ../../../nbs/26d_data.families.more.ipynb #98d307de
 register_template(Template(
     'starchat', format_user=F('<|user|>\n{{content}}<|end|>\n<|assistant|>'),
     format_assistant=F('{{content}}<|end|>\n'),
     format_system=F('<|system|>\n{{content}}<|end|>\n'), stop_words=['<|end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #539c8e21
+# %% ../../../nbs/26d_data.families.more.ipynb #d72a5b88
 register_template(Template(
     'solar', format_user=F('### User:\n{{content}}\n\n### Assistant:\n'), format_assistant=F('{{content}}'),
     format_system=F('### System:\n{{content}}\n\n'), efficient_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #593c1240
+# %% ../../../nbs/26d_data.families.more.ipynb #7825b5d9
 register_template(Template(
     'telechat2', format_user=F('<_user>{{content}}<_bot>'), format_assistant=F('{{content}}', {'eos_token'}),
     format_system=F('<_system>{{content}}'),
@@ -343,7 +332,7 @@ register_template(Template(
                     '研发的人工智能助手。')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #e0d51b06
+# %% ../../../nbs/26d_data.families.more.ipynb #59381066
 register_template(Template(
     'xuanyuan', format_user=F('Human: {{content}} Assistant:'), format_assistant=F('{{content}}', {'eos_token'}),
     default_system=('以下是用户和人工智能助手之间的对话。'
@@ -353,7 +342,7 @@ register_template(Template(
                     '不安全、有争议、政治敏感等相关的话题、问题和指示。\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #da46b54d
+# %% ../../../nbs/26d_data.families.more.ipynb #f8e480c5
 register_template(Template(
     'yi_vl', format_user=F('### Human: {{content}}\n### Assistant:'), format_assistant=F('{{content}}\n'),
     default_system=('This is a chat between an inquisitive human and an AI assistant. '
