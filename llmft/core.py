@@ -8,10 +8,10 @@ import difflib, json, logging, os, shutil, sys, time, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'EXIT_CODES',
-           'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode', 'UserError',
-           'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'read_json',
-           'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
+__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
+           'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode',
+           'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest',
+           'read_json', 'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -36,6 +36,15 @@ def get_logger(name:str # module name, shown in every line
         root.setLevel(os.environ.get('LLMFT_LOG_LEVEL', 'INFO').upper())
         root.propagate = False
     return logging.getLogger(name if name.startswith('llmft') else f'llmft.{name}')
+
+# %% ../nbs/00_core.ipynb #ae5d6cf8
+# third-party loggers whose warnings are noise for llmft's users, and why (raised to ERROR when llmft loads)
+QUIET_LOGGERS = {
+    # bitsandbytes (pulled in by galore-torch / apollo-torch) warns at import that an optional CPU kernel for 4-bit
+    # inference is missing; llmft quantizes on CUDA only, and the warning broke one-line error messages
+    'bitsandbytes.backends.cpu.ops': 'optional CPU 4-bit kernel missing',
+}
+for _name in QUIET_LOGGERS: logging.getLogger(_name).setLevel(logging.ERROR)
 
 # %% ../nbs/00_core.ipynb #ef731bb5
 EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5}  # exit status of `llmft` per kind of user error

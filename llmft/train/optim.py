@@ -140,7 +140,7 @@ def badam_optimizer(model, args, f):
     groups = [g for g in projected_groups(model, [], args.weight_decay) if g['name'] != 'projected']
     return BlockOptimizer(base_optimizer=cls(groups, **kw), named_parameters_list=list(model.named_parameters()),
                           switch_block_every=f.badam_switch_interval, start_block=f.badam_start_block,
-                          switch_mode=f.badam_switch_mode, verbose=f.badam_verbose, ds_zero3_enabled=False)
+                          switch_mode=f.badam_switch_mode, verbose=f.badam_verbose)
 
 def adam_mini_optimizer(model, args, f):
     "Adam-mini: the attention heads' sizes from the model's config."

@@ -17,13 +17,14 @@ __all__ = ['log', 'USER_ENV', 'PACKAGES', 'CONFIG_WRITERS', 'need_trackers', 'lo
 # %% ../../nbs/50a_train.trackers.ipynb #4608d847
 log = get_logger(__name__)
 USER_ENV = {k: os.environ.get(k) for k in ('WANDB_DIR', 'WANDB_MODE', 'WANDB_API_KEY', 'MLFLOW_TRACKING_URI')}
-PACKAGES = {'tensorboard': 'tensorboard', 'wandb': 'wandb', 'mlflow': 'mlflow', 'swanlab': 'swanlab'}
+PACKAGES = {'tensorboard': ('tensorboard', 'tensorboard'), 'wandb': ('wandb', 'wandb'),   # tracker -> (module, pip)
+            'mlflow': ('mlflow', 'mlflow-skinny'), 'swanlab': ('swanlab', 'swanlab')}
 
 def need_trackers(names):
     "A ConfigError naming the package of the first tracker in `names` that is not installed."
     for n in names:
-        if n in PACKAGES and importlib.util.find_spec(PACKAGES[n]) is None:
-            raise ConfigError(f"report_to: {n} needs the {PACKAGES[n]} package: pip install {PACKAGES[n]}"
+        if n in PACKAGES and importlib.util.find_spec(PACKAGES[n][0]) is None:
+            raise ConfigError(f"report_to: {n} needs the {PACKAGES[n][1]} package: pip install {PACKAGES[n][1]}"
                               + (" (or pip install 'llmft[trackers]')" * (n == 'tensorboard')) + '.')
 
 def local_trackers(training_args):
