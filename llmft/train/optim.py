@@ -42,10 +42,12 @@ PACKAGES = {'galore': ('galore_torch', 'galore-torch'), 'apollo': ('apollo_torch
             'badam': ('badam', 'badam'), 'adam_mini': ('adam_mini', 'adam-mini')}
 
 def need_package(kind:str):
-    "A ConfigError naming the pip package `use_<kind>` needs, unless it is installed."
+    "A ConfigError naming the pip package `use_<kind>` needs (for Muon: the torch release), unless it is there."
     module, pip = PACKAGES.get(kind, (None, None))
     if module and importlib.util.find_spec(module) is None:
         raise ConfigError(f"use_{kind} needs the {pip} package: pip install {pip} (or pip install 'llmft[optim]').")
+    if kind == 'muon' and not hasattr(torch.optim, 'Muon'):
+        raise ConfigError(f'use_muon needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}.')
 
 def projected_groups(model, targets:list[str], weight_decay:float, **extra) -> list[dict]:
     ("Three parameter groups, LLaMA-Factory's: the 2-D weights of the targeted linear modules (with `extra`, "
