@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
            'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode',
            'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest',
-           'read_json', 'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
+           'split_names', 'read_json', 'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -111,6 +111,13 @@ def closest(name:str,    # the unknown name
     "A hint naming the valid choice closest to `name`, or an empty string."
     m = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f"; did you mean '{m[0]}'?" if m else ''
+
+# %% ../nbs/00_core.ipynb #f3b055e9
+def split_names(v) -> list[str]|None:
+    "A comma-separated string (or a list) of names as a list of stripped names; None (or nothing left) as None."
+    if v is None: return None
+    items = v.split(',') if isinstance(v, str) else v
+    return [s.strip() for s in items if s.strip()] or None
 
 # %% ../nbs/00_core.ipynb #dc62fb88
 def read_json(path) -> object:

@@ -80,7 +80,7 @@ def test_swanlab_offline(cfg):
     no_secret(out)
 
 
-def test_tensorboard_and_missing_package(cfg, monkeypatch):
+def test_tensorboard(cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out = Path(run_exp({**cfg, 'report_to': 'tensorboard'}).output_dir)
     [logdir] = (out / 'runs').iterdir()

@@ -5,7 +5,7 @@
 # %% ../../nbs/24_data.template.ipynb #b855bdcc
 from __future__ import annotations
 from fastcore.basics import patch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Optional
 from ..core import TemplateError, get_logger
@@ -50,18 +50,13 @@ class Template:
 
     @cached_property
     def _fmts(self) -> dict:
-        "The formatter of each role (built once per template, not per message)."
-        return {
-            'user': self.format_user,
-            'assistant': self.format_assistant,
-            'observation': self.format_observation or self.format_user,
-            'function': (
-                self.format_function
-                or FunctionFormatter(
-                    list(self.format_assistant.slots), tool_format=self.tool_format, thought_words=self.thought_words
-                )
-            ),
-        }
+        ("The formatter of each role (built once per template, not per message); a function turn keeps the "
+         "template's thought block, whether its formatter is the default one or the family's own.")
+        fn = self.format_function or FunctionFormatter(list(self.format_assistant.slots), tool_format=self.tool_format)
+        if isinstance(fn, FunctionFormatter) and fn.thought_words is None and self.thought_words:
+            fn = replace(fn, thought_words=self.thought_words)
+        return {'user': self.format_user, 'assistant': self.format_assistant,
+                'observation': self.format_observation or self.format_user, 'function': fn}
 
 @patch
 def _fmt(self:Template, role:str) -> Formatter:

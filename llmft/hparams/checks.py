@@ -17,8 +17,8 @@ from .train import TrainingArguments, GeneratingArguments
 __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset',
            'check_eval_has_data', 'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates',
            'check_sft_only_options', 'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter',
-           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'resolve_trackers', 'check_sft_loss',
-           'resolve_early_stopping', 'resolve_output_dir', 'run_checks', 'check_deepspeed']
+           'quantization_device_error', 'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'resolve_trackers',
+           'check_sft_loss', 'resolve_early_stopping', 'resolve_output_dir', 'run_checks', 'check_deepspeed']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -108,10 +108,16 @@ def check_quantization_needs_adapter(a:RunArgs):
      "only, which is checked here, before the data is read.")
     if a.model.quantization_bit and a.finetuning.finetuning_type not in ('lora', 'oft'):
         raise ConfigError(f"quantization_bit needs finetuning_type lora or oft, not '{a.finetuning.finetuning_type}'.")
+    if a.training.do_train and (msg := quantization_device_error(a.model.quantization_bit)): raise ConfigError(msg)
+
+def quantization_device_error(bits:int|None) -> str|None:
+    "Why `quantization_bit: bits` cannot run here (bitsandbytes quantizes on a CUDA GPU only), or None."
+    if bits is None: return None
     import torch
-    if a.model.quantization_bit and a.training.do_train and not torch.cuda.is_available():
-        raise ConfigError(f'quantization_bit={a.model.quantization_bit} needs a CUDA GPU (bitsandbytes); none is '
-                          'present. Remove quantization_bit to train in full precision.')
+    if torch.cuda.is_available(): return None
+    return (f'quantization_bit={bits} needs a CUDA GPU (bitsandbytes); none is present. Remove quantization_bit to '
+            'train in full precision.')
+
 
 # %% ../../nbs/14_hparams.checks.ipynb #fc277a8b
 def check_ppo(a:RunArgs):

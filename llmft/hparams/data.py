@@ -7,18 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 import os
-from ..core import get_logger
+from ..core import get_logger, split_names
 
 # %% auto #0
 __all__ = ['MIX_STRATEGIES', 'DatasetArguments', 'TemplateArguments', 'ProcessingArguments', 'DataArguments']
 
 # %% ../../nbs/11_hparams.data.ipynb #566446b4
-def _split_names(v):
-    "A comma-separated string (or a list) of names as a list, or None."
-    if v is None: return None
-    items = v.split(',') if isinstance(v, str) else v
-    return [s.strip() for s in items if s.strip()] or None
-
 MIX_STRATEGIES = ('concat', 'interleave_under', 'interleave_over')
 
 # %% ../../nbs/11_hparams.data.ipynb #dbd965ff
@@ -132,8 +126,8 @@ class DataArguments(ProcessingArguments, TemplateArguments, DatasetArguments):
         'help': 'sft with predict_with_generate: the beams of evaluation and prediction (over num_beams).'})
 
     def __post_init__(self):
-        self.dataset = _split_names(self.dataset)
-        self.eval_dataset = _split_names(self.eval_dataset)
+        self.dataset = split_names(self.dataset)
+        self.eval_dataset = split_names(self.eval_dataset)
         if self.cutoff_len < 2: raise ValueError(f'cutoff_len must be at least 2, got {self.cutoff_len}.')
         if self.val_size < 0: raise ValueError(f'val_size must be >= 0, got {self.val_size}.')
         if self.val_size > 1 and self.val_size != int(self.val_size):

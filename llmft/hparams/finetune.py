@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
-from ..core import STAGES, closest
+from ..core import STAGES, closest, split_names
 from .optim import OptimizerArguments
 from .tracking import SwanLabArguments
 from .rlhf import RLHFArguments
@@ -19,9 +19,6 @@ __all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'SFT_LOSSES', 'FreezeArgume
 FINETUNING_TYPES = ('full', 'freeze', 'lora', 'oft')
 
 REWARD_MODEL_TYPES = ('full', 'lora', 'api')
-
-def _names(v):
-    return [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else list(v)
 
 # %% ../../nbs/12_hparams.finetune.ipynb #6dd1c517
 @dataclass
@@ -192,9 +189,9 @@ class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments
                                                                                    'finetuning_type freeze or lora.')
         if self.pissa_convert and not self.pissa_init: raise ValueError('pissa_convert needs pissa_init.')
         self.lora_alpha = self.lora_alpha or self.lora_rank * 2
-        self.oft_target = _names(self.oft_target)
-        self.freeze_trainable_modules = _names(self.freeze_trainable_modules)
-        self.freeze_extra_modules = _names(self.freeze_extra_modules) if self.freeze_extra_modules else []
-        self.lora_target = _names(self.lora_target)
-        self.additional_target = _names(self.additional_target) if self.additional_target else None
+        self.oft_target = split_names(self.oft_target) or []
+        self.freeze_trainable_modules = split_names(self.freeze_trainable_modules) or []
+        self.freeze_extra_modules = split_names(self.freeze_extra_modules) or []
+        self.lora_target = split_names(self.lora_target) or []
+        self.additional_target = split_names(self.additional_target)
         if self.lora_rank < 1: raise ValueError(f'lora_rank must be >= 1, got {self.lora_rank}.')

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 import yaml
+from ..core import split_names
 
 # %% auto #0
 __all__ = ['INFER_DTYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'QuantizationArguments',
@@ -92,11 +93,6 @@ class ModelPatchArguments:
 # %% ../../nbs/10_hparams.model.ipynb #d182a369
 INIT_SPECIAL = ('noise_init', 'desc_init', 'desc_init_w_noise')
 
-def _words(v) -> list[str]|None:
-    "A comma-separated string (or a list) as a list of stripped words; None stays None."
-    if v is None: return None
-    return [w.strip() for w in (v.split(',') if isinstance(v, str) else v) if w.strip()]
-
 @dataclass
 class VocabArguments:
     "Tokens added to the tokenizer, and where the embeddings of new tokens start."
@@ -114,7 +110,7 @@ class VocabArguments:
                 'mean embedding of the description), desc_init_w_noise (that plus noise).'})
 
     def __post_init__(self):
-        self.add_tokens, self.add_special_tokens = _words(self.add_tokens), _words(self.add_special_tokens)
+        self.add_tokens, self.add_special_tokens = split_names(self.add_tokens), split_names(self.add_special_tokens)
         self.token_descriptions = _descriptions(self.new_special_tokens_config)
         if self.token_descriptions: self.add_special_tokens = list(self.token_descriptions)
         if self.init_special_tokens not in INIT_SPECIAL:
@@ -176,7 +172,7 @@ class ModelArguments(VocabArguments, ExportArguments, ModelPatchArguments, Quant
         if self.infer_backend not in ('huggingface', 'vllm'):
             raise ValueError(f"infer_backend must be huggingface or vllm, got '{self.infer_backend}'.")
         if isinstance(self.adapter_name_or_path, str):
-            self.adapter_name_or_path = [p.strip() for p in self.adapter_name_or_path.split(',') if p.strip()]
+            self.adapter_name_or_path = split_names(self.adapter_name_or_path)
         if self.quantization_bit not in (None, 4, 8):
             raise ValueError(f'quantization_bit must be 4 or 8, got {self.quantization_bit}.')
         if self.quantization_type not in ('nf4', 'fp4'): raise ValueError(f"quantization_type must be nf4 or fp4, "

@@ -6,14 +6,12 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
+from ..core import split_names
 
 # %% auto #0
 __all__ = ['BADAM_SWITCH', 'OPTIMIZER_KEYS', 'GaloreArguments', 'ApolloArguments', 'BAdamArguments', 'OptimizerArguments']
 
 # %% ../../nbs/11b_hparams.optim.ipynb #ec538e75
-def _targets(v) -> list[str]:
-    return [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else list(v)
-
 @dataclass
 class GaloreArguments:
     "GaLore (Zhao et al., 2024): the gradients of the targeted linear weights projected to a low rank."
@@ -77,7 +75,7 @@ class OptimizerArguments(BAdamArguments, ApolloArguments, GaloreArguments):
         'help': "Train with Muon (torch.optim.Muon) on the 2-D hidden weights, AdamW on the rest."})
 
     def __post_init__(self):
-        self.galore_target, self.apollo_target = _targets(self.galore_target), _targets(self.apollo_target)
+        self.galore_target, self.apollo_target = split_names(self.galore_target), split_names(self.apollo_target)
         if self.badam_switch_mode not in BADAM_SWITCH:
             raise ValueError(f"badam_switch_mode must be one of {list(BADAM_SWITCH)}, got '{self.badam_switch_mode}'.")
         if self.badam_mode not in ('layer', 'ratio'):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import torch
 from ..core import ModelError
+from ..hparams.checks import quantization_device_error
 
 # %% auto #0
 __all__ = ['check_quantization', 'quantization_config']
@@ -15,9 +16,7 @@ __all__ = ['check_quantization', 'quantization_config']
 def check_quantization(model_args):
     "Raise, naming what is missing, when `quantization_bit` is set but CUDA or bitsandbytes is not there."
     if model_args.quantization_bit is None: return
-    if not torch.cuda.is_available():
-        raise ModelError(f'quantization_bit={model_args.quantization_bit} needs a CUDA GPU (bitsandbytes); none is '
-                         'present. Remove quantization_bit to train in full precision.')
+    if msg := quantization_device_error(model_args.quantization_bit): raise ModelError(msg)
     if importlib.util.find_spec('bitsandbytes') is None:
         raise ModelError(f'quantization_bit={model_args.quantization_bit} needs the bitsandbytes package: pip '
                          f'install bitsandbytes.')

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['LF_CHECKED', 'CHATML_USER', 'CHATML_ANSWER', 'CHATML_SYSTEM', 'CHATML_TOOL', 'QWEN_OBSERVATION']
 
-# %% ../../../nbs/26d_data.families.more.ipynb #37655117
+# %% ../../../nbs/26d_data.families.more.ipynb #28bf918c
 from dataclasses import replace
 from ..formatter import F
 from ..tools import FunctionFormatter
 from ..template import TEMPLATES, Template, register_template
 
-# %% ../../../nbs/26d_data.families.more.ipynb #2645d07c
+# %% ../../../nbs/26d_data.families.more.ipynb #ed15abda
 LF_CHECKED = "no published jinja template could be had offline here; checked against LLaMA-Factory 0.9.5's rendering"
 CHATML_USER = F('<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n')
 CHATML_ANSWER = F('{{content}}<|im_end|>\n')
@@ -20,7 +20,7 @@ CHATML_TOOL = F('<|im_start|>tool\n{{content}}<|im_end|>\n<|im_start|>assistant\
 QWEN_OBSERVATION = F('<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n'
                      '<|im_start|>assistant\n')
 
-# %% ../../../nbs/26d_data.families.more.ipynb #080d2359
+# %% ../../../nbs/26d_data.families.more.ipynb #65bd2d44
 register_template(Template(
     'llama4',
     format_user=F('<|header_start|>user<|header_end|>\n\n{{content}}<|eot|>'
@@ -31,7 +31,7 @@ register_template(Template(
                          '<|header_start|>assistant<|header_end|>\n\n'),
     format_prefix=F({'bos_token'}), stop_words=['<|eot|>', '<|eom|>'], replace_eos=True, tool_format='llama3'))
 
-# %% ../../../nbs/26d_data.families.more.ipynb #7afd2a79
+# %% ../../../nbs/26d_data.families.more.ipynb #bdfa93ad
 register_template(Template(
     'mllama',
     format_user=F('<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>'
@@ -43,14 +43,14 @@ register_template(Template(
     format_prefix=F({'bos_token'}), stop_words=['<|eot_id|>', '<|eom_id|>'], replace_eos=True, tool_format='llama3'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #838ead75
+# %% ../../../nbs/26d_data.families.more.ipynb #ff8587da
 register_template(Template(
     'llama2_zh', format_user=F({'bos_token'}, '[INST] {{content}} [/INST]'),
     format_assistant=F('{{content}}', {'eos_token'}), format_system=F('<<SYS>>\n{{content}}\n<</SYS>>\n\n'),
     default_system='You are a helpful assistant. 你是一个乐于助人的助手。', system_in_user=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #cb88c552
+# %% ../../../nbs/26d_data.families.more.ipynb #98ae9736
 register_template(Template(
     'openchat-3.6',
     format_user=F('<|start_header_id|>GPT4 Correct User<|end_header_id|>\n\n{{content}}<|eot_id|>'
@@ -58,14 +58,14 @@ register_template(Template(
     format_assistant=F('{{content}}', {'eos_token'}), format_prefix=F({'bos_token'}), stop_words=['<|eot_id|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #ec73b672
+# %% ../../../nbs/26d_data.families.more.ipynb #696de273
 register_template(Template(
     'llava', format_user=F('USER: {{content}} ASSISTANT:'), format_assistant=F('{{content}}', {'eos_token'}),
     default_system=('A chat between a curious user and an artificial intelligence assistant. '
                     "The assistant gives helpful, detailed, and polite answers to the user's questions.")),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #15d91e56
+# %% ../../../nbs/26d_data.families.more.ipynb #7000f36d
 register_template(Template(
     'chatml_de', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
@@ -73,21 +73,21 @@ register_template(Template(
     stop_words=['<|im_end|>', '<|im_start|>'], replace_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #665ba9cc
+# %% ../../../nbs/26d_data.families.more.ipynb #1c639d45
 register_template(Template(
     'cpm4', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
     format_prefix=F({'bos_token'}), stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #0d45b5d3
+# %% ../../../nbs/26d_data.families.more.ipynb #2de6292f
 register_template(Template(
     'falcon_h1', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
     format_prefix=F({'bos_token'}), stop_words=['<|im_end|>', '<|end_of_text|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #632ec1f6
+# %% ../../../nbs/26d_data.families.more.ipynb #c9fb693f
 register_template(Template(
     'opencoder', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=CHATML_TOOL,
@@ -95,20 +95,20 @@ register_template(Template(
     stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #e6f43a08
+# %% ../../../nbs/26d_data.families.more.ipynb #bd274232
 register_template(Template(
     'smollm', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #35e65da2
+# %% ../../../nbs/26d_data.families.more.ipynb #09055810
 register_template(Template(
     'smollm2', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, stop_words=['<|im_end|>'],
     default_system='You are a helpful AI assistant named SmolLM, trained by Hugging Face.'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #50d01025
+# %% ../../../nbs/26d_data.families.more.ipynb #5359cc3e
 register_template(Template(
     'sailor', format_user=F('<|im_start|>question\n{{content}}<|im_end|>\n<|im_start|>answer\n'),
     format_assistant=F('{{content}}<|im_end|>\n'), format_system=F('<|im_start|>system\n{{content}}<|im_end|>\n'),
@@ -117,13 +117,13 @@ register_template(Template(
     stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #90a9c1e7
+# %% ../../../nbs/26d_data.families.more.ipynb #6a54afa8
 register_template(Template(
     'intern_s1', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_prefix=F({'bos_token'}), stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #c6b7142e
+# %% ../../../nbs/26d_data.families.more.ipynb #c8d5abb9
 register_template(Template(
     'intern_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_prefix=F({'bos_token'}), stop_words=['<|im_end|>'],
@@ -132,7 +132,7 @@ register_template(Template(
                     '联合开发的多模态大语言模型。')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #03fe09c1
+# %% ../../../nbs/26d_data.families.more.ipynb #d574c475
 register_template(Template(
     'mimo', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
@@ -140,7 +140,7 @@ register_template(Template(
     thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #02a5c95e
+# %% ../../../nbs/26d_data.families.more.ipynb #09b821ef
 register_template(Template(
     'mimo_v2', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
@@ -148,7 +148,7 @@ register_template(Template(
     replace_eos=True, tool_format='qwen', thought_words=('<think>', '</think>')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #73ae62d4
+# %% ../../../nbs/26d_data.families.more.ipynb #18c84c16
 register_template(Template(
     'mimo_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
@@ -156,28 +156,28 @@ register_template(Template(
     tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #f7f29119
+# %% ../../../nbs/26d_data.families.more.ipynb #3b938a98
 register_template(Template(
     'keye_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
     stop_words=['<|im_end|>'], replace_eos=True, tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #3d3d0138
+# %% ../../../nbs/26d_data.families.more.ipynb #67182229
 register_template(Template(
     'qwen3_vl', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
     stop_words=['<|im_end|>'], replace_eos=True, tool_format='qwen', thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #061bf929
+# %% ../../../nbs/26d_data.families.more.ipynb #97d0382c
 register_template(Template(
     'qwen3_vl_nothink', format_user=CHATML_USER, format_assistant=CHATML_ANSWER,
     format_system=CHATML_SYSTEM, format_observation=QWEN_OBSERVATION,
     stop_words=['<|im_end|>'], replace_eos=True, tool_format='qwen'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #8ccc40b8
+# %% ../../../nbs/26d_data.families.more.ipynb #18e31401
 register_template(Template(
     'ernie', format_user=F('<|im_start|>user\n{{content}}<|im_end|>\n\n<|im_start|>assistant\n'),
     format_assistant=F('{{content}}<|im_end|>\n\n'), format_system=F('<|im_start|>system\n{{content}}<|im_end|>\n\n'),
@@ -185,14 +185,14 @@ register_template(Template(
     default_system='<global_setting>\nthink_mode=True\n</global_setting>', stop_words=['<|im_end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #42bcd55f
+# %% ../../../nbs/26d_data.families.more.ipynb #0268cb58
 register_template(Template(
     'ernie_nothink', format_user=F('User: {{content}}\nAssistant: '),
     format_assistant=F('{{content}}<|end_of_sentence|>'),
     format_system=F('{{content}}\n'), format_prefix=F('<|begin_of_sentence|>'), stop_words=['<|end_of_sentence|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #b0e34c06
+# %% ../../../nbs/26d_data.families.more.ipynb #d9855911
 register_template(Template(
     'gemma3n', format_user=F('<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n'),
     format_assistant=F('{{content}}<end_of_turn>\n'), format_system=F('{{content}}\n\n'),
@@ -200,7 +200,7 @@ register_template(Template(
     format_prefix=F({'bos_token'}), stop_words=['<end_of_turn>'], replace_eos=True, system_in_user=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #bff89a48
+# %% ../../../nbs/26d_data.families.more.ipynb #b2e9c856
 register_template(Template(
     'ministral', format_user=F('[INST]{{content}}[/INST]'), format_assistant=F('{{content}}', {'eos_token'}),
     format_system=F('{{content}}\n\n'),
@@ -209,13 +209,13 @@ register_template(Template(
     system_in_user=True, tool_format='mistral'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #f47beeac
+# %% ../../../nbs/26d_data.families.more.ipynb #7ba197cd
 register_template(replace(TEMPLATES['ministral'], name='ministral3'), unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #6ded87a8
+# %% ../../../nbs/26d_data.families.more.ipynb #0510d992
 register_template(replace(TEMPLATES['ministral'], name='pixtral'), unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #c03876a4
+# %% ../../../nbs/26d_data.families.more.ipynb #7e753b98
 register_template(Template(
     'gpt_oss', format_user=F('<|start|>user<|message|>{{content}}<|end|><|start|>assistant'),
     format_assistant=F('{{content}}'), format_system=F('<|start|>system<|message|>{{content}}<|end|>'),
@@ -223,7 +223,7 @@ register_template(Template(
     thought_words=('<|channel|>analysis<|message|>', '<|end|><|start|>assistant<|channel|>final<|message|>')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #f69d0647
+# %% ../../../nbs/26d_data.families.more.ipynb #8ad3c8d8
 register_template(Template(
     'granite4',
     format_user=F('<|start_of_role|>user<|end_of_role|>{{content}}<|end_of_text|>\n'
@@ -236,13 +236,13 @@ register_template(Template(
     default_system='You are Granite, developed by IBM. You are a helpful AI assistant.'),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #a7ca6ee3
+# %% ../../../nbs/26d_data.families.more.ipynb #151dc9a4
 register_template(Template(
     'hunyuan', format_user=F('{{content}}<|extra_0|>'), format_assistant=F('{{content}}<|eos|>'),
     format_system=F('{{content}}<|extra_4|>'), format_prefix=F('<|startoftext|>'), stop_words=['<|eos|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #e4ababd9
+# %% ../../../nbs/26d_data.families.more.ipynb #d68180fb
 register_template(Template(
     'hunyuan_small', format_user=F('<｜hy_User｜>{{content}}<｜hy_place▁holder▁no▁8｜>'),
     format_assistant=F('{{content}}<｜hy_place▁holder▁no▁2｜>'),
@@ -250,7 +250,7 @@ register_template(Template(
     format_prefix=F('<｜hy_begin▁of▁sentence｜>'), stop_words=['<｜hy_place▁holder▁no▁2｜>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #5ba63b64
+# %% ../../../nbs/26d_data.families.more.ipynb #9a05beb6
 register_template(Template(
     'hy3', format_user=F('<｜hy_User｜>{{content}}<｜hy_Assistant｜>'),
     format_assistant=F('{{content}}<｜hy_eos｜>'),
@@ -258,23 +258,23 @@ register_template(Template(
     thought_words=('<think>', '</think>')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #b8af1adc
+# %% ../../../nbs/26d_data.families.more.ipynb #84c18255
 register_template(Template(
     'youtu', format_user=F('<|User|>{{content}}<|Assistant|>'), format_assistant=F('{{content}}<|end_of_text|>'),
-    format_function=FunctionFormatter(['{{content}}'], thought_words=('<think>\n', '\n</think>\n\n')),
+    format_function=FunctionFormatter(['{{content}}']),
     format_observation=F('<tool_response>\n{{content}}\n</tool_response><|Assistant|>'),
     format_prefix=F({'bos_token'}), stop_words=['<|end_of_text|>'], replace_eos=True,
     thought_words=('<think>\n', '\n</think>\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #5a5b3445
+# %% ../../../nbs/26d_data.families.more.ipynb #5f8e602a
 register_template(Template(
     'exaone', format_user=F('[|user|]{{content}}\n[|assistant|]'),
     format_assistant=F('{{content}}', {'eos_token'}, '\n'),
     format_system=F('[|system|]{{content}}[|endofturn|]\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #c1154fe8
+# %% ../../../nbs/26d_data.families.more.ipynb #18a47b38
 register_template(Template(
     'moonlight',
     format_user=F('<|im_user|>user<|im_middle|>{{content}}<|im_end|><|im_assistant|>assistant<|im_middle|>'),
@@ -283,7 +283,7 @@ register_template(Template(
     default_system='You are a helpful assistant provided by Moonshot-AI.', stop_words=['<|im_end|>'], replace_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #0ec33f2f
+# %% ../../../nbs/26d_data.families.more.ipynb #60ddfac1
 register_template(Template(
     'kimi_vl', format_user=F('<|im_user|>user<|im_middle|>{{content}}<|im_end|><|im_assistant|>assistant<|im_middle|>'),
     format_assistant=F('{{content}}<|im_end|>'),
@@ -292,14 +292,14 @@ register_template(Template(
     thought_words=('◁think▷', '◁/think▷')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #5c00027f
+# %% ../../../nbs/26d_data.families.more.ipynb #9e0fe78f
 register_template(Template(
     'phi4_mini', format_user=F('<|user|>{{content}}<|end|><|assistant|>'), format_assistant=F('{{content}}<|end|>'),
     format_system=F('<|system|>{{content}}<|end|>'), format_tools=F('<|tool|>{{content}}<|/tool|>'),
     stop_words=['<|end|>'], replace_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #4ed8158f
+# %% ../../../nbs/26d_data.families.more.ipynb #7c7f72e0
 register_template(Template(
     'seed_coder', format_user=F({'bos_token'}, 'user\n{{content}}', {'eos_token'}, {'bos_token'}, 'assistant\n'),
     format_assistant=F('{{content}}', {'eos_token'}),
@@ -310,20 +310,20 @@ register_template(Template(
                     '\n\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #2f0bbecc
+# %% ../../../nbs/26d_data.families.more.ipynb #4276ee09
 register_template(Template(
     'starchat', format_user=F('<|user|>\n{{content}}<|end|>\n<|assistant|>'),
     format_assistant=F('{{content}}<|end|>\n'),
     format_system=F('<|system|>\n{{content}}<|end|>\n'), stop_words=['<|end|>']),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #b348c1d3
+# %% ../../../nbs/26d_data.families.more.ipynb #a55e8427
 register_template(Template(
     'solar', format_user=F('### User:\n{{content}}\n\n### Assistant:\n'), format_assistant=F('{{content}}'),
     format_system=F('### System:\n{{content}}\n\n'), efficient_eos=True),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #b8da916e
+# %% ../../../nbs/26d_data.families.more.ipynb #464bc3f8
 register_template(Template(
     'telechat2', format_user=F('<_user>{{content}}<_bot>'), format_assistant=F('{{content}}', {'eos_token'}),
     format_system=F('<_system>{{content}}'),
@@ -332,7 +332,7 @@ register_template(Template(
                     '研发的人工智能助手。')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #66c56dee
+# %% ../../../nbs/26d_data.families.more.ipynb #f48545f8
 register_template(Template(
     'xuanyuan', format_user=F('Human: {{content}} Assistant:'), format_assistant=F('{{content}}', {'eos_token'}),
     default_system=('以下是用户和人工智能助手之间的对话。'
@@ -342,7 +342,7 @@ register_template(Template(
                     '不安全、有争议、政治敏感等相关的话题、问题和指示。\n')),
     unverified=LF_CHECKED)
 
-# %% ../../../nbs/26d_data.families.more.ipynb #91235354
+# %% ../../../nbs/26d_data.families.more.ipynb #b5e418e0
 register_template(Template(
     'yi_vl', format_user=F('### Human: {{content}}\n### Assistant:'), format_assistant=F('{{content}}\n'),
     default_system=('This is a chat between an inquisitive human and an AI assistant. '
