@@ -6,27 +6,37 @@ BIN := $(VENV)/bin
 # the CPU torch pin lives in settings.ini, beside every other pin
 TORCH_CPU := $(shell sed -n 's/^torch_cpu *= *//p' settings.ini)
 TORCH_INDEX_URL ?=
+# the tested set: requirements/lock-cpu.txt, or lock-cuda.txt where a CUDA GPU answers; LATEST=1 resolves the newest
+# releases within the ranges of settings.ini instead (`make upgrade` tests them and moves the lock)
+HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+LOCK := requirements/lock-$(if $(HAS_CUDA),cuda,cpu).txt
+LATEST ?=
+CONSTRAINTS := $(if $(LATEST),,-c $(LOCK))
+# the stamp names what the venv was installed from: asking for the other set installs again
+INSTALL_FROM := $(if $(LATEST),latest,$(LOCK))
+REINSTALL := $(if $(filter $(INSTALL_FROM),$(shell cat $(VENV)/.installed 2>/dev/null)),,FORCE)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo test test-fast docs export clean parity
+.PHONY: install browser demo test test-fast docs export clean parity upgrade lock-cuda
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: settings.ini setup.py
+$(VENV)/.installed: settings.ini setup.py $(LOCK) $(REINSTALL)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "CUDA GPU found: torch from pip's default index"; \
-	else \
-	  echo "No CUDA GPU: installing the CPU build $(TORCH_CPU) first"; \
-	  $(PY) -m pip install -q "$(TORCH_CPU)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)); \
-	fi
-	$(PY) -m pip install -q -e '.[dev,optim,trackers]'
+	@echo "installing $(if $(LATEST),the newest releases within the ranges of settings.ini (LATEST=1),the tested set $(LOCK))"
+	@echo "$(if $(HAS_CUDA),CUDA GPU found: torch from pip's default index,No CUDA GPU: the CPU build $(TORCH_CPU) first)"
+	$(if $(HAS_CUDA),,$(PY) -m pip install -q "$(TORCH_CPU)" $(CONSTRAINTS) \
+	  $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)))
+	$(PY) -m pip install -q -e '.[dev,optim,trackers]' $(CONSTRAINTS)
+	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MAKE) --no-print-directory browser
-	touch $@
+	echo $(INSTALL_FROM) > $@
+
+FORCE:
 
 # the browser test drives Debian's chromium through Playwright (no browser download): install it where apt-get runs as root
 browser:
@@ -60,7 +70,16 @@ export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/nbdev_clean --fname tutorials && $(PY) tools/readme.py
 
 clean:
-	rm -rf saves models _docs _docs_src _docs_src.yml _proc
+	rm -rf saves models _docs _docs_src _docs_src.yml _proc .upgrade-venv
+
+# the newest releases within the ranges, installed in a scratch venv and run through the whole test suite; only if it
+# passed are requirements/lock-*.txt rewritten; the report names every package that moved (see tools/lock.py)
+upgrade:
+	python3 tools/lock.py upgrade
+
+# lock-cuda.txt resolved again from lock-cpu.txt (pip's dry run: metadata only)
+lock-cuda: install
+	$(PY) tools/lock.py cuda
 
 # side-by-side with LLaMA-Factory 0.9.5 (not in CI: it installs a second torch stack into .lf-venv)
 LF_VENV ?= .lf-venv

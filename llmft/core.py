@@ -9,8 +9,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
-           'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'debug_mode',
-           'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest',
+           'LIBRARY_LOG', 'SHOWN_LOGGERS', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL',
+           'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog', 'route_library_logs', 'unroute_library_logs',
+           'library_log', 'package_versions', 'versions_line', 'read_versions_line', 'debug_mode', 'UserError',
+           'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest',
            'split_names', 'read_json', 'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
@@ -45,6 +47,95 @@ QUIET_LOGGERS = {
     'bitsandbytes.backends.cpu.ops': 'optional CPU 4-bit kernel missing',
 }
 for _name in QUIET_LOGGERS: logging.getLogger(_name).setLevel(logging.ERROR)
+
+# %% ../nbs/00_core.ipynb #f2d6e6f2
+LIBRARY_LOG = 'libraries.log'   # in a run folder: the warnings and log records of other libraries during the run
+SHOWN_LOGGERS = ('llmft',)      # loggers (with their children) whose records keep their own handlers when routed
+
+class LibraryLog:
+    "The warnings and log records of other libraries during one `llmft` command: held, counted, written to a file."
+    def __init__(self, echo:bool=False,     # also pass each record to its library's own handlers (stderr)
+                 shown=SHOWN_LOGGERS):      # logger names left alone
+        self.echo, self.shown, self.lines, self.path, self.count = echo, tuple(shown), [], None, 0
+
+    def wants(self, name:str) -> bool:
+        "Whether a record of logger `name` belongs here (another library's) rather than to its own handlers."
+        return not any(name == s or name.startswith(s + '.') for s in self.shown)
+
+    def emit(self, record:logging.LogRecord):
+        "Keep one record as a line: appended to the file once there is one, held until then."
+        try: line = logging.Formatter(_FMT).format(record)
+        except Exception: line = f'[{record.levelname}|{record.name}] {record.msg!r} {record.args!r}'
+        self.count += 1
+        if self.path is None: return self.lines.append(line)
+        with open(self.path, 'a', encoding='utf-8') as f: f.write(line + '\n')
+
+    def attach(self, folder) -> Path:
+        "Write what was held, and every later record, to `folder/libraries.log`."
+        self.path = Path(folder) / LIBRARY_LOG
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, 'a', encoding='utf-8') as f: f.writelines(l + '\n' for l in self.lines)
+        self.lines = []
+        return self.path
+
+# %% ../nbs/00_core.ipynb #5d817e77
+_call_handlers = logging.Logger.callHandlers   # the standard dispatch, which llmft's own loggers keep
+_LIBRARY_LOG: LibraryLog|None = None
+
+def _routed_call_handlers(self, record):
+    "`Logger.callHandlers` while routed: another library's record goes to the `LibraryLog` (and on, when echoing)."
+    lib = _LIBRARY_LOG
+    if lib is None or not lib.wants(self.name): return _call_handlers(self, record)
+    lib.emit(record)
+    if not lib.echo: return
+    if self.name == 'py.warnings' and all(isinstance(h, logging.NullHandler) for h in self.handlers):
+        sys.stderr.write(record.getMessage())   # a captured warning, shown as Python shows one
+    else: _call_handlers(self, record)
+
+def route_library_logs(echo:bool|None=None,    # show them on stderr too; default: `LLMFT_DEBUG`
+                       shown=SHOWN_LOGGERS,    # logger names left alone
+                      ) -> LibraryLog:
+    "From now on in this process, other libraries' warnings and log records go to a `LibraryLog`, not to stderr."
+    global _LIBRARY_LOG
+    _LIBRARY_LOG = LibraryLog(debug_mode() if echo is None else echo, shown)
+    logging.captureWarnings(True)   # `warnings.warn` becomes a record of logger `py.warnings`
+    logging.Logger.callHandlers = _routed_call_handlers
+    return _LIBRARY_LOG
+
+def unroute_library_logs():
+    "Give every logger its own handlers back (the end of `route_library_logs`)."
+    global _LIBRARY_LOG
+    _LIBRARY_LOG = None
+    logging.captureWarnings(False)
+    logging.Logger.callHandlers = _call_handlers
+
+def library_log() -> LibraryLog|None:
+    "This process's `LibraryLog`, where the `llmft` command routed other libraries' messages; None in a notebook."
+    return _LIBRARY_LOG
+
+# %% ../nbs/00_core.ipynb #74e9a9ec
+CORE_PACKAGES = ('torch', 'transformers', 'tokenizers', 'datasets', 'peft', 'trl', 'accelerate')  # shown by `llmft env`
+VERSIONS_LINE = '# versions: '   # how a run's llmft_args.yaml starts: the versions it ran with, as JSON
+
+def package_versions(names=CORE_PACKAGES   # distribution names
+                    ) -> dict[str, str]:
+    "Python's, llmft's and each package's installed version ('not installed' where missing)."
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    out = {'python': platform.python_version()}
+    for n in ('llmft', *names):
+        try: out[n] = version(n)
+        except PackageNotFoundError: out[n] = 'not installed'
+    return out
+
+def versions_line(versions:dict) -> str:
+    "A YAML comment line that records `versions` (a run's saved configuration starts with it)."
+    return VERSIONS_LINE + json.dumps(versions) + '\n'
+
+def read_versions_line(text:str) -> dict:
+    "The versions recorded by `versions_line` at the top of `text`; empty where there is none."
+    first = text.split('\n', 1)[0]
+    return json.loads(first[len(VERSIONS_LINE):]) if first.startswith(VERSIONS_LINE) else {}
 
 # %% ../nbs/00_core.ipynb #ef731bb5
 EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5}  # exit status of `llmft` per kind of user error

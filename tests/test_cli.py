@@ -65,7 +65,10 @@ def test_llamafactory_registry_and_data(tiny_llama, tmp_path, registry):
 
 def test_env_and_version():
     r = cli('env')
-    assert r.returncode == 0 and '- torch:' in r.stdout and '- devices:' in r.stdout
+    assert r.returncode == 0 and '- devices:' in r.stdout and '- lock: ' in r.stdout, r.stdout
+    assert any(l.split()[:1] == ['torch'] for l in r.stdout.splitlines())   # installed beside locked
+    r = cli('env', '--nonsense')
+    assert r.returncode == 2 and r.stderr.startswith('usage: llmft env [RUN] [--all] [--check]')
     r = cli('version')
     assert r.returncode == 0 and r.stdout.strip()
 

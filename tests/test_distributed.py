@@ -1,5 +1,5 @@
 "Multi-process training on CPU with gloo: torchrun from the CLI, notebook_launcher in a kernel, a followed torchrun subprocess."
-import json
+import json, re
 from pathlib import Path
 import papermill as pm
 import pytest
@@ -43,9 +43,10 @@ def test_notebook_launcher_and_followed_torchrun(tmp_path):
     assert len(losses(tmp_path / 'run' / 'launcher')) == 3
     assert len(losses(tmp_path / 'run' / 'torchrun')) == 3
     cells = json.loads(out_nb.read_text())['cells']
-    printed = [o for c in cells for o in c.get('outputs', []) if o.get('name') == 'stdout']
-    steps = [l.split()[0] for o in printed for l in ''.join(o['text']).splitlines() if l[:1].isdigit()]
-    assert steps == ['1', '2', '3'], steps   # follow() yielded this run's records only
+    followed = [c for c in cells if 'run.follow(' in ''.join(c['source'])]
+    printed = ''.join(''.join(o['text']) for o in followed[0]['outputs'] if o.get('name') == 'stdout')
+    steps = re.findall(r'^step (\d+): loss [\d.]+$', printed, flags=re.M)
+    assert steps == ['1', '2', '3'], printed   # follow() yielded this run's records only
     assert 'Done. Run folder' in (tmp_path / 'run' / 'torchrun' / 'launch.log').read_text()   # torchrun's output, kept in the run folder
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC, SITE, CACHE = ROOT / '_docs_src', ROOT / '_docs', ROOT / '_proc'
 LAYERS = [(0, 'core'), (10, 'hparams'), (20, 'data'), (40, 'model'), (50, 'train'), (70, 'eval'), (75, 'infer'),
-          (80, 'export'), (86, 'launch'), (90, 'dash')]   # DESIGN §2: the notebook number is the layer
+          (80, 'export'), (85, 'launch'), (90, 'dash')]   # DESIGN §2: the notebook number is the layer
 SKIP_FLAGS = {'gpu', 'multigpu', 'hub'}                  # cells that need what a docs build has not
 EXEC_VERSION = 2                                         # bump when `execute` changes: cached notebooks run again
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out

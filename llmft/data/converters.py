@@ -4,11 +4,14 @@
 
 # %% ../../nbs/21_data.converters.ipynb #a212de59
 from __future__ import annotations
+import json, re
+from ..core import DataError
 from .registry import DatasetAttr
+from .cells import parse_calls, parse_tools
 
 # %% auto #0
-__all__ = ['USER', 'ASSISTANT', 'SYSTEM', 'FUNCTION', 'OBSERVATION', 'CANONICAL', 'CONVERTERS', 'SHAPE_RULES', 'convert_alpaca',
-           'convert_sharegpt', 'check_shape']
+__all__ = ['USER', 'ASSISTANT', 'SYSTEM', 'FUNCTION', 'OBSERVATION', 'CANONICAL', 'CONVERTERS', 'SHAPE_RULES', 'cell_where',
+           'tools_cell', 'check_calls', 'convert_alpaca', 'convert_sharegpt', 'check_shape']
 
 # %% ../../nbs/21_data.converters.ipynb #73702a80
 USER, ASSISTANT, SYSTEM, FUNCTION, OBSERVATION = 'user', 'assistant', 'system', 'function', 'observation'
@@ -21,24 +24,49 @@ def _col(batch:dict, attr:DatasetAttr, key:str, n:int) -> list:
 
 def _msg(role, content): return {'role': role, 'content': '' if content is None else str(content)}
 
-def _kto(v):
-    "A kto_tag value as a bool; None when absent; raises on anything else."
+def _kto(v, attr:DatasetAttr):
+    "A kto_tag value as a bool; None when absent; raises, naming the column, on anything else."
     if v is None or isinstance(v, bool): return v
     if isinstance(v, str) and v.lower() in ('true', 'false'): return v.lower() == 'true'
-    raise ValueError(f'kto_tag must be true or false, got {v!r}')
+    raise ValueError(f"column '{attr.columns['kto_tag']}': kto_tag must be true or false, got {v!r}")
 
 def _emit(out, prompt, response, system, tools, kto, skip):
     out['_prompt'].append([] if skip else prompt)
     out['_response'].append([] if skip else response)
     out['_system'].append(system or '')
-    out['_tools'].append(tools or '')
+    out['_tools'].append(tools)
     out['_kto_tag'].append(None if skip else kto)
     out['_skip'].append(skip)
 
+# %% ../../nbs/21_data.converters.ipynb #708cb6c6
+def cell_where(attr:DatasetAttr, row:int, key:str, turn:int|None=None) -> str:
+    "Where a cell is: the dataset and its file, the row (from 0), the column as the data names it, and the turn."
+    at = '' if turn is None else f', turn {turn}'
+    return f"Dataset '{attr.name}' ({attr.file_name}): row {row}, column '{attr.columns.get(key) or key}'{at}"
+
+def tools_cell(v, where:str) -> str:
+    "A `tools` cell as JSON text ('' for none): a JSON list of tool definitions, or a DataError naming `where`."
+    if v is None or (isinstance(v, str) and not v.strip()): return ''
+    tools = parse_tools(v, where)
+    return v if isinstance(v, str) else json.dumps(tools, ensure_ascii=False)
+
+def check_calls(content:str, where:str):
+    ("A function turn must hold JSON calls, alone or after a leading thought block (the template strips it); else a "
+     "DataError naming `where`.")
+    try: return parse_calls(content, where)
+    except DataError:
+        for m in re.finditer(r'[\[{]', content):  # where the calls may start after a thought (which may hold braces)
+            try: return parse_calls(content[m.start():], where)
+            except DataError: pass
+        raise
+
 # %% ../../nbs/21_data.converters.ipynb #2142c185
-def convert_alpaca(batch:dict, attr:DatasetAttr) -> dict[str, list]:
+def convert_alpaca(batch:dict, attr:DatasetAttr,
+                   rows:list[int]|None=None, # the batch's row numbers in the dataset, for errors (default 0, 1, ...)
+                  ) -> dict[str, list]:
     "alpaca rows (instruction, input, output or chosen/rejected, history, system, kto_tag) to canonical examples."
     n = len(next(iter(batch.values())))
+    rows = list(range(n)) if rows is None else rows
     out = {k: [] for k in CANONICAL}
     cols = {
         k: _col(batch, attr, k, n)
@@ -48,7 +76,7 @@ def convert_alpaca(batch:dict, attr:DatasetAttr) -> dict[str, list]:
         prompt, skip, kto = [], '', None
         for turn in cols['history'][i] or []:
             if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
-                skip = f'history turn {turn!r} is not a [query, response] pair'
+                skip = f"column '{attr.columns['history']}': turn {turn!r} is not a [query, response] pair"
                 break
             prompt += [_msg(USER, turn[0]), _msg(ASSISTANT, turn[1])]
         parts = [str(p) for p in (cols['prompt'][i], cols['query'][i]) if p]
@@ -60,10 +88,11 @@ def convert_alpaca(batch:dict, attr:DatasetAttr) -> dict[str, list]:
         else:
             r = cols['response'][i]
             response = [_msg(ASSISTANT, r)] if r else []
-        try: kto = _kto(cols['kto_tag'][i])
+        try: kto = _kto(cols['kto_tag'][i], attr)
         except ValueError as e: skip = skip or str(e)
         if not skip and not parts: skip = 'empty instruction and input'
-        _emit(out, prompt, response, cols['system'][i], cols['tools'][i], kto, skip)
+        tools = tools_cell(cols['tools'][i], cell_where(attr, rows[i], 'tools'))
+        _emit(out, prompt, response, cols['system'][i], tools, kto, skip)
     return out
 
 # %% ../../nbs/21_data.converters.ipynb #ff81e712
@@ -93,14 +122,21 @@ def _conversation(msgs, t:dict, roles:dict) -> tuple[list, str, str]:
         conv.append(_msg(role, m.get(t['content_tag'])))
     return conv, system, ''
 
-def convert_sharegpt(batch:dict, attr:DatasetAttr) -> dict[str, list]:
+# %% ../../nbs/21_data.converters.ipynb #f1e252ad
+def convert_sharegpt(batch:dict, attr:DatasetAttr,
+                     rows:list[int]|None=None, # the batch's row numbers in the dataset, for errors (default 0, 1, ...)
+                    ) -> dict[str, list]:
     "sharegpt / openai-style conversations (and their chosen/rejected or kto_tag) to canonical examples."
     t, n = attr.tags, len(next(iter(batch.values())))
     roles = _roles(t)
+    rows = list(range(n)) if rows is None else rows
     out = {k: [] for k in CANONICAL}
     cols = {k: _col(batch, attr, k, n) for k in ('messages', 'system', 'tools', 'chosen', 'rejected', 'kto_tag')}
     for i in range(n):
         conv, system, skip = _conversation(list(cols['messages'][i] or []), t, roles)
+        first = int(system is not None)  # a leading system turn is turn 0 of the stored list
+        for j in [j for j, m in enumerate(conv) if m['role'] == FUNCTION]:
+            check_calls(conv[j]['content'], cell_where(attr, rows[i], 'messages', j + first))
         if system is None: system = cols['system'][i] or ''   # a system turn wins over the column
         kto = None
         if not skip and not conv: skip = 'empty conversation'
@@ -116,13 +152,17 @@ def convert_sharegpt(batch:dict, attr:DatasetAttr) -> dict[str, list]:
             ]
             if len(conv) % 2 == 0: skip = f'{len(conv)} turns: a preference conversation must end with a user turn'
             elif any(p[2] for p in pair): skip = 'chosen / rejected must each be one assistant message'
-            else: prompt, response = conv, [pair[0][0][1], pair[1][0][1]]
+            else:
+                prompt, response = conv, [pair[0][0][1], pair[1][0][1]]
+                for key, m in zip(('chosen', 'rejected'), response):
+                    if m['role'] == FUNCTION: check_calls(m['content'], cell_where(attr, rows[i], key))
         elif not skip:
             if len(conv) % 2: prompt, response = conv, []
             else: prompt, response = conv[:-1], conv[-1:]
-        try: kto = _kto(cols['kto_tag'][i])
+        try: kto = _kto(cols['kto_tag'][i], attr)
         except ValueError as e: skip = skip or str(e)
-        _emit(out, [] if skip else prompt, [] if skip else response, system, cols['tools'][i], kto, skip)
+        tools = tools_cell(cols['tools'][i], cell_where(attr, rows[i], 'tools'))
+        _emit(out, [] if skip else prompt, [] if skip else response, system, tools, kto, skip)
     return out
 
 # %% ../../nbs/21_data.converters.ipynb #34ad21cc

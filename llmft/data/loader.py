@@ -208,10 +208,10 @@ def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|N
     ("Convert rows to canonical examples; rows that cannot be used are counted, reported with index and reason, and "
      "left out.")
     check_columns(ds, attr, shape)
-    conv = lambda b: check_shape(CONVERTERS[attr.formatting](b, attr), shape)
+    conv = lambda b, rows: check_shape(CONVERTERS[attr.formatting](b, attr, rows), shape)  # rows: for errors
     if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples)
     ds = sample_rows(ds, attr, max_samples, seed)
-    out = ds.map(conv, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
+    out = ds.map(conv, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
                  load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}')
     reasons = out['_skip']
     bad = [i for i, r in enumerate(reasons) if r]
@@ -242,7 +242,7 @@ def _to_canonical_stream(ds, attr, conv, max_samples):
                 )
         return not row['_skip']
     return (
-        ds.map(conv, batched=True, remove_columns=ds.column_names)
+        ds.map(conv, batched=True, with_indices=True, remove_columns=ds.column_names)
         .filter(keep, with_indices=True)
         .remove_columns('_skip')
     )

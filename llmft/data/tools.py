@@ -6,47 +6,18 @@
 from __future__ import annotations
 import json, re
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable
+from .cells import FunctionCall, parse_calls, parse_tools, tool_function as _fn
 from .formatter import Formatter
 from ..core import DataError, TemplateError
 
 # %% auto #0
-__all__ = ['TOOL_FORMATS', 'LLAMA3_DATE', 'FunctionCall', 'parse_calls', 'parse_tools', 'ToolFormat', 'register_tool_format',
-           'FunctionFormatter', 'ToolFormatter', 'get_tool_format', 'tools_text', 'extract_tool_calls']
+__all__ = ['TOOL_FORMATS', 'LLAMA3_DATE', 'ToolFormat', 'register_tool_format', 'FunctionFormatter', 'ToolFormatter',
+           'get_tool_format', 'tools_text', 'extract_tool_calls']
 
 # %% ../../nbs/23a_data.tools.ipynb #48ca1a7f
-class FunctionCall(NamedTuple):
-    "One tool call: the function's name and its arguments as a JSON string."
-    name: str
-    arguments: str
-
-def _fn(tool:dict) -> dict:
-    "The function part of a tool definition (`{'type': 'function', 'function': {...}}` or the bare function)."
-    return tool.get('function', tool) if tool.get('type') == 'function' else tool
-
 def _wrapped(tool:dict) -> dict:
     return tool if tool.get('type') == 'function' else {'type': 'function', 'function': tool}
-
-def parse_calls(content:str) -> list[FunctionCall]:
-    "The calls of a `function` turn's content: a JSON object `{name, arguments}` or a list of them."
-    try: calls = json.loads(content)
-    except json.JSONDecodeError as e:
-        raise DataError(f'A function turn must hold JSON {{"name": ..., "arguments": {{...}}}} (or a list of them); '
-                        f'got {content[:80]!r}: {e}') from None
-    calls = calls if isinstance(calls, list) else [calls]
-    bad = [c for c in calls if not (isinstance(c, dict) and 'name' in c and 'arguments' in c)]
-    if bad: raise DataError(f'A function call needs the keys "name" and "arguments"; got {bad[0]!r}.')
-    return [FunctionCall(c['name'], json.dumps(c['arguments'], ensure_ascii=False)) for c in calls]
-
-def parse_tools(tools) -> list[dict]:
-    "Tool definitions from a JSON string (the dataset column) or a list."
-    if isinstance(tools, str):
-        try: tools = json.loads(tools)
-        except json.JSONDecodeError as e: raise DataError(f'Tool definitions must be a JSON list; got '
-                                                          f'{tools[:80]!r}: {e}') from None
-    if not isinstance(tools, list): raise DataError(f'Tool definitions must be a JSON list of functions; got '
-                                                    f'{type(tools).__name__}.')
-    return tools
 
 # %% ../../nbs/23a_data.tools.ipynb #25e4bd2e
 @dataclass

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/14_hparams.checks.ipynb #4d786bd4
 from __future__ import annotations
-import json, os
+import dataclasses, json, operator, os, typing
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 from ..core import LAUNCHER_FILES, ConfigError, get_logger, last_checkpoint
@@ -14,11 +15,13 @@ from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
-__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RunArgs', 'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset',
-           'check_eval_has_data', 'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates',
-           'check_sft_only_options', 'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter',
-           'quantization_device_error', 'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'resolve_trackers',
-           'check_sft_loss', 'resolve_early_stopping', 'resolve_output_dir', 'run_checks', 'check_deepspeed']
+__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS', 'RunArgs', 'check_has_task',
+           'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
+           'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates', 'check_sft_only_options',
+           'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter', 'quantization_device_error',
+           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'resolve_trackers', 'check_sft_loss',
+           'resolve_early_stopping', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
+           'numeric_kinds', 'check_ranges']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -174,8 +177,6 @@ def resolve_early_stopping(a:RunArgs):
     "early_stopping_steps needs evaluations to compare; the metric defaults to the eval loss (lower is better)."
     f, t = a.finetuning, a.training
     if f.early_stopping_steps is None: return
-    if f.early_stopping_steps < 1:
-        raise ConfigError(f'early_stopping_steps must be >= 1, got {f.early_stopping_steps}.')
     if t.eval_strategy.value == 'no':
         raise ConfigError('early_stopping_steps compares evaluations: set eval_strategy: steps (with eval_steps) or '
                           'epoch, and an eval set (eval_dataset or val_size).')
@@ -233,3 +234,114 @@ def check_deepspeed(train:dict):
     if importlib.util.find_spec('deepspeed') is None:
         raise ConfigError(f'deepspeed: {path} asks for DeepSpeed ZeRO-{stage}, but the deepspeed package is not '
                           f'installed: pip install deepspeed.')
+
+# %% ../../nbs/14_hparams.checks.ipynb #48b50416
+_OPS = {'>=': operator.ge, '>': operator.gt, '<=': operator.le, '<': operator.lt}
+
+def in_range(v:float, spec:str) -> bool:
+    "Whether the number `v` is in `spec`: `-1`, `>= 1`, `[0, 1)`, `whole >= 1`, or alternatives joined by ' or '."
+    for alt in spec.split(' or '):
+        whole = alt.startswith('whole ')
+        alt = alt.removeprefix('whole ')
+        op, _, x = alt.partition(' ')
+        if alt[0] in '[(':
+            lo, hi = (float(s) for s in alt[1:-1].split(','))
+            ok = (lo <= v if alt[0] == '[' else lo < v) and (v <= hi if alt[-1] == ']' else v < hi)
+        else: ok = _OPS[op](v, float(x)) if x else v == float(op)
+        if ok and (float(v).is_integer() or not whole): return True
+    return False
+
+def range_words(spec:str, kind:str) -> str:
+    "`spec` in words, the first bound naming the kind of number: `-1 or an integer >= 1`, `a number in [0, 1)`."
+    out = []
+    for alt in spec.split(' or '):
+        if ' ' not in alt and alt[0] not in '[(':
+            out.append(alt)
+            continue
+        noun = 'a whole number' if alt.startswith('whole ') else kind
+        alt = alt.removeprefix('whole ')
+        rel = f'in {alt}' if alt[0] in '[(' else alt
+        out.append(rel if any(w.startswith(noun) for w in out) else f'{noun} {rel}')
+    return ' or '.join(out)
+
+# %% ../../nbs/14_hparams.checks.ipynb #6d0fe054
+RANGES = {  # numeric key -> the values it takes: '>= 1', '> 0', '[0, 1)', 'whole >= 1'; alternatives joined by ' or '
+    # training: batches, schedule, optimizer (transformers' TrainingArguments)
+    'per_device_train_batch_size': '>= 1', 'per_device_eval_batch_size': '>= 1', 'gradient_accumulation_steps': '>= 1',
+    'eval_accumulation_steps': '>= 1', 'max_steps': '-1 or >= 1', 'num_train_epochs': '> 0', 'learning_rate': '>= 0',
+    'warmup_steps': '>= 0', 'warmup_ratio': '[0, 1)', 'weight_decay': '>= 0', 'adam_beta1': '[0, 1)',
+    'adam_beta2': '[0, 1)', 'adam_epsilon': '>= 0', 'max_grad_norm': '>= 0', 'label_smoothing_factor': '[0, 1)',
+    'neftune_noise_alpha': '>= 0', 'logging_steps': '(0, 1) or whole >= 1', 'save_steps': '(0, 1) or whole >= 1',
+    'eval_steps': '(0, 1) or whole >= 1', 'eval_delay': '>= 0', 'save_total_limit': '>= 0',
+    'seed': '[0, 4294967295]', 'data_seed': '[0, 4294967295]', 'dataloader_num_workers': '>= 0',
+    'dataloader_prefetch_factor': '>= 1', 'ddp_timeout': '>= 1', 'ddp_bucket_cap_mb': '>= 1',
+    'torch_empty_cache_steps': '>= 1', 'generation_max_length': '>= 1', 'generation_num_beams': '>= 1',
+    # data
+    'cutoff_len': '>= 2', 'max_samples': '>= 1', 'val_size': '[0, 1) or whole >= 1', 'buffer_size': '>= 1',
+    'preprocessing_batch_size': '>= 1', 'preprocessing_num_workers': '>= 1', 'max_left_out': '[0, 1]',
+    'eval_num_beams': '>= 1',
+    # model and export
+    'model_max_length': '>= 1', 'moe_aux_loss_coef': '>= 0', 'export_size': '> 0',
+    'export_quantization_nsamples': '>= 1', 'export_quantization_maxlen': '>= 1',
+    # fine-tuning methods
+    'freeze_trainable_layers': '<= -1 or >= 1', 'num_layer_trainable': '<= -1 or >= 1', 'lora_rank': '>= 1',
+    'lora_alpha': '>= 1', 'lora_dropout': '[0, 1)', 'pissa_iter': '-1 or >= 1', 'loraplus_lr_ratio': '> 0',
+    'loraplus_lr_embedding': '>= 0', 'oft_rank': '>= 0', 'oft_block_size': '>= 0', 'module_dropout': '[0, 1)',
+    'asft_alpha': '>= 0', 'eaft_alpha': '>= 0', 'early_stopping_steps': '>= 1',
+    # preference and ppo stages
+    'pref_beta': '> 0', 'pref_ftx': '>= 0', 'dpo_label_smoothing': '[0, 0.5)', 'simpo_gamma': '>= 0',
+    'pref_bco_weight': '>= 0', 'ld_alpha': '[0, 1]', 'kto_chosen_weight': '> 0', 'kto_rejected_weight': '> 0',
+    'ppo_buffer_size': '>= 1', 'ppo_epochs': '>= 1', 'ppo_target': '> 0', 'ppo_kl_coef': '>= 0',
+    'ppo_gamma': '[0, 1]', 'ppo_lam': '[0, 1]', 'ppo_cliprange': '> 0', 'ppo_cliprange_value': '> 0',
+    'ppo_vf_coef': '>= 0',
+    # custom optimizers
+    'galore_rank': '>= 1', 'galore_update_interval': '>= 1', 'galore_scale': '> 0', 'apollo_rank': '>= 1',
+    'apollo_update_interval': '>= 1', 'apollo_scale': '> 0', 'badam_start_block': '>= 0',
+    'badam_switch_interval': '-1 or >= 1', 'badam_update_ratio': '(0, 1]', 'badam_verbose': '[0, 2]',
+    # generation
+    'temperature': '>= 0', 'top_p': '(0, 1]', 'top_k': '>= 0', 'num_beams': '>= 1', 'max_length': '>= 1',
+    'max_new_tokens': '>= 0', 'min_new_tokens': '>= 0', 'repetition_penalty': '> 0',
+}
+RANGE_NOTES = {  # what a special value means, said with the range
+    'max_steps': '-1: train for num_train_epochs',
+    'val_size': 'a share of the data below 1, a count of examples from 1',
+    'logging_steps': 'below 1: a share of the total steps', 'save_steps': 'below 1: a share of the total steps',
+    'eval_steps': 'below 1: a share of the total steps', 'max_grad_norm': '0: no clipping',
+    'freeze_trainable_layers': 'positive: the last layers, negative: the first', 'pissa_iter': '-1: exact SVD',
+    'badam_switch_interval': '-1: never switch', 'temperature': '0: greedy', 'max_new_tokens': '0: up to max_length',
+}
+RANGE_UNLESS = {'num_train_epochs': 'max_steps'}  # key -> the key that overrides it when >= 1
+
+# %% ../../nbs/14_hparams.checks.ipynb #13070bee
+@cache
+def numeric_kinds() -> dict[str, tuple[str, bool]]:
+    "Each key of `RANGES`: its kind in words (`an integer`, `a number`) and whether None (unset) is allowed."
+    out = {}
+    for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            args = typing.get_args(hints[f.name]) or (hints[f.name],)
+            if f.name in RANGES: out[f.name] = ('a number' if float in args else 'an integer', type(None) in args)
+    return out
+
+def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _shown(v) -> str:
+    "A number as the user wrote it: `1`, not the `1.0` a float key turned it into."
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+def check_ranges(values:dict, # flat keys and their values as given, before the argument groups are built
+                ):
+    "Each key of `RANGES` that `values` gives lies in its range; else one line naming the key, value and range."
+    kinds = numeric_kinds()
+    for k, v in values.items():
+        if k not in RANGES: continue
+        over = RANGE_UNLESS.get(k)
+        if over and _number(values.get(over)) and values[over] >= 1: continue
+        kind, optional = kinds[k]
+        if v is None and optional: continue
+        words = range_words(RANGES[k], kind) + (f' ({RANGE_NOTES[k]})' if k in RANGE_NOTES else '')
+        if not _number(v): raise ConfigError(f'{k}: {v!r} is not a number; expected {words}.')
+        if kind == 'an integer' and not float(v).is_integer():
+            raise ConfigError(f'{k}: {_shown(v)} is not a whole number; expected {words}.')
+        if not in_range(v, RANGES[k]): raise ConfigError(f'{k}: {_shown(v)} is out of range; expected {words}.')

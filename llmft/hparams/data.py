@@ -128,14 +128,8 @@ class DataArguments(ProcessingArguments, TemplateArguments, DatasetArguments):
     def __post_init__(self):
         self.dataset = split_names(self.dataset)
         self.eval_dataset = split_names(self.eval_dataset)
-        if self.cutoff_len < 2: raise ValueError(f'cutoff_len must be at least 2, got {self.cutoff_len}.')
-        if self.val_size < 0: raise ValueError(f'val_size must be >= 0, got {self.val_size}.')
-        if self.val_size > 1 and self.val_size != int(self.val_size):
-            raise ValueError(f'val_size above 1 is a count and must be whole, got {self.val_size}.')
         if self.data_check not in ('error', 'strict', 'warn', 'off'):
             raise ValueError(f"data_check must be error, strict, warn or off, got '{self.data_check}'.")
-        if not 0 <= self.max_left_out <= 1: raise ValueError(f'max_left_out must be a share between 0 and 1, got '
-                                                             f'{self.max_left_out}.')
         if self.mix_strategy not in MIX_STRATEGIES:
             raise ValueError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{self.mix_strategy}'.")
         if isinstance(self.interleave_probs, str):

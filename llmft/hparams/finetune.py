@@ -194,4 +194,3 @@ class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments
         self.freeze_extra_modules = split_names(self.freeze_extra_modules) or []
         self.lora_target = split_names(self.lora_target) or []
         self.additional_target = split_names(self.additional_target)
-        if self.lora_rank < 1: raise ValueError(f'lora_rank must be >= 1, got {self.lora_rank}.')

@@ -38,8 +38,6 @@ class ExportArguments:
         'help': 'chat / export: the dtype of the weights: auto (the model\'s own), float16, bfloat16 or float32.'})
 
     def __post_init__(self):
-        if not self.export_size or self.export_size <= 0:
-            raise ValueError(f'export_size must be a positive number of GB, got {self.export_size}.')
         if self.export_device not in ('cpu', 'auto'):
             raise ValueError(f"export_device must be cpu or auto, got '{self.export_device}'.")
         if self.export_quantization_bit not in (None, 2, 3, 4, 8):

@@ -13,7 +13,7 @@ from .model import ModelArguments
 from .data import DataArguments
 from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
-from .checks import ConfigError, RunArgs, check_deepspeed, run_checks
+from .checks import ConfigError, RunArgs, check_deepspeed, check_ranges, run_checks
 from .recipe import load_cfg, parse_overrides, read_config
 from .unsupported import UNSUPPORTED, drop_unsupported
 
@@ -73,13 +73,15 @@ def _fit_device(train:dict):
 # %% ../../nbs/15_hparams.parser.ipynb #55d38137
 def split_cfg(cfg:dict) -> dict[str, dict]:
     ("Sort flat keys into their groups, converting simple types; an unknown key names the closest valid one, a "
-     "LLaMA-Factory key llmft does not carry is dropped at its default and refused otherwise.")
+     "LLaMA-Factory key llmft does not carry is dropped at its default and refused otherwise; numbers are checked "
+     "against `RANGES`.")
     groups = {g: {} for g in GROUPS}
     hints = {g: typing.get_type_hints(cls) for g, cls in GROUPS.items()}
     for k, v in drop_unsupported(cfg).items():
         if k not in KEY_GROUP: raise ConfigError(f"Unknown config key '{k}'{closest(k, [*KEY_GROUP, *UNSUPPORTED])}")
         g = KEY_GROUP[k]
         groups[g][k] = _coerce(k, v, hints[g].get(k))
+    check_ranges({k: v for kw in groups.values() for k, v in kw.items()})  # before transformers sees a number
     return groups
 
 def get_train_args(cfg, # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`

@@ -28,10 +28,6 @@ class DPOVariantArguments:
         'help': "dpo: LD-DPO's alpha, the weight of the log-probs of each answer's tokens beyond the shorter answer's "
                 'length (Liu et al., 2024); None: no length desensitisation.'})
 
-    def __post_init__(self):
-        if self.ld_alpha is not None and not 0 <= self.ld_alpha <= 1:
-            raise ValueError(f'ld_alpha must be in [0, 1], got {self.ld_alpha}.')
-
 # %% ../../nbs/11a_hparams.rlhf.ipynb #305648da
 @dataclass
 class RLHFArguments(DPOVariantArguments):
@@ -79,15 +75,11 @@ class RLHFArguments(DPOVariantArguments):
         if self.pref_loss not in PREF_LOSSES:
             raise ValueError(f"Unknown pref_loss '{self.pref_loss}'{closest(self.pref_loss, PREF_LOSSES)} Expected "
                              f"one of {PREF_LOSSES}.")
-        if not 0 <= self.dpo_label_smoothing < 0.5: raise ValueError(f'dpo_label_smoothing must be in [0, 0.5), got '
-                                                                     f'{self.dpo_label_smoothing}.')
         if self.dpo_label_smoothing and self.pref_loss != 'sigmoid':
             raise ValueError(f"dpo_label_smoothing applies to pref_loss sigmoid only, not '{self.pref_loss}'.")
         if self.pref_bco_weight and self.pref_loss in REFERENCE_FREE:
             raise ValueError(f"pref_bco_weight needs a reference model: pref_loss '{self.pref_loss}' has none.")
-        super().__post_init__()
-        for k in ('ppo_buffer_size', 'ppo_epochs'):
-            if getattr(self, k) < 1: raise ValueError(f'{k} must be >= 1, got {getattr(self, k)}.')
+        if hasattr(super(), '__post_init__'): super().__post_init__()
 
 # %% ../../nbs/11a_hparams.rlhf.ipynb #5444ef82
 @patch(as_prop=True)

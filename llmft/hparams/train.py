@@ -41,8 +41,6 @@ class TrainingArguments(Seq2SeqTrainingArguments):
 
     def __post_init__(self):
         if self.warmup_ratio:
-            if not 0 <= self.warmup_ratio < 1: raise ValueError(f'warmup_ratio must be in [0, 1), got '
-                                                                f'{self.warmup_ratio}.')
             if self.warmup_steps: raise ValueError('Set warmup_ratio or warmup_steps, not both.')
             self.warmup_steps = self.warmup_ratio
         super().__post_init__()

@@ -9,9 +9,9 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'pkg_version', 'env_info', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train', 'left_out_summary',
-           'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api', 'cmd_expand',
-           'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'main']
+__all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'pkg_version', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train',
+           'left_out_summary', 'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api',
+           'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'close_library_log', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -40,7 +40,9 @@ commands:
   eval RUN|RECIPE [key=value]    accuracy on an MMLU / CMMLU / C-Eval style benchmark (task=mmlu_test task_dir=...
                                  n_shot=5 lang=en save_dir=...): per subject, per category and overall
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
-  env                            versions of python and the libraries, and the devices found
+  env [RUN] [--all] [--check]    the core packages installed beside the tested set (requirements/lock-*.txt),
+                                 drift flagged; the devices; RUN: the versions that run trained with;
+                                 --all: every drifted package; --check: exit 1 on any drift
   version                        llmft's version
   help                           this message
 """
@@ -50,17 +52,7 @@ def pkg_version(name:str) -> str:
     try: return _version(name)
     except PackageNotFoundError: return 'not installed'
 
-def env_info() -> dict[str, str]:
-    "Versions and devices, for bug reports."
-    import torch
-    info = {'llmft': pkg_version('llmft'), 'platform': platform.platform(), 'python': platform.python_version()}
-    libs = ('torch', 'transformers', 'datasets', 'peft', 'trl', 'accelerate', 'tokenizers')
-    info.update({p: pkg_version(p) for p in libs})
-    if torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        info['devices'] = ', '.join(f'cuda:{i} {torch.cuda.get_device_name(i)}' for i in range(n))
-    else: info['devices'] = f'cpu ({torch.get_num_threads()} threads), no CUDA device'
-    return info
+
 
 # %% ../../nbs/89_launch.cli.ipynb #cb8ec29e
 def cmd_export(args:list[str]) -> int:
@@ -280,9 +272,16 @@ def cmd_expand(args:list[str]) -> int:
     print(f'Expanded model saved to {Path(out).resolve()}')
     return 0
 
-def cmd_env(args) -> int:
-    for k, v in env_info().items(): print(f'- {k}: {v}')
-    return 0
+def cmd_env(args:list[str]) -> int:
+    "llmft env [RUN] [--all] [--check]"
+    from llmft.launch.env import env_report
+    runs = [a for a in args if not a.startswith('--')]
+    if len(runs) > 1 or set(args) - set(runs) - {'--all', '--check'}:
+        print('usage: llmft env [RUN] [--all] [--check]', file=sys.stderr)
+        return 2
+    text, drifted = env_report(run=runs[0] if runs else None, every='--all' in args)
+    print(text)
+    return int(bool(drifted) and '--check' in args)
 
 def cmd_version(args) -> int:
     print(pkg_version('llmft'))
@@ -318,10 +317,17 @@ COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 
             'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version,
             'help': cmd_help,
             '-h': cmd_help, '--help': cmd_help}
+COMMAND_LOGGERS = {'api': ('uvicorn',)}   # other libraries' loggers a command shows: the server's own lines
+
+def close_library_log(lib, cmd:str):
+    "Where a command wrote no run folder, keep what other libraries said in the cache: `logs/<command>.log`."
+    from llmft.core import cache_dir
+    if lib.path is None and lib.lines:
+        (cache_dir('logs') / f'{cmd}.log').write_text(''.join(l + '\n' for l in lib.lines), encoding='utf-8')
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."
-    from llmft.core import closest
+    from llmft.core import SHOWN_LOGGERS, closest, route_library_logs
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print(USAGE)
@@ -330,8 +336,13 @@ def main(argv:list[str]|None=None) -> int:
     if cmd not in COMMANDS:
         print(f"llmft: unknown command '{cmd}'{closest(cmd, COMMANDS)}\n\n{USAGE}", file=sys.stderr)
         return 2
-    try: return COMMANDS[cmd](rest)
+    lib = route_library_logs(shown=SHOWN_LOGGERS + COMMAND_LOGGERS.get(cmd, ()))
+    try: code = COMMANDS[cmd](rest)
     except BrokenPipeError:   # `llmft templates | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit
         return 0
     except (Exception, KeyboardInterrupt) as e: return report_error(e)
+    finally: close_library_log(lib, cmd)
+    if lib.count and lib.path is not None:
+        print(f'llmft: {lib.count} warning(s) of other libraries are in {lib.path}', file=sys.stderr)
+    return code

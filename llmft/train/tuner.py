@@ -4,10 +4,11 @@
 
 # %% ../../nbs/59_train.tuner.ipynb #02f1fcbd
 from __future__ import annotations
+import sys
 from pathlib import Path
 import yaml
 from transformers import set_seed
-from ..core import ARGS_FILE, ConfigError, get_logger
+from ..core import ARGS_FILE, ConfigError, get_logger, library_log, package_versions, versions_line
 from ..hparams.parser import get_train_args, resolved_config
 from ..hparams.recipe import load_cfg
 from .workflow import RunResult
@@ -26,6 +27,15 @@ __all__ = ['log', 'STAGES', 'run_exp', 'check_data']
 log = get_logger(__name__)
 STAGES = {'pt': run_pt, 'sft': run_sft, 'rm': run_rm, 'dpo': run_dpo, 'kto': run_kto, 'ppo': run_ppo}
 
+def _route_library_log(out:Path, log_level:str):
+    "Under the `llmft` command, other libraries' messages of this run go to its `libraries.log` (and stderr if asked)."
+    lib = library_log()
+    if lib is None: return
+    if log_level not in ('passive', None) and not lib.echo:   # asked for by the recipe: what was held is shown now
+        lib.echo = True
+        print(''.join(line + '\n' for line in lib.lines), end='', file=sys.stderr)
+    lib.attach(out)
+
 def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
             callbacks=None,    # extra `TrainerCallback`s
             **overrides,       # keys that win over `cfg`
@@ -39,7 +49,9 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
     if t.should_save:
         out = Path(t.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out/ARGS_FILE).write_text(yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True))
+        recipe = yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True)
+        (out/ARGS_FILE).write_text(versions_line(package_versions()) + recipe, encoding='utf-8')
+        _route_library_log(out, t.log_level)
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
     try: return STAGES[stage](*args, callbacks=callbacks)
     finally:
