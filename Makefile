@@ -12,6 +12,10 @@ HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 LOCK := requirements/lock-$(if $(HAS_CUDA),cuda,cpu).txt
 LATEST ?=
 CONSTRAINTS := $(if $(LATEST),,-c $(LOCK))
+# TORCH_INDEX_URL (e.g. PyTorch's CPU index) serves torch alone; its dependencies come from PyPI with the rest
+TORCH_FROM := $(if $(TORCH_INDEX_URL),--no-deps --index-url $(TORCH_INDEX_URL))
+# LATEST=1 moves an installed venv too, every package but the pinned CPU torch
+UPGRADE := $(if $(LATEST),--upgrade --upgrade-strategy eager $(if $(HAS_CUDA),,"$(TORCH_CPU)"))
 # the stamp names what the venv was installed from: asking for the other set installs again
 INSTALL_FROM := $(if $(LATEST),latest,$(LOCK))
 REINSTALL := $(if $(filter $(INSTALL_FROM),$(shell cat $(VENV)/.installed 2>/dev/null)),,FORCE)
@@ -26,11 +30,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py $(LOCK) $(REINSTALL)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@echo "installing $(if $(LATEST),the newest releases within the ranges of settings.ini (LATEST=1),the tested set $(LOCK))"
+	@echo "installing $(if $(LATEST),the newest releases within settings.ini's ranges (LATEST=1),the tested set $(LOCK))"
 	@echo "$(if $(HAS_CUDA),CUDA GPU found: torch from pip's default index,No CUDA GPU: the CPU build $(TORCH_CPU) first)"
-	$(if $(HAS_CUDA),,$(PY) -m pip install -q "$(TORCH_CPU)" $(CONSTRAINTS) \
-	  $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)))
-	$(PY) -m pip install -q -e '.[dev,optim,trackers]' $(CONSTRAINTS)
+	$(if $(HAS_CUDA),,$(PY) -m pip install -q "$(TORCH_CPU)" $(CONSTRAINTS) $(TORCH_FROM))
+	$(PY) -m pip install -q -e '.[dev,optim,trackers]' $(CONSTRAINTS) $(UPGRADE)
 	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MAKE) --no-print-directory browser

@@ -9,11 +9,12 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
-           'LIBRARY_LOG', 'SHOWN_LOGGERS', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL',
-           'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog', 'route_library_logs', 'unroute_library_logs',
-           'library_log', 'package_versions', 'versions_line', 'read_versions_line', 'debug_mode', 'UserError',
-           'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest',
-           'split_names', 'read_json', 'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
+           'LIBRARY_LOG', 'SHOWN_LOGGERS', 'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT',
+           'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog', 'route_library_logs',
+           'unroute_library_logs', 'library_log', 'package_versions', 'versions_line', 'read_versions_line',
+           'debug_mode', 'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line',
+           'cache_dir', 'closest', 'split_names', 'read_json', 'atomic_write', 'write_json', 'last_checkpoint',
+           'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -51,9 +52,10 @@ for _name in QUIET_LOGGERS: logging.getLogger(_name).setLevel(logging.ERROR)
 # %% ../nbs/00_core.ipynb #f2d6e6f2
 LIBRARY_LOG = 'libraries.log'   # in a run folder: the warnings and log records of other libraries during the run
 SHOWN_LOGGERS = ('llmft',)      # loggers (with their children) whose records keep their own handlers when routed
+HELD_LINES = 1000               # lines a `LibraryLog` keeps in memory, to copy into the next file it is attached to
 
 class LibraryLog:
-    "The warnings and log records of other libraries during one `llmft` command: held, counted, written to a file."
+    "The warnings and log records of other libraries during one `llmft` command: counted, kept in a file."
     def __init__(self, echo:bool=False,     # also pass each record to its library's own handlers (stderr)
                  shown=SHOWN_LOGGERS):      # logger names left alone
         self.echo, self.shown, self.lines, self.path, self.count = echo, tuple(shown), [], None, 0
@@ -62,20 +64,30 @@ class LibraryLog:
         "Whether a record of logger `name` belongs here (another library's) rather than to its own handlers."
         return not any(name == s or name.startswith(s + '.') for s in self.shown)
 
+    def _write(self, text:str, mode:str='a') -> bool:
+        "Write `text` to the file; False where it cannot be written (the lines stay held, the library goes on)."
+        try:
+            with open(self.path, mode, encoding='utf-8') as f: f.write(text)
+            return True
+        except OSError: return False
+
     def emit(self, record:logging.LogRecord):
-        "Keep one record as a line: appended to the file once there is one, held until then."
+        "Keep one record as a line: in the file once there is one, and in memory (the first `HELD_LINES`)."
         try: line = logging.Formatter(_FMT).format(record)
         except Exception: line = f'[{record.levelname}|{record.name}] {record.msg!r} {record.args!r}'
         self.count += 1
-        if self.path is None: return self.lines.append(line)
-        with open(self.path, 'a', encoding='utf-8') as f: f.write(line + '\n')
+        if len(self.lines) < HELD_LINES: self.lines.append(line)
+        if self.path is not None: self._write(line + '\n')
 
-    def attach(self, folder) -> Path:
-        "Write what was held, and every later record, to `folder/libraries.log`."
-        self.path = Path(folder) / LIBRARY_LOG
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, 'a', encoding='utf-8') as f: f.writelines(l + '\n' for l in self.lines)
-        self.lines = []
+    def attach(self, folder,                # where the file goes: the cache's logs/, then the run folder
+               name:str=LIBRARY_LOG,        # the file's name
+               fresh:bool=False,            # empty the file first (else append: a resumed run keeps its history)
+              ) -> Path:
+        "Write the lines so far, and every later one, to `folder/name`."
+        self.path = Path(folder) / name
+        try: self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError: pass
+        self._write(''.join(l + '\n' for l in self.lines), 'w' if fresh else 'a')
         return self.path
 
 # %% ../nbs/00_core.ipynb #5d817e77

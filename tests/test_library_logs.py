@@ -63,8 +63,8 @@ def test_a_run_keeps_them_in_its_folder_and_says_where(tiny_llama, tmp_path):
 
 def test_shown_when_asked(tiny_llama, tmp_path):
     "LLMFT_DEBUG=1 shows every message as its library would (and still keeps them); so does the recipe's log_level."
-    args = ('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', 'template=nosuch', 'bf16=false',
-            f'output_dir={tmp_path / "run"}')
+    args = ('train', 'examples/quickstart_sft.yaml', f'model_name_or_path={tiny_llama}', 'template=nosuch',
+            'bf16=false', f'output_dir={tmp_path / "run"}')
     r = noisy_cli(*args, cache=tmp_path / 'cache', LLMFT_DEBUG='1')
     assert r.returncode == 4 and all(m in r.stderr for m in IMPORT_TIME + RUN_TIME), r.stderr[-3000:]
     r = noisy_cli(*args, 'log_level=warning', cache=tmp_path / 'cache')

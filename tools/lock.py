@@ -7,7 +7,9 @@ machine (torch from PyPI's default index, with its nvidia-* and triton packages)
   python tools/lock.py upgrade [--venv DIR] [--no-test]   (`make upgrade`)
       a clean resolve of the newest releases within the ranges into a scratch venv (`make install LATEST=1`), the
       whole test suite there (`make test`), and, only if it passed, both locks rewritten; the report names every
-      package that moved. --no-test writes the locks from the resolve alone (say why in the commit).
+      package that moved. --no-test writes the locks from the resolve alone (say why in the commit). It always takes
+      the CPU path, even on a CUDA machine: lock-cuda.txt is lock-cpu.txt resolved again with torch's CUDA build.
+      torch itself stays at settings.ini's torch_cpu pin (the CPU build this machine has): move that pin to move it.
   python tools/lock.py freeze VENV      write both locks from an installed venv (the one the tests just passed in)
   python tools/lock.py cuda             resolve lock-cuda.txt again from lock-cpu.txt (metadata only, no download
                                         of torch's wheels)
@@ -60,6 +62,8 @@ def freeze(venv) -> dict:
     "Every package installed in `venv` but llmft itself (an editable install) and pip."
     out = subprocess.run([f'{venv}/bin/python', '-m', 'pip', 'freeze', '--exclude-editable'], check=True,
                          capture_output=True, text=True).stdout
+    odd = [l for l in out.splitlines() if l.strip() and not l.startswith('#') and '==' not in l]
+    if odd: sys.exit(f'{venv}: packages installed from a URL or a path cannot be locked by version: {odd}')
     pins = {norm(l.split('==')[0]): l.split('==', 1)[1] for l in out.splitlines() if '==' in l}
     return {n: v for n, v in pins.items() if n not in ('llmft', 'pip')}
 
@@ -96,23 +100,26 @@ def report(old: dict, new: dict) -> str:
     return '\n'.join(lines) + f'\n{len(rows)} package(s) moved.'
 
 
+CUDA_KIND = 'CUDA build of torch from PyPI, resolved, not run here'
+
+
 def write_both(pins: dict, how: str, python=sys.executable):
-    "Write the CPU lock from `pins` and the CUDA lock resolved from it."
+    "Write the CPU lock from `pins` and the CUDA lock resolved from it: both or, if the resolve fails, neither."
+    cuda = resolve_cuda({n: public(v) for n, v in pins.items()}, python)
     LOCK_DIR.mkdir(exist_ok=True)
     write_lock(CPU_LOCK, pins, 'CPU build of torch', how)
-    write_lock(CUDA_LOCK, resolve_cuda(read_lock(CPU_LOCK), python), 'CUDA build of torch from PyPI, resolved, not run here',
-               how)
+    write_lock(CUDA_LOCK, cuda, CUDA_KIND, how)
 
 
 def upgrade(venv='.upgrade-venv', test=True) -> int:
     "Newest releases in a scratch venv, the whole suite there, and the locks rewritten only if it passed."
     old = read_lock(CPU_LOCK)
     shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run(['make', 'install', f'VENV={venv}', 'LATEST=1'], check=True)
+    subprocess.run(['make', 'install', f'VENV={venv}', 'LATEST=1', 'HAS_CUDA='], check=True)
     new = freeze(venv)
     print(f'== newest releases within the ranges of settings.ini\n{report(old, new)}', flush=True)
     if test:
-        r = subprocess.run(['make', 'test', f'VENV={venv}', 'LATEST=1'])
+        r = subprocess.run(['make', 'test', f'VENV={venv}', 'LATEST=1', 'HAS_CUDA='])
         if r.returncode:
             print(f'== the tests failed on the newest releases (exit {r.returncode}): the locks are unchanged.')
             return r.returncode
@@ -131,8 +138,7 @@ def main(argv):
         write_both(new, f'tools/lock.py freeze {argv[1]}', f'{argv[1]}/bin/python')
         return 0
     if argv[:1] == ['cuda']:
-        write_lock(CUDA_LOCK, resolve_cuda(read_lock(CPU_LOCK)), 'CUDA build of torch from PyPI, resolved, not run here',
-                   'tools/lock.py cuda')
+        write_lock(CUDA_LOCK, resolve_cuda(read_lock(CPU_LOCK)), CUDA_KIND, 'tools/lock.py cuda')
         return 0
     if argv[:1] == ['diff'] and len(argv) == 3:
         print(report(read_lock(argv[1]), read_lock(argv[2])))

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/89_launch.cli.ipynb #b9f7fbaa
 from __future__ import annotations
-import os, platform, sys
+import os, sys
 from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'pkg_version', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train',
            'left_out_summary', 'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api',
-           'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'close_library_log', 'main']
+           'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'library_log_name', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -275,9 +275,13 @@ def cmd_expand(args:list[str]) -> int:
 def cmd_env(args:list[str]) -> int:
     "llmft env [RUN] [--all] [--check]"
     from llmft.launch.env import env_report
-    runs = [a for a in args if not a.startswith('--')]
+    usage = 'usage: llmft env [RUN] [--all] [--check]'
+    if set(args) & {'-h', '--help'}:
+        print(usage)
+        return 0
+    runs = [a for a in args if not a.startswith('-')]
     if len(runs) > 1 or set(args) - set(runs) - {'--all', '--check'}:
-        print('usage: llmft env [RUN] [--all] [--check]', file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     text, drifted = env_report(run=runs[0] if runs else None, every='--all' in args)
     print(text)
@@ -319,15 +323,14 @@ COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 
             '-h': cmd_help, '--help': cmd_help}
 COMMAND_LOGGERS = {'api': ('uvicorn',)}   # other libraries' loggers a command shows: the server's own lines
 
-def close_library_log(lib, cmd:str):
-    "Where a command wrote no run folder, keep what other libraries said in the cache: `logs/<command>.log`."
-    from llmft.core import cache_dir
-    if lib.path is None and lib.lines:
-        (cache_dir('logs') / f'{cmd}.log').write_text(''.join(l + '\n' for l in lib.lines), encoding='utf-8')
+def library_log_name(cmd:str) -> str:
+    "The cache's log of a command's library messages until it has a run folder: one per command, and per worker."
+    rank = os.environ.get('RANK', '0')
+    return f'{cmd}.log' if rank == '0' else f'{cmd}.rank{rank}.log'
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."
-    from llmft.core import SHOWN_LOGGERS, closest, route_library_logs
+    from llmft.core import LIBRARY_LOG, SHOWN_LOGGERS, cache_dir, closest, route_library_logs, unroute_library_logs
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print(USAGE)
@@ -337,12 +340,13 @@ def main(argv:list[str]|None=None) -> int:
         print(f"llmft: unknown command '{cmd}'{closest(cmd, COMMANDS)}\n\n{USAGE}", file=sys.stderr)
         return 2
     lib = route_library_logs(shown=SHOWN_LOGGERS + COMMAND_LOGGERS.get(cmd, ()))
+    lib.attach(cache_dir('logs'), library_log_name(cmd), fresh=True)   # `run_exp` moves it to the run folder
     try: code = COMMANDS[cmd](rest)
     except BrokenPipeError:   # `llmft templates | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit
         return 0
     except (Exception, KeyboardInterrupt) as e: return report_error(e)
-    finally: close_library_log(lib, cmd)
-    if lib.count and lib.path is not None:
+    finally: unroute_library_logs()
+    if lib.count and lib.path is not None and lib.path.name == LIBRARY_LOG:
         print(f'llmft: {lib.count} warning(s) of other libraries are in {lib.path}', file=sys.stderr)
     return code

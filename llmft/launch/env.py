@@ -5,7 +5,7 @@
 # %% ../../nbs/85_launch.env.ipynb #2de7a674
 from __future__ import annotations
 import platform, re
-from importlib.metadata import PackageNotFoundError, distributions, version as _version
+from importlib.metadata import distributions
 from pathlib import Path
 from ..core import ARGS_FILE, CORE_PACKAGES, DataError, package_versions, read_versions_line
 
@@ -85,7 +85,8 @@ def run_versions(run) -> dict[str, str]:
     "The versions a run folder's `llmft_args.yaml` records (written when it trained)."
     path = Path(run) / ARGS_FILE
     if not path.exists(): raise DataError(f'{run}: not an llmft run folder (no {ARGS_FILE}).')
-    return read_versions_line(path.read_text(encoding='utf-8'))
+    try: return read_versions_line(path.read_text(encoding='utf-8'))
+    except ValueError as e: raise DataError(f'{path}, line 1: the versions line is not valid JSON ({e}).') from None
 
 # %% ../../nbs/85_launch.env.ipynb #28974047
 def _shown(path) -> str:
@@ -109,6 +110,7 @@ def env_report(lock_path=None,     # the lock to compare with; default: `find_lo
     if lock_path is None: return '\n'.join(lines + ['- lock: none (no source tree beside this llmft)']), 0
     lock, seen = read_lock(lock_path), run_versions(run) if run else {}
     lines.append(f'- lock: {_shown(lock_path)} ({len(lock)} packages)')
+    if run: lines.append(f"- run: trained with python {seen.get('python', '?')}, llmft {seen.get('llmft', '?')}")
     rows = drift(lock)
     off = [r for r in rows if r[3] != 'same']
     shown = [r for r in drift(lock, names=CORE_PACKAGES)] + [r for r in off if every and r[0] not in CORE_PACKAGES]

@@ -27,14 +27,14 @@ __all__ = ['log', 'STAGES', 'run_exp', 'check_data']
 log = get_logger(__name__)
 STAGES = {'pt': run_pt, 'sft': run_sft, 'rm': run_rm, 'dpo': run_dpo, 'kto': run_kto, 'ppo': run_ppo}
 
-def _route_library_log(out:Path, log_level:str):
+def _route_library_log(out:Path, log_level:str, fresh:bool):
     "Under the `llmft` command, other libraries' messages of this run go to its `libraries.log` (and stderr if asked)."
     lib = library_log()
     if lib is None: return
     if log_level not in ('passive', None) and not lib.echo:   # asked for by the recipe: what was held is shown now
         lib.echo = True
         print(''.join(line + '\n' for line in lib.lines), end='', file=sys.stderr)
-    lib.attach(out)
+    lib.attach(out, fresh=fresh)
 
 def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
             callbacks=None,    # extra `TrainerCallback`s
@@ -51,7 +51,7 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
         out.mkdir(parents=True, exist_ok=True)
         recipe = yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True)
         (out/ARGS_FILE).write_text(versions_line(package_versions()) + recipe, encoding='utf-8')
-        _route_library_log(out, t.log_level)
+        _route_library_log(out, t.log_level, fresh=bool(t.overwrite_output_dir))
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
     try: return STAGES[stage](*args, callbacks=callbacks)
     finally:
