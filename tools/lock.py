@@ -22,7 +22,7 @@ from pathlib import Path
 LOCK_DIR = Path('requirements')
 CPU_LOCK, CUDA_LOCK = LOCK_DIR / 'lock-cpu.txt', LOCK_DIR / 'lock-cuda.txt'
 EXTRAS = '.[dev,optim,trackers]'
-HEADER = """# The tested set of llmft's dependencies ({kind}): every package and version `make test` passed with.
+HEADER = """# The tested set of llmft's dependencies, {kind}.
 # Written by `{how}` on {day} (Python {py}, {machine}); `make install` installs from it,
 # `make install LATEST=1` resolves the newest releases within the ranges of settings.ini instead.
 # Do not edit by hand: `make upgrade` moves it after the whole test suite passed on the newest releases.
@@ -100,14 +100,15 @@ def report(old: dict, new: dict) -> str:
     return '\n'.join(lines) + f'\n{len(rows)} package(s) moved.'
 
 
-CUDA_KIND = 'CUDA build of torch from PyPI, resolved, not run here'
+CPU_KIND = 'CPU build of torch: every package and version `make test` passed with'
+CUDA_KIND = 'CUDA build of torch: the CPU set resolved with torch from PyPI (not run here)'
 
 
 def write_both(pins: dict, how: str, python=sys.executable):
     "Write the CPU lock from `pins` and the CUDA lock resolved from it: both or, if the resolve fails, neither."
     cuda = resolve_cuda({n: public(v) for n, v in pins.items()}, python)
     LOCK_DIR.mkdir(exist_ok=True)
-    write_lock(CPU_LOCK, pins, 'CPU build of torch', how)
+    write_lock(CPU_LOCK, pins, CPU_KIND, how)
     write_lock(CUDA_LOCK, cuda, CUDA_KIND, how)
 
 
