@@ -46,6 +46,9 @@ QUIET_LOGGERS = {
     # bitsandbytes (pulled in by galore-torch / apollo-torch) warns at import that an optional CPU kernel for 4-bit
     # inference is missing; llmft quantizes on CUDA only, and the warning broke one-line error messages
     'bitsandbytes.backends.cpu.ops': 'optional CPU 4-bit kernel missing',
+    # kernels (>= 0.19, which bitsandbytes loads at import) says offline mode skips a Hub publisher check: llmft runs
+    # offline on purpose and loads no Hub kernel; the line landed in every notebook that imports bitsandbytes
+    'kernels._internals.hf_hub': 'publisher trust check skipped in offline mode',
 }
 for _name in QUIET_LOGGERS: logging.getLogger(_name).setLevel(logging.ERROR)
 
