@@ -4,17 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #1a2ce3ec
 from __future__ import annotations
-import difflib, json, logging, os, shutil, sys, time, traceback
+import difflib, json, logging, os, re, shutil, sys, time, traceback, warnings
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
-           'LIBRARY_LOG', 'SHOWN_LOGGERS', 'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT',
-           'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog', 'route_library_logs',
-           'unroute_library_logs', 'library_log', 'package_versions', 'versions_line', 'read_versions_line',
-           'debug_mode', 'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError', 'error_line',
-           'cache_dir', 'closest', 'split_names', 'read_json', 'atomic_write', 'write_json', 'last_checkpoint',
-           'LogTail']
+           'QUIET_WARNINGS', 'LIBRARY_LOG', 'SHOWN_LOGGERS', 'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE',
+           'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog',
+           'route_library_logs', 'unroute_library_logs', 'library_log', 'package_versions', 'versions_line',
+           'read_versions_line', 'debug_mode', 'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError',
+           'error_line', 'cache_dir', 'closest', 'split_names', 'read_json', 'atomic_write', 'write_json',
+           'last_checkpoint', 'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -51,6 +51,14 @@ QUIET_LOGGERS = {
     'kernels._internals.hf_hub': 'publisher trust check skipped in offline mode',
 }
 for _name in QUIET_LOGGERS: logging.getLogger(_name).setLevel(logging.ERROR)
+
+# other libraries' warnings that say nothing to llmft's users, and why (ignored when llmft loads)
+QUIET_WARNINGS = {
+    # transformers 5.25 renamed gradient checkpointing "activation checkpointing"; peft 0.21 still reads the old
+    # `is_gradient_checkpointing` in get_peft_model, which warned on every LoRA model llmft built
+    '`is_gradient_checkpointing` is deprecated': 'peft reads the name transformers 5.25 deprecated',
+}
+for _start in QUIET_WARNINGS: warnings.filterwarnings('ignore', message=re.escape(_start), category=FutureWarning)
 
 # %% ../nbs/00_core.ipynb #f2d6e6f2
 LIBRARY_LOG = 'libraries.log'   # in a run folder: the warnings and log records of other libraries during the run

@@ -114,7 +114,10 @@ def load_model(tokenizer,                            # from `load_tokenizer`; it
         model.config.use_cache = False
         if not model_args.disable_gradient_checkpointing and model.supports_gradient_checkpointing:
             gc = {'use_reentrant': model_args.use_reentrant_gc}
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc)
+            # transformers 5.25 calls it activation checkpointing (the old name warns); earlier 5.x know only the old
+            if hasattr(model, 'activation_checkpointing_enable'):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc)
+            else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc)
             if model_args.use_reentrant_gc: model.enable_input_require_grads()   # reentrant needs inputs with grads
     model = init_adapter(model, model_args, finetuning_args, is_trainable)
     if add_valuehead:
