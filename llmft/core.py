@@ -11,10 +11,10 @@ from pathlib import Path
 __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
            'QUIET_WARNINGS', 'LIBRARY_LOG', 'SHOWN_LOGGERS', 'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE',
            'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog',
-           'route_library_logs', 'unroute_library_logs', 'library_log', 'package_versions', 'versions_line',
-           'read_versions_line', 'debug_mode', 'UserError', 'ConfigError', 'DataError', 'TemplateError', 'ModelError',
-           'error_line', 'cache_dir', 'closest', 'split_names', 'read_json', 'atomic_write', 'write_json',
-           'last_checkpoint', 'LogTail']
+           'route_library_logs', 'unroute_library_logs', 'library_log', 'package_version', 'package_versions',
+           'versions_line', 'read_versions_line', 'debug_mode', 'UserError', 'ConfigError', 'DataError',
+           'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'split_names', 'read_json',
+           'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -65,6 +65,8 @@ LIBRARY_LOG = 'libraries.log'   # in a run folder: the warnings and log records 
 SHOWN_LOGGERS = ('llmft',)      # loggers (with their children) whose records keep their own handlers when routed
 HELD_LINES = 1000               # lines a `LibraryLog` keeps in memory, to copy into the next file it is attached to
 
+_LINE = logging.Formatter(_FMT)   # a record as one line of a LibraryLog, as llmft's own lines read
+
 class LibraryLog:
     "The warnings and log records of other libraries during one `llmft` command: counted, kept in a file."
     def __init__(self, echo:bool=False,     # also pass each record to its library's own handlers (stderr)
@@ -84,7 +86,7 @@ class LibraryLog:
 
     def emit(self, record:logging.LogRecord):
         "Keep one record as a line: in the file once there is one, and in memory (the first `HELD_LINES`)."
-        try: line = logging.Formatter(_FMT).format(record)
+        try: line = _LINE.format(record)
         except Exception: line = f'[{record.levelname}|{record.name}] {record.msg!r} {record.args!r}'
         self.count += 1
         if len(self.lines) < HELD_LINES: self.lines.append(line)
@@ -140,16 +142,17 @@ def library_log() -> LibraryLog|None:
 CORE_PACKAGES = ('torch', 'transformers', 'tokenizers', 'datasets', 'peft', 'trl', 'accelerate')  # shown by `llmft env`
 VERSIONS_LINE = '# versions: '   # how a run's llmft_args.yaml starts: the versions it ran with, as JSON
 
+def package_version(name:str) -> str:
+    "The installed version of the distribution `name`, or 'not installed'."
+    from importlib.metadata import PackageNotFoundError, version
+    try: return version(name)
+    except PackageNotFoundError: return 'not installed'
+
 def package_versions(names=CORE_PACKAGES   # distribution names
                     ) -> dict[str, str]:
     "Python's, llmft's and each package's installed version ('not installed' where missing)."
     import platform
-    from importlib.metadata import PackageNotFoundError, version
-    out = {'python': platform.python_version()}
-    for n in ('llmft', *names):
-        try: out[n] = version(n)
-        except PackageNotFoundError: out[n] = 'not installed'
-    return out
+    return {'python': platform.python_version(), **{n: package_version(n) for n in ('llmft', *names)}}
 
 def versions_line(versions:dict) -> str:
     "A YAML comment line that records `versions` (a run's saved configuration starts with it)."

@@ -4,8 +4,8 @@ import json
 import pytest
 from conftest import cli
 
-# Only the last line of stderr is checked here: log lines (and, for now, a third-party warning) may come before it.
-# That a user error is exactly one line of its own is checked in tests/test_cli.py.
+# Only the last line of stderr is checked here: llmft's own log lines (the tokenizer's pad token, ...) come before it.
+# That other libraries' messages never stand before an error is checked in tests/test_library_logs.py.
 
 
 def train(tiny_llama, tmp_path, *overrides):
@@ -49,23 +49,24 @@ GOOD = {'conversations': [{'from': 'human', 'value': 'What is 2+2?'}, {'from': '
         'functions': TOOLS}
 
 
-def test_bad_tools_cell_names_file_row_and_column(tiny_llama, tmp_path):
-    where = write_dataset(tmp_path, [GOOD, GOOD, {**GOOD, 'functions': '{not json'}, GOOD])
-    r = train(tiny_llama, tmp_path, 'dataset=bad', where, 'val_size=0', 'eval_strategy=no')
-    assert r.returncode == 3, r.stderr[-3000:]
-    assert last_line(r) == (
-        "llmft: data error: Dataset 'bad' (toolcalls.jsonl): row 2, column 'functions': '{not json' is not valid JSON"
-        ' (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); expected a JSON list of tool'
-        ' definitions, [{"name": ..., "description": ..., "parameters": {...}}, ...].')
-
-
-def test_bad_function_call_names_file_row_column_and_turn(tiny_llama, tmp_path):
+def bad_call_turn() -> dict:
+    "GOOD with its function call written as Python, not JSON."
     turns = [dict(t) for t in GOOD['conversations']]
     turns[1]['value'] = 'add(2, 2)'
-    where = write_dataset(tmp_path, [GOOD, {**GOOD, 'conversations': turns}])
+    return {**GOOD, 'conversations': turns}
+
+
+@pytest.mark.parametrize('rows, line', [
+    ([GOOD, GOOD, {**GOOD, 'functions': '{not json'}, GOOD],
+     "row 2, column 'functions': '{not json' is not valid JSON (Expecting property name enclosed in double quotes: "
+     'line 1 column 2 (char 1)); expected a JSON list of tool definitions, [{"name": ..., "description": ..., '
+     '"parameters": {...}}, ...].'),
+    ([GOOD, bad_call_turn()],
+     "row 1, column 'conversations', turn 1: 'add(2, 2)' is not valid JSON (Expecting value: line 1 column 1 "
+     '(char 0)); expected {"name": ..., "arguments": {...}} or a list of them.'),
+], ids=['tools cell', 'function call turn'])
+def test_bad_json_cell_names_file_row_and_column(tiny_llama, tmp_path, rows, line):
+    where = write_dataset(tmp_path, rows)
     r = train(tiny_llama, tmp_path, 'dataset=bad', where, 'val_size=0', 'eval_strategy=no')
     assert r.returncode == 3, r.stderr[-3000:]
-    assert last_line(r) == (
-        "llmft: data error: Dataset 'bad' (toolcalls.jsonl): row 1, column 'conversations', turn 1: 'add(2, 2)' is"
-        ' not valid JSON (Expecting value: line 1 column 1 (char 0)); expected {"name": ..., "arguments": {...}} or a'
-        ' list of them.')
+    assert last_line(r) == f"llmft: data error: Dataset 'bad' (toolcalls.jsonl): {line}"

@@ -14,8 +14,8 @@ RUN_TIME = ['run-time warning through a bare logger', 'run-time UserWarning']
 
 def noisy_cli(*args, cache, **env):
     "`llmft ARGS` with the talking dependency on PYTHONPATH; llmft's own INFO lines off, so only errors remain."
-    full = {**os.environ, 'PYTHONPATH': str(NOISY), 'LLMFT_CACHE': str(cache), 'LLMFT_LOG_LEVEL': 'WARNING', **env}
-    full.pop('LLMFT_DEBUG', None) if 'LLMFT_DEBUG' not in env else None
+    base = {k: v for k, v in os.environ.items() if k != 'LLMFT_DEBUG'}   # debug only where a test asks for it
+    full = {**base, 'PYTHONPATH': str(NOISY), 'LLMFT_CACHE': str(cache), 'LLMFT_LOG_LEVEL': 'WARNING', **env}
     exe = Path(sys.executable).parent / 'llmft'
     return subprocess.run([str(exe), *map(str, args)], cwd=ROOT, env=full, capture_output=True, text=True, timeout=600)
 

@@ -5,13 +5,12 @@
 # %% ../../nbs/89_launch.cli.ipynb #b9f7fbaa
 from __future__ import annotations
 import os, sys
-from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'pkg_version', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train',
-           'left_out_summary', 'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api',
-           'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'library_log_name', 'main']
+__all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train', 'left_out_summary',
+           'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api', 'cmd_expand',
+           'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'library_log_name', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -47,10 +46,6 @@ commands:
   help                           this message
 """
 
-def pkg_version(name:str) -> str:
-    "The installed version of `name`, or 'not installed'."
-    try: return _version(name)
-    except PackageNotFoundError: return 'not installed'
 
 
 
@@ -82,8 +77,7 @@ def cmd_eval(args:list[str]) -> int:
 
 # %% ../../nbs/89_launch.cli.ipynb #ef050296
 def cmd_sweep(args:list[str]) -> int:
-    "llmft sweep SWEEP [key=value ...] [--list]: run the points of a sweep not done yet (exit 1 naming those that"
-    " failed); --list only says what a run would do with each point."
+    "llmft sweep SWEEP [key=value ...] [--list]: run the points not done yet (exit 1 naming the failed); --list: plan"
     import signal
     from llmft.hparams.recipe import parse_overrides
     from llmft.launch.batch import plan, sweep, sweep_usage
@@ -288,7 +282,8 @@ def cmd_env(args:list[str]) -> int:
     return int(bool(drifted) and '--check' in args)
 
 def cmd_version(args) -> int:
-    print(pkg_version('llmft'))
+    from llmft.core import package_version
+    print(package_version('llmft'))
     return 0
 
 def cmd_help(args) -> int:

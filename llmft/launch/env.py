@@ -7,7 +7,7 @@ from __future__ import annotations
 import platform, re
 from importlib.metadata import distributions
 from pathlib import Path
-from ..core import ARGS_FILE, CORE_PACKAGES, DataError, package_versions, read_versions_line
+from ..core import ARGS_FILE, CORE_PACKAGES, DataError, package_version, read_versions_line
 
 # %% auto #0
 __all__ = ['LOCK_FILES', 'norm_name', 'read_lock', 'find_lock', 'compare', 'installed_versions', 'drift', 'env_info',
@@ -73,8 +73,7 @@ def drift(lock:dict,               # package -> locked version
 def env_info() -> dict[str, str]:
     "Versions and devices, for bug reports."
     import torch
-    info = {'llmft': package_versions([])['llmft'], 'platform': platform.platform(),
-            'python': platform.python_version()}
+    info = {'llmft': package_version('llmft'), 'platform': platform.platform(), 'python': platform.python_version()}
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         info['devices'] = ', '.join(f'cuda:{i} {torch.cuda.get_device_name(i)}' for i in range(n))
@@ -111,9 +110,9 @@ def env_report(lock_path=None,     # the lock to compare with; default: `find_lo
     lock, seen = read_lock(lock_path), run_versions(run) if run else {}
     lines.append(f'- lock: {_shown(lock_path)} ({len(lock)} packages)')
     if run: lines.append(f"- run: trained with python {seen.get('python', '?')}, llmft {seen.get('llmft', '?')}")
-    rows = drift(lock)
-    off = [r for r in rows if r[3] != 'same']
-    shown = [r for r in drift(lock, names=CORE_PACKAGES)] + [r for r in off if every and r[0] not in CORE_PACKAGES]
+    installed = installed_versions()
+    off = [r for r in drift(lock, installed) if r[3] != 'same']
+    shown = drift(lock, installed, CORE_PACKAGES) + [r for r in off if every and r[0] not in CORE_PACKAGES]
     head = ['package', 'installed', 'locked', 'drift'] + (['run'] if run else [])
     body = [[n, have, want, '' if how == 'same' else how] + ([seen.get(n, '-')] if run else [])
             for n, have, want, how in shown]
