@@ -1,13 +1,17 @@
 """Parity harness: llmft's tokenized data against LLaMA-Factory 0.9.5's, token for token, on seeded conversations.
 
 usage: python bench/parity.py --lf-python PATH [--work DIR] [--templates a,b] [--procs sft,pack]
-                              [--tokenizers bosful,bosless]
+                              [--tokenizers bosful,bosless] [--splits llama3,gpt2]
        (`make parity` installs LLaMA-Factory into .lf-venv with ../shared/bench-lf/setup_lf_venv.sh and runs this)
 
 For every chat template registered in both frameworks, every tokenizer variant and every processor case, both frameworks
-tokenize the same dataset files with the same tokenizer, each in its own venv (`bench/parity_side.py`). The table counts
-identical and differing rows; a differing case is marked `deliberate` when `llmft.data.fidelity.LF_DIFFERENCES` lists
-it, and its first difference is printed with the decoded tokens around it.
+tokenize the same dataset files with the same tokenizer, each in its own venv (`bench/parity_side.py`). Each variant is
+trained twice, with Llama 3's pre-tokenizer regex and with GPT-2's (`--splits`, `llmft.testing.SPLITS`): GPT-2's cuts
+text at other places, so it shows where encoding a turn in pieces (LLaMA-Factory's slots) and whole (llmft) differ.
+One table per split counts identical and differing rows; a differing case is marked `deliberate` when
+`llmft.data.fidelity.LF_DIFFERENCES` lists it, and its first difference is printed with the decoded tokens around it
+(`same text` when both sides' ids decode to the same text: the split differs, not the text; a truncated or packed
+case counts as such when its stage's case without either does, as the ids' number moves the cut).
 Exit status 1 when an unlisted difference remains.
 """
 
@@ -35,6 +39,9 @@ PROCS = {
     'ptrow': dict(stage='pt', dataset='parity_pt', cutoff_len=64, extra=dict(packing=False)),
 }
 SHAPES = dict(pt='pretrain', sft='supervised', rm='pairwise', dpo='pairwise', kto='feedback')
+# the case without truncation or packing of a stage's data: where it differs by the split into tokens alone (same text),
+# its truncated or packed cases differ by where they cut, not by what they say (the llama3 split checks those exactly)
+BASE = dict(sft='sft', rm='rm', dpo='rm', kto='kto')
 PT_TEMPLATES = (
     'default',
     'empty',
@@ -58,24 +65,31 @@ def lf_templates(lf_python: str) -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def make_cases(templates, procs, tokenizers, lf_classes) -> list[dict]:
+def tok_name(split: str, variant: str) -> str:
+    "The folder (under WORK/tok) and case-id part of a tokenizer: `bosful`, or `gpt2-bosful` for GPT-2's split."
+    return variant if split == 'llama3' else f'{split}-{variant}'
+
+
+def make_cases(templates, procs, tokenizers, lf_classes, splits=('llama3',)) -> list[dict]:
     cases = []
-    for t in templates:
-        for tk in tokenizers:
-            for p in procs:
-                if PROCS[p]['stage'] == 'pt' and t not in PT_TEMPLATES:
-                    continue
-                # LF rewrites a user's `{{idx}}` in its base Template (and subclasses) only, not in Llama2Template
-                cases.append(
-                    dict(
-                        PROCS[p],
-                        id=f'{t}.{tk}.{p}',
-                        template=t,
-                        tokenizer=tk,
-                        proc=p,
-                        lf_rewrites=lf_classes[t] != 'Llama2Template',
+    for split in splits:
+        for t in templates:
+            for tk in tokenizers:
+                for p in procs:
+                    if PROCS[p]['stage'] == 'pt' and t not in PT_TEMPLATES:
+                        continue
+                    # LF rewrites a user's `{{idx}}` in its base Template (and subclasses) only, not in Llama2Template
+                    cases.append(
+                        dict(
+                            PROCS[p],
+                            id=f'{t}.{tok_name(split, tk)}.{p}',
+                            template=t,
+                            tokenizer=tok_name(split, tk),
+                            split=split,
+                            proc=p,
+                            lf_rewrites=lf_classes[t] != 'Llama2Template',
+                        )
                     )
-                )
     return cases
 
 
@@ -116,13 +130,15 @@ def compare(case: dict, lf: dict, ours: dict, tok) -> dict:
         same=0,
         differ=0,
         first='',
+        same_text=True,
     )
     if lf['error']:  # LLaMA-Factory itself fails or refuses: nothing to compare
-        res.update(status='lf-error', first=f"LF: {lf['error']} | llmft: {ours['error'] or 'ok'}")
+        res.update(status='lf-error', first=f"LF: {lf['error']} | llmft: {ours['error'] or 'ok'}", same_text=False)
         return res
     if ours['error']:
         res.update(
-            status='refused', first=f"llmft: {ours['error']} (LF: {len(lf['rows'])} rows)", error=ours['error']
+            status='refused', first=f"llmft: {ours['error']} (LF: {len(lf['rows'])} rows)", error=ours['error'],
+            same_text=False,
         )
         return res
     a, b = lf['rows'], ours['rows']
@@ -134,6 +150,7 @@ def compare(case: dict, lf: dict, ours: dict, tok) -> dict:
             res['same'] += 1
             continue
         res['differ'] += 1
+        res['same_text'] &= all(decoded(tok, x[k]) == decoded(tok, y[k]) for k in bad if 'input_ids' in k)
         if not res['first']:
             k = bad[0]
             if isinstance(x[k], list):
@@ -148,7 +165,13 @@ def compare(case: dict, lf: dict, ours: dict, tok) -> dict:
         res['differ'] += abs(len(a) - len(b))
         res['first'] = f'rows: LF {len(a)}, llmft {len(b)}. ' + res['first']
     res['status'] = 'identical' if res['differ'] == 0 else 'differ'
+    res['same_text'] = res['same_text'] and res['differ'] > 0 and len(a) == len(b)
     return res
+
+
+def decoded(tok, ids: list) -> str:
+    "The text of `ids` (special tokens included)."
+    return tok.decode([i for i in ids if i >= 0], skip_special_tokens=False)
 
 
 def main(argv=None):
@@ -162,6 +185,9 @@ def main(argv=None):
     ap.add_argument(
         '--tokenizers', default=','.join(TOKENIZERS), help=f'comma-separated subset of {list(TOKENIZERS)}'
     )
+    ap.add_argument(
+        '--splits', default='llama3,gpt2', help='pre-tokenizer regexes of the tokenizers (llmft.testing.SPLITS)'
+    )
     ap.add_argument('--n', type=int, default=60, help='conversations per dataset')
     ap.add_argument(
         '--reuse', action='store_true', help='compare the outputs already in --work without running the sides'
@@ -169,14 +195,16 @@ def main(argv=None):
     a = ap.parse_args(argv)
     from llmft.data.templates import TEMPLATES
     from llmft.data.fidelity import lf_difference
-    from llmft.testing import FAMILIES
+    from llmft.testing import FAMILIES, CHAT_CORPUS
     from transformers import AutoTokenizer
 
     work = Path(a.work).resolve()
     lf_classes = lf_templates(a.lf_python)
     both = sorted(set(TEMPLATES) & set(lf_classes))
     templates = [t for t in a.templates.split(',') if t] or both
-    cases = make_cases(templates, a.procs.split(','), a.tokenizers.split(','), lf_classes)
+    splits = a.splits.split(',')
+    cases = make_cases(templates, a.procs.split(','), a.tokenizers.split(','), lf_classes, splits)
+    names = [tok_name(s, tk) for s in splits for tk in a.tokenizers.split(',')]
     t0 = time.time()
     if not a.reuse:
         make_datasets(work / 'data', a.n)
@@ -186,35 +214,47 @@ def main(argv=None):
             for f in ('parity_sft.json', 'parity_pt.json')
         ]
         specials = [s for f in FAMILIES.values() for s in f['specials']]
-        for tk in a.tokenizers.split(','):
-            make_tokenizer(work / 'tok' / tk, tk, specials, corpus * 3)
+        for s in splits:
+            for tk in a.tokenizers.split(','):
+                chat = CHAT_CORPUS * 3 if s != 'llama3' else []  # rendered chat text: merges across a template's joints
+                make_tokenizer(work / 'tok' / tok_name(s, tk), tk, specials, corpus * 3 + chat, s)
         (work / 'cases.json').write_text(json.dumps(cases, indent=1))
         print(
-            f'{len(cases)} cases ({len(templates)} templates x {a.procs} x {a.tokenizers}); running both sides...',
+            f'{len(cases)} cases ({len(templates)} templates x {a.procs} x {a.tokenizers} x {a.splits}); '
+            'running both sides...',
             flush=True,
         )
         with ThreadPoolExecutor(2) as ex:
             rcs = list(ex.map(lambda s: run_side(*s, work), [(a.lf_python, 'lf'), (sys.executable, 'llmft')]))
         if any(rcs):
             sys.exit(f'a side failed: see {work}/lf.log and {work}/llmft.log')
-    toks = {tk: AutoTokenizer.from_pretrained(work / 'tok' / tk) for tk in a.tokenizers.split(',')}
-    results = []
+    toks = {n: AutoTokenizer.from_pretrained(work / 'tok' / n) for n in names}
+    results = {}
     for c in cases:
         r = compare(
             c,
             *(json.loads((work / s / f"{c['id']}.json").read_text()) for s in ('lf', 'llmft')),
             toks[c['tokenizer']],
         )
+        results[c['id']] = dict(r, split=c['split'])
+    for c in cases:
+        r = results[c['id']]
         opts = [k for k, v in c.get('extra', {}).items() if v] + (['truncation'] if c['cutoff_len'] < 1024 else [])
+        base = results.get(f"{c['template']}.{c['tokenizer']}.{BASE.get(c['stage'], '')}", {})
+        if not r['same_text'] and opts and base.get('same_text'):
+            r['same_text_as'] = base['id']  # cut or packed where the ids differ in number: judged by its whole case
+        same_text = bool(r['same_text'] or r.get('same_text_as'))
         d = (
-            lf_difference(c['template'], SHAPES[c['stage']], opts, r.get('error', ''))
+            lf_difference(c['template'], SHAPES[c['stage']], opts, r.get('error', ''), c['split'], same_text)
             if r['status'] not in ('identical', 'lf-error')
             else None
         )
         r['deliberate'] = d.what if d else ''
-        results.append(r)
+    results = list(results.values())
     (work / 'results.json').write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    report(results, time.time() - t0)
+    for s in splits:
+        print(f'\n## tokenizers split with {s}\'s pre-tokenizer regex')
+        report([r for r in results if r['split'] == s], time.time() - t0)
     print(
         "\n(llmft's side reads the datasets with LLaMA-Factory's rewrite of a user's own `{{idx}}` text applied, "
         "bench/parity_data.py:lf_slot_rewrite: llmft never rewrites message text; listed in llmft.data.fidelity)"
@@ -246,7 +286,9 @@ def report(results: list[dict], secs: float):
     for r in results:
         if r['status'] not in ('identical', 'lf-error'):
             tag = f"deliberate: {r['deliberate']}" if r['deliberate'] else 'UNLISTED'
-            print(f"\n{r['id']}: {r['status']} ({r['same']} same, {r['differ']} differ) [{tag}]\n   {r['first']}")
+            text = ', same text' if r['same_text'] else ''
+            text += f", same text untruncated and unpacked: {r['same_text_as']}" if r.get('same_text_as') else ''
+            print(f"\n{r['id']}: {r['status']} ({r['same']} same, {r['differ']} differ{text}) [{tag}]\n   {r['first']}")
 
 
 if __name__ == '__main__':

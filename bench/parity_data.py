@@ -148,20 +148,18 @@ TOKENIZERS = {
 }
 
 
-def make_tokenizer(out: Path, variant: str, specials: list[str], corpus: list[str]):
-    "A byte-level BPE trained on `corpus` with every template family's special tokens, saved to `out`."
-    from tokenizers import Tokenizer, Regex, decoders, models, pre_tokenizers, processors, trainers
+def make_tokenizer(out: Path, variant: str, specials: list[str], corpus: list[str], split: str = 'llama3'):
+    """A byte-level BPE trained on `corpus` with every template family's special tokens, saved to `out`.
+
+    `split` names the pre-tokenizer regex (`llmft.testing.SPLITS`): Llama 3's, or GPT-2's, which cuts text at other
+    places, so that encoding a turn in pieces (LLaMA-Factory's slots) or whole (llmft) shows where it differs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
-    from llmft.testing import LLAMA3_SPLIT
+    from llmft.testing import pre_tokenizer
 
     spec = TOKENIZERS[variant]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior='isolated'),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    tok.pre_tokenizer = pre_tokenizer(split)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
         corpus,

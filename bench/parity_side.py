@@ -68,7 +68,7 @@ def run_llmft(case: dict, work: Path) -> list[dict]:
     from llmft.hparams.parser import get_train_args
     from llmft.data.templates import get_template_and_fix_tokenizer
     from llmft.data.pipeline import get_dataset
-    from llmft.model.loader import load_tokenizer
+    from llmft.data.tokenizer import load_tokenizer
 
     # LLaMA-Factory's truncation (a listed deliberate difference, checked='setting'): the rest compares exactly
     args = get_train_args({**cfg_of(case, work, 'llmft'), 'data_check': 'off', 'keep_answer_header': False})

@@ -31,7 +31,7 @@ def single(a) -> dict:
     t0 = time.perf_counter()
     import torch
     from llmft.hparams.parser import get_train_args
-    from llmft.model.loader import load_tokenizer
+    from llmft.data.tokenizer import load_tokenizer
     from llmft.data.templates import get_template
     from llmft.data.pipeline import get_dataset
     from llmft.data.collators import SFTCollator, padding_efficiency

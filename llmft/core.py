@@ -4,26 +4,21 @@
 
 # %% ../nbs/00_core.ipynb #1a2ce3ec
 from __future__ import annotations
-import difflib, json, logging, os, re, shutil, sys, time, traceback, warnings
+import difflib, json, logging, os, re, sys, traceback, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'TRAINER_LOG', 'ARGS_FILE', 'TEMPLATE_FILE', 'LAUNCHER_FILES', 'QUIET_LOGGERS',
-           'QUIET_WARNINGS', 'LIBRARY_LOG', 'SHOWN_LOGGERS', 'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE',
-           'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES', 'CHECKPOINT_DONE', 'get_logger', 'LibraryLog',
-           'route_library_logs', 'unroute_library_logs', 'library_log', 'package_version', 'package_versions',
-           'versions_line', 'read_versions_line', 'debug_mode', 'UserError', 'ConfigError', 'DataError',
-           'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'split_names', 'read_json',
-           'atomic_write', 'write_json', 'last_checkpoint', 'LogTail']
+__all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'QUIET_LOGGERS', 'QUIET_WARNINGS', 'LIBRARY_LOG', 'SHOWN_LOGGERS',
+           'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES',
+           'get_logger', 'LibraryLog', 'route_library_logs', 'unroute_library_logs', 'library_log', 'package_version',
+           'package_versions', 'versions_line', 'read_versions_line', 'debug_mode', 'UserError', 'ConfigError',
+           'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'split_names', 'read_json',
+           'atomic_write', 'write_json']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
 STAGES = ('pt', 'sft', 'rm', 'ppo', 'dpo', 'kto')
 STAGE_DATA = dict(pt='pretrain', sft='supervised', rm='pairwise', dpo='pairwise', kto='feedback', ppo='unsupervised')
-TRAINER_LOG = 'trainer_log.jsonl'
-ARGS_FILE = 'llmft_args.yaml'
-TEMPLATE_FILE = 'template.json'
-LAUNCHER_FILES = ('launch.yaml', 'launch.log', 'llmft_worker_error.json')  # a launcher's files in a run folder
 
 # %% ../nbs/00_core.ipynb #df222411
 _FMT = '[%(levelname)s|%(name)s] %(message)s'
@@ -254,54 +249,3 @@ def atomic_write(path, write):
 def write_json(path, obj, indent:int=2):
     "Write `obj` as UTF-8 JSON atomically (`atomic_write`)."
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=indent, ensure_ascii=False), encoding='utf-8'))
-
-# %% ../nbs/00_core.ipynb #ac3725a5
-CHECKPOINT_DONE = 'llmft_checkpoint_complete.json'
-
-def _checkpoints(output_dir) -> list[Path]:
-    "The `checkpoint-N` folders of `output_dir`, oldest step first."
-    d = Path(output_dir)
-    if not d.is_dir(): return []
-    found = [p for p in d.iterdir() if p.is_dir() and p.name.startswith('checkpoint-') and p.name[11:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[11:]))
-
-def last_checkpoint(output_dir,          # a run's output folder
-                    set_aside:bool=True, # rename incomplete checkpoints to `incomplete-checkpoint-N`
-                   ) -> str|None:
-    ("The newest complete checkpoint of `output_dir` (None if there is none); incomplete ones are reported and set "
-     "aside.")
-    complete = None
-    for p in _checkpoints(output_dir):
-        if (p / CHECKPOINT_DONE).exists():
-            complete = p
-            continue
-        msg = f'{p} is incomplete (no {CHECKPOINT_DONE}: the process stopped while writing it)'
-        if set_aside:
-            dst = p.with_name('incomplete-' + p.name)
-            if dst.exists(): shutil.rmtree(dst)   # an older broken copy of the same step
-            os.replace(p, dst)
-            msg += f'; renamed to {dst.name}'
-        get_logger(__name__).warning(msg + '.')
-    return str(complete) if complete else None
-
-# %% ../nbs/00_core.ipynb #d4b2d122
-class LogTail:
-    "The complete records added to a JSON-lines file since the last `read()`, whoever writes it."
-    def __init__(self, path,                  # the file, which may not exist yet
-                 since:float|None=None):       # ignore the file while it was last written before this time
-        self.path, self.since, self.pos, self.inode = Path(path), since, 0, None
-
-    def read(self) -> list:
-        "The records completed since the last read (none while the file is missing or older than `since`)."
-        try: st = self.path.stat()
-        except FileNotFoundError: return []
-        if self.since is not None and st.st_mtime < self.since: return []
-        if st.st_ino != self.inode or st.st_size < self.pos: self.pos, self.inode = 0, st.st_ino
-        out = []
-        with open(self.path, encoding='utf-8') as f:
-            f.seek(self.pos)
-            for line in iter(f.readline, ''):
-                if not line.endswith('\n'): break     # still being written
-                self.pos = f.tell()
-                if line.strip(): out.append(json.loads(line))
-        return out

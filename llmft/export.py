@@ -7,8 +7,8 @@ from __future__ import annotations
 import os, shutil
 from pathlib import Path
 import torch
-import yaml
-from .core import ARGS_FILE, ConfigError, ModelError, UserError, get_logger, read_json, write_json
+from .core import ConfigError, ModelError, UserError, get_logger
+from .rundir import RunDir, is_run
 from .data.template import stop_ids, template_record, to_jinja
 from .model.runs import InferRun, parse_run, run_keys
 from .model.valuehead import VALUE_HEAD_FILE
@@ -22,7 +22,6 @@ __all__ = ['log', 'EXTRA_KEYS', 'CARD_KEYS', 'export_setup', 'check_export', 'hu
 log = get_logger(__name__)
 EXTRA_KEYS = ('overwrite_output_dir',)   # a training key export also reads: replace a non-empty export_dir
 
-
 def export_setup(cfg=None, **overrides) -> tuple[InferRun, bool]:
     "The model to export (run folder + keys, recipe, dict or CLI words) and whether export_dir may be replaced."
     src, keys, ext = run_keys(cfg, overrides, EXTRA_KEYS)
@@ -34,16 +33,14 @@ def export_setup(cfg=None, **overrides) -> tuple[InferRun, bool]:
     return r, overwrite
 
 # %% ../nbs/80_export.ipynb #19412b14
-def check_export(r: InferRun, overwrite: bool):
+def check_export(r:InferRun, overwrite:bool):
     "Refuse, before loading anything, an export that cannot work: each message names the key and what to do."
     m = r.model_args
-    if not m.export_dir:
-        raise ConfigError('export_dir is not set: name the folder to write the merged model to.')
+    if not m.export_dir: raise ConfigError('export_dir is not set: name the folder to write the merged model to.')
     dest = Path(m.export_dir).resolve()
     if any(dest == Path(s).resolve() for s in r.sources if Path(s).exists()):
         raise ConfigError(f'export_dir {m.export_dir} is a folder the model is read from: write to another folder.')
-    if dest.exists() and not dest.is_dir():
-        raise ConfigError(f'export_dir {m.export_dir} is a file, not a folder.')
+    if dest.exists() and not dest.is_dir(): raise ConfigError(f'export_dir {m.export_dir} is a file, not a folder.')
     if dest.is_dir() and any(dest.iterdir()) and not overwrite:
         raise ConfigError(f'export_dir {m.export_dir} already holds files: set overwrite_output_dir: true to replace '
                           'it, or name another folder.')
@@ -60,14 +57,11 @@ def check_export(r: InferRun, overwrite: bool):
     if m.export_hub_model_id and hub_offline():
         raise ConfigError(f'export_hub_model_id {m.export_hub_model_id}: the hub is offline here (HF_HUB_OFFLINE=1): '
                           'export without it, then upload export_dir (hf upload) where the network is reachable.')
-    if m.export_quantization_bit:
-        check_gptq()
-
+    if m.export_quantization_bit: check_gptq()
 
 def hub_offline() -> bool:
     "Whether HF_HUB_OFFLINE is set now (huggingface_hub's own flag is read once, at import)."
     return os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
-
 
 def check_gptq():
     "GPTQ quantization runs on a CUDA GPU with the gptqmodel and optimum packages: say which is missing."
@@ -83,27 +77,21 @@ def check_gptq():
 # %% ../nbs/80_export.ipynb #dafd1ec5
 def export_dtype(m, model) -> torch.dtype:
     "`infer_dtype`, or for auto the model's own (float32 becomes bfloat16 on a GPU that has it, as LLaMA-Factory does)."
-    if m.infer_dtype != 'auto':
-        return getattr(torch, m.infer_dtype)
+    if m.infer_dtype != 'auto': return getattr(torch, m.infer_dtype)
     own = getattr(model.config, 'dtype', None) or torch.float32
-    if own == torch.float32 and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+    if own == torch.float32 and torch.cuda.is_available() and torch.cuda.is_bf16_supported(): return torch.bfloat16
     return own
 
-
-def merged_model(r: InferRun):
+def merged_model(r:InferRun):
     "Load the run (tokenizer, template, model with its adapters) and merge every adapter into the weights."
-    try:
-        r.load(padding_side='left')
+    try: r.load(padding_side='left')
     except (RuntimeError, ValueError, KeyError) as e:
-        if not r.model_args.adapter_name_or_path or isinstance(e, UserError):
-            raise
+        if not r.model_args.adapter_name_or_path or isinstance(e, UserError): raise
         first = str(e).strip().splitlines()
         raise ModelError(f'The adapters {r.model_args.adapter_name_or_path} do not fit the base model '
                          f'{r.model_args.model_name_or_path}: {" ".join(first[:3])[:400]}') from None
     model = r.model
-    if r.model_args.export_device == 'auto' and torch.cuda.is_available():
-        model = model.to('cuda')
+    if r.model_args.export_device == 'auto' and torch.cuda.is_available(): model = model.to('cuda')
     if hasattr(model, 'merge_and_unload'):
         model = model.merge_and_unload()
         log.info(f'Merged {len(r.model_args.adapter_name_or_path or [])} adapter(s) into the base model.')
@@ -112,7 +100,7 @@ def merged_model(r: InferRun):
     return model.to(dtype)
 
 # %% ../nbs/80_export.ipynb #a1e465b3
-def _ollama_slots(fmt, tokenizer, placeholder: str = 'content') -> str:
+def _ollama_slots(fmt, tokenizer, placeholder:str='content') -> str:
     "A formatter's slots in Ollama's Go-template syntax (LLaMA-Factory's conversion)."
     out = []
     for slot in fmt.slots:
@@ -128,14 +116,11 @@ def _ollama_slots(fmt, tokenizer, placeholder: str = 'content') -> str:
             out.append(tokenizer.eos_token)
     return ''.join(out)
 
-
 def stop_token_ids(template, tokenizer) -> list[int]:
     "The tokenizer's eos and the template's stop words, as ids (LLaMA-Factory's set, iterated the same way)."
     ids = {tokenizer.eos_token_id}
-    for w in template.stop_words:
-        ids.add(tokenizer.convert_tokens_to_ids(w))
+    for w in template.stop_words: ids.add(tokenizer.convert_tokens_to_ids(w))
     return list(ids)
-
 
 def ollama_modelfile(template, tokenizer) -> str:
     "An Ollama Modelfile for the exported folder: TEMPLATE, SYSTEM and stop parameters, as LLaMA-Factory writes it."
@@ -145,42 +130,33 @@ def ollama_modelfile(template, tokenizer) -> str:
             f"""{{{{ range .Messages }}}}{{{{ if eq .Role "user" }}}}{user}"""
             f"""{{{{ else if eq .Role "assistant" }}}}{answer}{{{{ end }}}}{{{{ end }}}}""")
     text = f'# ollama modelfile auto-generated by llamafactory\n\nFROM .\n\nTEMPLATE """{tmpl}"""\n\n'
-    if template.default_system:
-        text += f'SYSTEM """{template.default_system}"""\n\n'
+    if template.default_system: text += f'SYSTEM """{template.default_system}"""\n\n'
     for i in stop_token_ids(template, tokenizer):
         text += f'PARAMETER stop "{tokenizer.convert_ids_to_tokens(i)}"\n'
     return text + 'PARAMETER num_ctx 4096\n'
 
 # %% ../nbs/80_export.ipynb #26b756e3
-CARD_KEYS = (
-    'stage', 'finetuning_type', 'dataset', 'template', 'cutoff_len', 'learning_rate', 'num_train_epochs', 'max_steps',
-    'per_device_train_batch_size', 'gradient_accumulation_steps', 'lr_scheduler_type', 'lora_rank', 'lora_alpha',
-    'lora_target', 'use_dora', 'use_rslora', 'pissa_init', 'oft_block_size', 'freeze_trainable_layers', 'use_llama_pro',
-    'pref_beta', 'pref_loss', 'packing', 'seed',
-)
+CARD_KEYS = ('stage', 'finetuning_type', 'dataset', 'template', 'cutoff_len', 'learning_rate', 'num_train_epochs',
+             'max_steps', 'per_device_train_batch_size', 'gradient_accumulation_steps', 'lr_scheduler_type',
+             'lora_rank', 'lora_alpha', 'lora_target', 'use_dora', 'use_rslora', 'pissa_init', 'oft_block_size',
+             'freeze_trainable_layers', 'use_llama_pro', 'pref_beta', 'pref_loss', 'packing', 'seed')
 
-
-def _run_of(src: str) -> Path | None:
+def _run_of(src:str) -> Path | None:
     "The run folder behind a source (a run's converted PiSSA adapter belongs to the run above it)."
     for p in (Path(src), Path(src).parent):
-        if (p / ARGS_FILE).exists():
-            return p
+        if is_run(p): return p
     return None
 
-
-def _run_section(run: Path) -> list[str]:
+def _run_section(run:Path) -> list[str]:
     "A run's stage, datasets, key settings and final metrics, as markdown lines."
-    cfg = yaml.safe_load((run / ARGS_FILE).read_text(encoding='utf-8')) or {}
+    cfg, metrics = RunDir(run).args(), RunDir(run).results()
     rows = [f'| {k} | {cfg[k]} |' for k in CARD_KEYS if cfg.get(k) not in (None, False, '', [])]
-    res = run / 'all_results.json'
-    metrics = read_json(res) if res.exists() else {}
     lines = [f'### {run.name}', '', '| setting | value |', '|---|---|', *rows, '']
     if metrics:
         lines += ['| metric | value |', '|---|---|', *[f'| {k} | {v} |' for k, v in sorted(metrics.items())], '']
     return lines
 
-
-def model_card(r: InferRun, dest: Path, dtype) -> str:
+def model_card(r:InferRun, dest:Path, dtype) -> str:
     "The exported folder's README.md: what it was made from (base, adapters, runs with their settings and metrics)."
     import importlib.metadata
     base, adapters = r.sources[0], r.sources[1:]
@@ -204,7 +180,7 @@ def model_card(r: InferRun, dest: Path, dtype) -> str:
     return '\n'.join(head + train + use)
 
 # %% ../nbs/80_export.ipynb #48850eb2
-def save_folder(r: InferRun, model, out: Path):
+def save_folder(r:InferRun, model, out:Path):
     "Everything the export holds, into `out`: shards and index, configs, tokenizer, value head, Modelfile, card."
     tok, t, m = r.tokenizer, r.template, r.model_args
     eos = stop_ids(t, tok)
@@ -214,18 +190,15 @@ def save_folder(r: InferRun, model, out: Path):
     tok.chat_template = to_jinja(t, tok)
     tok.padding_side = tok.init_kwargs['padding_side'] = 'left'
     tok.save_pretrained(out)
-    write_json(out / 'template.json', template_record(t, tok))
+    RunDir(out).write_template(template_record(t, tok))
     if r.finetuning_args.stage == 'rm':
         src = Path(r.sources[-1]) / VALUE_HEAD_FILE
-        if src.exists():
-            shutil.copy(src, out / VALUE_HEAD_FILE)
-        else:
-            log.warning(f'stage rm, but {src} does not exist: the export has no value head.')
+        if src.exists(): shutil.copy(src, out / VALUE_HEAD_FILE)
+        else: log.warning(f'stage rm, but {src} does not exist: the export has no value head.')
     (out / 'Modelfile').write_text(ollama_modelfile(t, tok), encoding='utf-8')
     (out / 'README.md').write_text(model_card(r, out, model.config.dtype), encoding='utf-8')
 
-
-def write_export(r: InferRun, model) -> Path:
+def write_export(r:InferRun, model) -> Path:
     "Write the export into a temporary folder beside `export_dir`, then rename it into place: all or nothing."
     dest = Path(r.model_args.export_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -236,8 +209,7 @@ def write_export(r: InferRun, model) -> Path:
         save_folder(r, model, tmp)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(e, OSError) and 'os error' not in str(e).lower() and 'ioerror' not in str(e).lower():
-            raise
+        if not isinstance(e, OSError) and 'os error' not in str(e).lower() and 'ioerror' not in str(e).lower(): raise
         why = getattr(e, 'strerror', None) or str(e).splitlines()[0]
         raise ModelError(f'export_dir {dest}: writing the export failed ({why}); nothing was left there — free space '
                          'and run again.') from None
@@ -249,7 +221,7 @@ def write_export(r: InferRun, model) -> Path:
     return dest
 
 # %% ../nbs/80_export.ipynb #c318d0ac
-def push_to_hub(dest: Path, repo_id: str):
+def push_to_hub(dest:Path, repo_id:str):
     "Upload the finished export; a failure says so and leaves the local export as it is."
     from huggingface_hub import HfApi
     try:
@@ -258,38 +230,32 @@ def push_to_hub(dest: Path, repo_id: str):
         api.upload_folder(folder_path=str(dest), repo_id=repo_id)
     except Exception as e:
         raise ModelError(f'export_hub_model_id {repo_id}: the upload failed ({str(e).splitlines()[0][:200]}); the '
-                         f'export in {dest} is complete: upload it later with `hf upload {repo_id} {dest}`.'
-                         ) from None
+                         f'export in {dest} is complete: upload it later with `hf upload {repo_id} {dest}`.') from None
     log.info(f'Pushed {dest} to the hub as {repo_id}.')
-
 
 def run_export(cfg=None, **overrides) -> Path:
     "Export a run (folder, recipe, dict or CLI words): merged, sharded, with tokenizer, Modelfile and card; its folder."
     r, _ = export_setup(cfg, **overrides)
     model = gptq_model(r) if r.model_args.export_quantization_bit else merged_model(r)
     dest = write_export(r, model)
-    if r.model_args.export_hub_model_id:
-        push_to_hub(dest, r.model_args.export_hub_model_id)
+    if r.model_args.export_hub_model_id: push_to_hub(dest, r.model_args.export_hub_model_id)
     log.info(f'Exported {" + ".join(r.sources)} to {dest}.')
     return dest
 
 # %% ../nbs/80_export.ipynb #9cbe789e
-def calibration_texts(path: str, n: int) -> list[str]:
+def calibration_texts(path:str, n:int) -> list[str]:
     "Up to `n` texts (key `text`, or plain strings) of a JSON / JSONL file to calibrate GPTQ on."
     import json
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f'export_quantization_dataset: {path} is not a file.')
+    if not p.is_file(): raise ConfigError(f'export_quantization_dataset: {path} is not a file.')
     raw = p.read_text(encoding='utf-8')
     rows = json.loads(raw) if p.suffix == '.json' else [json.loads(x) for x in raw.splitlines() if x.strip()]
     texts = [x if isinstance(x, str) else x.get('text') for x in rows]
     texts = [x for x in texts if isinstance(x, str) and x.strip()][:n]
-    if not texts:
-        raise ConfigError(f'export_quantization_dataset: {path} holds no texts (rows with a "text" key).')
+    if not texts: raise ConfigError(f'export_quantization_dataset: {path} holds no texts (rows with a "text" key).')
     return texts
 
-
-def gptq_model(r: InferRun):
+def gptq_model(r:InferRun):
     "The base model quantized by GPTQ on load (CUDA, gptqmodel), calibrated on `export_quantization_dataset`."
     from transformers import AutoModelForCausalLM, GPTQConfig
     m = r.model_args

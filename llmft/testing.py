@@ -9,9 +9,10 @@ from pathlib import Path
 from .core import cache_dir, closest, get_logger
 
 # %% auto #0
-__all__ = ['log', 'FIXTURE_VERSION', 'LLAMA3_SPLIT', 'LLAMA3_CHAT_TEMPLATE', 'QWEN_CHAT_TEMPLATE', 'FAMILIES', 'ARCHS',
-           'add_family', 'tiny_tokenizer_path', 'tiny_tokenizer', 'chat_templates_dir', 'official_chat_template',
-           'lf_template_renders', 'family_tokenizer', 'tiny_model', 'save_tiny_model']
+__all__ = ['log', 'FIXTURE_VERSION', 'LLAMA3_SPLIT', 'GPT2_SPLIT', 'SPLITS', 'CHAT_CORPUS', 'LLAMA3_CHAT_TEMPLATE',
+           'QWEN_CHAT_TEMPLATE', 'FAMILIES', 'ARCHS', 'pre_tokenizer', 'add_family', 'tiny_tokenizer_path',
+           'tiny_tokenizer', 'chat_templates_dir', 'official_chat_template', 'lf_template_renders', 'family_tokenizer',
+           'tiny_model', 'save_tiny_model']
 
 # %% ../nbs/01_testing.ipynb #30d42910
 log = get_logger(__name__)
@@ -39,6 +40,23 @@ Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March 
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+SPLITS = {'llama3': LLAMA3_SPLIT, 'gpt2': GPT2_SPLIT}  # pre-tokenizer regexes of the fixture tokenizers
+_CHAT_FORMATS = ('{s}### Instruction:\n{q}\n\n### Response:\n{a}\n\n', '{s}### Human: {q}\n### Assistant: {a}\n',
+                 '{s}USER: {q} ASSISTANT: {a}', 'System: {s}\nHuman: {q}\nAssistant: {a}\n', '{s}{q}{a}',
+                 '<role>SYSTEM</role>{s}<role>HUMAN</role>{q}<role>ASSISTANT</role>{a}')
+_CHAT_PAIRS = (('You are terse.', 'What is the capital of France?', 'Paris.'),
+               ('Answer briefly!', 'Add 17 and 25.', 'The answer is 42.'),
+               ('Be kind.', 'Write a short poem about the sea.', 'The sea is wide, the sea is deep.'))
+CHAT_CORPUS = [f.format(s=s, q=q, a=a) for f in _CHAT_FORMATS for s, q, a in _CHAT_PAIRS]  # rendered chat text
+
+def pre_tokenizer(split:str='llama3', # a key of `SPLITS`
+                 ):
+    "The byte-level pre-tokenizer that cuts text with the regex `SPLITS[split]` before BPE merges."
+    from tokenizers import Regex, pre_tokenizers
+    if split not in SPLITS: raise KeyError(f"Unknown split '{split}'{closest(split, SPLITS)} Known: {sorted(SPLITS)}")
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(SPLITS[split]), behavior='isolated'),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 # %% ../nbs/01_testing.ipynb #8b855dba
 LLAMA3_CHAT_TEMPLATE = (
@@ -126,23 +144,23 @@ def _build_atomic(dest:Path, build):
     return dest
 
 @functools.lru_cache(maxsize=4)
-def _base_bpe(vocab_size:int) -> str:
+def _base_bpe(vocab_size:int, split:str='llama3') -> str:
     "The byte-level BPE trained on the corpus, as JSON: trained once per process, shared by every family."
-    from tokenizers import Tokenizer, Regex, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior='isolated'),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizer(split)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer)
+    chat = CHAT_CORPUS * 4 if split != 'llama3' else []  # llama3: the fixture every test was written against
+    tok.train_from_iterator(_CORPUS.splitlines() * 4 + chat, trainer)
     return tok.to_str()
 
-def _train_tokenizer(out:Path, family:str, vocab_size:int):
+def _train_tokenizer(out:Path, family:str, vocab_size:int, split:str='llama3'):
     from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
     spec = FAMILIES[family]
-    tok = Tokenizer.from_str(_base_bpe(vocab_size))
+    tok = Tokenizer.from_str(_base_bpe(vocab_size, split))
     tok.add_special_tokens(spec['specials'])
     post = [processors.ByteLevel(trim_offsets=False)]
     if spec['add_bos']:
@@ -157,20 +175,24 @@ def _train_tokenizer(out:Path, family:str, vocab_size:int):
 
 def tiny_tokenizer_path(family:str='llama3', # a key of `FAMILIES`
                         vocab_size:int=1024,  # learned vocabulary, before special tokens
+                        split:str='llama3',   # pre-tokenizer, a key of `SPLITS`
                        ) -> Path:
     "Folder of the cached fixture tokenizer of `family`, trained on first use."
     if family not in FAMILIES: raise KeyError(f"Unknown tokenizer family '{family}'{closest(family, FAMILIES)} "
                                               f"Known: {sorted(FAMILIES)}")
-    dest = cache_dir('fixtures')/f'tok-{family}-{_key(family, vocab_size, FAMILIES[family])}'
-    return _build_atomic(dest, lambda tmp: _train_tokenizer(tmp, family, vocab_size))
+    pre_tokenizer(split)  # an unknown split fails here, by name
+    key = (family, vocab_size, FAMILIES[family]) + ((split, CHAT_CORPUS) if split != 'llama3' else ())  # llama3: same
+    dest = cache_dir('fixtures')/f"tok-{family}{'' if split == 'llama3' else '-' + split}-{_key(*key)}"
+    return _build_atomic(dest, lambda tmp: _train_tokenizer(tmp, family, vocab_size, split))
 
 # %% ../nbs/01_testing.ipynb #fc2fb98f
 def tiny_tokenizer(family:str='llama3', # a key of `FAMILIES`
                    vocab_size:int=1024,  # learned vocabulary, before special tokens
+                   split:str='llama3',   # pre-tokenizer, a key of `SPLITS` (`gpt2`: GPT-2's regex)
                   ):
     "The fixture tokenizer of `family`, loaded with `AutoTokenizer`."
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(tiny_tokenizer_path(family, vocab_size))
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_path(family, vocab_size, split))
 
 # %% ../nbs/01_testing.ipynb #445ff72d
 def chat_templates_dir() -> Path:

@@ -5,7 +5,7 @@ import json, subprocess, sys
 import pytest
 from pathlib import Path
 from conftest import ROOT
-from llmft.core import CHECKPOINT_DONE
+from llmft.rundir import CHECKPOINT_DONE
 from llmft.train.tuner import run_exp
 
 SCRIPT = ROOT / 'tests' / 'assets' / 'crashing_run.py'

@@ -6,7 +6,8 @@ from transformers import TrainerCallback
 from llmft.train.tuner import run_exp
 from llmft.hparams.model import ModelArguments
 from llmft.hparams.finetune import FinetuningArguments
-from llmft.model.loader import load_model, load_tokenizer
+from llmft.data.tokenizer import load_tokenizer
+from llmft.model.loader import load_model
 
 
 class Snapshot(TrainerCallback):

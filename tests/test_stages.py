@@ -8,7 +8,8 @@ from conftest import ROOT, cli
 from llmft.hparams.model import ModelArguments
 from llmft.hparams.finetune import FinetuningArguments
 from llmft.hparams.parser import get_train_args
-from llmft.model.loader import load_model, load_tokenizer
+from llmft.data.tokenizer import load_tokenizer
+from llmft.model.loader import load_model
 from llmft.train.tuner import run_exp
 
 # QLoRA recipes need a GPU: tests/test_examples.py checks their refusal on CPU

@@ -17,7 +17,8 @@ from llmft.hparams.data import DataArguments
 from llmft.hparams.finetune import FinetuningArguments
 from llmft.hparams.model import ModelArguments
 from llmft.hparams.train import TrainingArguments
-from llmft.model.loader import load_model, load_tokenizer
+from llmft.data.tokenizer import load_tokenizer
+from llmft.model.loader import load_model
 from llmft.train.dpo import DPOTrainer
 from llmft.train.kto import KTOTrainer
 from llmft.train.rm import RewardTrainer

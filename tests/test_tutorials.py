@@ -48,7 +48,7 @@ STAGE_TUTORIALS = {'05_pretraining': ('train_loss', 'eval_perplexity'), '06_rewa
 def test_stage_tutorial(name, tmp_path):
     "Each stage's tutorial runs under papermill with its own assertions (the loss fell, the policy moved) and records"
     " the values a sweep ranks it by."
-    from llmft.launch.batch import read_records
+    from llmft.launch.record import read_records
     out_nb = tmp_path / 'out.ipynb'
     pm.execute_notebook(str(ROOT / f'tutorials/{name}.ipynb'), str(out_nb), cwd=str(ROOT), kernel_name='python3',
                         parameters=dict(output_dir=str(tmp_path / 'run')), progress_bar=False)
@@ -70,7 +70,7 @@ def test_sweeps_tutorial(tmp_path):
 
 def test_example_sweeps_are_valid(monkeypatch):
     "Every sweep in examples/sweeps reads, names what exists and sets only keys its notebook declares."
-    from llmft.launch.batch import expand_points, load_sweep
+    from llmft.launch.sweepfile import expand_points, load_sweep
     monkeypatch.chdir(ROOT)
     files = sorted((ROOT / 'examples/sweeps').glob('*.yaml'))
     assert len(files) >= 7

@@ -1,20 +1,42 @@
 """Write README.md from nbs/index.ipynb without Quarto (which cannot be installed offline here).
 
 Markdown cells are copied; code cells are shown as python blocks unless they carry a `#|` directive such as `#| hide`
-(directive lines are dropped). Run from the repo root: `python tools/readme.py` (`make export` does).
+(directive lines are dropped). Counts are never typed: a markdown `{n_templates}` is filled from `figures()` (the
+registry and the fixtures), so the notebook and the README say what the code has. Run from the repo root:
+`python tools/readme.py` (`make export` does).
 """
 import json, re
 from pathlib import Path
 
+FIXTURES = Path('tests/assets/chat_templates')
 
-def render(nb_path='nbs/index.ipynb'):
+
+def figures() -> dict:
+    "The counts the README states, counted from the template registry and the published-template fixtures."
+    from llmft.data.templates import TEMPLATES, UNVERIFIED
+    from llmft.data.families.parts import LF_CHECKED
+    lf = sum(why == LF_CHECKED for why in UNVERIFIED.values())
+    return dict(n_templates=len(TEMPLATES), n_published=len(TEMPLATES) - len(UNVERIFIED), n_lf_checked=lf,
+                n_generic=len(UNVERIFIED) - lf, n_fixtures=len(list(FIXTURES.glob('*.jinja'))))
+
+
+def fill(text:str, figs:dict) -> str:
+    "`text` with each `{n_...}` placeholder replaced by its figure; an unknown one is an error, never left in."
+    def sub(m):
+        if m[1] not in figs: raise KeyError(f'nbs/index.ipynb names {{{m[1]}}}, but figures() has only {sorted(figs)}')
+        return str(figs[m[1]])
+    return re.sub(r'\{(n_\w+)\}', sub, text)
+
+
+def render(nb_path='nbs/index.ipynb', figs:dict|None=None):
     nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
+    figs = figures() if figs is None else figs
     out = []
     for c in nb['cells']:
         src = ''.join(c['source'])
         if c['cell_type'] == 'markdown':
             m = re.match(r'^# (.+)\n+> (.+)', src)
-            out.append(src if not m else f"# {m.group(1)}\n\n> {m.group(2)}" + src[m.end():])
+            out.append(fill(src if not m else f"# {m.group(1)}\n\n> {m.group(2)}" + src[m.end():], figs))
         elif c['cell_type'] == 'code':
             lines = src.splitlines()
             if any(re.match(r'#\|\s*(hide|export)', l) for l in lines): continue

@@ -12,32 +12,28 @@ from ..infer.chat import ChatModel
 __all__ = ['ChatWidget', 'ask', 'reset']
 
 # %% ../../nbs/95_dash.chat.ipynb #3756b124
-_CSS = (
-    "<style>.llmft-msg{padding:6px 9px;margin:4px 0;border-radius:8px;white-space:pre-wrap;font-family:inherit}"
-    ".llmft-user{background:#e3f2fd}.llmft-answer{background:#f1f8e9}</style>"
-)
+_CSS = ("<style>.llmft-msg{padding:6px 9px;margin:4px 0;border-radius:8px;white-space:pre-wrap;font-family:inherit}"
+        ".llmft-user{background:#e3f2fd}.llmft-answer{background:#f1f8e9}</style>")
 
-
-def _bubbles(history: list[dict]) -> str:
+def _bubbles(history:list[dict]) -> str:
     "A conversation as HTML: one bubble per message (classes `llmft-user` / `llmft-answer`)."
     kind = {'user': 'llmft-user', 'assistant': 'llmft-answer'}
-    return _CSS + ''.join(
-        f"<div class='llmft-msg {kind[m['role']]}'>{html.escape(m['content'])}</div>" for m in history
-    )
-
+    return _CSS + ''.join(f"<div class='llmft-msg {kind[m['role']]}'>{html.escape(m['content'])}</div>"
+                          for m in history)
 
 class ChatWidget:
     "Chat with one model, or several side by side (one column each); answers stream in; a system prompt and settings."
-
-    def __init__(self, models: dict | ChatModel, system: str = '', temperature: float = 0.0, max_new_tokens: int = 256,
-                 top_p: float = 0.7):
+    def __init__(self,
+                 models:dict|ChatModel,      # a `ChatModel`, or {column title: ChatModel}
+                 system:str='',              # the system prompt
+                 temperature:float=0.0,      # 0: greedy
+                 max_new_tokens:int=256,
+                 top_p:float=0.7):
         self.models = models if isinstance(models, dict) else {'model': models}
         self.histories = {k: [] for k in self.models}
         self.views = {k: W.HTML(_bubbles([])) for k in self.models}
-        cols = [
-            W.VBox([W.HTML(f'<b>{html.escape(k)}</b>'), v], layout=W.Layout(width=f'{96 // len(self.models)}%'))
-            for k, v in self.views.items()
-        ]
+        cols = [W.VBox([W.HTML(f'<b>{html.escape(k)}</b>'), v], layout=W.Layout(width=f'{96 // len(self.models)}%'))
+                for k, v in self.views.items()]
         self.prompt = W.Textarea(placeholder='Ask something...', layout=W.Layout(width='98%', height='60px'))
         self.system = W.Text(system, description='system', layout=W.Layout(width='98%'))
         self.temperature = W.FloatSlider(temperature, min=0, max=2, step=0.05, description='temperature')
@@ -46,9 +42,8 @@ class ChatWidget:
         self.send, self.clear = W.Button(description='Send', button_style='primary'), W.Button(description='Clear')
         self.send.on_click(lambda _: threading.Thread(target=self._ask_safely, daemon=True).start())
         self.clear.on_click(lambda _: self.reset())
-        settings = W.Accordion(
-            [W.VBox([self.system, self.temperature, self.max_new_tokens, self.top_p])], titles=('settings',)
-        )
+        settings = W.Accordion([W.VBox([self.system, self.temperature, self.max_new_tokens, self.top_p])],
+                               titles=('settings',))
         self.status = W.HTML()
         self.widget = W.VBox([W.HBox(cols), self.prompt, W.HBox([self.send, self.clear]), self.status, settings])
 
@@ -60,8 +55,8 @@ class ChatWidget:
 
     def _ipython_display_(self):
         from IPython.display import display
-
         display(self.widget)
+
 
 # %% ../../nbs/95_dash.chat.ipynb #0bda356f
 def ask(self:ChatWidget, text:str|None=None) -> dict[str, str]:

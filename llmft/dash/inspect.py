@@ -8,7 +8,7 @@ from fastcore.basics import patch
 import html
 import numpy as np
 import ipywidgets as W
-from ..core import IGNORE_INDEX, STAGE_DATA
+from ..core import IGNORE_INDEX
 from ..data.checks import TurnMarkers, check_dataset, turn_markers
 
 # %% auto #0
@@ -198,18 +198,10 @@ def inspect_dataset(
         by_column = [s for c, s in (('chosen_input_ids', 'pairwise'), ('kto_tags', 'feedback')) if c in cols]
         shape = shape or (by_column + ['supervised'])[0]
         return Inspector(cfg, tokenizer, template, shape)
-    from llmft.data.pipeline import get_dataset
-    from llmft.data.templates import get_template_and_fix_tokenizer
-    from llmft.hparams.parser import get_train_args, load_cfg
-    from llmft.model.loader import load_tokenizer
-    args = get_train_args({'do_train': True, **load_cfg(cfg or {}), **overrides, 'data_check': 'off'})
-    tok = load_tokenizer(args.model)
-    tmpl = get_template_and_fix_tokenizer(tok, args.data)
-    stage = args.finetuning.stage
-    ds = get_dataset(tmpl, args.data, None, stage, tok, do_generate=args.training.predict_with_generate)[
-        f'{split}_dataset'
-    ]
+    from llmft.data.pipeline import prepare
+    from llmft.hparams.parser import parse_recipe
+    args = parse_recipe(cfg, defaults={'do_train': True}, **overrides, data_check='off').args
+    prep = prepare(args, in_run=False)
+    ds = prep.dataset[f'{split}_dataset']
     if isinstance(ds, dict): ds = next(iter(ds.values()))
-    return Inspector(
-        ds, tok, tmpl, 'unsupervised' if args.training.predict_with_generate else STAGE_DATA[stage], args.data
-    )
+    return Inspector(ds, prep.tokenizer, prep.template, prep.shape, args.data)

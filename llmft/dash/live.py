@@ -5,11 +5,11 @@
 # %% ../../nbs/92_dash.live.ipynb #b84fb560
 from __future__ import annotations
 from fastcore.basics import patch
-import json, threading, time
+import threading, time
 from pathlib import Path
 import ipywidgets as W
 from transformers import TrainerCallback
-from ..core import TRAINER_LOG, LogTail
+from ..rundir import RunDir
 from ..train.callbacks import _fmt_time
 
 # %% auto #0
@@ -17,8 +17,8 @@ __all__ = ['PANELS', 'BOOKKEEPING', 'sync_figure', 'LiveMonitor', 'Follower', 'f
 
 # %% ../../nbs/92_dash.live.ipynb #c368cc55
 def sync_figure(fig):
-    "Copy a FigureWidget's data and layout into its synced state: plotly sends later edits as one-off messages, which"
-    " a view that connects later (a Voila page, a reloaded tab) never receives."
+    ("Copy a FigureWidget's data and layout into its synced state: plotly sends later edits as one-off messages, which "
+     "a view that connects later (a Voila page, a reloaded tab) never receives.")
     from copy import deepcopy
     fig._widget_data = deepcopy(fig._data)
     fig._widget_layout = deepcopy(fig._layout_obj._props)
@@ -136,8 +136,8 @@ def on_log(self:LiveMonitor, args, state, control, logs=None, **kw):
 @patch
 def poll(self:LiveMonitor, output_dir, since:float|None=None) -> int:
     "Read the records added to `<output_dir>/trainer_log.jsonl` since the last poll; how many were new."
-    path = Path(output_dir)/TRAINER_LOG
-    if self._tail is None or self._tail.path != path: self._tail = LogTail(path, since)
+    run = RunDir(output_dir)
+    if self._tail is None or self._tail.path != run.log_file: self._tail = run.tail(since)
     recs = self._tail.read()
     for rec in recs: self.update(rec)
     return len(recs)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/97_dash.snapshot.ipynb #a5430c02
 from __future__ import annotations
-import html, json
+import html
 import ipywidgets as W
 
 # %% auto #0

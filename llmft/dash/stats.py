@@ -79,14 +79,9 @@ class DatasetStats:
 def dataset_stats(cfg=None, **overrides) -> DatasetStats:
     ("Length statistics of the training data of a config (dataset, template, tokenizer, cutoff_len, batch size as the "
      "run would use).")
-    from llmft.core import STAGE_DATA
-    from llmft.data.loader import load_datasets
-    from llmft.data.templates import get_template_and_fix_tokenizer
-    from llmft.hparams.parser import get_train_args, load_cfg
-    from llmft.model.loader import load_tokenizer
-    a = get_train_args({'do_train': True, **load_cfg(cfg or {}), **overrides})
-    tok = load_tokenizer(a.model)
-    tmpl = get_template_and_fix_tokenizer(tok, a.data)
-    ds = load_datasets(a.data.dataset, a.data, STAGE_DATA[a.finetuning.stage], a.training.seed)
-    p, r = conversation_lengths(tmpl, tok, ds[:])
+    from llmft.data.pipeline import prepare
+    from llmft.hparams.parser import parse_recipe
+    a = parse_recipe(cfg, defaults={'do_train': True}, **overrides).args
+    prep = prepare(a, tokenize=False)   # tokenizer, template and shape: the lengths come from the rows
+    p, r = conversation_lengths(prep.template, prep.tokenizer, prep.rows()[:])
     return DatasetStats(p, r, a.data.cutoff_len, a.training.per_device_train_batch_size)

@@ -19,14 +19,17 @@ class Difference:
     shapes: tuple = ('*',)    # the data shapes it concerns (supervised, pairwise, feedback, pretrain), `*` for all
     options: tuple = ()       # settings that must all be on for it to apply (e.g. `packing`)
     refusal: str = ''         # llmft refuses such data with an error containing this text, where LLaMA-Factory goes on
+    splits: tuple = ('*',)    # the pre-tokenizer splits (`testing.SPLITS`) of the tokenizers it shows on, `*`: any
+    same_text: bool = False   # it excuses a case only where both sides' ids decode to the same text (the split differs)
     checked: str = 'case'     # how the harness treats it: `case` excuses a differing case; `input`: llmft gets
                               # LLaMA-Factory's rewritten input, so the comparison stays exact; `setting`: llmft runs
                               # with the setting that restores LLaMA-Factory's behaviour (exact); `note`: not generated
 
-    def concerns(self, template:str, shape:str, options=()) -> bool:
-        "Whether this difference applies to `template` with data of `shape` under the settings `options`."
+    def concerns(self, template:str, shape:str, options=(), split:str='llama3') -> bool:
+        ("Whether this difference applies to `template` with data of `shape` under the settings `options`, on a "
+         "tokenizer split with `split`.")
         return (('*' in self.templates or template in self.templates) and ('*' in self.shapes or shape in self.shapes)
-                and set(self.options) <= set(options))
+                and set(self.options) <= set(options) and ('*' in self.splits or split in self.splits))
 
 # %% ../../nbs/29b_data.fidelity.ipynb #716dc6d9
 LF_DIFFERENCES: list[Difference] = []
@@ -76,6 +79,24 @@ deliberate(what="A prompt longer than its share of `cutoff_len` is cut inside th
            shapes=('supervised', 'pairwise', 'feedback', 'unsupervised'),
            options=('truncation',),
            checked="setting")
+
+# %% ../../nbs/29b_data.fidelity.ipynb #a307f70a
+deliberate(what="Yi-VL: its stop word `###`, where the vocabulary already has it, stays an ordinary token; it is added "
+                "as a special token only where missing (as LLaMA-Factory does then).",
+           why="LLaMA-Factory makes every stop word a special token, so `###` is cut out of any text before the "
+               "merges (a user's markdown heading too), unlike in Yi-VL's own tokenizer and on a server; generation "
+               "stops at its id either way (`stop_ids`). Not generated: LLaMA-Factory needs Yi-VL's processor.",
+           templates=('yi_vl',),
+           checked="note")
+
+# %% ../../nbs/29b_data.fidelity.ipynb #bfec82e1
+deliberate(what="A turn is tokenized as its rendered text, whole, where LLaMA-Factory tokenizes each template slot "
+                "(prefix, system, header, content) on its own: the same text, other ids where a merge crosses a joint.",
+           why="A served model gets the whole text tokenized at once (`apply_chat_template`, vLLM, an OpenAI-style "
+               "API), so training on those ids trains on what it will see; slot-by-slot ids are ones no server "
+               "produces.",
+           splits=('gpt2',),
+           same_text=True)
 
 # %% ../../nbs/29b_data.fidelity.ipynb #1a034ddc
 deliberate(what="Tool definitions: Meta's fixed default date (26 Jul 2024) in the `Today Date:` line.",
@@ -166,10 +187,13 @@ def lf_difference(template:str,   # a chat template name
                   shape:str,      # a data shape: supervised, pairwise, feedback, pretrain
                   options=(),     # the settings that are on (e.g. `packing`, `mask_history`)
                   error:str='',   # llmft's error on the case, if it refused it
+                  split:str='llama3', # the pre-tokenizer split of the case's tokenizer (`llmft.testing.SPLITS`)
+                  same_text:bool=False, # both sides' ids decode to the same text: only the split into tokens differs
                  ) -> Difference|None:
     "The listed deliberate difference that explains a differing case (a refusal only by its error text), or None."
     for d in LF_DIFFERENCES:
-        if d.checked != 'case' or not d.concerns(template, shape, options): continue
+        if d.checked != 'case' or not d.concerns(template, shape, options, split): continue
+        if d.same_text and not same_text: continue
         if bool(d.refusal) == bool(error) and (not error or d.refusal in error): return d
     return None
 
@@ -177,5 +201,6 @@ def differences_table(template:str|None=None) -> str:
     "The deliberate differences (of `template`, or all) as a markdown table."
     rows = [d for d in LF_DIFFERENCES if template is None or '*' in d.templates or template in d.templates]
     out = ['| templates | data | what llmft does | why |', '|---|---|---|---|']
-    out += [f"| {', '.join(d.templates)} | {', '.join(d.shapes + d.options)} | {d.what} | {d.why} |" for d in rows]
+    data = lambda d: ', '.join(d.shapes + d.options + tuple(f'{s}-split tokenizer' for s in d.splits if s != '*'))
+    out += [f"| {', '.join(d.templates)} | {data(d)} | {d.what} | {d.why} |" for d in rows]
     return '\n'.join(out)

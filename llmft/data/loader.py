@@ -259,11 +259,13 @@ def merge_datasets(parts:list, strategy:str='concat', probs:list[float]|None=Non
 
 CONVERT_POOL_MIN = 200_000  # rows from which conversion uses preprocessing_num_workers
 
-def load_datasets(names:list[str]|None, data_args, shape:str='supervised', seed:int=42, merge:bool=True,
+def load_datasets(names:list|None, # dataset names, or their registry entries (`DatasetAttr`) when resolved already
+                  data_args, shape:str='supervised', seed:int=42, merge:bool=True,
                   left_out:list|None=None, # receives a `LeftOut` per dataset and reason rows were left out for
                  ):
     "Load, convert and mix the named datasets (a dict by name when `merge` is False)."
-    attrs = get_dataset_list(names, data_args.dataset_dir)
+    resolved = bool(names) and all(isinstance(n, DatasetAttr) for n in names)
+    attrs = list(names) if resolved else get_dataset_list(names, data_args.dataset_dir)
     if not attrs: return None
     parts, workers = {}, data_args.preprocessing_num_workers
     for a in attrs:

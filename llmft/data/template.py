@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Optional
 from ..core import TemplateError, get_logger
+from ..rundir import RunDir
 import re
 from .formatter import F, Formatter
 from .tools import FunctionFormatter, ToolFormatter, extract_tool_calls
@@ -226,10 +227,9 @@ def template_record(template:Template, tokenizer) -> dict:
 def check_run_template(run_dir, template:Template, tokenizer) -> bool|None:
     ("Whether `template` renders as the run in `run_dir` was trained (None: the run has no `template.json`); warns "
      "loudly when not.")
-    from pathlib import Path
-    p = Path(run_dir)/'template.json'
-    if not p.exists(): return None
-    saved, now = json.loads(p.read_text()), template_record(template, tokenizer)
+    saved = RunDir(run_dir).template_record()
+    if saved is None: return None
+    now = template_record(template, tokenizer)
     if saved.get('sha1') == now['sha1']: return True
     log.warning(
         '\n'

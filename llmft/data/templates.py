@@ -143,7 +143,8 @@ register_template(Template(
                   unverified="FastChat's format; Vicuna's tokenizer carries no jinja template")
 
 # %% ../../nbs/26_data.templates.ipynb #8c758ffe
-from .families import meta, qwen, others, more  # noqa: F401  (each registers its templates)
+from .families import meta, mistral, google, qwen, deepseek, microsoft, glm, china, others  # noqa: F401
+# (importing a vendor notebook registers its templates)
 
 # %% ../../nbs/26_data.templates.ipynb #694ddf7f
 def template_rows() -> list[dict]:

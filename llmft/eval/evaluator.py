@@ -20,15 +20,13 @@ __all__ = ['log', 'eval_setup', 'EvalResult', 'Evaluator', 'evaluate', 'run_eval
 # %% ../../nbs/71_eval.evaluator.ipynb #a9135932
 log = get_logger(__name__)
 
-
 def eval_setup(cfg=None, **overrides) -> tuple[EvaluationArguments, InferRun]:
     "The evaluation keys and the model to evaluate, from a run folder (+ keys), a recipe, a dict or CLI words."
     src, keys, ev = run_keys(cfg, overrides, EVAL_KEYS)
-    try:
-        args = EvaluationArguments(**ev)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from None
+    try: args = EvaluationArguments(**ev)
+    except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None
     return args, parse_run(src, **keys)
+
 
 # %% ../../nbs/71_eval.evaluator.ipynb #74d0ecb0
 @dataclass
@@ -39,13 +37,12 @@ class EvalResult:
     predictions: dict                    # subject -> the predicted letter of each question, in file order
     categories: dict = field(default_factory=dict)   # 'Average', then each category -> accuracy
     seconds: float = 0.0
-    saved: str | None = None                         # the folder the results were written to
+    saved: str|None = None                           # the folder the results were written to
 
     def __post_init__(self):
         groups = {'Average': [], 'STEM': [], 'Social Sciences': [], 'Humanities': [], 'Other': []}
         for s in self.subjects.values():
-            for g in ('Average', s['category']):
-                groups.setdefault(g, []).append(s)
+            for g in ('Average', s['category']): groups.setdefault(g, []).append(s)
         self.categories = {g: round(100 * sum(s['correct'] for s in v) / sum(s['total'] for s in v), 2)
                            for g, v in groups.items() if v}
 
@@ -71,7 +68,6 @@ class EvalResult:
 # %% ../../nbs/71_eval.evaluator.ipynb #e90034b9
 class Evaluator:
     "A model and a benchmark task: `eval()` asks every question and scores the answers."
-
     def __init__(self, cfg=None, **overrides):
         self.args, self.run = eval_setup(cfg, **overrides)
         a = self.args
@@ -80,13 +76,13 @@ class Evaluator:
         self.tokenizer, self.template, self.model = self.run.tokenizer, self.run.template, self.run.model
         self.eval_template, self._choices = EVAL_TEMPLATES[a.lang], {}
 
-    def choice_ids(self, letters: str) -> list[int]:
+    def choice_ids(self, letters:str) -> list[int]:
         "The token of each choice letter as it opens an answer (LLaMA-Factory: the last token of its encoding)."
         if letters not in self._choices:  # once per letter set, not per batch
             self._choices[letters] = [self.tokenizer.encode(c, add_special_tokens=False)[-1] for c in letters]
         return self._choices[letters]
 
-    def prompts(self, subject: str, draw: ShotSampler) -> list[list[int]]:
+    def prompts(self, subject:str, draw:ShotSampler) -> list[list[int]]:
         "The prompt ids of each question of `subject`: shots and question in the chat template, up to the answer."
         t, name = self.task, self.task.mapping[subject]['name']
         convs = [self.eval_template.format_example(q, draw(t.dev[subject], self.args.n_shot), name)
@@ -94,7 +90,7 @@ class Evaluator:
         return [self.template.encode_oneturn(self.tokenizer, c)[0] for c in convs]
 
     @torch.inference_mode()
-    def predict(self, rows: list[list[int]], letters: str) -> list[str]:
+    def predict(self, rows:list[list[int]], letters:str) -> list[str]:
         "The letter whose token has the highest logit after each prompt."
         batch = self.tokenizer.pad({'input_ids': rows}, return_tensors='pt').to(self.model.device)
         logits = self.model(**batch).logits
@@ -103,7 +99,7 @@ class Evaluator:
         return [letters[i] for i in picked.argmax(-1).tolist()]
 
 # %% ../../nbs/71_eval.evaluator.ipynb #ae37dee8
-def evaluate(self: Evaluator, verbose: bool = True) -> EvalResult:
+def evaluate(self:Evaluator, verbose:bool=True) -> EvalResult:
     "Every subject's questions in batches of `batch_size`: accuracy per subject, category and overall (and saved)."
     start, a, draw = time.time(), self.args, ShotSampler(self.args.seed)
     subjects, predictions = {}, {}
@@ -112,23 +108,19 @@ def evaluate(self: Evaluator, verbose: bool = True) -> EvalResult:
         bar.set_postfix_str(info['name'])
         rows, qs = self.prompts(subject, draw), self.task.questions[subject]
         preds = [p for i in range(0, len(rows), a.batch_size)
-                 for p in self.predict(rows[i : i + a.batch_size], qs[0]['_letters'])]
+                 for p in self.predict(rows[i:i + a.batch_size], qs[0]['_letters'])]
         correct = sum(p == q['answer'] for p, q in zip(preds, qs))
         subjects[subject] = dict(name=info['name'], category=info['category'], correct=correct, total=len(qs),
                                  accuracy=round(100 * correct / len(qs), 2))
         predictions[subject] = preds
     result = EvalResult(a.task, subjects, predictions, seconds=round(time.time() - start, 2))
-    if a.save_dir:
-        result.saved = str(result.save(a.save_dir))
+    if a.save_dir: result.saved = str(result.save(a.save_dir))
     return result
-
 
 Evaluator.eval = evaluate
 
-
-def run_eval(cfg=None, verbose: bool = True, **overrides) -> EvalResult:
+def run_eval(cfg=None, verbose:bool=True, **overrides) -> EvalResult:
     "Evaluate (`Evaluator(cfg, **overrides).eval()`), print the table, save to `save_dir` when set."
     result = Evaluator(cfg, **overrides).eval(verbose)
-    if verbose:
-        print(result.log_text())
+    if verbose: print(result.log_text())
     return result

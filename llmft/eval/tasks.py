@@ -19,16 +19,16 @@ __all__ = ['EVAL_TEMPLATES', 'LAYOUTS', 'EvalTemplate', 'read_mapping', 'find_cs
 @dataclass
 class EvalTemplate:
     "How a question becomes a prompt: the subject line, each choice, the answer cue."
-    system: str
-    choice: str
-    answer: str
+    system:str
+    choice:str
+    answer:str
 
-    def parse(self, row: dict) -> tuple[str, str]:
+    def parse(self, row:dict) -> tuple[str, str]:
         "(prompt, answer letter) of one row."
         choices = [self.choice.format(choice=c, content=row[c]) for c in row['_letters']]
         return ''.join([row['question'], *choices, self.answer]), row['answer']
 
-    def format_example(self, target: dict, shots: list[dict], subject_name: str) -> list[dict]:
+    def format_example(self, target:dict, shots:list[dict], subject_name:str) -> list[dict]:
         "The conversation of one question: solved shots as earlier turns, the subject line opening the first."
         msgs = []
         for row in [*shots, target]:
@@ -37,15 +37,12 @@ class EvalTemplate:
         msgs[0]['content'] = self.system.format(subject=subject_name) + msgs[0]['content']
         return msgs
 
-
 EVAL_TEMPLATES = {}
 
 # %% ../../nbs/70_eval.tasks.ipynb #4c8e9a10
-EVAL_TEMPLATES['en'] = EvalTemplate(
-    system='The following are multiple choice questions (with answers) about {subject}.\n\n',
-    choice='\n{choice}. {content}',
-    answer='\nAnswer:',
-)
+EVAL_TEMPLATES['en'] = EvalTemplate(system='The following are multiple choice questions (with answers) about '
+                                           '{subject}.\n\n',
+                                    choice='\n{choice}. {content}', answer='\nAnswer:')
 
 # %% ../../nbs/70_eval.tasks.ipynb #295bd796
 EVAL_TEMPLATES['zh'] = EvalTemplate(system='以下是中国关于{subject}考试的单项选择题，'
@@ -56,8 +53,7 @@ EVAL_TEMPLATES['zh'] = EvalTemplate(system='以下是中国关于{subject}考试
 # MMLU, C-Eval, CMMLU
 LAYOUTS = ('data/{split}/{subject}_{split}.csv', '{split}/{subject}_{split}.csv', '{split}/{subject}.csv')
 
-
-def read_mapping(folder: Path) -> dict[str, dict]:
+def read_mapping(folder:Path) -> dict[str, dict]:
     "A benchmark's `mapping.json`: subject -> {name, category}; refused naming the file when missing or malformed."
     path = folder / 'mapping.json'
     if not folder.is_dir():
@@ -65,10 +61,8 @@ def read_mapping(folder: Path) -> dict[str, dict]:
                         'there.')
     if not path.is_file():
         raise DataError(f'{path}: missing. A benchmark folder needs mapping.json (subject -> name, category).')
-    try:
-        mapping = json.loads(path.read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e:
-        raise DataError(f'{path}: not valid JSON: line {e.lineno}: {e.msg}.') from None
+    try: mapping = json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e: raise DataError(f'{path}: not valid JSON: line {e.lineno}: {e.msg}.') from None
     if not isinstance(mapping, dict) or not mapping:
         raise DataError(f'{path}: expected an object of subject -> {{"name", "category"}}.')
     for subject, v in mapping.items():
@@ -76,13 +70,11 @@ def read_mapping(folder: Path) -> dict[str, dict]:
             raise DataError(f'{path}: subject {subject!r} needs "name" and "category", got {v!r}.')
     return mapping
 
-
-def find_csv(folder: Path, subject: str, split: str) -> tuple[str, str]:
+def find_csv(folder:Path, subject:str, split:str) -> tuple[str, str]:
     "(where, text) of a subject's split: a file in one of the three layouts, or a member of a zip in the folder."
     rels = [lay.format(split=split, subject=subject) for lay in LAYOUTS]
     for rel in rels:
-        if (folder / rel).is_file():
-            return str(folder / rel), (folder / rel).read_text(encoding='utf-8-sig')
+        if (folder / rel).is_file(): return str(folder / rel), (folder / rel).read_text(encoding='utf-8-sig')
     for z in sorted(folder.glob('*.zip')):
         with zipfile.ZipFile(z) as zf:
             for name in zf.namelist():
@@ -92,18 +84,16 @@ def find_csv(folder: Path, subject: str, split: str) -> tuple[str, str]:
                     '(and inside any .zip there).')
 
 # %% ../../nbs/70_eval.tasks.ipynb #63c70ba9
-def _columns(header: list[str]) -> list[str]:
+def _columns(header:list[str]) -> list[str]:
     "Column names as the rows are keyed: question / answer / id / explanation in lower case, letters as they are."
     return [h.strip().lower() if h.strip().lower() in ('question', 'answer', 'id', 'explanation') else h.strip()
             for h in header]
 
-
-def read_rows(where: str, text: str) -> list[dict]:
+def read_rows(where:str, text:str) -> list[dict]:
     "The questions of one CSV (header or MMLU's headerless 6 columns), each checked: named file and line when wrong."
     reader = csv.reader(io.StringIO(text))
     lines = list(reader)
-    if not lines:
-        raise DataError(f'{where}: empty file.')
+    if not lines: raise DataError(f'{where}: empty file.')
     cols = _columns(lines[0])
     named = {'question', 'answer'} & set(cols)
     if len(named) == 1:
@@ -111,15 +101,13 @@ def read_rows(where: str, text: str) -> list[dict]:
         raise DataError(f'{where}: the header has no {lacks} column (it names {shown}); expected question, A, B, C, '
                         'D, answer.')
     has_header = bool(named)
-    if not has_header:
-        cols = ['question', 'A', 'B', 'C', 'D', 'answer']
+    if not has_header: cols = ['question', 'A', 'B', 'C', 'D', 'answer']
     letters = ''.join(c for c in 'ABCDEFGHIJ' if c in cols)
-    if not letters.startswith('AB') or 'ABCDEFGHIJ'[: len(letters)] != letters:
+    if not letters.startswith('AB') or 'ABCDEFGHIJ'[:len(letters)] != letters:
         raise DataError(f"{where}: choice columns must be A, B, ... in order, found {list(letters) or 'none'}.")
     rows = []
     for n, vals in enumerate(lines[1:] if has_header else lines, start=2 if has_header else 1):
-        if not any(v.strip() for v in vals):
-            continue
+        if not any(v.strip() for v in vals): continue
         if len(vals) < len(cols):
             raise DataError(f'{where}: line {n}: {len(vals)} columns, expected {len(cols)} ({", ".join(cols)}).')
         row = dict(zip(cols, vals))
@@ -129,22 +117,20 @@ def read_rows(where: str, text: str) -> list[dict]:
                             f'{", ".join(letters)}.')
         rows.append({'question': row['question'], **{c: row[c] for c in letters}, 'answer': row['answer'],
                      '_letters': letters})
-    if not rows:
-        raise DataError(f'{where}: no questions in it.')
+    if not rows: raise DataError(f'{where}: no questions in it.')
     return rows
 
 # %% ../../nbs/70_eval.tasks.ipynb #8ac7ce47
 @dataclass
 class Task:
     "A benchmark split ready to run: its subjects (mapping order) with their questions, and the dev split for shots."
-    folder: Path
-    split: str
-    mapping: dict
-    questions: dict      # subject -> rows of `split`
-    dev: dict            # subject -> rows of the dev split (empty lists when no shots are asked)
+    folder:Path
+    split:str
+    mapping:dict
+    questions:dict       # subject -> rows of `split`
+    dev:dict             # subject -> rows of the dev split (empty lists when no shots are asked)
 
-
-def load_task(task_dir, name: str, split: str, n_shot: int = 0) -> Task:
+def load_task(task_dir, name:str, split:str, n_shot:int=0) -> Task:
     "Read and check every subject of `<task_dir>/<name>` for `split` (and dev, for `n_shot` > 0) before any model runs."
     folder = Path(task_dir) / name
     mapping = read_mapping(folder)
@@ -155,21 +141,25 @@ def load_task(task_dir, name: str, split: str, n_shot: int = 0) -> Task:
 # %% ../../nbs/70_eval.tasks.ipynb #1eb06c49
 class ShotSampler:
     "The shots of each question, drawn as LLaMA-Factory draws them: a fresh permutation of the dev split per question."
-
-    def __init__(self, seed: int):
+    def __init__(self, seed:int):
         self.state = np.random.RandomState(seed)  # the global numpy state `transformers.set_seed(seed)` leaves
 
-    def __call__(self, dev: list, n_shot: int) -> list:
+    def __call__(self, dev:list, n_shot:int) -> list:
         "The first `n_shot` rows of a permutation seeded from the state, as `datasets.Dataset.shuffle()` does it."
         _, keys, pos, *_ = self.state.get_state()
         seed = keys[pos] if pos < 624 else keys[0]
         self.state.random()
         order = np.random.default_rng(seed).permutation(len(dev))
-        return [dev[i] for i in order[: min(n_shot, len(dev))]]
+        return [dev[i] for i in order[:min(n_shot, len(dev))]]
 
 # %% ../../nbs/70_eval.tasks.ipynb #35d07d15
-def task_dataset(task_dir, task: str, dest, lang: str = 'en', n_shot: int = 0, seed: int = 42,
-                 name: str | None = None,  # the dataset's name in `dest/dataset_info.json` (default: the task)
+def task_dataset(task_dir,             # the folder holding the benchmark folders
+                 task:str,             # `<benchmark>_<split>`, as `llmft eval` names it
+                 dest,                 # the dataset folder to write into
+                 lang:str='en',        # the prompt template: en or zh
+                 n_shot:int=0,
+                 seed:int=42,          # draws the shots
+                 name:str|None=None,   # the dataset's name in `dest/dataset_info.json` (default: the task)
                 ) -> str:
     "Write a split of a benchmark as an alpaca dataset (the prompts `llmft eval` asks, the answer letters) into `dest`."
     bench, _, split = task.rpartition('_')

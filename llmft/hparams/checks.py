@@ -8,8 +8,9 @@ import dataclasses, json, operator, os, typing
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
-from ..core import LAUNCHER_FILES, ConfigError, get_logger, last_checkpoint
-from .model import ModelArguments
+from ..core import ConfigError, get_logger
+from ..rundir import LAUNCHER_FILES, RunDir
+from .model import REGISTRY, Check, ModelArguments, check, check_groups
 from .data import DataArguments
 from .finetune import FinetuningArguments
 from .train import TrainingArguments, GeneratingArguments
@@ -19,8 +20,8 @@ __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS',
            'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
            'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates', 'check_sft_only_options',
            'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter', 'quantization_device_error',
-           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'resolve_trackers', 'check_sft_loss',
-           'resolve_early_stopping', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
+           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
+           'resolve_trackers', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
            'numeric_kinds', 'check_ranges']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
@@ -35,6 +36,7 @@ class RunArgs(NamedTuple):
     generating: GeneratingArguments
 
 # %% ../../nbs/14_hparams.checks.ipynb #0c9c8790
+@check('run', training='do_train do_eval do_predict')
 def check_has_task(a:RunArgs):
     "At least one of do_train, do_eval, do_predict."
     t = a.training
@@ -42,18 +44,21 @@ def check_has_task(a:RunArgs):
         raise ConfigError('Nothing to do: set at least one of do_train, do_eval or do_predict to true.')
 
 # %% ../../nbs/14_hparams.checks.ipynb #5bc1a542
+@check('run', data='streaming', training='do_train max_steps')
 def check_streaming_needs_max_steps(a:RunArgs):
     "A stream has no length, so the schedule needs max_steps."
     if a.data.streaming and a.training.do_train and a.training.max_steps <= 0:
         raise ConfigError('streaming needs max_steps (a stream has no length to derive the number of steps from).')
 
 # %% ../../nbs/14_hparams.checks.ipynb #ddae7e7d
+@check('run', training='do_train', data='dataset')
 def check_train_has_dataset(a:RunArgs):
     "do_train needs a training dataset."
     if a.training.do_train and not a.data.dataset:
         raise ConfigError('do_train is set but no dataset is named: set dataset (a name from dataset_info.json).')
 
 # %% ../../nbs/14_hparams.checks.ipynb #d39cf2ef
+@check('run', training='do_eval', data='eval_dataset val_size')
 def check_eval_has_data(a:RunArgs):
     "do_eval needs eval_dataset or a val_size split."
     if a.training.do_eval and not (a.data.eval_dataset or a.data.val_size):
@@ -61,6 +66,7 @@ def check_eval_has_data(a:RunArgs):
                           'hold out part of dataset.')
 
 # %% ../../nbs/14_hparams.checks.ipynb #6b7b7003
+@check('run', training='predict_with_generate do_train', finetuning='stage')
 def check_generate_only_sft(a:RunArgs):
     "predict_with_generate is an sft feature."
     if a.training.predict_with_generate and a.finetuning.stage != 'sft':
@@ -70,11 +76,13 @@ def check_generate_only_sft(a:RunArgs):
                           'first, then do_predict in a second run.')
 
 # %% ../../nbs/14_hparams.checks.ipynb #1a514c1b
+@check('run', finetuning='disable_shuffling', training='train_sampling_strategy')
 def resolve_shuffling(a:RunArgs):
     "disable_shuffling reads the training set in order (the Trainer's sequential sampler)."
     if a.finetuning.disable_shuffling: a.training.train_sampling_strategy = 'sequential'
 
 # %% ../../nbs/14_hparams.checks.ipynb #3591f818
+@check('run', finetuning='stage', training='do_predict predict_with_generate')
 def check_sft_predict_generates(a:RunArgs):
     "sft do_predict writes generated text, so it needs predict_with_generate."
     if a.finetuning.stage == 'sft' and a.training.do_predict and not a.training.predict_with_generate:
@@ -83,6 +91,7 @@ def check_sft_predict_generates(a:RunArgs):
 # %% ../../nbs/14_hparams.checks.ipynb #760acde4
 SFT_ONLY = ('packing', 'neat_packing', 'train_on_prompt', 'mask_history')
 
+@check('run', data=' '.join(SFT_ONLY), finetuning='stage')
 def check_sft_only_options(a:RunArgs):
     "neat_packing, train_on_prompt and mask_history shape sft data only; packing also pt (where it is the default)."
     stage = a.finetuning.stage
@@ -91,11 +100,13 @@ def check_sft_only_options(a:RunArgs):
         raise ConfigError(f"{', '.join(bad)} only apply to stage sft, not '{stage}'.")
 
 # %% ../../nbs/14_hparams.checks.ipynb #2c46f8e2
+@check('run', data='packing', finetuning='stage')
 def resolve_packing(a:RunArgs):
     "packing unset: on for pt (text is concatenated and cut into blocks), off for the other stages."
     if a.data.packing is None: a.data.packing = a.finetuning.stage == 'pt'
 
 # %% ../../nbs/14_hparams.checks.ipynb #14301fa0
+@check('run', data='neat_packing packing', training='include_num_input_tokens_seen')
 def resolve_neat_packing(a:RunArgs):
     ("neat_packing turns packing on; tokens are then counted as all positions (the 4D mask cannot be summed like a "
      "0/1 mask).")
@@ -106,6 +117,7 @@ def resolve_neat_packing(a:RunArgs):
         a.training.include_num_input_tokens_seen = 'all'  # packs are nearly full, so this is close to the real count
 
 # %% ../../nbs/14_hparams.checks.ipynb #3da43cc5
+@check('run', model='quantization_bit', finetuning='finetuning_type', training='do_train')
 def check_quantization_needs_adapter(a:RunArgs):
     ("A quantized base model cannot be trained in full, only adapters train; and bitsandbytes quantizes on a CUDA GPU "
      "only, which is checked here, before the data is read.")
@@ -123,6 +135,7 @@ def quantization_device_error(bits:int|None) -> str|None:
 
 
 # %% ../../nbs/14_hparams.checks.ipynb #fc277a8b
+@check('run', finetuning='stage reward_model', training='do_eval do_predict')
 def check_ppo(a:RunArgs):
     ("ppo trains only (like LLaMA-Factory) and needs a reward model; rm and ppo need the value head's hidden states, "
      "so no packing.")
@@ -133,6 +146,7 @@ def check_ppo(a:RunArgs):
                                              'adapter, or an http(s) URL.')
 
 # %% ../../nbs/14_hparams.checks.ipynb #781ae3bf
+@check('run', finetuning='stage finetuning_type')
 def check_stage_finetuning(a:RunArgs):
     "Stages with a value head or a reference train full, freeze or lora models; `oft` is sft / pt only here."
     f = a.finetuning
@@ -140,6 +154,8 @@ def check_stage_finetuning(a:RunArgs):
         raise ConfigError(f"finetuning_type oft is available for stages pt and sft, not '{f.stage}': use lora.")
 
 # %% ../../nbs/14_hparams.checks.ipynb #95a53fac
+@check('run', finetuning='use_galore use_apollo finetuning_type use_badam badam_mode galore_layerwise apollo_layerwise',
+       training='gradient_accumulation_steps')
 def check_optimizer(a:RunArgs):
     ("GaLore and APOLLO project the gradients of whole weight matrices: they train full or freeze models, not "
      "adapters; their per-layer modes step inside one backward pass; BAdam trains blocks of a full model.")
@@ -147,8 +163,8 @@ def check_optimizer(a:RunArgs):
     if f.custom_optimizer in ('galore', 'apollo') and f.finetuning_type not in ('full', 'freeze'):
         raise ConfigError(f"use_{f.custom_optimizer} needs finetuning_type full or freeze, not '{f.finetuning_type}'.")
     if f.use_badam and (f.finetuning_type != 'full' or f.badam_mode != 'layer'):
-        raise ConfigError(f"use_badam trains blocks of a full model in layer mode: set finetuning_type: full and "
-                          f"badam_mode: layer (ratio mode, which clips sparse gradients, is not carried).")
+        raise ConfigError("use_badam trains blocks of a full model in layer mode: set finetuning_type: full and "
+                          "badam_mode: layer (ratio mode, which clips sparse gradients, is not carried).")
     if f.use_badam and int(os.environ.get('WORLD_SIZE', '1')) > 1:
         raise ConfigError('use_badam runs in one process here (LLaMA-Factory runs it distributed with DeepSpeed '
                           'ZeRO-3 only): launch a single process, or use another optimizer.')
@@ -156,6 +172,27 @@ def check_optimizer(a:RunArgs):
         raise ConfigError(f'{f.custom_optimizer}_layerwise steps each layer inside the backward pass: it needs '
                           'gradient_accumulation_steps: 1 and a single process (set the key to false for DDP).')
 
+# %% ../../nbs/14_hparams.checks.ipynb #56a02aef
+@check('run', finetuning='use_dft_loss use_asft_loss use_eaft_loss stage')
+def check_sft_loss(a:RunArgs):
+    "The DFT / ASFT / EAFT losses weight the sft loss only."
+    f = a.finetuning
+    if f.sft_loss != 'ce' and f.stage != 'sft':
+        raise ConfigError(f"use_{f.sft_loss}_loss weights the sft loss: it applies to stage sft, not '{f.stage}'.")
+
+# %% ../../nbs/14_hparams.checks.ipynb #1e76d626
+@check('run', finetuning='early_stopping_steps', training='eval_strategy metric_for_best_model greater_is_better')
+def resolve_early_stopping(a:RunArgs):
+    "early_stopping_steps needs evaluations to compare; the metric defaults to the eval loss (lower is better)."
+    f, t = a.finetuning, a.training
+    if f.early_stopping_steps is None: return
+    if t.eval_strategy.value == 'no':
+        raise ConfigError('early_stopping_steps compares evaluations: set eval_strategy: steps (with eval_steps) or '
+                          'epoch, and an eval set (eval_dataset or val_size).')
+    if t.metric_for_best_model is None: t.metric_for_best_model, t.greater_is_better = 'loss', False
+
+# %% ../../nbs/14_hparams.checks.ipynb #af9b74f0
+@check('run', training='report_to', finetuning='use_swanlab swanlab_mode swanlab_api_key')
 def resolve_trackers(a:RunArgs):
     ("`report_to: swanlab` and `use_swanlab: true` are one switch (llmft logs through SwanLab's own callback); "
      "SwanLab's cloud mode needs an API key, as it would otherwise ask for one at the terminal.")
@@ -167,29 +204,15 @@ def resolve_trackers(a:RunArgs):
         raise ConfigError('swanlab_mode: cloud needs swanlab_api_key (or SWANLAB_API_KEY) and the network; set '
                           'swanlab_mode: local or offline to log to files.')
 
-def check_sft_loss(a:RunArgs):
-    "The DFT / ASFT / EAFT losses weight the sft loss only."
-    f = a.finetuning
-    if f.sft_loss != 'ce' and f.stage != 'sft':
-        raise ConfigError(f"use_{f.sft_loss}_loss weights the sft loss: it applies to stage sft, not '{f.stage}'.")
-
-def resolve_early_stopping(a:RunArgs):
-    "early_stopping_steps needs evaluations to compare; the metric defaults to the eval loss (lower is better)."
-    f, t = a.finetuning, a.training
-    if f.early_stopping_steps is None: return
-    if t.eval_strategy.value == 'no':
-        raise ConfigError('early_stopping_steps compares evaluations: set eval_strategy: steps (with eval_steps) or '
-                          'epoch, and an eval set (eval_dataset or val_size).')
-    if t.metric_for_best_model is None: t.metric_for_best_model, t.greater_is_better = 'loss', False
-
 # %% ../../nbs/14_hparams.checks.ipynb #1fb870e4
+@check('run', training='output_dir resume_from_checkpoint do_train overwrite_output_dir')
 def resolve_output_dir(a:RunArgs):
     "A non-empty output_dir is refused, resumed from its last checkpoint, or (overwrite_output_dir) trained over."
     t = a.training
     out = t.output_dir
     # `resume_from_checkpoint: true`: the newest complete one
     if str(t.resume_from_checkpoint).lower() in ('true', 'yes', 'last'):
-        t.resume_from_checkpoint = last_checkpoint(out)
+        t.resume_from_checkpoint = RunDir(out).last_checkpoint()
         if t.resume_from_checkpoint is None: raise ConfigError(f'resume_from_checkpoint: true, but {out} holds no '
                                                                f'complete checkpoint.')
         log.info(f'Resuming training from {t.resume_from_checkpoint}.')
@@ -197,7 +220,7 @@ def resolve_output_dir(a:RunArgs):
     ours = [f for f in os.listdir(out) if not f.startswith(LAUNCHER_FILES)] if out and os.path.isdir(out) else []
     if not (t.do_train and ours) or t.overwrite_output_dir or t.resume_from_checkpoint: return  # (launcher files)
     worker = int(os.environ.get('RANK', '0')) > 0   # rank 0 refuses; the others would see the files it writes meanwhile
-    last = last_checkpoint(out, set_aside=not worker)
+    last = RunDir(out).last_checkpoint(set_aside=not worker)
     if last is None and worker: return
     if last is None:
         raise ConfigError(f'output_dir {out} exists and is not empty: set overwrite_output_dir: true, or choose '
@@ -206,18 +229,17 @@ def resolve_output_dir(a:RunArgs):
     log.info(f'Resuming training from {last} (set overwrite_output_dir: true to start over).')
 
 # %% ../../nbs/14_hparams.checks.ipynb #1d5c4251
-CHECKS = [check_has_task, check_streaming_needs_max_steps, check_train_has_dataset, check_eval_has_data,
-          check_generate_only_sft, resolve_shuffling, check_sft_predict_generates, check_sft_only_options,
-          resolve_packing, resolve_neat_packing, check_quantization_needs_adapter, check_ppo, check_stage_finetuning,
-          check_optimizer, check_sft_loss, resolve_early_stopping, resolve_trackers, resolve_output_dir]
+CHECKS = [c.fn for c in REGISTRY.values() if c.scope == 'run']  # the run checks, in the order they run
 
 # %% ../../nbs/14_hparams.checks.ipynb #a2c6c688
 def run_checks(a:RunArgs) -> RunArgs:
-    "Run every check in `CHECKS` on `a` (some fix `a` in place) and return it."
+    "Run the group checks of `a`'s five groups, then every run check in `CHECKS` (some fix `a` in place); return `a`."
+    check_groups(**a._asdict())
     for c in CHECKS: c(a)
     return a
 
 # %% ../../nbs/14_hparams.checks.ipynb #10c3e28a
+@check('keys', training='deepspeed')
 def check_deepspeed(train:dict):
     "A `deepspeed` config must be a readable JSON file with a ZeRO stage 0-3, and the package must be installed."
     import importlib.util
@@ -345,3 +367,5 @@ def check_ranges(values:dict, # flat keys and their values as given, before the 
         if kind == 'an integer' and not float(v).is_integer():
             raise ConfigError(f'{k}: {_shown(v)} is not a whole number; expected {words}.')
         if not in_range(v, RANGES[k]): raise ConfigError(f'{k}: {_shown(v)} is out of range; expected {words}.')
+
+REGISTRY['check_ranges'] = Check(check_ranges, {'*': tuple(RANGES)}, 'keys')  # any group's key in RANGES

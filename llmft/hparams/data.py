@@ -7,10 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 import os
-from ..core import get_logger, split_names
+from ..core import ConfigError, get_logger, split_names
+from .model import check, check_groups
 
 # %% auto #0
-__all__ = ['MIX_STRATEGIES', 'DatasetArguments', 'TemplateArguments', 'ProcessingArguments', 'DataArguments']
+__all__ = ['MIX_STRATEGIES', 'DatasetArguments', 'TemplateArguments', 'ProcessingArguments', 'DataArguments', 'check_data_check',
+           'check_mix_strategy', 'check_interleave_needs_strategy', 'check_interleave_probs_count',
+           'check_streaming_val_size', 'check_streaming_not_saved']
 
 # %% ../../nbs/11_hparams.data.ipynb #566446b4
 MIX_STRATEGIES = ('concat', 'interleave_under', 'interleave_over')
@@ -128,26 +131,55 @@ class DataArguments(ProcessingArguments, TemplateArguments, DatasetArguments):
     def __post_init__(self):
         self.dataset = split_names(self.dataset)
         self.eval_dataset = split_names(self.eval_dataset)
-        if self.data_check not in ('error', 'strict', 'warn', 'off'):
-            raise ValueError(f"data_check must be error, strict, warn or off, got '{self.data_check}'.")
-        if self.mix_strategy not in MIX_STRATEGIES:
-            raise ValueError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{self.mix_strategy}'.")
         if isinstance(self.interleave_probs, str):
             self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]
-        if self.interleave_probs is not None:
-            if self.mix_strategy == 'concat': raise ValueError('interleave_probs needs mix_strategy '
-                                                               'interleave_under or interleave_over.')
-            if self.dataset and len(self.interleave_probs) != len(self.dataset):
-                raise ValueError(f'interleave_probs has {len(self.interleave_probs)} values for {len(self.dataset)} '
-                                 f'datasets.')
-        if self.streaming and 0 < self.val_size < 1:
-            raise ValueError('With streaming, val_size must be a count of examples (>= 1): a stream has no length '
-                             'to take a fraction of.')
-        if self.streaming and self.tokenized_path: raise ValueError('tokenized_path cannot be used with streaming: '
-                                                                    'a stream is not saved.')
         cpus = os.cpu_count() or 1
         if self.preprocessing_num_workers and self.preprocessing_num_workers > cpus:
             get_logger(__name__).info(
                 f'preprocessing_num_workers={self.preprocessing_num_workers} > {cpus} CPUs: using {cpus}.'
             )
             self.preprocessing_num_workers = cpus
+        check_groups(data=self)
+
+# %% ../../nbs/11_hparams.data.ipynb #f3bbd1fd
+@check(data='data_check')
+def check_data_check(d:DataArguments):
+    "The modes of the tokenized-data check."
+    if d.data_check not in ('error', 'strict', 'warn', 'off'):
+        raise ConfigError(f"data_check must be error, strict, warn or off, got '{d.data_check}'.")
+
+# %% ../../nbs/11_hparams.data.ipynb #59230f7c
+@check(data='mix_strategy')
+def check_mix_strategy(d:DataArguments):
+    "How several datasets mix: one of `MIX_STRATEGIES`."
+    if d.mix_strategy not in MIX_STRATEGIES:
+        raise ConfigError(f"mix_strategy must be one of {MIX_STRATEGIES}, got '{d.mix_strategy}'.")
+
+# %% ../../nbs/11_hparams.data.ipynb #3675920d
+@check(data='interleave_probs mix_strategy')
+def check_interleave_needs_strategy(d:DataArguments):
+    "Sampling probabilities mean nothing when the datasets are concatenated."
+    if d.interleave_probs is not None and d.mix_strategy == 'concat':
+        raise ConfigError('interleave_probs needs mix_strategy interleave_under or interleave_over.')
+
+# %% ../../nbs/11_hparams.data.ipynb #6677a7bf
+@check(data='interleave_probs dataset')
+def check_interleave_probs_count(d:DataArguments):
+    "One probability per dataset."
+    if d.interleave_probs is not None and d.dataset and len(d.interleave_probs) != len(d.dataset):
+        raise ConfigError(f'interleave_probs has {len(d.interleave_probs)} values for {len(d.dataset)} datasets.')
+
+# %% ../../nbs/11_hparams.data.ipynb #d1c9dafa
+@check(data='streaming val_size')
+def check_streaming_val_size(d:DataArguments):
+    "A stream has no length, so a held-out share of it cannot be taken."
+    if d.streaming and 0 < d.val_size < 1:
+        raise ConfigError('With streaming, val_size must be a count of examples (>= 1): a stream has no length '
+                          'to take a fraction of.')
+
+# %% ../../nbs/11_hparams.data.ipynb #5ba5a503
+@check(data='streaming tokenized_path')
+def check_streaming_not_saved(d:DataArguments):
+    "A stream is tokenized as it is read, never saved."
+    if d.streaming and d.tokenized_path:
+        raise ConfigError('tokenized_path cannot be used with streaming: a stream is not saved.')

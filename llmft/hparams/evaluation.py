@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
+from ..core import ConfigError
+from .model import check, check_groups
 
 # %% auto #0
-__all__ = ['SPLITS', 'EVAL_KEYS', 'EvaluationArguments']
+__all__ = ['SPLITS', 'EVAL_KEYS', 'EvaluationArguments', 'check_task_named', 'check_task_split', 'check_lang',
+           'check_shots_and_batch', 'check_save_dir_empty']
 
 # %% ../../nbs/13a_hparams.evaluation.ipynb #da3011c0
 # a task's split -> the split's folder
@@ -31,17 +34,7 @@ class EvaluationArguments:
     download_mode: Optional[str] = field(default=None, metadata={
         'help': 'eval: accepted for LLaMA-Factory recipes; llmft reads local benchmark folders only.'})
 
-    def __post_init__(self):
-        if not self.task: raise ValueError('task is required: the benchmark and split to run, e.g. task: mmlu_test.')
-        name, _, split = self.task.rpartition('_')
-        if not name or split not in SPLITS:
-            raise ValueError(f"task '{self.task}': expected <name>_<split> with split one of {sorted(SPLITS)}, "
-                             'e.g. mmlu_test.')
-        if self.lang not in ('en', 'zh'): raise ValueError(f"lang must be en or zh, got '{self.lang}'.")
-        if self.n_shot < 0 or self.batch_size < 1:
-            raise ValueError(f'n_shot must be >= 0 and batch_size >= 1, got {self.n_shot} and {self.batch_size}.')
-        if self.save_dir and Path(self.save_dir).exists() and any(Path(self.save_dir).iterdir()):
-            raise ValueError(f'save_dir {self.save_dir} already holds files: name a new folder.')
+    def __post_init__(self): check_groups(evaluation=self)
 
     @property
     def name(self) -> str: return self.task.rpartition('_')[0]
@@ -50,3 +43,38 @@ class EvaluationArguments:
     def split(self) -> str: return SPLITS[self.task.rpartition('_')[2]]
 
 EVAL_KEYS = tuple(f.name for f in fields(EvaluationArguments))
+
+# %% ../../nbs/13a_hparams.evaluation.ipynb #32a83c76
+@check(evaluation='task')
+def check_task_named(e:EvaluationArguments):
+    "`llmft eval` runs one benchmark split."
+    if not e.task: raise ConfigError('task is required: the benchmark and split to run, e.g. task: mmlu_test.')
+
+# %% ../../nbs/13a_hparams.evaluation.ipynb #9a6cb4f9
+@check(evaluation='task')
+def check_task_split(e:EvaluationArguments):
+    "A task is `<name>_<split>`, the split one of `SPLITS` (`name` and `split` read it)."
+    name, _, split = e.task.rpartition('_')
+    if not name or split not in SPLITS:
+        raise ConfigError(f"task '{e.task}': expected <name>_<split> with split one of {sorted(SPLITS)}, "
+                          'e.g. mmlu_test.')
+
+# %% ../../nbs/13a_hparams.evaluation.ipynb #d29f5968
+@check(evaluation='lang')
+def check_lang(e:EvaluationArguments):
+    "The prompt wordings there are."
+    if e.lang not in ('en', 'zh'): raise ConfigError(f"lang must be en or zh, got '{e.lang}'.")
+
+# %% ../../nbs/13a_hparams.evaluation.ipynb #dbaee6c7
+@check(evaluation='n_shot batch_size')
+def check_shots_and_batch(e:EvaluationArguments):
+    "No negative shots; at least one question per pass."
+    if e.n_shot < 0 or e.batch_size < 1:
+        raise ConfigError(f'n_shot must be >= 0 and batch_size >= 1, got {e.n_shot} and {e.batch_size}.')
+
+# %% ../../nbs/13a_hparams.evaluation.ipynb #b9d19ee7
+@check(evaluation='save_dir')
+def check_save_dir_empty(e:EvaluationArguments):
+    "Results are never written over an earlier run's."
+    if e.save_dir and Path(e.save_dir).exists() and any(Path(e.save_dir).iterdir()):
+        raise ConfigError(f'save_dir {e.save_dir} already holds files: name a new folder.')

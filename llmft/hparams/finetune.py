@@ -6,14 +6,17 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
-from ..core import STAGES, closest, split_names
+from ..core import STAGES, ConfigError, closest, split_names
+from .model import check, check_groups
 from .optim import OptimizerArguments
 from .tracking import SwanLabArguments
 from .rlhf import RLHFArguments
 
 # %% auto #0
 __all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'SFT_LOSSES', 'FreezeArguments', 'LoraArguments', 'OFTArguments',
-           'ReferenceArguments', 'SFTLossArguments', 'FinetuningArguments']
+           'ReferenceArguments', 'SFTLossArguments', 'FinetuningArguments', 'check_one_sft_loss', 'check_stage',
+           'check_finetuning_type', 'check_reward_model_type', 'check_one_lora_init', 'check_llama_pro',
+           'check_pissa_convert']
 
 # %% ../../nbs/12_hparams.finetune.ipynb #13737893
 FINETUNING_TYPES = ('full', 'freeze', 'lora', 'oft')
@@ -131,11 +134,6 @@ class SFTLossArguments:
         'help': "sft: EAFT, each token's loss scaled by (entropy of its top-20 distribution / 3) ** eaft_alpha."})
     eaft_alpha: float = field(default=1.0, metadata={'help': 'sft: the power of the EAFT weight.'})
 
-    def __post_init__(self):
-        on = [k for k in SFT_LOSSES if getattr(self, k)]
-        if len(on) > 1: raise ValueError(f'{" and ".join(on)} cannot be combined: choose one sft loss.')
-        if hasattr(super(), '__post_init__'): super().__post_init__()
-
     @property
     def sft_loss(self) -> str:
         "ce, dft, asft or eaft."
@@ -174,23 +172,60 @@ class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments
 
     def __post_init__(self):
         super().__post_init__()
-        if self.stage not in STAGES: raise ValueError(f"Unknown stage '{self.stage}'{closest(self.stage, STAGES)} "
-                                                      f"Expected one of {STAGES}.")
-        if self.finetuning_type not in FINETUNING_TYPES:
-            raise ValueError(f"Unknown finetuning_type "
-                             f"'{self.finetuning_type}'{closest(self.finetuning_type, FINETUNING_TYPES)} "
-                             f'Expected one of {FINETUNING_TYPES}.')
-        if self.reward_model_type not in REWARD_MODEL_TYPES:
-            raise ValueError(f"reward_model_type must be one of {REWARD_MODEL_TYPES}, got '{self.reward_model_type}'.")
         if self.num_layer_trainable is not None: self.freeze_trainable_layers = self.num_layer_trainable
-        if self.use_dora and self.pissa_init: raise ValueError('use_dora and pissa_init cannot be combined: choose '
-                                                               'one initialisation.')
-        if self.use_llama_pro and self.finetuning_type == 'full': raise ValueError('use_llama_pro needs '
-                                                                                   'finetuning_type freeze or lora.')
-        if self.pissa_convert and not self.pissa_init: raise ValueError('pissa_convert needs pissa_init.')
         self.lora_alpha = self.lora_alpha or self.lora_rank * 2
         self.oft_target = split_names(self.oft_target) or []
         self.freeze_trainable_modules = split_names(self.freeze_trainable_modules) or []
         self.freeze_extra_modules = split_names(self.freeze_extra_modules) or []
         self.lora_target = split_names(self.lora_target) or []
         self.additional_target = split_names(self.additional_target)
+        check_groups(finetuning=self)
+
+# %% ../../nbs/12_hparams.finetune.ipynb #2f01c527
+@check(finetuning=' '.join(SFT_LOSSES))
+def check_one_sft_loss(f:SFTLossArguments):
+    "One sft loss at a time."
+    on = [k for k in SFT_LOSSES if getattr(f, k)]
+    if len(on) > 1: raise ConfigError(f'{" and ".join(on)} cannot be combined: choose one sft loss.')
+
+# %% ../../nbs/12_hparams.finetune.ipynb #fb36369a
+@check(finetuning='stage')
+def check_stage(f:FinetuningArguments):
+    "The stages of `STAGES`, the closest named on a slip."
+    if f.stage not in STAGES:
+        raise ConfigError(f"Unknown stage '{f.stage}'{closest(f.stage, STAGES)} Expected one of {STAGES}.")
+
+# %% ../../nbs/12_hparams.finetune.ipynb #bc2ae7bb
+@check(finetuning='finetuning_type')
+def check_finetuning_type(f:FinetuningArguments):
+    "The fine-tuning types of `FINETUNING_TYPES`, the closest named on a slip."
+    if f.finetuning_type not in FINETUNING_TYPES:
+        hint = closest(f.finetuning_type, FINETUNING_TYPES)
+        raise ConfigError(f"Unknown finetuning_type '{f.finetuning_type}'{hint} Expected one of {FINETUNING_TYPES}.")
+
+# %% ../../nbs/12_hparams.finetune.ipynb #46bc8403
+@check(finetuning='reward_model_type')
+def check_reward_model_type(f:FinetuningArguments):
+    "How ppo's reward model is given (`REWARD_MODEL_TYPES`)."
+    if f.reward_model_type not in REWARD_MODEL_TYPES:
+        raise ConfigError(f"reward_model_type must be one of {REWARD_MODEL_TYPES}, got '{f.reward_model_type}'.")
+
+# %% ../../nbs/12_hparams.finetune.ipynb #1a92104c
+@check(finetuning='use_dora pissa_init')
+def check_one_lora_init(f:FinetuningArguments):
+    "DoRA and PiSSA each initialise the adapter their own way."
+    if f.use_dora and f.pissa_init:
+        raise ConfigError('use_dora and pissa_init cannot be combined: choose one initialisation.')
+
+# %% ../../nbs/12_hparams.finetune.ipynb #1b074da6
+@check(finetuning='use_llama_pro finetuning_type')
+def check_llama_pro(f:FinetuningArguments):
+    "LLaMA-Pro trains the expanded blocks only, so not the full model."
+    if f.use_llama_pro and f.finetuning_type == 'full':
+        raise ConfigError('use_llama_pro needs finetuning_type freeze or lora.')
+
+# %% ../../nbs/12_hparams.finetune.ipynb #26436715
+@check(finetuning='pissa_convert pissa_init')
+def check_pissa_convert(f:FinetuningArguments):
+    "Only a PiSSA adapter can be converted back to a plain LoRA."
+    if f.pissa_convert and not f.pissa_init: raise ConfigError('pissa_convert needs pissa_init.')

@@ -4,9 +4,9 @@
 
 # %% ../../nbs/16_hparams.keys.ipynb #63af402f
 from __future__ import annotations
-import dataclasses, fnmatch, inspect, re
+import dataclasses, fnmatch
 from ..core import closest
-from .checks import CHECKS, check_deepspeed
+from .checks import REGISTRY
 from .evaluation import EvaluationArguments
 from .parser import GROUPS
 from .unsupported import UNSUPPORTED
@@ -24,7 +24,7 @@ class KeyInfo:
     type: str
     default: str
     help: str
-    checks: list[str]  # checks that read the key: `check_*` / `resolve_*` functions and `__post_init__` validations
+    checks: list[str]  # the checks of `REGISTRY` that read the key, in the order they run
 
 ALL_GROUPS = {**GROUPS, 'evaluation': EvaluationArguments}
 
@@ -46,27 +46,20 @@ def _default(f:dataclasses.Field) -> str:
     if f.default_factory is not dataclasses.MISSING: return repr(f.default_factory())
     return 'required'
 
-def _readers() -> dict[str, str]:
-    "Source of every check that reads keys: the `CHECKS`, `check_deepspeed`, and our dataclasses' `__post_init__`."
-    out = {c.__name__: inspect.getsource(c) for c in [*CHECKS, check_deepspeed]}
-    for cls in ALL_GROUPS.values():
-        for c in cls.__mro__:
-            if c.__module__.startswith('llmft') and '__post_init__' in c.__dict__:
-                out[f'{c.__name__}.__post_init__'] = inspect.getsource(c.__post_init__)
-    return out
+def _checks_of(group:str, key:str) -> list[str]:
+    "The checks of `REGISTRY` that read `key` of `group` (a check of raw keys may read a key of any group)."
+    return [n for n, c in REGISTRY.items() if key in c.reads.get(group, ()) or key in c.reads.get('*', ())]
 
 # %% ../../nbs/16_hparams.keys.ipynb #7ac8cd87
 def key_reference(pattern:str|None=None, # a key name, part of one, or a glob such as `lora_*`; None: every key
                  ) -> list[KeyInfo]:
     "The keys matching `pattern`, group by group, in declaration order."
-    readers = _readers()
     out = []
     for group, cls in ALL_GROUPS.items():
         for f in dataclasses.fields(cls):
             if not f.init or not _matches(f.name, pattern): continue
-            hit = re.compile(rf"[.'\"]{re.escape(f.name)}\b")
             out.append(KeyInfo(f.name, group, _section(cls, f.name), _type(f), _default(f),
-                               f.metadata.get('help', '').strip(), [n for n, s in readers.items() if hit.search(s)]))
+                               f.metadata.get('help', '').strip(), _checks_of(group, f.name)))
     return out + [_lf_only(k, u) for k, u in UNSUPPORTED.items() if _matches(k, pattern)]
 
 LF_ONLY = 'LLaMA-Factory only'

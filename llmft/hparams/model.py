@@ -6,13 +6,46 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 import yaml
-from ..core import split_names
+from ..core import ConfigError, split_names
 
 # %% auto #0
-__all__ = ['INFER_DTYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'ExportArguments', 'QuantizationArguments',
-           'ModelPatchArguments', 'VocabArguments', 'ModelArguments']
+__all__ = ['REGISTRY', 'INFER_DTYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'Check', 'check', 'check_groups',
+           'ExportArguments', 'QuantizationArguments', 'ModelPatchArguments', 'VocabArguments', 'ModelArguments',
+           'check_model_named', 'check_infer_backend', 'check_quantization_bit', 'check_quantization_type',
+           'check_rope_scaling', 'check_flash_attn', 'check_init_special_tokens', 'check_desc_init_has_descriptions',
+           'check_export_device', 'check_export_quantization_bit', 'check_export_quantization_dataset',
+           'check_infer_dtype']
+
+# %% ../../nbs/10_hparams.model.ipynb #b6962e1f
+@dataclass(frozen=True)
+class Check:
+    "A named validation: its function, the keys it reads by argument group, and when it runs."
+    fn: Callable
+    reads: dict  # argument group (model, data, training, finetuning, generating, evaluation; `*`: any) -> its keys
+    scope: str   # group: each build of its group; run: `run_checks` on a training run; keys: the raw keys
+
+    @property
+    def name(self) -> str: return self.fn.__name__
+
+REGISTRY: dict[str, Check] = {}  # check name -> `Check`, in the order they run
+
+def check(scope:str='group', # group, run or keys (see `Check`)
+          **reads:str, # argument group -> the keys the check reads, space-separated: `model='export_device'`
+         ):
+    "Register the decorated function in `REGISTRY` as a check of `scope` reading `reads`."
+    def register(fn):
+        if scope == 'group' and len(reads) != 1: raise TypeError(f'{fn.__name__}: a group check reads one group.')
+        REGISTRY[fn.__name__] = Check(fn, {g: tuple(ks.split()) for g, ks in reads.items()}, scope)
+        return fn
+    return register
+
+def check_groups(**groups) -> None:
+    "Run the group checks of each argument group given (`model=m, data=d`, ...) in registry order; a failure raises."
+    for c in REGISTRY.values():
+        group = next(iter(c.reads))
+        if c.scope == 'group' and group in groups: c.fn(groups[group])
 
 # %% ../../nbs/10_hparams.model.ipynb #058b0883
 INFER_DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
@@ -36,16 +69,6 @@ class ExportArguments:
         'help': 'export: also push the exported model to this hub repository (needs the network).'})
     infer_dtype: str = field(default='auto', metadata={
         'help': 'chat / export: the dtype of the weights: auto (the model\'s own), float16, bfloat16 or float32.'})
-
-    def __post_init__(self):
-        if self.export_device not in ('cpu', 'auto'):
-            raise ValueError(f"export_device must be cpu or auto, got '{self.export_device}'.")
-        if self.export_quantization_bit not in (None, 2, 3, 4, 8):
-            raise ValueError(f'export_quantization_bit must be 2, 3, 4 or 8, got {self.export_quantization_bit}.')
-        if self.export_quantization_bit and not self.export_quantization_dataset:
-            raise ValueError('export_quantization_bit needs export_quantization_dataset: the texts GPTQ calibrates on.')
-        if self.infer_dtype not in INFER_DTYPES:
-            raise ValueError(f"infer_dtype must be one of {list(INFER_DTYPES)}, got '{self.infer_dtype}'.")
 
 # %% ../../nbs/10_hparams.model.ipynb #85afeca9
 @dataclass
@@ -111,22 +134,16 @@ class VocabArguments:
         self.add_tokens, self.add_special_tokens = split_names(self.add_tokens), split_names(self.add_special_tokens)
         self.token_descriptions = _descriptions(self.new_special_tokens_config)
         if self.token_descriptions: self.add_special_tokens = list(self.token_descriptions)
-        if self.init_special_tokens not in INIT_SPECIAL:
-            raise ValueError(f'init_special_tokens must be one of {list(INIT_SPECIAL)}, '
-                             f"got '{self.init_special_tokens}'.")
-        if self.init_special_tokens != 'noise_init' and not self.token_descriptions:
-            raise ValueError(f'init_special_tokens: {self.init_special_tokens} starts each new token from its '
-                             'description: name the YAML file of `token: description` in new_special_tokens_config.')
         if hasattr(super(), '__post_init__'): super().__post_init__()
 
 def _descriptions(path) -> dict[str, str]|None:
     "The `token: description` mapping of a YAML file; errors name the file."
     if path is None: return None
     p = Path(path)
-    if not p.is_file(): raise ValueError(f'new_special_tokens_config: file not found: {p}')
+    if not p.is_file(): raise ConfigError(f'new_special_tokens_config: file not found: {p}')
     d = yaml.safe_load(p.read_text(encoding='utf-8'))
     if not isinstance(d, dict) or not d or not all(isinstance(v, str) for v in d.values()):
-        raise ValueError(f'{p}: expected a YAML mapping of token: description (both strings), got {d!r:.80}.')
+        raise ConfigError(f'{p}: expected a YAML mapping of token: description (both strings), got {d!r:.80}.')
     return {str(k): v for k, v in d.items()}
 
 # %% ../../nbs/10_hparams.model.ipynb #3645a2c8
@@ -165,22 +182,97 @@ class ModelArguments(VocabArguments, ExportArguments, ModelPatchArguments, Quant
     def __post_init__(self):
         super().__post_init__()
         if self.add_tokens or self.add_special_tokens: self.resize_vocab = True
-        if self.model_name_or_path is None: raise ValueError('model_name_or_path is required: a local model folder '
-                                                             'or a hub model id.')
-        if self.infer_backend not in ('huggingface', 'vllm'):
-            raise ValueError(f"infer_backend must be huggingface or vllm, got '{self.infer_backend}'.")
         if isinstance(self.adapter_name_or_path, str):
             self.adapter_name_or_path = split_names(self.adapter_name_or_path)
-        if self.quantization_bit not in (None, 4, 8):
-            raise ValueError(f'quantization_bit must be 4 or 8, got {self.quantization_bit}.')
-        if self.quantization_type not in ('nf4', 'fp4'): raise ValueError(f"quantization_type must be nf4 or fp4, "
-                                                                          f"got '{self.quantization_type}'.")
-        if self.rope_scaling not in ROPE_TYPES:
-            raise ValueError(f"rope_scaling must be one of {[r for r in ROPE_TYPES if r]}, got '{self.rope_scaling}'.")
-        if self.flash_attn not in ATTN_IMPLS:
-            raise ValueError(f"flash_attn must be one of {sorted(ATTN_IMPLS)}, got '{self.flash_attn}'.")
+        check_groups(model=self)
 
 # %% ../../nbs/10_hparams.model.ipynb #2e9e98de
 ROPE_TYPES = (None, 'linear', 'dynamic', 'yarn', 'llama3')
 
 ATTN_IMPLS = {'auto': None, 'disabled': 'eager', 'eager': 'eager', 'sdpa': 'sdpa', 'fa2': 'flash_attention_2'}
+
+# %% ../../nbs/10_hparams.model.ipynb #15052656
+@check(model='model_name_or_path')
+def check_model_named(m:ModelArguments):
+    "Every run loads a model: a local folder or a hub id."
+    if m.model_name_or_path is None: raise ConfigError('model_name_or_path is required: a local model folder '
+                                                       'or a hub model id.')
+
+# %% ../../nbs/10_hparams.model.ipynb #a4ee883e
+@check(model='infer_backend')
+def check_infer_backend(m:ModelArguments):
+    "chat / api generate with transformers or vllm."
+    if m.infer_backend not in ('huggingface', 'vllm'):
+        raise ConfigError(f"infer_backend must be huggingface or vllm, got '{m.infer_backend}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #a24c1478
+@check(model='quantization_bit')
+def check_quantization_bit(m:ModelArguments):
+    "bitsandbytes quantizes to 4 or 8 bits."
+    if m.quantization_bit not in (None, 4, 8):
+        raise ConfigError(f'quantization_bit must be 4 or 8, got {m.quantization_bit}.')
+
+# %% ../../nbs/10_hparams.model.ipynb #91f835c7
+@check(model='quantization_type')
+def check_quantization_type(m:ModelArguments):
+    "bitsandbytes' 4-bit data types."
+    if m.quantization_type not in ('nf4', 'fp4'):
+        raise ConfigError(f"quantization_type must be nf4 or fp4, got '{m.quantization_type}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #8380ec0a
+@check(model='rope_scaling')
+def check_rope_scaling(m:ModelArguments):
+    "The RoPE scalings the patch knows (`ROPE_TYPES`)."
+    if m.rope_scaling not in ROPE_TYPES:
+        raise ConfigError(f"rope_scaling must be one of {[r for r in ROPE_TYPES if r]}, got '{m.rope_scaling}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #8aae2b84
+@check(model='flash_attn')
+def check_flash_attn(m:ModelArguments):
+    "The attention implementations `ATTN_IMPLS` maps to transformers' names."
+    if m.flash_attn not in ATTN_IMPLS:
+        raise ConfigError(f"flash_attn must be one of {sorted(ATTN_IMPLS)}, got '{m.flash_attn}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #7dc6b4f0
+@check(model='init_special_tokens')
+def check_init_special_tokens(m:ModelArguments):
+    "Where new embedding rows start: one of `INIT_SPECIAL`."
+    if m.init_special_tokens not in INIT_SPECIAL:
+        raise ConfigError(f'init_special_tokens must be one of {list(INIT_SPECIAL)}, '
+                          f"got '{m.init_special_tokens}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #d2ab1d70
+@check(model='init_special_tokens new_special_tokens_config')
+def check_desc_init_has_descriptions(m:ModelArguments):
+    "desc_init starts each new token from its description, so the descriptions must be given."
+    if m.init_special_tokens != 'noise_init' and not m.token_descriptions:
+        raise ConfigError(f'init_special_tokens: {m.init_special_tokens} starts each new token from its '
+                          'description: name the YAML file of `token: description` in new_special_tokens_config.')
+
+# %% ../../nbs/10_hparams.model.ipynb #9a849e09
+@check(model='export_device')
+def check_export_device(m:ModelArguments):
+    "export merges the weights on the CPU or on the GPUs."
+    if m.export_device not in ('cpu', 'auto'):
+        raise ConfigError(f"export_device must be cpu or auto, got '{m.export_device}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #08150244
+@check(model='export_quantization_bit')
+def check_export_quantization_bit(m:ModelArguments):
+    "GPTQ's bit widths."
+    if m.export_quantization_bit not in (None, 2, 3, 4, 8):
+        raise ConfigError(f'export_quantization_bit must be 2, 3, 4 or 8, got {m.export_quantization_bit}.')
+
+# %% ../../nbs/10_hparams.model.ipynb #f94bce60
+@check(model='export_quantization_bit export_quantization_dataset')
+def check_export_quantization_dataset(m:ModelArguments):
+    "GPTQ calibrates on texts, so quantizing an export needs them."
+    if m.export_quantization_bit and not m.export_quantization_dataset:
+        raise ConfigError('export_quantization_bit needs export_quantization_dataset: the texts GPTQ calibrates on.')
+
+# %% ../../nbs/10_hparams.model.ipynb #c082ce22
+@check(model='infer_dtype')
+def check_infer_dtype(m:ModelArguments):
+    "The dtypes chat and export load weights in (`INFER_DTYPES`)."
+    if m.infer_dtype not in INFER_DTYPES:
+        raise ConfigError(f"infer_dtype must be one of {list(INFER_DTYPES)}, got '{m.infer_dtype}'.")

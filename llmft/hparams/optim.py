@@ -6,10 +6,12 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
-from ..core import split_names
+from ..core import ConfigError, split_names
+from .model import check
 
 # %% auto #0
-__all__ = ['BADAM_SWITCH', 'OPTIMIZER_KEYS', 'GaloreArguments', 'ApolloArguments', 'BAdamArguments', 'OptimizerArguments']
+__all__ = ['BADAM_SWITCH', 'OPTIMIZER_KEYS', 'GaloreArguments', 'ApolloArguments', 'BAdamArguments', 'OptimizerArguments',
+           'check_badam_switch_mode', 'check_badam_mode', 'check_one_optimizer']
 
 # %% ../../nbs/11b_hparams.optim.ipynb #ec538e75
 @dataclass
@@ -76,12 +78,6 @@ class OptimizerArguments(BAdamArguments, ApolloArguments, GaloreArguments):
 
     def __post_init__(self):
         self.galore_target, self.apollo_target = split_names(self.galore_target), split_names(self.apollo_target)
-        if self.badam_switch_mode not in BADAM_SWITCH:
-            raise ValueError(f"badam_switch_mode must be one of {list(BADAM_SWITCH)}, got '{self.badam_switch_mode}'.")
-        if self.badam_mode not in ('layer', 'ratio'):
-            raise ValueError(f"badam_mode must be layer or ratio, got '{self.badam_mode}'.")
-        on = [k for k in OPTIMIZER_KEYS if getattr(self, k, None)]
-        if len(on) > 1: raise ValueError(f'{" and ".join(on)} choose different optimizers: keep one.')
         if hasattr(super(), '__post_init__'): super().__post_init__()
 
     @property
@@ -94,3 +90,24 @@ class OptimizerArguments(BAdamArguments, ApolloArguments, GaloreArguments):
         "galore, apollo, badam, adam_mini, muon, loraplus, or None (transformers' own `optim`)."
         on = [k for k in OPTIMIZER_KEYS if getattr(self, k, None)]
         return on[0].removeprefix('use_').removesuffix('_lr_ratio') if on else None
+
+# %% ../../nbs/11b_hparams.optim.ipynb #26c3782d
+@check(finetuning='badam_switch_mode')
+def check_badam_switch_mode(f:OptimizerArguments):
+    "The orders BAdam switches blocks in (`BADAM_SWITCH`)."
+    if f.badam_switch_mode not in BADAM_SWITCH:
+        raise ConfigError(f"badam_switch_mode must be one of {list(BADAM_SWITCH)}, got '{f.badam_switch_mode}'.")
+
+# %% ../../nbs/11b_hparams.optim.ipynb #1f1885e6
+@check(finetuning='badam_mode')
+def check_badam_mode(f:OptimizerArguments):
+    "BAdam's two modes (ratio is refused later, by `check_optimizer`, with the reason)."
+    if f.badam_mode not in ('layer', 'ratio'):
+        raise ConfigError(f"badam_mode must be layer or ratio, got '{f.badam_mode}'.")
+
+# %% ../../nbs/11b_hparams.optim.ipynb #a10beada
+@check(finetuning=' '.join(OPTIMIZER_KEYS))
+def check_one_optimizer(f:OptimizerArguments):
+    "One optimizer at a time."
+    on = [k for k in OPTIMIZER_KEYS if getattr(f, k, None)]
+    if len(on) > 1: raise ConfigError(f'{" and ".join(on)} choose different optimizers: keep one.')

@@ -13,8 +13,8 @@ from ..core import ConfigError, closest
 from .unsupported import UNSUPPORTED, unsupported_message
 
 # %% auto #0
-__all__ = ['TRAIN_SOURCES', 'read_config', 'parse_overrides', 'load_cfg', 'source_file', 'declared_fields', 'known_keys',
-           'prescan']
+__all__ = ['TRAIN_SOURCES', 'read_config', 'parse_overrides', 'split_words', 'load_cfg', 'source_file', 'declared_fields',
+           'known_keys', 'prescan']
 
 # %% ../../nbs/14b_hparams.recipe.ipynb #e32bbd8a
 def read_config(path) -> dict[str, Any]:
@@ -46,13 +46,34 @@ def parse_overrides(words:list[str]) -> dict[str, Any]:
         i += 1
     return out
 
+def split_words(words:list[str], # a command's arguments
+                flags:tuple=(),   # the command's own switches (e.g. `--list`); any other `--key` is a key
+               ) -> tuple[list[str], dict[str, Any], list[str]]:
+    ("The one rule for every command's arguments: (positional words, `key=value` / `--key value` keys, switches); "
+     "a positional word never contains `=` and never starts with `-`.")
+    pos, keys, found, i = [], [], [], 0
+    while i < len(words):
+        w = words[i]
+        if w in flags: found.append(w)
+        elif '=' in w: keys.append(w)
+        elif w.startswith('--'):
+            keys.append(w)
+            nxt = words[i + 1] if i + 1 < len(words) else None
+            if nxt is not None and '=' not in nxt and not nxt.startswith('-'):   # `--key value`
+                keys.append(nxt)
+                i += 1
+        elif w.startswith('-'): raise ConfigError(f"Unknown option '{w}'{closest(w, flags)}")
+        else: pos.append(w)
+        i += 1
+    return pos, parse_overrides(keys), found
+
 def load_cfg(cfg) -> dict[str, Any]:
     "A config given as a dict, a file path, or CLI words (`[path] key=value ...`) as one flat dict."
     if isinstance(cfg, dict): return dict(cfg)
     if isinstance(cfg, (str, Path)): return read_config(cfg)
-    words = list(cfg)
-    base = read_config(words.pop(0)) if words and '=' not in words[0] and not words[0].startswith('--') else {}
-    return {**base, **parse_overrides(words)}
+    pos, keys, _ = split_words(list(cfg))
+    if len(pos) > 1: raise ConfigError(f"One recipe file at most, got {len(pos)}: {' '.join(pos)}")
+    return {**(read_config(pos[0]) if pos else {}), **keys}
 
 # %% ../../nbs/14b_hparams.recipe.ipynb #b243ba7f
 TRAIN_SOURCES = ('llmft.hparams.model', 'llmft.hparams.data', 'llmft.hparams.rlhf', 'llmft.hparams.optim',

@@ -7,10 +7,12 @@ from __future__ import annotations
 from fastcore.basics import patch
 from dataclasses import dataclass, field
 from typing import Optional
-from ..core import closest
+from ..core import ConfigError, closest
+from .model import check
 
 # %% auto #0
-__all__ = ['PREF_LOSSES', 'REFERENCE_FREE', 'DPOVariantArguments', 'RLHFArguments']
+__all__ = ['PREF_LOSSES', 'REFERENCE_FREE', 'DPOVariantArguments', 'RLHFArguments', 'check_pref_loss', 'check_label_smoothing',
+           'check_bco_needs_reference']
 
 # %% ../../nbs/11a_hparams.rlhf.ipynb #28580250
 PREF_LOSSES = ('sigmoid', 'hinge', 'ipo', 'orpo', 'simpo')
@@ -71,18 +73,30 @@ class RLHFArguments(DPOVariantArguments):
     ppo_cliprange_value: float = field(default=0.2, metadata={'help': 'ppo: clip range of the value prediction.'})
     ppo_vf_coef: float = field(default=0.1, metadata={'help': 'ppo: weight of the value loss.'})
 
-    def __post_init__(self):
-        if self.pref_loss not in PREF_LOSSES:
-            raise ValueError(f"Unknown pref_loss '{self.pref_loss}'{closest(self.pref_loss, PREF_LOSSES)} Expected "
-                             f"one of {PREF_LOSSES}.")
-        if self.dpo_label_smoothing and self.pref_loss != 'sigmoid':
-            raise ValueError(f"dpo_label_smoothing applies to pref_loss sigmoid only, not '{self.pref_loss}'.")
-        if self.pref_bco_weight and self.pref_loss in REFERENCE_FREE:
-            raise ValueError(f"pref_bco_weight needs a reference model: pref_loss '{self.pref_loss}' has none.")
-        if hasattr(super(), '__post_init__'): super().__post_init__()
-
 # %% ../../nbs/11a_hparams.rlhf.ipynb #5444ef82
 @patch(as_prop=True)
 def use_ref_model(self:RLHFArguments) -> bool:
     "Whether the dpo loss needs a reference model (orpo and simpo do not)."
     return self.pref_loss not in REFERENCE_FREE
+
+# %% ../../nbs/11a_hparams.rlhf.ipynb #8ff79293
+@check(finetuning='pref_loss')
+def check_pref_loss(f:RLHFArguments):
+    "The preference losses of `PREF_LOSSES`, the closest named on a slip."
+    if f.pref_loss not in PREF_LOSSES:
+        raise ConfigError(f"Unknown pref_loss '{f.pref_loss}'{closest(f.pref_loss, PREF_LOSSES)} Expected "
+                          f"one of {PREF_LOSSES}.")
+
+# %% ../../nbs/11a_hparams.rlhf.ipynb #cfe123a9
+@check(finetuning='dpo_label_smoothing pref_loss')
+def check_label_smoothing(f:RLHFArguments):
+    "Robust DPO's label smoothing is a term of the sigmoid loss."
+    if f.dpo_label_smoothing and f.pref_loss != 'sigmoid':
+        raise ConfigError(f"dpo_label_smoothing applies to pref_loss sigmoid only, not '{f.pref_loss}'.")
+
+# %% ../../nbs/11a_hparams.rlhf.ipynb #1ce3d69b
+@check(finetuning='pref_bco_weight pref_loss')
+def check_bco_needs_reference(f:RLHFArguments):
+    "BCO compares against the reference model, which orpo and simpo do without."
+    if f.pref_bco_weight and f.pref_loss in REFERENCE_FREE:
+        raise ConfigError(f"pref_bco_weight needs a reference model: pref_loss '{f.pref_loss}' has none.")

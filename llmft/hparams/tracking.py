@@ -6,9 +6,11 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
+from ..core import ConfigError
+from .model import check
 
 # %% auto #0
-__all__ = ['SWANLAB_MODES', 'SwanLabArguments']
+__all__ = ['SWANLAB_MODES', 'SwanLabArguments', 'check_swanlab_mode']
 
 # %% ../../nbs/11c_hparams.tracking.ipynb #729041d8
 SWANLAB_MODES = ('cloud', 'local', 'offline', 'disabled')
@@ -28,7 +30,9 @@ class SwanLabArguments:
     swanlab_logdir: Optional[str] = field(default=None, metadata={
         'help': 'swanlab: the folder of local / offline runs (default: <output_dir>/swanlog).'})
 
-    def __post_init__(self):
-        if self.swanlab_mode not in SWANLAB_MODES:
-            raise ValueError(f"swanlab_mode must be one of {list(SWANLAB_MODES)}, got '{self.swanlab_mode}'.")
-        if hasattr(super(), '__post_init__'): super().__post_init__()
+# %% ../../nbs/11c_hparams.tracking.ipynb #f9f2f5fa
+@check(finetuning='swanlab_mode')
+def check_swanlab_mode(f:SwanLabArguments):
+    "SwanLab's modes (`SWANLAB_MODES`)."
+    if f.swanlab_mode not in SWANLAB_MODES:
+        raise ConfigError(f"swanlab_mode must be one of {list(SWANLAB_MODES)}, got '{f.swanlab_mode}'.")

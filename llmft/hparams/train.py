@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from transformers import Seq2SeqTrainingArguments
+from ..core import ConfigError
+from .model import check, check_groups
 
 # %% auto #0
-__all__ = ['TrainingArguments', 'GeneratingArguments']
+__all__ = ['TrainingArguments', 'check_one_warmup', 'GeneratingArguments']
 
 # %% ../../nbs/13_hparams.train.ipynb #78305e10
 @dataclass
@@ -40,10 +42,16 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self):
-        if self.warmup_ratio:
-            if self.warmup_steps: raise ValueError('Set warmup_ratio or warmup_steps, not both.')
-            self.warmup_steps = self.warmup_ratio
+        if self.warmup_ratio and not self.warmup_steps: self.warmup_steps = self.warmup_ratio
         super().__post_init__()
+        check_groups(training=self)
+
+# %% ../../nbs/13_hparams.train.ipynb #616b584e
+@check(training='warmup_ratio warmup_steps')
+def check_one_warmup(t:TrainingArguments):
+    "warmup_ratio becomes warmup_steps (a float below 1 is a ratio to transformers 5), so only one may be set."
+    if t.warmup_ratio and t.warmup_steps != t.warmup_ratio:
+        raise ConfigError('Set warmup_ratio or warmup_steps, not both.')
 
 # %% ../../nbs/13_hparams.train.ipynb #30c6b3a9
 @dataclass

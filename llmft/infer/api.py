@@ -19,30 +19,26 @@ log = get_logger(__name__)
 
 class BadRequest(Exception):
     "A request the server refuses: the HTTP status, OpenAI's error message and the field (`param`) at fault."
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400):
+    def __init__(self, message:str, param:str|None=None, status:int=400):
         super().__init__(message)
         self.param, self.status = param, status
 
-def error_json(message: str, param: str | None = None, status: int = 400, kind: str = 'invalid_request_error',
-               code: str | None = None) -> JSONResponse:
+def error_json(message:str, param:str|None=None, status:int=400, kind:str='invalid_request_error',
+               code:str|None=None) -> JSONResponse:
     "OpenAI's error body: `{'error': {'message', 'type', 'param', 'code'}}`."
     return JSONResponse({'error': {'message': message, 'type': kind, 'param': param, 'code': code}}, status_code=status)
 
 ROLES = {'system': 'system', 'user': 'user', 'assistant': 'assistant', 'tool': 'observation', 'function': 'observation'}
 
-def _content(m: dict, i: int) -> str:
+def _content(m:dict, i:int) -> str:
     "A message's text: a string, or the text parts of a list; media parts are refused (text-only models)."
     c = m.get('content')
-    if c is None or isinstance(c, str):
-        return c or ''
+    if c is None or isinstance(c, str): return c or ''
     if not isinstance(c, list):
         raise BadRequest(f'messages[{i}].content must be a string or a list of parts.', f'messages[{i}].content')
     if any(isinstance(p, dict) and p.get('type') != 'text' for p in c):
-        raise BadRequest(
-            f'messages[{i}].content: images (or other media) sent to a text model; this server takes text only.',
-            f'messages[{i}].content',
-        )
+        raise BadRequest(f'messages[{i}].content: images (or other media) sent to a text model; this server takes '
+                         'text only.', f'messages[{i}].content')
     return ''.join(p.get('text', '') for p in c if isinstance(p, dict))
 
 def to_messages(raw) -> list[dict]:
@@ -53,110 +49,85 @@ def to_messages(raw) -> list[dict]:
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or m.get('role') not in ROLES:
             role = m.get('role') if isinstance(m, dict) else m
-            raise BadRequest(
-                f"messages[{i}].role: unknown role {role!r}; expected one of {', '.join(ROLES)}.", f'messages[{i}].role'
-            )
+            raise BadRequest(f"messages[{i}].role: unknown role {role!r}; expected one of {', '.join(ROLES)}.",
+                             f'messages[{i}].role')
         if m['role'] == 'assistant' and m.get('tool_calls'):
-            calls = [
-                {'name': c['function']['name'], 'arguments': json.loads(c['function'].get('arguments') or '{}')}
-                for c in m['tool_calls']
-            ]
+            calls = [{'name': c['function']['name'], 'arguments': json.loads(c['function'].get('arguments') or '{}')}
+                     for c in m['tool_calls']]
             out.append({'role': 'function', 'content': json.dumps(calls, ensure_ascii=False)})
-        else:
-            out.append({'role': ROLES[m['role']], 'content': _content(m, i)})
+        else: out.append({'role': ROLES[m['role']], 'content': _content(m, i)})
     return out
 
+
 # %% ../../nbs/77_infer.api.ipynb #16124374
-def _number(body: dict, key: str, kind, ok, expected: str):
+def _number(body:dict, key:str, kind, ok, expected:str):
     "The value of `key` when given: of type `kind` and passing `ok`, else a 400 naming the field."
     v = body.get(key)
-    if v is None:
-        return None
+    if v is None: return None
     if isinstance(v, bool) or not isinstance(v, kind) or not ok(v):
         raise BadRequest(f'{key} must be {expected}, got {v!r}.', key)
     return v
 
-
-def gen_settings(body: dict) -> dict:
+def gen_settings(body:dict) -> dict:
     "Generation settings of a request (OpenAI's names to LLaMA-Factory's), each checked."
     max_new = _number(body, 'max_completion_tokens', int, lambda v: v >= 1, 'an integer >= 1')
     max_new = max_new or _number(body, 'max_tokens', int, lambda v: v >= 1, 'an integer >= 1')
     stop = body.get('stop')
-    if stop is not None and not (
-        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
+    if stop is not None and not (isinstance(stop, str)
+                                 or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
         raise BadRequest('stop must be a string or a list of strings.', 'stop')
-    g = dict(
-        max_new_tokens=max_new,
-        temperature=_number(body, 'temperature', (int, float), lambda v: 0 <= v <= 2, 'between 0 and 2'),
-        top_p=_number(body, 'top_p', (int, float), lambda v: 0 < v <= 1, 'in (0, 1]'),
-        num_return_sequences=_number(body, 'n', int, lambda v: 1 <= v <= 16, 'an integer from 1 to 16'),
-        seed=_number(body, 'seed', int, lambda v: True, 'an integer'),
-        min_new_tokens=_number(body, 'min_tokens', int, lambda v: v >= 0, 'an integer >= 0'),  # vLLM's extra key
-        stop=[stop] if isinstance(stop, str) else stop,
-    )
-    if g['temperature'] is not None:
-        g['do_sample'] = g['temperature'] > 0
+    g = dict(max_new_tokens=max_new,
+             temperature=_number(body, 'temperature', (int, float), lambda v: 0 <= v <= 2, 'between 0 and 2'),
+             top_p=_number(body, 'top_p', (int, float), lambda v: 0 < v <= 1, 'in (0, 1]'),
+             num_return_sequences=_number(body, 'n', int, lambda v: 1 <= v <= 16, 'an integer from 1 to 16'),
+             seed=_number(body, 'seed', int, lambda v: True, 'an integer'),
+             min_new_tokens=_number(body, 'min_tokens', int, lambda v: v >= 0, 'an integer >= 0'),  # vLLM's extra key
+             stop=[stop] if isinstance(stop, str) else stop)
+    if g['temperature'] is not None: g['do_sample'] = g['temperature'] > 0
     return {k: v for k, v in g.items() if v is not None}
 
-# %% ../../nbs/77_infer.api.ipynb #43e01ca4
-def _tool_calls(calls: list[FunctionCall]) -> list[dict]:
-    return [
-        {'id': f'call_{uuid.uuid4().hex[:24]}', 'type': 'function',
-         'function': {'name': c.name, 'arguments': c.arguments}}
-        for c in calls
-    ]
 
-def completion(chat_model, name: str, msgs: list[dict], tools, gen: dict) -> dict:
+# %% ../../nbs/77_infer.api.ipynb #43e01ca4
+def _tool_calls(calls:list[FunctionCall]) -> list[dict]:
+    return [{'id': f'call_{uuid.uuid4().hex[:24]}', 'type': 'function',
+             'function': {'name': c.name, 'arguments': c.arguments}} for c in calls]
+
+def completion(chat_model, name:str, msgs:list[dict], tools, gen:dict) -> dict:
     "A `chat.completion` object: the choices, their finish reasons and the usage."
     rs = chat_model.chat(msgs, tools=tools, **gen)
-    choices = [
-        {
-            'index': i,
-            'finish_reason': r.finish_reason,
-            'logprobs': None,
-            'message': {'role': 'assistant', 'content': r.text if not r.tool_calls else None,
-                        **({'tool_calls': _tool_calls(r.tool_calls)} if r.tool_calls else {})},
-        }
-        for i, r in enumerate(rs)
-    ]
+    choices = [{'index': i, 'finish_reason': r.finish_reason, 'logprobs': None,
+                'message': {'role': 'assistant', 'content': r.text if not r.tool_calls else None,
+                            **({'tool_calls': _tool_calls(r.tool_calls)} if r.tool_calls else {})}}
+               for i, r in enumerate(rs)]
     done = sum(r.completion_tokens for r in rs)
-    return {
-        'id': f'chatcmpl-{uuid.uuid4().hex}',
-        'object': 'chat.completion',
-        'created': int(time.time()),
-        'model': name,
-        'choices': choices,
-        'usage': {'prompt_tokens': rs[0].prompt_tokens, 'completion_tokens': done,
-                  'total_tokens': rs[0].prompt_tokens + done},
-    }
+    return {'id': f'chatcmpl-{uuid.uuid4().hex}', 'object': 'chat.completion', 'created': int(time.time()),
+            'model': name, 'choices': choices,
+            'usage': {'prompt_tokens': rs[0].prompt_tokens, 'completion_tokens': done,
+                      'total_tokens': rs[0].prompt_tokens + done}}
 
-def _chunk(cid: str, name: str, delta: dict, finish: str | None = None) -> str:
+def _chunk(cid:str, name:str, delta:dict, finish:str|None=None) -> str:
     body = {'id': cid, 'object': 'chat.completion.chunk', 'created': int(time.time()), 'model': name,
             'choices': [{'index': 0, 'delta': delta, 'finish_reason': finish, 'logprobs': None}]}
     return f'data: {json.dumps(body, ensure_ascii=False)}\n\n'
 
+
 # %% ../../nbs/77_infer.api.ipynb #1fcddca4
-async def stream_events(chat_model, name: str, msgs: list[dict], gen: dict):
+async def stream_events(chat_model, name:str, msgs:list[dict], gen:dict):
     "Server-sent `chat.completion.chunk`s as the answer is written, then `data: [DONE]`; a client gone stops it."
     loop, q, event, cid = asyncio.get_running_loop(), asyncio.Queue(), threading.Event(), f'chatcmpl-{uuid.uuid4().hex}'
-
     def pump():  # the generation runs in its own thread; pieces reach the event loop through the queue
         try:
             for piece in chat_model.stream_chat(msgs, event=event, **gen):
                 loop.call_soon_threadsafe(q.put_nowait, piece)
-        except Exception as e:
-            loop.call_soon_threadsafe(q.put_nowait, e)
-        finally:
-            loop.call_soon_threadsafe(q.put_nowait, None)
+        except Exception as e: loop.call_soon_threadsafe(q.put_nowait, e)
+        finally: loop.call_soon_threadsafe(q.put_nowait, None)
 
     threading.Thread(target=pump, daemon=True).start()
     text, done = '', False
     try:
         yield _chunk(cid, name, {'role': 'assistant', 'content': ''})
         while (piece := await q.get()) is not None:
-            if isinstance(piece, Exception):
-                raise piece
+            if isinstance(piece, Exception): raise piece
             text += piece
             yield _chunk(cid, name, {'content': piece})
         n = len(chat_model.tokenizer(text, add_special_tokens=False)['input_ids'])
@@ -184,10 +155,8 @@ async def chat_response(chat_model, model_name:str, request:Request):
             if gen.get('num_return_sequences', 1) > 1: raise BadRequest('n > 1 is not supported with stream.', 'n')
             return StreamingResponse(stream_events(chat_model, model_name, msgs, gen), media_type='text/event-stream')
         return await asyncio.to_thread(completion, chat_model, model_name, msgs, tools, gen)
-    except BadRequest as e:
-        return error_json(str(e), e.param, e.status)
-    except UserError as e:
-        return error_json(str(e), 'messages')
+    except BadRequest as e: return error_json(str(e), e.param, e.status)
+    except UserError as e: return error_json(str(e), 'messages')
 
 async def score_response(chat_model, model_name:str, request:Request):
     "The answer to a `POST /v1/score/evaluation`: a reward model's score of each text."
@@ -201,21 +170,19 @@ async def score_response(chat_model, model_name:str, request:Request):
         scores = await asyncio.to_thread(chat_model.get_scores, texts)
         return {'id': f'scoreval-{uuid.uuid4().hex}', 'object': 'score.evaluation', 'model': model_name,
                 'scores': scores}
-    except BadRequest as e:
-        return error_json(str(e), e.param, e.status)
+    except BadRequest as e: return error_json(str(e), e.param, e.status)
 
 # %% ../../nbs/77_infer.api.ipynb #3e3165e4
-def create_app(chat_model, model_name: str = 'llmft', api_key: str | None = None) -> FastAPI:
+def create_app(chat_model, model_name:str='llmft', api_key:str|None=None) -> FastAPI:
     "The FastAPI app serving `chat_model`: requests are queued on the model (one generation at a time)."
     app = FastAPI(title='llmft API')
 
     @app.middleware('http')
-    async def auth(request: Request, call_next):
+    async def auth(request:Request, call_next):
         if api_key and request.headers.get('authorization') != f'Bearer {api_key}':
             return error_json('Incorrect or missing API key: send Authorization: Bearer <API_KEY>.', None, 401,
                               code='invalid_api_key')
-        try:
-            return await call_next(request)
+        try: return await call_next(request)
         except Exception as e:  # a bug must not take the server down: the request gets a 500
             log.exception('request failed')
             return error_json(f'internal error: {type(e).__name__}: {e}', None, 500, 'server_error')
@@ -226,20 +193,18 @@ def create_app(chat_model, model_name: str = 'llmft', api_key: str | None = None
         return {'object': 'list', 'data': [card]}
 
     @app.post('/v1/chat/completions')
-    async def chat_completions(request: Request): return await chat_response(chat_model, model_name, request)
+    async def chat_completions(request:Request): return await chat_response(chat_model, model_name, request)
 
     @app.post('/v1/score/evaluation')
-    async def score_evaluation(request: Request): return await score_response(chat_model, model_name, request)
+    async def score_evaluation(request:Request): return await score_response(chat_model, model_name, request)
 
     return app
 
 # %% ../../nbs/77_infer.api.ipynb #260edff5
-async def _body(request: Request) -> dict:
+async def _body(request:Request) -> dict:
     "The JSON object of a request; anything else is a 400."
-    try:
-        body = json.loads(await request.body())
+    try: body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f'The request body is not valid JSON: {e}.') from None
-    if not isinstance(body, dict):
-        raise BadRequest('The request body must be a JSON object.')
+    if not isinstance(body, dict): raise BadRequest('The request body must be a JSON object.')
     return body

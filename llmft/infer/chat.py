@@ -6,8 +6,8 @@
 from __future__ import annotations
 import copy, json
 from dataclasses import replace
-import yaml
-from ..core import ARGS_FILE, ConfigError, DataError, get_logger
+from ..core import ConfigError, DataError, get_logger
+from ..rundir import RunDir
 from ..model.runs import parse_run
 from .engine import HFEngine, Response, clean_text, generate, score, split_answer, stream
 
@@ -18,37 +18,30 @@ __all__ = ['log', 'check_messages', 'ChatModel', 'vllm_missing', 'chat', 'batch_
 log = get_logger(__name__)
 
 # %% ../../nbs/76_infer.chat.ipynb #396075de
-def check_messages(messages: list[dict]) -> tuple[str | None, list[dict]]:
+def check_messages(messages:list[dict]) -> tuple[str|None, list[dict]]:
     "(system, conversation) of chat `messages`; one the template cannot render is refused, naming the message."
-    if not messages:
-        raise DataError('messages is empty: give at least one user message.')
+    if not messages: raise DataError('messages is empty: give at least one user message.')
     system, msgs = None, list(messages)
-    if msgs[0].get('role') == 'system':
-        system, msgs = msgs[0].get('content') or '', msgs[1:]
+    if msgs[0].get('role') == 'system': system, msgs = msgs[0].get('content') or '', msgs[1:]
     for i, m in enumerate(msgs):
         role, at = m.get('role'), i + (system is not None)
         want = ('user', 'observation') if i % 2 == 0 else ('assistant', 'function')
         if role not in ('user', 'assistant', 'function', 'observation'):
-            raise DataError(
-                f"messages[{at}]: unknown role {role!r}; roles are system (first only), user, assistant, "
-                'function, observation.'
-            )
+            raise DataError(f"messages[{at}]: unknown role {role!r}; roles are system (first only), user, assistant, "
+                            'function, observation.')
         if role not in want:
-            raise DataError(
-                f"messages[{at}]: {role!r} where {' or '.join(want)} must be: turns alternate user and assistant."
-            )
-    if not msgs or len(msgs) % 2 == 0:
-        raise DataError('messages must end with a user (or observation) message.')
+            raise DataError(f"messages[{at}]: {role!r} where {' or '.join(want)} must be: turns alternate user and "
+                            "assistant.")
+    if not msgs or len(msgs) % 2 == 0: raise DataError('messages must end with a user (or observation) message.')
     return system, msgs
+
 
 # %% ../../nbs/76_infer.chat.ipynb #f4d016ba
 class ChatModel:
     "A trained run (folder, recipe or dict) ready to chat: `chat`, `stream_chat`, `batch_chat`, `get_scores`."
-
     def __init__(self, cfg=None, **overrides):
         r = parse_run(cfg, **overrides)
-        if r.model_args.infer_backend == 'vllm':
-            raise ConfigError(vllm_missing())
+        if r.model_args.infer_backend == 'vllm': raise ConfigError(vllm_missing())
         self.config, self.run, self.model_args, self.data_args = r.config, r.run, r.model_args, r.data_args
         self.finetuning_args, self.generating_args = r.finetuning_args, r.generating_args
         self.is_reward = self.finetuning_args.stage == 'rm'
@@ -56,104 +49,96 @@ class ChatModel:
         self.tokenizer, self.template = r.tokenizer, r.template
         self.engine, self.use_adapter = HFEngine(r.model, r.tokenizer, r.template, r.generating_args), True
 
-    def prompt(
-        self, messages: list[dict], system: str | None = None, tools=None, enable_thinking: bool | None = None
-    ) -> list[int]:
+    def prompt(self,
+               messages:list[dict],              # a conversation that ends with a user message
+               system:str|None=None,             # the system prompt (default: the conversation's, if any)
+               tools=None,                       # tool definitions: a list / dict (as JSON) or a JSON string
+               enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
+              ) -> list[int]:
         "The prompt ids of a conversation that ends with a user message: exactly as training rendered it."
         sys_msg, msgs = check_messages(messages)
         t = self.template if enable_thinking is None else replace(self.template, enable_thinking=enable_thinking)
         tools = json.dumps(tools, ensure_ascii=False) if isinstance(tools, (list, dict)) else tools
-        return t.encode_oneturn(
-            self.tokenizer, msgs + [{'role': 'assistant', 'content': ''}], system or sys_msg, tools
-        )[0]
+        return t.encode_oneturn(self.tokenizer, msgs + [{'role': 'assistant', 'content': ''}], system or sys_msg,
+                                tools)[0]
 
 # %% ../../nbs/76_infer.chat.ipynb #0449f6bb
 def vllm_missing() -> str:
     "Why `infer_backend: vllm` cannot run here."
     import importlib.util
-
     if importlib.util.find_spec('vllm') is None:
         return ('infer_backend: vllm needs the vllm package (pip install vllm) and a CUDA GPU; '
                 'use infer_backend: huggingface.')
     return 'infer_backend: vllm is not available in this llmft version yet; use infer_backend: huggingface.'
 
-def _responses(self: ChatModel, rows, prompt_len: int, skip: bool | None = None) -> list[Response]:
+def _responses(self:ChatModel, rows, prompt_len:int, skip:bool|None=None) -> list[Response]:
     "Responses of generated rows: thought and tool calls parsed from the text with its special tokens, which then go."
     out, skip = [], self.generating_args.skip_special_tokens if skip is None else skip
     for ids, text, finish in rows:
         answer, thought, calls = split_answer(self.template, text)
-        if skip:
-            answer, thought = clean_text(self.tokenizer, answer), clean_text(self.tokenizer, thought)
+        if skip: answer, thought = clean_text(self.tokenizer, answer), clean_text(self.tokenizer, thought)
         out.append(Response(answer, 'tool_calls' if calls else finish, prompt_len, len(ids), thought, calls))
     return out
 
-def chat(
-    self: ChatModel,
-    messages: list[dict],
-    system: str | None = None,
-    tools=None,
-    enable_thinking: bool | None = None,
-    stop: list[str] | None = None,
-    prompt: list[int] | None = None,  # the prompt's ids when already built (`ChatModel.prompt`)
-    **gen,
-) -> list[Response]:
+def chat(self:ChatModel,
+         messages:list[dict],              # a conversation that ends with a user message
+         system:str|None=None,             # the system prompt (default: the conversation's, if any)
+         tools=None,                       # tool definitions: a list / dict (as JSON) or a JSON string
+         enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
+         stop:list[str]|None=None,         # stop strings: the answer ends at the first
+         prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`)
+         **gen) -> list[Response]:
     "Answers to a conversation (`num_return_sequences` of them), split into text, thought and tool calls."
     self._check_generative()
     p = prompt or self.prompt(messages, system, tools, enable_thinking)
     skip = gen.pop('skip_special_tokens', None)
     return _responses(self, generate(self.engine, [p], stop, use_adapter=self.use_adapter, **gen)[0], len(p), skip)
 
-def batch_chat(
-    self: ChatModel, conversations: list[list[dict]], system: str | None = None, tools=None, **gen
-) -> list[Response]:
+def batch_chat(self:ChatModel, conversations:list[list[dict]], system:str|None=None, tools=None,
+               **gen) -> list[Response]:
     "One answer per conversation, generated together in one left-padded batch."
     self._check_generative()
     ps, skip = [self.prompt(m, system, tools) for m in conversations], gen.pop('skip_special_tokens', None)
     rows = generate(self.engine, ps, use_adapter=self.use_adapter, **{**gen, 'num_return_sequences': 1})
     return [_responses(self, r, len(p), skip)[0] for r, p in zip(rows, ps)]
 
-def stream_chat(
-    self: ChatModel,
-    messages: list[dict],
-    system: str | None = None,
-    tools=None,
-    event=None,
-    enable_thinking: bool | None = None,
-    prompt: list[int] | None = None,  # the prompt's ids when already built (`ChatModel.prompt`)
-    **gen,
-):
+def stream_chat(self:ChatModel,
+                messages:list[dict],              # a conversation that ends with a user message
+                system:str|None=None,             # the system prompt (default: the conversation's, if any)
+                tools=None,                       # tool definitions: a list / dict (as JSON) or a JSON string
+                event=None,                       # a `threading.Event`: set, it stops the answer
+                enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
+                prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`)
+                **gen):
     "Yield the answer's text piece by piece; setting `event` (a `threading.Event`) stops it."
     self._check_generative()
     p = prompt or self.prompt(messages, system, tools, enable_thinking)
     yield from stream(self.engine, p, event, self.use_adapter, **gen)
 
 # %% ../../nbs/76_infer.chat.ipynb #d41d6f96
-def get_scores(self: ChatModel, inputs: list) -> list[float]:
+def get_scores(self:ChatModel, inputs:list) -> list[float]:
     "A reward-model run's scores of texts, or of conversations ending with the answer to score (rendered as trained)."
-    if not self.is_reward:
-        raise ConfigError('get_scores needs a reward model: a run of stage rm.')
+    if not self.is_reward: raise ConfigError('get_scores needs a reward model: a run of stage rm.')
     rows = []
     for x in inputs:
-        if isinstance(x, str):
-            rows.append(self.tokenizer(x, add_special_tokens=False)['input_ids'])
+        if isinstance(x, str): rows.append(self.tokenizer(x, add_special_tokens=False)['input_ids'])
         else:
             p, r = self.template.encode_oneturn(self.tokenizer, x, None)
             rows.append(p + r + ([self.tokenizer.eos_token_id] if self.template.efficient_eos else []))
     return score(self.engine, rows)
 
-def _check_generative(self: ChatModel):
+def _check_generative(self:ChatModel):
     if self.is_reward:
         raise ConfigError('This is a reward model (stage rm): it scores answers (get_scores), it does not write them.')
 
-def base(self: ChatModel) -> ChatModel:
+def base(self:ChatModel) -> ChatModel:
     "The model the run started from, same tokenizer and template: a LoRA / OFT run shares its weights (adapters off)."
     if hasattr(self.engine.model, 'disable_adapter'):
         other = copy.copy(self)
         other.use_adapter = False
         return other
-    saved = yaml.safe_load((self.run / ARGS_FILE).read_text()) if self.run is not None else {}
-    if not saved.get('model_name_or_path'):
-        raise ConfigError('No base model to compare with: this model is not a run.')
+    saved = RunDir(self.run).args() if self.run is not None else {}
+    if not saved.get('model_name_or_path'): raise ConfigError('No base model to compare with: this model is not a run.')
     return ChatModel({k: v for k, v in self.config.items() if k != 'adapter_name_or_path'},
                      model_name_or_path=saved['model_name_or_path'])
 

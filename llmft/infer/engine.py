@@ -20,12 +20,12 @@ log = get_logger(__name__)
 @dataclass
 class Response:
     "One generated answer: its text (thought and tool calls taken out), why it ended, and token counts."
-    text: str
-    finish_reason: str          # stop (an end token or a stop string), length (max_new_tokens), tool_calls
-    prompt_tokens: int
-    completion_tokens: int
-    thought: str = ''           # a reasoning template's thought block, without its tags
-    tool_calls: list = field(default_factory=list)   # `data.tools.FunctionCall`s (name, JSON arguments)
+    text:str
+    finish_reason:str           # stop (an end token or a stop string), length (max_new_tokens), tool_calls
+    prompt_tokens:int
+    completion_tokens:int
+    thought:str = ''            # a reasoning template's thought block, without its tags
+    tool_calls:list = field(default_factory=list)    # `data.tools.FunctionCall`s (name, JSON arguments)
 
 def split_answer(template, text:str) -> tuple[str, str, list]:
     "(answer, thought, tool calls) of generated `text` under `template`."
@@ -42,11 +42,9 @@ def split_answer(template, text:str) -> tuple[str, str, list]:
 GEN_KEYS = ('do_sample', 'temperature', 'top_p', 'top_k', 'num_beams', 'max_new_tokens', 'min_new_tokens',
             'repetition_penalty', 'length_penalty', 'num_return_sequences')  # the settings a request may change
 
-
 class _Stop(StoppingCriteria):
     "Stops generation when `event` is set (Ctrl-C, a client gone) or a stop string appears in the new text."
-
-    def __init__(self, event, tokenizer, start: int, stops: list[str]):
+    def __init__(self, event, tokenizer, start:int, stops:list[str]):
         self.event, self.tok, self.start, self.stops = event, tokenizer, start, stops
         self.window = 4 * max(map(len, stops), default=0) + 4  # tokens enough to spell any stop string (bytes included)
         self.hit = set()  # rows whose text holds a stop string
@@ -56,15 +54,13 @@ class _Stop(StoppingCriteria):
         if self.event is not None and self.event.is_set():
             return torch.ones(n, dtype=torch.bool, device=input_ids.device)
         if self.stops:  # only the newest tokens: a stop string is found the step it is written
-            tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window) :]
+            tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window):]
             for i, t in enumerate(self.tok.batch_decode(tail, skip_special_tokens=True)):
                 if any(s in t for s in self.stops): self.hit.add(i)
         return torch.tensor([i in self.hit for i in range(n)], dtype=torch.bool, device=input_ids.device)
 
-
 class HFEngine:
     "transformers' `generate` on one model: one request at a time (a lock), left-padded batches, streaming, stopping."
-
     def __init__(self, model, tokenizer, template, generating_args):
         self.model, self.tokenizer, self.template, self.generating_args = model, tokenizer, template, generating_args
         self.lock = threading.Lock()
@@ -73,30 +69,29 @@ class HFEngine:
     def gen_kwargs(self, **gen) -> dict:
         "`generate` keywords: the run's generating arguments, then `gen` (None ignored); temperature 0 is greedy."
         unknown = [k for k in gen if k not in GEN_KEYS + ('stop', 'skip_special_tokens')]
-        if unknown:
-            raise ConfigError(f"Unknown generation setting '{unknown[0]}'; known: {', '.join(GEN_KEYS)}, stop.")
+        if unknown: raise ConfigError(f"Unknown generation setting '{unknown[0]}'; known: {', '.join(GEN_KEYS)}, stop.")
         d = {**self.generating_args.to_dict(), **{k: v for k, v in gen.items() if v is not None and k in GEN_KEYS}}
-        if d.get('temperature') == 0:
-            d['do_sample'] = False
-        if not d.get('do_sample'):
-            d = {k: v for k, v in d.items() if k not in ('temperature', 'top_p', 'top_k')}
+        if d.get('temperature') == 0: d['do_sample'] = False
+        if not d.get('do_sample'): d = {k: v for k, v in d.items() if k not in ('temperature', 'top_p', 'top_k')}
         return dict(d, eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
 
 # %% ../../nbs/75_infer.engine.ipynb #995aac9f
-def _finish(
-    ids: list[int], eos_ids: list[int], max_new: int, text: str, stops: list[str]
-) -> tuple[list[int], str, str]:
+def _finish(ids:list[int], eos_ids:list[int], max_new:int, text:str, stops:list[str]) -> tuple[list[int], str, str]:
     "(ids without the end token, text cut at a stop string, finish reason) of one generated row."
     ended = next((i for i, t in enumerate(ids) if t in eos_ids), None)  # a row that stopped early is padded after
     ids = ids if ended is None else ids[:ended]
     cut = [text.index(s) for s in stops if s in text]
-    if cut:
-        return ids, text[: min(cut)], 'stop'
+    if cut: return ids, text[:min(cut)], 'stop'
     return ids, text, 'stop' if ended is not None or len(ids) < max_new else 'length'
 
 @torch.no_grad()
-def generate(engine: HFEngine, prompts: list[list[int]], stop: list[str] | None = None, event=None,
-             use_adapter: bool = True, seed: int | None = None, **gen) -> list[list[tuple]]:
+def generate(engine:HFEngine,
+             prompts:list[list[int]],    # the prompts' ids, unpadded
+             stop:list[str]|None=None,   # stop strings: an answer ends at the first
+             event=None,                 # a `threading.Event` that stops generation when set
+             use_adapter:bool=True,      # False: a PEFT model's base answers
+             seed:int|None=None,         # makes sampling repeatable
+             **gen) -> list[list[tuple]]:
     "Per prompt, `num_return_sequences` (ids, text with special tokens, finish reason): one left-padded `generate`."
     kw, stops = engine.gen_kwargs(**gen), list(stop or [])
     tok, n = engine.tokenizer, kw.get('num_return_sequences', 1)
@@ -108,8 +103,7 @@ def generate(engine: HFEngine, prompts: list[list[int]], stop: list[str] | None 
     crit = StoppingCriteriaList([_Stop(event, tok, width, stops)])
     dev = next(engine.model.parameters()).device
     with engine.lock, _adapters(engine.model, use_adapter):
-        if seed is not None:
-            torch.manual_seed(seed)  # inside the lock: no other request draws from it meanwhile
+        if seed is not None: torch.manual_seed(seed)  # inside the lock: no other request draws from it meanwhile
         out = engine.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), stopping_criteria=crit, **kw)
     rows = []
     for r in out[:, width:].tolist():
@@ -118,25 +112,27 @@ def generate(engine: HFEngine, prompts: list[list[int]], stop: list[str] | None 
         text = tok.decode(r[:end], skip_special_tokens=False)  # tool and thought tags may be special tokens: kept for
         rows.append(_finish(r, engine.eos_ids, kw['max_new_tokens'], text, stops))  # parsing, dropped by `clean_text`
     k = kw.get('num_return_sequences', 1)
-    return [rows[i * k : (i + 1) * k] * (n // k) for i in range(len(prompts))]
+    return [rows[i * k:(i + 1) * k] * (n // k) for i in range(len(prompts))]
 
-def clean_text(tokenizer, text: str) -> str:
+def clean_text(tokenizer, text:str) -> str:
     "`text` without the tokenizer's special tokens (what `skip_special_tokens` would have decoded)."
-    for s in sorted(tokenizer.all_special_tokens, key=len, reverse=True):
-        text = text.replace(s, '')
+    for s in sorted(tokenizer.all_special_tokens, key=len, reverse=True): text = text.replace(s, '')
     return text
 
-def _adapters(model, on: bool):
+def _adapters(model, on:bool):
     "A context in which a PEFT model's adapters are off when `on` is False (the base model answers)."
     import contextlib
-
-    if on or not hasattr(model, 'disable_adapter'):
-        return contextlib.nullcontext()
+    if on or not hasattr(model, 'disable_adapter'): return contextlib.nullcontext()
     return model.disable_adapter()
 
 # %% ../../nbs/75_infer.engine.ipynb #98faf32c
-def stream(engine: HFEngine, prompt: list[int], event: threading.Event | None = None, use_adapter: bool = True,
-           skip_special_tokens: bool | None = None, seed: int | None = None, **gen):
+def stream(engine:HFEngine,
+           prompt:list[int],                     # the prompt's ids
+           event:threading.Event|None=None,      # set: generation stops
+           use_adapter:bool=True,                # False: a PEFT model's base answers
+           skip_special_tokens:bool|None=None,   # default: the run's generating arguments
+           seed:int|None=None,                   # makes sampling repeatable
+           **gen):
     "Yield one answer's text piece by piece as it is generated; setting `event` stops it (the pieces so far stand)."
     skip = engine.generating_args.skip_special_tokens if skip_special_tokens is None else skip_special_tokens
     streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=skip, timeout=None)
@@ -144,12 +140,10 @@ def stream(engine: HFEngine, prompt: list[int], event: threading.Event | None = 
     kw = dict(engine.gen_kwargs(**gen), num_return_sequences=1)
     crit = StoppingCriteriaList([_Stop(event, engine.tokenizer, len(prompt), [])])
     dev = next(engine.model.parameters()).device
-
     def run():
         try:
             with engine.lock, _adapters(engine.model, use_adapter), torch.no_grad():
-                if seed is not None:
-                    torch.manual_seed(seed)
+                if seed is not None: torch.manual_seed(seed)
                 engine.model.generate(input_ids=torch.tensor([prompt], device=dev), streamer=streamer,
                                       stopping_criteria=crit,
                                       attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=dev), **kw)
@@ -161,8 +155,7 @@ def stream(engine: HFEngine, prompt: list[int], event: threading.Event | None = 
     t.start()
     try:
         for piece in streamer:
-            if piece:
-                yield piece
+            if piece: yield piece
     finally:
         event.set()
         t.join()

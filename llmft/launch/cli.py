@@ -8,9 +8,10 @@ import os, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'cmd_export', 'cmd_eval', 'cmd_sweep', 'cmd_train', 'left_out_summary',
-           'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'cmd_chat', 'cmd_api', 'cmd_expand',
-           'cmd_env', 'cmd_version', 'cmd_help', 'report_error', 'library_log_name', 'main']
+__all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'Usage', 'command_words', 'cmd_export', 'cmd_eval', 'cmd_sweep',
+           'recipe_words', 'cmd_train', 'left_out_summary', 'cmd_check_data', 'check_verdict', 'cmd_templates',
+           'cmd_keys', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
+           'library_log_name', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -46,17 +47,31 @@ commands:
   help                           this message
 """
 
+class Usage(Exception):
+    "A command's usage: printed by `main` (on stdout with exit status 0 when help was asked for, else on stderr, 2)."
+    def __init__(self, text:str, code:int=2):
+        super().__init__(text)
+        self.code = code
 
-
+def command_words(args:list[str],  # the command's arguments
+                  usage:str,        # its usage line
+                  n_pos:tuple=(1,), # how many positional words it takes
+                  flags:tuple=(),   # its switches, e.g. `--list`
+                  keys:bool=True,   # whether it takes `key=value` words
+                 ) -> tuple[list[str], dict, list[str]]:
+    "The one argument rule of every command (`hparams.recipe.split_words`): (positional, keys, switches), else `Usage`."
+    from llmft.hparams.recipe import split_words
+    if set(args) & {'-h', '--help'}: raise Usage(usage, 0)
+    pos, kw, found = split_words(args, flags)
+    if len(pos) not in n_pos or (kw and not keys): raise Usage(usage)
+    return pos, kw, found
 
 # %% ../../nbs/89_launch.cli.ipynb #cb8ec29e
 def cmd_export(args:list[str]) -> int:
     "llmft export RUN|RECIPE [key=value ...]: the run's adapters merged into a standalone model folder."
     from llmft.export import run_export
-    if not args:
-        print('usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]', file=sys.stderr)
-        return 2
-    dest = run_export(args).resolve()
+    pos, keys, _ = command_words(args, 'usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]')
+    dest = run_export(pos[0], **keys).resolve()
     shards = [p for p in dest.glob('*.safetensors') if p.name != 'value_head.safetensors']
     print(f'Exported to {dest}: {len(shards)} weight file(s), the tokenizer with its chat template, Modelfile, '
           'README.md')
@@ -65,11 +80,9 @@ def cmd_export(args:list[str]) -> int:
 def cmd_eval(args:list[str]) -> int:
     "llmft eval RUN|RECIPE [key=value ...]: accuracy on a multiple-choice benchmark, printed (and saved to save_dir)."
     from llmft.eval.evaluator import run_eval
-    if not args:
-        usage = 'usage: llmft eval RUN|RECIPE task=NAME_SPLIT [task_dir=DIR n_shot=5 lang=en save_dir=OUT]'
-        print(usage, file=sys.stderr)
-        return 2
-    res = run_eval(args)
+    usage = 'usage: llmft eval RUN|RECIPE task=NAME_SPLIT [task_dir=DIR n_shot=5 lang=en save_dir=OUT]'
+    pos, keys, _ = command_words(args, usage)
+    res = run_eval(pos[0], **keys)
     print(f'{res.task}: {res.average:.2f}% of {sum(s["total"] for s in res.subjects.values())} questions correct '
           f'({res.seconds:.1f} s)')
     if res.saved: print(f'Results: {Path(res.saved) / "results.json"}, {Path(res.saved) / "results.log"}')
@@ -77,18 +90,10 @@ def cmd_eval(args:list[str]) -> int:
 
 # %% ../../nbs/89_launch.cli.ipynb #ef050296
 def cmd_sweep(args:list[str]) -> int:
-    "llmft sweep SWEEP [key=value ...] [--list]: run the points not done yet (exit 1 naming the failed); --list: plan"
+    "llmft sweep SWEEP [key=value ...] [--list]: run the points not done yet (exit 1 naming the failed); --list: plan."
     import signal
-    from llmft.hparams.recipe import parse_overrides
     from llmft.launch.batch import plan, sweep, sweep_usage
-    if args[:1] in (['-h'], ['--help']):
-        print(sweep_usage())
-        return 0
-    pos, flags = [a for a in args if '=' not in a and not a.startswith('-')], [a for a in args if a.startswith('--')]
-    if len(pos) != 1 or set(flags) - {'--list'}:
-        print(sweep_usage(), file=sys.stderr)
-        return 2
-    kw = parse_overrides([a for a in args if '=' in a and not a.startswith('--')])
+    pos, kw, flags = command_words(args, sweep_usage(), flags=('--list',))
     if flags:
         for row in plan(pos[0], **kw): print(f"{row['point']:60s} {row['action']}")
         return 0
@@ -103,28 +108,34 @@ def cmd_sweep(args:list[str]) -> int:
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #2e18ce97
+def recipe_words(args:list[str], usage:str) -> dict:
+    "`CONFIG [key=value ...]` (or keys alone) as one flat recipe: the file read once, the keys over it."
+    from llmft.hparams.recipe import read_config
+    if not args: raise Usage(usage)
+    pos, keys, _ = command_words(args, usage, n_pos=(0, 1))
+    return {**(read_config(pos[0]) if pos else {}), **keys}
+
 def cmd_train(args:list[str]) -> int:
     "llmft train CONFIG [key=value ...]: here, or re-launched under torchrun when several processes are asked for."
-    from llmft.hparams.recipe import load_cfg, prescan
+    from llmft.hparams.recipe import prescan
     from llmft.launch.dist import LAUNCH_KEYS, in_distributed_worker, launch_settings, run_torchrun, torchrun_command
-    if not args:
-        print('usage: llmft train CONFIG [key=value ...]', file=sys.stderr)
-        return 2
-    cfg = load_cfg(args)
+    cfg = recipe_words(args, 'usage: llmft train CONFIG [key=value ...]')
     prescan({k: v for k, v in cfg.items() if k not in LAUNCH_KEYS})   # unknown keys fail before torch loads
     settings, cfg = launch_settings(cfg)
     if settings.get('nproc_per_node', 1) * settings.get('nnodes', 1) > 1 and not in_distributed_worker():
         cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
         print('Launching: ' + ' '.join(cmd), flush=True)
         return run_torchrun(cmd)
+    from llmft.rundir import RunDir
     from llmft.train.tuner import run_exp
-    res = run_exp(cfg)
+    res = run_exp(cfg)   # the door: the recipe is parsed and checked once, there
     if not res.trainer.is_world_process_zero(): return 0
     out = Path(res.output_dir)
     print(f'\nDone. Run folder: {out.resolve()}')
-    for name in ('adapter_model.safetensors', 'model.safetensors', 'training_loss.png', 'training_loss.html',
-                 'trainer_log.jsonl', 'all_results.json'):
-        if (out/name).exists(): print(f'  {name:28s} {(out/name).resolve()}')
+    run = RunDir(out)
+    for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
+              run.plot_file('loss', 'html'), run.log_file, run.results_file()):
+        if p.exists(): print(f'  {p.name:28s} {p.resolve()}')
     print(left_out_summary(out))
     return 0
 
@@ -138,12 +149,9 @@ def left_out_summary(run_dir) -> str:
 # %% ../../nbs/89_launch.cli.ipynb #e349de96
 def cmd_check_data(args:list[str]) -> int:
     "llmft check-data CONFIG [key=value ...]: check the tokenized data a recipe would train on; exit 1 on an error."
-    from llmft.hparams.recipe import load_cfg, prescan
+    from llmft.hparams.recipe import prescan
     from llmft.train.tuner import check_data
-    if not args:
-        print('usage: llmft check-data CONFIG [key=value ...]', file=sys.stderr)
-        return 2
-    cfg = prescan(load_cfg(args))
+    cfg = prescan(recipe_words(args, 'usage: llmft check-data CONFIG [key=value ...]'))
     reports = check_data(cfg)
     for r in reports: print(r.summary())
     print('\n' + check_verdict(reports))
@@ -162,9 +170,11 @@ def check_verdict(reports:list) -> str:
 def cmd_templates(args:list[str]) -> int:
     "llmft templates [--diff-lf [NAME]]: the registered chat templates, or where llmft differs from LLaMA-Factory."
     from llmft.data.templates import template_rows
-    if args[:1] == ['--diff-lf']:
+    pos, _, diff = command_words(args, 'usage: llmft templates [--diff-lf [NAME]]', (0, 1), ('--diff-lf',), keys=False)
+    if pos and not diff: raise Usage('usage: llmft templates [--diff-lf [NAME]]')
+    if diff:
         from llmft.data.fidelity import differences_table
-        print(differences_table(args[1] if len(args) > 1 else None))
+        print(differences_table(pos[0] if pos else None))
         return 0
     print(f"{'template':16s} {'stop words':34s} {'efficient_eos':14s} {'tools':8s} {'thinking':9s} {'verified':11s} "
           "default system")
@@ -183,32 +193,26 @@ def cmd_templates(args:list[str]) -> int:
 def cmd_keys(args:list[str]) -> int:
     "llmft keys [PATTERN]: every configuration key (or those matching PATTERN) with its default, help and checks."
     from llmft.hparams.keys import key_reference, keys_text, no_match_message
-    if len(args) > 1 or args[:1] in (['-h'], ['--help']):
-        print('usage: llmft keys [PATTERN]   (a key, part of one, or a glob such as lora_*)', file=sys.stderr)
-        return 2
-    refs = key_reference(args[0] if args else None)
+    usage = 'usage: llmft keys [PATTERN]   (a key, part of one, or a glob such as lora_*)'
+    pos, _, _ = command_words(args, usage, n_pos=(0, 1), keys=False)
+    refs = key_reference(pos[0] if pos else None)
     if not refs:
-        print(no_match_message(args[0]), file=sys.stderr)
+        print(no_match_message(pos[0]), file=sys.stderr)
         return 1
     print(keys_text(refs))
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #5a799711
 def _chat_model(args:list[str], usage:str):
-    "The `ChatModel` of `RUN|RECIPE [key=value ...]`, or None after printing the usage."
-    from llmft.hparams.recipe import parse_overrides
+    "The `ChatModel` of `RUN|RECIPE [key=value ...]` and its source."
     from llmft.infer.chat import ChatModel
-    pos = [a for a in args if '=' not in a]
-    if len(pos) != 1:
-        print(usage, file=sys.stderr)
-        return None, None
-    return ChatModel(pos[0], **parse_overrides([a for a in args if a not in pos])), pos[0]
+    pos, keys, _ = command_words(args, usage)
+    return ChatModel(pos[0], **keys), pos[0]
 
 def cmd_chat(args:list[str]) -> int:
     "llmft chat RUN|RECIPE [key=value ...]: a terminal chat; `clear` forgets, `exit` leaves, Ctrl-C stops an answer."
     import signal, threading
     cm, src = _chat_model(args, 'usage: llmft chat RUN|RECIPE [key=value ...]')
-    if cm is None: return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even where it was inherited as ignored
     print(f'Chatting with {src} (template {cm.template.name}). Type clear to forget the conversation, exit to leave; '
           'Ctrl-C stops an answer.', flush=True)
@@ -245,7 +249,6 @@ def cmd_api(args:list[str]) -> int:
     import os, uvicorn
     from llmft.infer.api import create_app
     cm, src = _chat_model(args, 'usage: llmft api RUN|RECIPE [key=value ...]')
-    if cm is None: return 2
     name = os.environ.get('API_MODEL_NAME') or Path(src).name
     host, port = os.environ.get('API_HOST', '127.0.0.1'), int(os.environ.get('API_PORT', '8000'))
     print(f'Serving {src} as {name!r} at http://{host}:{port}/v1 (Ctrl-C stops)', flush=True)
@@ -255,13 +258,10 @@ def cmd_api(args:list[str]) -> int:
 # %% ../../nbs/89_launch.cli.ipynb #04dafbd1
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
-    from llmft.hparams.recipe import parse_overrides
     from llmft.model.expand import expand_model
-    pos = [a for a in args if '=' not in a and not a.startswith('--')]
-    kw = parse_overrides([a for a in args if a not in pos])
-    if len(pos) != 2 or set(kw) - {'num_expand'} or 'num_expand' not in kw:
-        print('usage: llmft expand MODEL OUT num_expand=N', file=sys.stderr)
-        return 2
+    usage = 'usage: llmft expand MODEL OUT num_expand=N'
+    pos, kw, _ = command_words(args, usage, n_pos=(2,))
+    if set(kw) != {'num_expand'}: raise Usage(usage)
     out = expand_model(pos[0], pos[1], int(kw['num_expand']))
     print(f'Expanded model saved to {Path(out).resolve()}')
     return 0
@@ -270,16 +270,10 @@ def cmd_env(args:list[str]) -> int:
     "llmft env [RUN] [--all] [--check]"
     from llmft.launch.env import env_report
     usage = 'usage: llmft env [RUN] [--all] [--check]'
-    if set(args) & {'-h', '--help'}:
-        print(usage)
-        return 0
-    runs = [a for a in args if not a.startswith('-')]
-    if len(runs) > 1 or set(args) - set(runs) - {'--all', '--check'}:
-        print(usage, file=sys.stderr)
-        return 2
-    text, drifted = env_report(run=runs[0] if runs else None, every='--all' in args)
+    runs, _, flags = command_words(args, usage, n_pos=(0, 1), flags=('--all', '--check'), keys=False)
+    text, drifted = env_report(run=runs[0] if runs else None, every='--all' in flags)
     print(text)
-    return int(bool(drifted) and '--check' in args)
+    return int(bool(drifted) and '--check' in flags)
 
 def cmd_version(args) -> int:
     from llmft.core import package_version
@@ -325,7 +319,8 @@ def library_log_name(cmd:str) -> str:
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `llmft` console script."
-    from llmft.core import LIBRARY_LOG, SHOWN_LOGGERS, cache_dir, closest, route_library_logs, unroute_library_logs
+    from llmft.core import SHOWN_LOGGERS, cache_dir, closest, route_library_logs, unroute_library_logs
+    from llmft.rundir import LIBRARY_LOG
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print(USAGE)
@@ -337,6 +332,9 @@ def main(argv:list[str]|None=None) -> int:
     lib = route_library_logs(shown=SHOWN_LOGGERS + COMMAND_LOGGERS.get(cmd, ()))
     lib.attach(cache_dir('logs'), library_log_name(cmd), fresh=True)   # `run_exp` moves it to the run folder
     try: code = COMMANDS[cmd](rest)
+    except Usage as u:
+        print(u, file=sys.stdout if u.code == 0 else sys.stderr)
+        code = u.code
     except BrokenPipeError:   # `llmft templates | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit
         return 0

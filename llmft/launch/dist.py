@@ -4,12 +4,13 @@
 
 # %% ../../nbs/86_launch.dist.ipynb #5d538081
 from __future__ import annotations
-import json, os, shutil, socket, subprocess, sys, tempfile, time
+import os, shutil, socket, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from ..core import ERROR_CLASSES, LAUNCHER_FILES, TRAINER_LOG, LogTail, UserError, get_logger, read_json, write_json
+from ..core import ERROR_CLASSES, UserError, get_logger, read_json, write_json
+from ..rundir import LAUNCHER_FILES, RunDir
 
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
@@ -63,8 +64,8 @@ def save_worker_error(e:UserError):
     write_json(f"{path}.rank{os.environ.get('RANK', '0')}", {'kind': e.kind, 'message': str(e)})
 
 def worker_error(path) -> UserError|None:
-    "The user error the lowest rank recorded beside `path` (the cause: other ranks often fail waiting for it), as its"
-    " own class; None when there is none."
+    ("The user error the lowest rank recorded beside `path` (the cause: other ranks often fail waiting for it), as "
+     "its own class; None when there is none.")
     path = Path(path)
     found = sorted(path.parent.glob(path.name + '.rank*'), key=lambda f: int(f.name.rsplit('.rank', 1)[1] or 0))
     if not found: return None
@@ -73,8 +74,8 @@ def worker_error(path) -> UserError|None:
 
 @contextmanager
 def worker_errors():
-    "While workers run, `LLMFT_ERROR_FILE` (inherited) names a fresh file; a launch that fails with a user error"
-    " recorded there raises that error instead."
+    ("While workers run, `LLMFT_ERROR_FILE` (inherited) names a fresh file; a launch that fails with a user error "
+     "recorded there raises that error instead.")
     tmp = Path(tempfile.mkdtemp(prefix='llmft-launch-'))
     old = os.environ.get(ERROR_FILE_ENV)
     os.environ[ERROR_FILE_ENV] = str(tmp/'worker_error.json')
@@ -130,7 +131,7 @@ class RunHandle:
 
     def follow(self, poll:float=0.5, timeout:float|None=None):
         "Yield each new record of trainer_log.jsonl until the process ends (then the remaining records)."
-        tail, start = LogTail(self.output_dir/TRAINER_LOG, since=self.started), time.time()
+        tail, start = RunDir(self.output_dir).tail(since=self.started), time.time()
         while True:
             done = self.process.poll() is not None
             yield from tail.read()   # an earlier run's log in the same folder is not this run's

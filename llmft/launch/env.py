@@ -7,7 +7,8 @@ from __future__ import annotations
 import platform, re
 from importlib.metadata import distributions
 from pathlib import Path
-from ..core import ARGS_FILE, CORE_PACKAGES, DataError, package_version, read_versions_line
+from ..core import CORE_PACKAGES, DataError, package_version
+from ..rundir import RunDir
 
 # %% auto #0
 __all__ = ['LOCK_FILES', 'norm_name', 'read_lock', 'find_lock', 'compare', 'installed_versions', 'drift', 'env_info',
@@ -82,10 +83,7 @@ def env_info() -> dict[str, str]:
 
 def run_versions(run) -> dict[str, str]:
     "The versions a run folder's `llmft_args.yaml` records (written when it trained)."
-    path = Path(run) / ARGS_FILE
-    if not path.exists(): raise DataError(f'{run}: not an llmft run folder (no {ARGS_FILE}).')
-    try: return read_versions_line(path.read_text(encoding='utf-8'))
-    except ValueError as e: raise DataError(f'{path}, line 1: the versions line is not valid JSON ({e}).') from None
+    return RunDir(run).versions()
 
 # %% ../../nbs/85_launch.env.ipynb #28974047
 def _shown(path) -> str:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import glob, html, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
-import yaml
-from ..core import ARGS_FILE, ConfigError, TRAINER_LOG, atomic_write, read_json
-from ..train.plots import read_log
+from ..core import ConfigError, DataError, atomic_write, read_json
+from ..rundir import ARGS_FILE, RESULTS_FILE, TRAINER_LOG, RunDir
+
 
 # %% auto #0
 __all__ = ['SWEEP_POINT', 'SWEEP_FILE', 'LOWER_IS_BETTER', 'NOT_METRICS', 'ALWAYS_DIFFERENT', 'CSS', 'LAST_COLUMNS', 'RunInfo',
@@ -37,17 +37,16 @@ class RunInfo:
         if self.point: return self.point.get('status') != 'running'
         return bool(self.results) or any('train_loss' in r for r in self.records)
 
-def _yaml(path:Path) -> dict:
-    "A YAML file as a dict ({} when it is missing or unreadable: a run still starting)."
-    try: return yaml.safe_load(path.read_text(encoding='utf-8')) or {}
-    except (OSError, yaml.YAMLError): return {}
+def _config(run:RunDir) -> dict:
+    "A run's recipe ({} when it is missing or unreadable: a run still starting)."
+    try: return run.args(missing_ok=True)
+    except (OSError, DataError): return {}
 
 def read_run(path, name:str|None=None) -> RunInfo:
     "Read a run folder: `trainer_log.jsonl`, `all_results.json`, `llmft_args.yaml` and the sweep's point record."
-    p = Path(path)
-    res = read_json(p/'all_results.json') if (p/'all_results.json').exists() else {}
+    p, run = Path(path), RunDir(path)
     point = read_json(p/SWEEP_POINT) if (p/SWEEP_POINT).exists() else {}
-    return RunInfo(p, name or p.name, read_log(p), res, _yaml(p/ARGS_FILE), point)
+    return RunInfo(p, name or p.name, run.log_records(), run.results(), _config(run), point)
 
 # %% ../../nbs/87_launch.report.ipynb #c41dbff2
 LOWER_IS_BETTER = ('loss', 'perplexity', 'ppl', 'error', 'runtime', 'wer')
@@ -91,7 +90,7 @@ def config_diff(runs:list[RunInfo]) -> dict[str, dict]:
 # %% ../../nbs/87_launch.report.ipynb #a07a8da2
 def _is_run(p:Path) -> bool:
     "Whether `p` looks like a run folder (or a sweep point, possibly not started yet)."
-    return any((p/f).exists() for f in (TRAINER_LOG, ARGS_FILE, SWEEP_POINT, 'all_results.json'))
+    return any((p/f).exists() for f in (TRAINER_LOG, ARGS_FILE, SWEEP_POINT, RESULTS_FILE))
 
 def _expand(item) -> list[Path]:
     "The run folders one item names: a run, a sweep folder (its points), or a glob pattern."
@@ -100,7 +99,7 @@ def _expand(item) -> list[Path]:
     p = Path(s)
     if (p/SWEEP_FILE).exists(): return sorted(q for q in p.iterdir() if q.is_dir() and (q/SWEEP_POINT).exists())
     if p.is_dir() and _is_run(p): return [p]
-    raise ConfigError(f'{p}: not a run folder (no {TRAINER_LOG}, {ARGS_FILE} or all_results.json) nor a sweep '
+    raise ConfigError(f'{p}: not a run folder (no {TRAINER_LOG}, {ARGS_FILE} or {RESULTS_FILE}) nor a sweep '
                       f'folder (no {SWEEP_FILE}).')
 
 def find_runs(paths_or_glob) -> list[Path]:
@@ -243,8 +242,8 @@ def row_columns(rows:list[dict], params:list[str]) -> list[str]:
     return first + list(dict.fromkeys(seen)) + [c for c in LAST_COLUMNS if any(c in r for r in rows)]
 
 def page_columns(cols:list[str], metric:str) -> list[str]:
-    "The columns the page shows: of the best eval metrics only the chosen one, the loss and the accuracy (sweep.csv"
-    " keeps them all), and no folder paths."
+    ("The columns the page shows: of the best eval metrics only the chosen one, the loss and the accuracy (sweep.csv "
+     "keeps them all), and no folder paths.")
     keep = {metric, 'best_eval_loss', 'best_eval_accuracy'}
     return [c for c in cols if c != 'path' and (not c.startswith('best_eval_') or c in keep)]
 

@@ -4,22 +4,21 @@
 
 # %% ../../nbs/48_model.runs.ipynb #c05426cb
 from __future__ import annotations
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-import yaml
-from ..core import ARGS_FILE, TEMPLATE_FILE, ConfigError, DataError, get_logger, read_json
+from ..core import ConfigError, DataError, get_logger
+from ..rundir import RunDir, is_model, is_run
 from ..hparams.data import DataArguments
 from ..hparams.finetune import FinetuningArguments
 from ..hparams.model import ModelArguments
-from ..core import closest
-from ..hparams.parser import KEY_GROUP, split_cfg
-from ..hparams.recipe import load_cfg, parse_overrides
-from ..hparams.unsupported import drop_unsupported
+from ..hparams.parser import KEY_GROUP, group_keys, known_keys_only
+from ..hparams.recipe import load_cfg, split_words
 from ..hparams.train import GeneratingArguments
 from ..data.template import check_run_template
 from ..data.templates import get_template_and_fix_tokenizer
-from .loader import load_model, load_tokenizer
+from ..data.tokenizer import load_tokenizer
+from .loader import load_model
 
 # %% auto #0
 __all__ = ['log', 'DATA_KEYS', 'TUNE_KEYS', 'PISSA_CONVERTED', 'infer_config', 'InferRun', 'parse_run', 'run_keys', 'load']
@@ -30,47 +29,39 @@ DATA_KEYS = ('template', 'default_system', 'enable_thinking', 'tool_format', 'pr
 TUNE_KEYS = ('stage', 'finetuning_type', 'create_new_adapter')
 PISSA_CONVERTED = 'pissa_converted'  # a PiSSA run's adapter rewritten as a plain LoRA of the original weights
 
-
 def _adapters(v) -> list[str]:
-    if not v:
-        return []
+    "Adapters given as a comma-separated string or a list, as a list."
+    if not v: return []
     return [s.strip() for s in v.split(',')] if isinstance(v, str) else list(v)
 
-
-def _run_adapter(run: Path) -> str:
+def _run_adapter(run:Path) -> str:
     "A LoRA / OFT run's own adapter: its folder, or its converted PiSSA adapter, which fits the original base."
-    conv = run / PISSA_CONVERTED
-    return str(conv) if (conv / 'adapter_config.json').exists() else str(run)
+    conv = run/PISSA_CONVERTED
+    return str(conv) if (conv/'adapter_config.json').exists() else str(run)
 
-
-def _saved_template(folder: Path) -> dict:
+def _saved_template(folder:Path) -> dict:
     "The template keys a folder's `template.json` records (an llmft export carries one), else none."
-    if not (folder / TEMPLATE_FILE).exists():
-        return {}
-    rec = read_json(folder / TEMPLATE_FILE)
+    rec = RunDir(folder).template_record()
+    if rec is None: return {}
     thinking = {'enable_thinking': rec['enable_thinking']} if rec.get('thought_words') else {}
     return {'template': rec['name'], **thinking}
 
-
-def infer_config(cfg=None, **overrides) -> tuple[dict, Path | None]:
-    "The inference keys of a run folder (its base model plus its adapter), a recipe or a dict; and the run folder."
+def infer_config(cfg=None, **overrides) -> tuple[dict, Path|None]:
+    "The inference keys of a run folder (base model plus adapter), a model folder or a recipe; and the run folder."
     run = Path(cfg) if isinstance(cfg, (str, Path)) and Path(cfg).is_dir() else None
-    if run is not None and not (run / ARGS_FILE).exists() and (run / 'config.json').exists():  # a plain model folder
+    if run is not None and is_model(run):
         return {'model_name_or_path': str(run), **_saved_template(run), **overrides}, None
-    if run is None:
-        flat = load_cfg(cfg or {})
-    elif not (run / ARGS_FILE).exists():
-        raise DataError(f'{run} is neither an llmft run folder (no {ARGS_FILE}) nor a model folder (no config.json).')
-    else:
-        flat = yaml.safe_load((run / ARGS_FILE).read_text(encoding='utf-8')) or {}
+    if run is not None and not is_run(run):
+        raise DataError(f'{run} is neither an llmft run folder (no llmft_args.yaml) nor a model folder '
+                        '(no config.json).')
+    flat = load_cfg(cfg or {}) if run is None else RunDir(run).args()
+    if run is not None:
         prev, ft = _adapters(flat.get('adapter_name_or_path')), flat.get('finetuning_type', 'lora')
         if ft in ('lora', 'oft'):
             flat['adapter_name_or_path'] = (prev if flat.get('create_new_adapter') else prev[:-1]) + [_run_adapter(run)]
-        else:
-            flat['model_name_or_path'] = str(run)
+        else: flat['model_name_or_path'] = str(run)
     keep = {k: v for k, v in flat.items() if KEY_GROUP.get(k) in ('model', 'generating') or k in DATA_KEYS + TUNE_KEYS}
-    for k in ('disable_gradient_checkpointing', 'print_param_status'):
-        keep.pop(k, None)
+    for k in ('disable_gradient_checkpointing', 'print_param_status'): keep.pop(k, None)
     return {**keep, **overrides}, run
 
 # %% ../../nbs/48_model.runs.ipynb #0a82eb23
@@ -78,7 +69,7 @@ def infer_config(cfg=None, **overrides) -> tuple[dict, Path | None]:
 class InferRun:
     "What a run (folder, recipe or dict) loads for inference: its settings, then (`load`) tokenizer, template, model."
     config: dict
-    run: Path | None
+    run: Path|None
     model_args: ModelArguments
     data_args: DataArguments
     finetuning_args: FinetuningArguments
@@ -86,59 +77,62 @@ class InferRun:
     tokenizer: Any = None
     template: Any = None
     model: Any = None
+    extra: dict = field(default_factory=dict)   # the caller's own keys (`parse_run(extra=...)`), set aside
 
     @property
     def sources(self) -> list[str]:
         "The base model and the adapters, in the order they are applied."
         return [str(self.model_args.model_name_or_path), *map(str, self.model_args.adapter_name_or_path or [])]
 
+def _source(cfg, overrides:dict) -> tuple[Path|None, dict]:
+    "(a run or model folder, or None; the keys): CLI words split by the one rule, a recipe read once, keys over it."
+    if isinstance(cfg, (list, tuple)):
+        pos, keys, _ = split_words(list(cfg))
+        if len(pos) > 1: raise ConfigError(f"One run folder or recipe at most, got {len(pos)}: {' '.join(pos)}")
+        cfg, overrides = (pos[0] if pos else None), {**keys, **overrides}
+    if isinstance(cfg, (str, Path)) and Path(cfg).is_dir(): return Path(cfg), dict(overrides)
+    return None, {**load_cfg(cfg or {}), **overrides}
 
-def parse_run(cfg=None, **overrides) -> InferRun:
-    "The inference settings of a run folder, recipe or dict (nothing loaded yet); bad keys are configuration errors."
-    config, run = infer_config(cfg, **overrides)
-    g = split_cfg(config)
+def parse_run(cfg=None,           # a run or model folder, a recipe (dict, YAML/JSON path), CLI words, or an `InferRun`
+              extra:tuple=(),     # keys of the caller's own (`llmft eval`'s task): set aside in `InferRun.extra`
+              folder_keys:dict|None=None, # keys that apply when `cfg` is a folder, unless given
+              **overrides,        # keys that win over the run's
+             ) -> InferRun:
+    "The one door of inference: a run's settings parsed and checked once, nothing loaded yet."
+    if isinstance(cfg, InferRun) and not overrides: return cfg
+    folder, keys = _source(cfg, overrides)
+    keys = known_keys_only(keys, extra)   # an unknown key names the closest valid one
+    ext = {k: keys.pop(k) for k in extra if k in keys}
+    if folder is not None: keys = {**(folder_keys or {}), **keys}
+    config, run = infer_config(folder, **keys) if folder is not None else infer_config(keys)
+    g = group_keys(config)
     try:
         m, d = ModelArguments(**g['model']), DataArguments(**g['data'])
         f, gen = FinetuningArguments(**g['finetuning']), GeneratingArguments(**g['generating'])
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from None
-    if not d.template:
-        raise ConfigError('template is not set: name the chat template the model was trained with.')
-    return InferRun(config, run, m, d, f, gen)
+    except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None
+    if not d.template: raise ConfigError('template is not set: name the chat template the model was trained with.')
+    return InferRun(config, run, m, d, f, gen, extra=ext)
 
 # %% ../../nbs/48_model.runs.ipynb #04b9c269
-def run_keys(cfg=None, overrides: dict | None = None, extra: tuple = ()) -> tuple[object, dict, dict]:
-    "(source, keys, extra keys) for `parse_run(source, **keys)`, from a run folder and keys or a recipe."
-    overrides = dict(overrides or {})
-    if isinstance(cfg, (list, tuple)) and cfg and Path(str(cfg[0])).is_dir():  # CLI words: RUN key=value ...
-        cfg, overrides = cfg[0], {**parse_overrides(list(cfg[1:])), **overrides}
-    is_run = isinstance(cfg, (str, Path)) and Path(cfg).is_dir()
-    flat = drop_unsupported(overrides if is_run else {**load_cfg(cfg or {}), **overrides})
-    for k in flat:
-        if k not in KEY_GROUP and k not in extra:
-            raise ConfigError(f"Unknown config key '{k}'{closest(k, [*extra, *KEY_GROUP])}")
-    ext = {k: flat.pop(k) for k in [k for k in flat if k in extra]}
-    return (cfg, flat, ext) if is_run else (flat, {}, ext)
+def run_keys(cfg=None, overrides:dict|None=None, extra:tuple=()) -> tuple[object, dict, dict]:
+    "(source, keys, extra keys) for `parse_run(source, **keys)`: kept while callers move to `parse_run(extra=...)`."
+    folder, keys = _source(cfg, dict(overrides or {}))
+    keys = known_keys_only(keys, extra)
+    ext = {k: keys.pop(k) for k in extra if k in keys}
+    return (str(folder), keys, ext) if folder is not None else (keys, {}, ext)
 
 # %% ../../nbs/48_model.runs.ipynb #66c6d967
-def load(
-    self: InferRun, add_valuehead: bool = False, padding_side: str = 'left', with_model: bool = True
-) -> InferRun:
+def load(self:InferRun, add_valuehead:bool=False, padding_side:str='left', with_model:bool=True) -> InferRun:
     "Load the tokenizer the run saved (else the base's), its template (warning on a mismatch), the model and adapters."
-    tok_src = self.run if self.run is not None and (self.run / 'tokenizer_config.json').exists() else None
+    tok_src = self.run if self.run is not None and (self.run/'tokenizer_config.json').exists() else None
     self.tokenizer = load_tokenizer(
-        replace(self.model_args, model_name_or_path=str(tok_src or self.model_args.model_name_or_path))
-    )
+        replace(self.model_args, model_name_or_path=str(tok_src or self.model_args.model_name_or_path)))
     self.tokenizer.padding_side = padding_side
     self.template = get_template_and_fix_tokenizer(self.tokenizer, self.data_args)
-    if self.run is not None:
-        check_run_template(self.run, self.template, self.tokenizer)
-    if not with_model:
-        return self
-    self.model = load_model(
-        self.tokenizer, self.model_args, self.finetuning_args, is_trainable=False, add_valuehead=add_valuehead
-    )
+    if self.run is not None: check_run_template(self.run, self.template, self.tokenizer)
+    if not with_model: return self
+    self.model = load_model(self.tokenizer, self.model_args, self.finetuning_args, is_trainable=False,
+                            add_valuehead=add_valuehead)
     return self
-
 
 InferRun.load = load

@@ -4,10 +4,11 @@
 
 # %% ../../nbs/50_train.callbacks.ipynb #ce2bd346
 from __future__ import annotations
-import json, signal, threading, time
+import signal, threading, time
 from pathlib import Path
 from transformers import TrainerCallback
-from ..core import CHECKPOINT_DONE, TRAINER_LOG, get_logger, write_json
+from ..core import get_logger
+from ..rundir import RunDir
 
 # %% auto #0
 __all__ = ['log', 'LogCallback', 'PissaConvertCallback', 'CheckpointCallback', 'InterruptCallback']
@@ -20,17 +21,15 @@ def _fmt_time(s:float) -> str:
 class LogCallback(TrainerCallback):
     ("Append each log event, with progress, timing and tokens seen, to `<output_dir>/trainer_log.jsonl` (main process "
      "only).")
-    def __init__(self): self.start = self.path = None
+    def __init__(self): self.start = self.path = self.run = None
 
     def on_train_begin(self, args, state, control, **kw):
         if not state.is_world_process_zero: return
-        self.path, self.start = Path(args.output_dir)/TRAINER_LOG, time.time()
+        self.run, self.start = RunDir(args.output_dir), time.time()
+        self.path = self.run.log_file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and not args.resume_from_checkpoint: self.path.unlink()  # a fresh run starts a fresh log
-        elif self.path.exists():  # resumed: drop what was logged after the checkpoint, those steps run again
-            rows = [l for l in self.path.read_text(encoding='utf-8').splitlines() if l.strip()]
-            keep = [l for l in rows if json.loads(l).get('current_steps', 0) <= state.global_step]
-            if len(keep) < len(rows): self.path.write_text(''.join(l + '\n' for l in keep), encoding='utf-8')
+        if not args.resume_from_checkpoint: self.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+        else: self.run.trim_log(state.global_step)  # resumed: drop what was logged after the checkpoint (run again)
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or self.path is None or not logs: return
@@ -44,7 +43,7 @@ class LogCallback(TrainerCallback):
         if tokens:
             rec['tokens_seen'] = int(tokens)
             rec['tokens_per_second'] = round(tokens / elapsed, 2) if elapsed else None
-        with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(rec, ensure_ascii=False) + '\n')
+        self.run.append_log(rec)
 
 # %% ../../nbs/50_train.callbacks.ipynb #3903af78
 class PissaConvertCallback(TrainerCallback):
@@ -74,15 +73,7 @@ class CheckpointCallback(TrainerCallback):
     ("After a checkpoint is fully written, mark it complete (`CHECKPOINT_DONE`, with each file's size): resume trusts "
      "only marked checkpoints.")
     def on_save(self, args, state, control, **kw):
-        if not args.should_save: return
-        ckpt = Path(args.output_dir)/f'checkpoint-{state.global_step}'
-        if not ckpt.is_dir(): return
-        files = {
-            str(p.relative_to(ckpt)): p.stat().st_size
-            for p in sorted(ckpt.rglob('*'))
-            if p.is_file() and p.name != CHECKPOINT_DONE
-        }
-        write_json(ckpt/CHECKPOINT_DONE, {'step': state.global_step, 'files': files})
+        if args.should_save: RunDir(args.output_dir).mark_checkpoint(state.global_step)
 
 # %% ../../nbs/50_train.callbacks.ipynb #9325da81
 class InterruptCallback(TrainerCallback):

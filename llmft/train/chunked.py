@@ -10,13 +10,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from accelerate.utils import extract_model_from_parallel
 from ..core import IGNORE_INDEX
-from .losses import dft_weights, eaft_weights, reference_kl, token_logps
+from .losses import dft_weights, eaft_weights, ld_weights, reference_kl, token_logps
 from .refs import reference
 
 # %% auto #0
 __all__ = ['CHUNKED_MODEL_TYPES', 'CHUNK_LOGITS', 'PACKED_ATTENTION', 'causal_lm', 'lm_head_of', 'headless', 'LinearLogps',
            'chunk_rows', 'head_logps', 'right_padded_lengths', 'repack', 'packed_inputs', 'supports_packing',
-           'final_hidden', 'model_logps', 'sft_token_loss', 'chunked_ok', 'logps_options', 'ChunkedLossMixin']
+           'final_hidden', 'model_logps', 'batch_logps', 'sft_token_loss', 'chunked_ok', 'logps_options',
+           'ChunkedLossMixin']
 
 # %% ../../nbs/54c_train.chunked.ipynb #63ae2c01
 CHUNKED_MODEL_TYPES = ('llama', 'mistral', 'mixtral', 'qwen2', 'qwen2_moe', 'qwen3', 'qwen3_moe', 'phi3', 'gemma',
@@ -181,6 +182,19 @@ def model_logps(model,                 # a causal LM (PEFT, value head and DDP w
     with torch.no_grad():   # the mean over the vocabulary of h·W + b is h·mean(W) + mean(b)
         means = h @ head.weight.mean(0) + (0 if getattr(head, 'bias', None) is None else head.bias.mean())
     return logps, mask, zeros.masked_scatter(mask, means.float())
+
+# %% ../../nbs/54c_train.chunked.ipynb #62f9045b
+def batch_logps(model, inputs:dict, prefix:str='', chunked:bool=True, padding_free:bool=True,
+                ld_alpha:float|None=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ("Summed label log-probs, trained-token counts and mean logit over the trained tokens, per row of `inputs[prefix "
+     "+ ...]`; `chunked`: without the full logits, `padding_free`: rows repacked (`train.chunked`); `ld_alpha`: "
+     "LD-DPO's weights.")
+    logps, mask, means = model_logps(model, inputs[prefix + 'labels'], chunked, padding_free,
+                                     input_ids=inputs[prefix + 'input_ids'],
+                                     attention_mask=inputs[prefix + 'attention_mask'])
+    n = mask.sum(-1).clamp(min=1)
+    if ld_alpha is not None: logps = logps * ld_weights(mask, ld_alpha)
+    return logps.sum(-1), n, means.sum(-1) / n
 
 # %% ../../nbs/54c_train.chunked.ipynb #00f072c6
 def sft_token_loss(trainer,     # a `ChunkedLossMixin` trainer: its sft_loss, loss_alpha, ref_model and switches

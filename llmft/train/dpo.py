@@ -7,19 +7,19 @@ from __future__ import annotations
 from functools import cached_property
 import torch
 from transformers import Trainer
-from ..data.templates import get_template, get_template_and_fix_tokenizer
-from ..data.pipeline import get_dataset
+from ..hparams.checks import RunArgs
+from ..data.pipeline import prepare
 from ..data.collators import PairwiseCollator
-from ..model.loader import load_model, load_tokenizer
-from .chunked import logps_options, model_logps
-from .losses import bco_loss, dpo_loss, ld_weights, orpo_loss, simpo_loss
+from ..model.loader import load_model
+from .chunked import batch_logps, logps_options
+from .losses import bco_loss, dpo_loss, orpo_loss, simpo_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference, with_reference
 from .workflow import (RunResult, PreferenceMixin, evaluate_into, save_template, stage_callbacks,
                                   train_and_save)
 
 # %% auto #0
-__all__ = ['PAIR_LOSSES', 'RunningMean', 'batch_logps', 'DPOTrainer', 'run_dpo']
+__all__ = ['PAIR_LOSSES', 'RunningMean', 'DPOTrainer', 'run_dpo']
 
 # %% ../../nbs/57_train.dpo.ipynb #78698693
 class RunningMean:
@@ -35,18 +35,6 @@ class RunningMean:
         return self.mean
 
 # %% ../../nbs/57_train.dpo.ipynb #c2bfc037
-def batch_logps(model, inputs:dict, prefix:str='', chunked:bool=True, padding_free:bool=True,
-                ld_alpha:float|None=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    ("Summed label log-probs, trained-token counts and mean logit over the trained tokens, per row of `inputs[prefix "
-     "+ ...]`; `chunked`: without the full logits, `padding_free`: rows repacked (`train.chunked`); `ld_alpha`: "
-     "LD-DPO's weights.")
-    logps, mask, means = model_logps(model, inputs[prefix + 'labels'], chunked, padding_free,
-                                     input_ids=inputs[prefix + 'input_ids'],
-                                     attention_mask=inputs[prefix + 'attention_mask'])
-    n = mask.sum(-1).clamp(min=1)
-    if ld_alpha is not None: logps = logps * ld_weights(mask, ld_alpha)
-    return logps.sum(-1), n, means.sum(-1) / n
-
 PAIR_LOSSES = {   # pref_loss -> f(finetuning_args, policy (chosen, rejected, n_chosen, n_rejected), reference or None)
     'sigmoid': lambda f, p, r: dpo_loss(p[0], p[1], r[0], r[1], f.pref_beta, 'sigmoid', f.dpo_label_smoothing),
     'hinge': lambda f, p, r: dpo_loss(p[0], p[1], r[0], r[1], f.pref_beta, 'hinge'),
@@ -87,11 +75,10 @@ class DPOTrainer(PreferenceMixin, Trainer):
         return (loss, {'chosen': c, 'rejected': r}) if return_outputs else loss
 
 # %% ../../nbs/57_train.dpo.ipynb #0fe85ca6
-def run_dpo(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
+def run_dpo(args:RunArgs, callbacks=None) -> RunResult:
     "Preference optimisation (DPO, hinge, IPO, ORPO, SimPO) of the model on chosen / rejected pairs."
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    ds = get_dataset(template, data_args, training_args, 'dpo', tokenizer)
+    model_args, data_args, training_args, finetuning_args, _ = args
+    tokenizer, template, ds = prepare(args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
     ref_model = (
         create_ref_model(tokenizer, model_args, finetuning_args, training_args)

@@ -6,12 +6,11 @@
 from __future__ import annotations
 import torch
 from transformers import Trainer
-from ..data.templates import get_template, get_template_and_fix_tokenizer
-from ..data.pipeline import get_dataset
+from ..hparams.checks import RunArgs
+from ..data.pipeline import prepare
 from ..data.collators import KTOCollator
-from ..model.loader import load_model, load_tokenizer
-from .chunked import logps_options
-from .dpo import batch_logps
+from ..model.loader import load_model
+from .chunked import batch_logps, logps_options
 from .losses import kto_loss
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, reference, with_reference
@@ -47,11 +46,10 @@ class KTOTrainer(PreferenceMixin, Trainer):
         return (loss, {'logps': logps}) if return_outputs else loss
 
 # %% ../../nbs/57a_train.kto.ipynb #346095bc
-def run_kto(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
+def run_kto(args:RunArgs, callbacks=None) -> RunResult:
     "KTO of the model on answers tagged desirable or undesirable."
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    ds = get_dataset(template, data_args, training_args, 'kto', tokenizer)
+    model_args, data_args, training_args, finetuning_args, _ = args
+    tokenizer, template, ds = prepare(args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
     collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)

@@ -4,25 +4,16 @@
 
 # %% ../../nbs/51_train.plots.ipynb #0f91b3f9
 from __future__ import annotations
-import json, math
+import math
 from pathlib import Path
-from ..core import TRAINER_LOG, get_logger
+from ..core import get_logger
+from ..rundir import RunDir
 
 # %% auto #0
-__all__ = ['log', 'read_log', 'smooth', 'plot_loss']
+__all__ = ['log', 'smooth', 'plot_loss']
 
 # %% ../../nbs/51_train.plots.ipynb #5597d509
 log = get_logger(__name__)
-
-def read_log(output_dir) -> list[dict]:
-    "The records of `<output_dir>/trainer_log.jsonl` (an unreadable line is reported and skipped)."
-    path, out = Path(output_dir)/TRAINER_LOG, []
-    if not path.exists(): return out
-    for i, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip(): continue
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError: log.warning(f'{path}: line {i} is not JSON (a run cut off mid-write?), skipped.')
-    return out
 
 def smooth(values:list[float], weight:float|None=None) -> list[float]:
     ("Exponential moving average, debiased; the weight grows with the number of points (as TensorBoard's slider would "
@@ -46,16 +37,16 @@ def plot_loss(output_dir,                           # the run folder holding tra
 
     matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
-    rows, paths = read_log(output_dir), []
+    run = RunDir(output_dir)
+    rows, paths = run.log_records(), []
     for key in keys:
         pts = [(r['current_steps'], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if not pts: continue
         steps, vals = zip(*pts)
-        name = f"training_{key.replace('/', '_')}"   # rewards/accuracies -> training_rewards_accuracies
         fig = go.Figure([go.Scatter(x=steps, y=vals, name='original', mode='lines+markers', opacity=0.4),
                          go.Scatter(x=steps, y=smooth(list(vals)), name='smoothed')])
         fig.update_layout(title=f'{key} of {Path(output_dir).name}', xaxis_title='step', yaxis_title=key)
-        html = Path(output_dir) / f'{name}.html'
+        html = run.plot_file(key, 'html')   # rewards/accuracies -> training_rewards_accuracies.html
         fig.write_html(html, include_plotlyjs=True)
         plt.figure(figsize=(6, 4))
         plt.plot(steps, vals, alpha=0.4, label='original')
@@ -64,9 +55,9 @@ def plot_loss(output_dir,                           # the run folder holding tra
         plt.xlabel('step')
         plt.ylabel(key)
         plt.legend()
-        png = Path(output_dir) / f'{name}.png'
+        png = run.plot_file(key, 'png')
         plt.savefig(png, dpi=100)
         plt.close()
         paths += [html, png]
-    if not paths: log.warning(f'No {", ".join(keys)} in {Path(output_dir)/TRAINER_LOG}: nothing to plot.')
+    if not paths: log.warning(f'No {", ".join(keys)} in {run.log_file}: nothing to plot.')
     return paths

@@ -13,16 +13,15 @@ from transformers import Trainer, TrainerState
 from transformers.trainer_callback import ExportableState
 import time
 from transformers.trainer_utils import TrainOutput, speed_metrics
-from ..data.templates import get_template_and_fix_tokenizer
-from ..data.pipeline import get_dataset
+from ..hparams.checks import RunArgs
+from ..data.pipeline import prepare
 from ..data.collators import PaddingCollator
-from ..model.loader import load_model, load_tokenizer
+from ..model.loader import load_model
 from .losses import last_token_scores
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, create_reward_model, reference
-from .sft import generation_kwargs
-from .workflow import (RunResult, StageMetricsMixin, save_template, save_with_value_head, stage_callbacks,
-                                  train_and_save)
+from .workflow import (RunResult, StageMetricsMixin, generation_kwargs, save_template, save_with_value_head,
+                                  stage_callbacks, train_and_save)
 from ..core import ConfigError, ModelError
 
 # %% auto #0
@@ -253,12 +252,11 @@ def train(self:PPOTrainer, resume_from_checkpoint=None, **kw) -> TrainOutput:
     return TrainOutput(n, total / max(n, 1), metrics)
 
 # %% ../../nbs/58_train.ppo.ipynb #9d06b468
-def run_ppo(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
+def run_ppo(args:RunArgs, callbacks=None) -> RunResult:
     ("PPO of a value-head policy against `reward_model` (full, LoRA adapter or HTTP API), with a KL penalty to the "
      "reference.")
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    ds = get_dataset(template, data_args, training_args, 'ppo', tokenizer)
+    model_args, data_args, training_args, finetuning_args, generating_args = args
+    tokenizer, template, ds = prepare(args)
     model = load_model(tokenizer, model_args, finetuning_args, True, training_args, add_valuehead=True)
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
     reward_model = create_reward_model(tokenizer, model_args, finetuning_args, training_args)

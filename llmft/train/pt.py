@@ -6,10 +6,10 @@
 from __future__ import annotations
 import torch
 from transformers import Trainer
-from ..data.templates import get_template_and_fix_tokenizer
-from ..data.pipeline import get_dataset
+from ..hparams.checks import RunArgs
+from ..data.pipeline import prepare
 from ..data.collators import PretrainCollator
-from ..model.loader import load_model, load_tokenizer
+from ..model.loader import load_model
 from .chunked import ChunkedLossMixin
 from .optim import create_custom_optimizer
 from .workflow import RunResult, evaluate_into, save_template, stage_callbacks, train_and_save
@@ -22,11 +22,10 @@ class PTTrainer(ChunkedLossMixin, Trainer):
     "`Trainer` with the chunked causal-LM loss (`train.chunked`): the full logits never exist in training."
 
 # %% ../../nbs/55a_train.pt.ipynb #9d1de7ce
-def run_pt(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
+def run_pt(args:RunArgs, callbacks=None) -> RunResult:
     "Causal language modelling on raw text: every real token is a label; eval adds perplexity."
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    ds = get_dataset(template, data_args, training_args, 'pt', tokenizer)
+    model_args, data_args, training_args, finetuning_args, _ = args
+    tokenizer, template, ds = prepare(args)
     model = load_model(
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len
     )

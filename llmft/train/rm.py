@@ -4,14 +4,15 @@
 
 # %% ../../nbs/56_train.rm.ipynb #52a3868b
 from __future__ import annotations
-import contextlib, json
+import contextlib
 from pathlib import Path
 import torch
 from transformers import Trainer
-from ..data.templates import get_template_and_fix_tokenizer
-from ..data.pipeline import get_dataset
+from ..rundir import RunDir
+from ..hparams.checks import RunArgs
+from ..data.pipeline import prepare
 from ..data.collators import PairwiseCollator
-from ..model.loader import load_model, load_tokenizer
+from ..model.loader import load_model
 from .chunked import chunked_ok, headless, lm_head_of
 from .losses import last_token_scores, pairwise_loss
 from .optim import create_custom_optimizer
@@ -70,16 +71,13 @@ class RewardTrainer(StageMetricsMixin, Trainer):
 # %% ../../nbs/56_train.rm.ipynb #6d0f0c20
 def save_scores(path, predictions) -> Path:
     "Write `generated_predictions.jsonl`: the chosen and rejected score of each pair."
-    path = Path(path)/'generated_predictions.jsonl'
-    with open(path, 'w', encoding='utf-8') as f:
-        for c, r in predictions.tolist(): f.write(json.dumps({'chosen': round(c, 6), 'rejected': round(r, 6)}) + '\n')
-    return path
+    scores = predictions.tolist()
+    return RunDir(path).write_predictions({'chosen': round(c, 6), 'rejected': round(r, 6)} for c, r in scores)
 
-def run_rm(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
+def run_rm(args:RunArgs, callbacks=None) -> RunResult:
     "Train a reward model (causal LM + value head) on preference pairs; evaluate accuracy; write scores on predict."
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    ds = get_dataset(template, data_args, training_args, 'rm', tokenizer)
+    model_args, data_args, training_args, finetuning_args, _ = args
+    tokenizer, template, ds = prepare(args)
     model = load_model(
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, add_valuehead=True
     )

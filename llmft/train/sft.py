@@ -4,23 +4,24 @@
 
 # %% ../../nbs/55_train.sft.ipynb #e0eff948
 from __future__ import annotations
-import json
 from pathlib import Path
 import torch
 from transformers import Seq2SeqTrainer
 from ..core import get_logger
-from ..data.templates import get_template, get_template_and_fix_tokenizer
-from ..data.pipeline import get_dataset
+from ..rundir import RunDir
+from ..hparams.checks import RunArgs
+from ..data.pipeline import prepare
 from ..data.collators import SFTCollator
-from ..model.loader import compute_dtype, load_model, load_tokenizer
+from ..model.loader import compute_dtype, load_model
 from .chunked import ChunkedLossMixin
 from .metrics import ComputeAccuracy, ComputeSimilarity, decode_rows, eval_logit_processor
 from .optim import create_custom_optimizer
 from .refs import create_ref_model
-from .workflow import RunResult, evaluate_into, record, save_template, stage_callbacks, train_and_save
+from .workflow import (RunResult, evaluate_into, generation_kwargs, record, save_template, stage_callbacks,
+                                  train_and_save)
 
 # %% auto #0
-__all__ = ['log', 'SFTTrainer', 'generation_kwargs', 'save_predictions', 'run_sft']
+__all__ = ['log', 'SFTTrainer', 'save_predictions', 'run_sft']
 
 # %% ../../nbs/55_train.sft.ipynb #340d33a5
 log = get_logger(__name__)
@@ -35,30 +36,19 @@ class SFTTrainer(ChunkedLossMixin, Seq2SeqTrainer):
         loss, generated, _ = super().prediction_step(model, inputs, False, ignore_keys=ignore_keys, **gen_kwargs)
         return loss, generated[:, inputs['input_ids'].shape[-1]:], labels
 
-def generation_kwargs(generating_args, tokenizer, template) -> dict:
-    ("`generate` keyword arguments from `GeneratingArguments`, with eos (plus the template's stop words) and pad ids "
-     "filled in.")
-    stops = [tokenizer.convert_tokens_to_ids(w) for w in template.stop_words if w in tokenizer.get_vocab()]
-    return {**generating_args.to_dict(), 'eos_token_id': list(dict.fromkeys([tokenizer.eos_token_id, *stops])),
-            'pad_token_id': tokenizer.pad_token_id}
-
 def save_predictions(path, dataset, predictions, labels, tokenizer, skip_special_tokens:bool=True) -> Path:
     "Write `generated_predictions.jsonl`: one `{prompt, predict, label}` line per example."
     text = lambda rows: decode_rows(tokenizer, rows, skip_special_tokens)
     prompts = tokenizer.batch_decode([list(r) for r in dataset['input_ids']], skip_special_tokens=False)
-    path = Path(path)/'generated_predictions.jsonl'
-    with open(path, 'w', encoding='utf-8') as f:
-        for p, pr, l in zip(prompts, text(predictions), text(labels)):
-            f.write(json.dumps({'prompt': p, 'predict': pr, 'label': l}, ensure_ascii=False) + '\n')
-    return path
+    rows = zip(prompts, text(predictions), text(labels))
+    return RunDir(path).write_predictions({'prompt': p, 'predict': pr, 'label': l} for p, pr, l in rows)
 
 # %% ../../nbs/55_train.sft.ipynb #27985260
-def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None) -> RunResult:
+def run_sft(args:RunArgs, callbacks=None) -> RunResult:
     "Supervised fine-tuning of `model_args.model_name_or_path` on `data_args.dataset`; evaluate and predict when asked."
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    model_args, data_args, training_args, finetuning_args, generating_args = args
     generate = training_args.predict_with_generate
-    ds = get_dataset(template, data_args, training_args, 'sft', tokenizer, do_generate=generate)
+    tokenizer, template, ds = prepare(args)
     model = load_model(
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len
     )

@@ -6,9 +6,9 @@
 from __future__ import annotations
 import importlib.util, os, sys
 from pathlib import Path
-import yaml
 from transformers import TrainerCallback
 from ..core import ConfigError, get_logger
+from ..rundir import RunDir
 
 # %% auto #0
 __all__ = ['log', 'USER_ENV', 'PACKAGES', 'CONFIG_WRITERS', 'need_trackers', 'local_trackers', 'swanlab_callback',
@@ -79,10 +79,10 @@ class RunConfigCallback(TrainerCallback):
         self.trackers, self.tensorboard = [t for t in trackers if t in CONFIG_WRITERS], tensorboard
 
     def on_train_begin(self, args, state, control, **kw):
-        path = Path(args.output_dir) / 'llmft_args.yaml'
-        if not state.is_world_process_zero or not path.exists(): return
-        cfg = yaml.safe_load(path.read_text(encoding='utf-8'))
-        for t in self.trackers: CONFIG_WRITERS[t](cfg, path, self.tensorboard)
+        run = RunDir(args.output_dir)
+        if not state.is_world_process_zero or not run.is_run: return
+        cfg = run.args()
+        for t in self.trackers: CONFIG_WRITERS[t](cfg, run.args_file, self.tensorboard)
 
 # %% ../../nbs/50a_train.trackers.ipynb #3115da95
 def tracker_callbacks(training_args, finetuning_args) -> list:

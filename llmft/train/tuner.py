@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 import yaml
 from transformers import set_seed
-from ..core import ARGS_FILE, ConfigError, get_logger, library_log, package_versions, versions_line
-from ..hparams.parser import get_train_args, resolved_config
-from ..hparams.recipe import load_cfg
+from ..core import ConfigError, get_logger, library_log, package_versions
+from ..rundir import RunDir
+from ..hparams.parser import parse_recipe, resolved_config
+from ..data.checks import check_dataset, conversation_lengths, truncation_finding
+from ..data.pipeline import prepare
 from .workflow import RunResult
 from .trackers import finish_trackers
 from .pt import run_pt
@@ -40,20 +42,20 @@ def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] 
             callbacks=None,    # extra `TrainerCallback`s
             **overrides,       # keys that win over `cfg`
            ) -> RunResult:
-    "Run one experiment: parse and check `cfg`, write `llmft_args.yaml`, and dispatch to the stage's workflow."
-    flat = {**load_cfg(cfg or {}), **overrides}
-    args = get_train_args(flat)
+    "Run one experiment: parse and check `cfg` (once: the door), write `llmft_args.yaml`, run the stage's workflow."
+    recipe = parse_recipe(cfg, **overrides)
+    args = recipe.args
     stage = args.finetuning.stage
     if stage not in STAGES: raise ConfigError(f"stage '{stage}' is not available yet; available: {', '.join(STAGES)}.")
     t = args.training
     if t.should_save:
         out = Path(t.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        recipe = yaml.safe_dump(resolved_config(flat, args), sort_keys=False, allow_unicode=True)
-        (out/ARGS_FILE).write_text(versions_line(package_versions()) + recipe, encoding='utf-8')
+        given = yaml.safe_dump(resolved_config(recipe.keys, args), sort_keys=False, allow_unicode=True)
+        RunDir(out).write_args(given, package_versions())
         _route_library_log(out, t.log_level, fresh=bool(t.overwrite_output_dir))
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
-    try: return STAGES[stage](*args, callbacks=callbacks)
+    try: return STAGES[stage](args, callbacks=callbacks)
     finally:
         finish_trackers()
         _end_process_group()
@@ -68,19 +70,10 @@ def _end_process_group():
 # %% ../../nbs/59_train.tuner.ipynb #40e4b9e2
 def check_data(cfg=None, **overrides) -> list:
     "The data-check reports (`data.checks.DataReport`) of the training and evaluation data `cfg` would use."
-    from llmft.core import STAGE_DATA
-    from llmft.data.checks import check_dataset
-    from llmft.data.pipeline import get_dataset
-    from llmft.data.templates import get_template_and_fix_tokenizer
-    from llmft.model.loader import load_tokenizer
-    flat = {**load_cfg(cfg or {}), **overrides, 'data_check': 'off'}
-    flat.setdefault('do_train', True)
-    args = get_train_args(flat)
-    tokenizer = load_tokenizer(args.model)
-    template = get_template_and_fix_tokenizer(tokenizer, args.data)
-    stage = args.finetuning.stage
-    ds = get_dataset(template, args.data, None, stage, tokenizer, do_generate=args.training.predict_with_generate)
-    shape = 'unsupervised' if args.training.predict_with_generate else STAGE_DATA[stage]
+    args = parse_recipe(cfg, defaults={'do_train': True}, **overrides, data_check='off').args
+    prep = prepare(args, in_run=False)   # the data a run would build, looked at from outside the run
+    tokenizer, template, ds = prep
+    shape = prep.shape
     evals = ds['eval_dataset'] if isinstance(ds['eval_dataset'], dict) else {'eval': ds['eval_dataset']}
     lo = ds.left_out
     reports = []
@@ -88,9 +81,7 @@ def check_data(cfg=None, **overrides) -> list:
         reports = check_dataset(ds['train_dataset'], template, tokenizer, shape, args.data, 'train', lo['train'])
     # how much cutoff_len cuts, from untruncated lengths
     if reports and shape in ('supervised', 'pairwise', 'feedback') and not args.data.streaming:
-        from llmft.data.checks import conversation_lengths, truncation_finding
-        from llmft.data.loader import load_datasets
-        raw = load_datasets(args.data.dataset, args.data, shape, args.training.seed)
+        raw = prep.rows()
         if raw is not None:
             reports[0].findings.append(
                 truncation_finding(*conversation_lengths(template, tokenizer, raw[:]), args.data.cutoff_len)

@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from ..core import ModelError, TEMPLATE_FILE, get_logger, write_json
+from ..core import ModelError, get_logger
+from ..rundir import RunDir
 from ..data.template import check_run_template, template_record, to_jinja
 from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, PissaConvertCallback
 from .trackers import tracker_callbacks
@@ -16,8 +17,8 @@ from .plots import plot_loss
 
 # %% auto #0
 __all__ = ['log', 'STALE', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head',
-           'load_with_value_head', 'drop_stale_weights', 'train_and_save', 'evaluate_into', 'StageMetricsMixin',
-           'PreferenceMixin']
+           'load_with_value_head', 'drop_stale_weights', 'generation_kwargs', 'train_and_save', 'evaluate_into',
+           'StageMetricsMixin', 'PreferenceMixin']
 
 # %% ../../nbs/54b_train.workflow.ipynb #8083b8b6
 log = get_logger(__name__)
@@ -59,9 +60,7 @@ def save_template(training_args, template, tokenizer, model_args=None):
             if src and Path(str(src)).is_dir(): check_run_template(src, template, tokenizer)
     tokenizer.chat_template = to_jinja(template, tokenizer)
     if not training_args.should_save: return
-    out = Path(training_args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out/TEMPLATE_FILE, template_record(template, tokenizer))
+    RunDir(training_args.output_dir).write_template(template_record(template, tokenizer))
 
 # %% ../../nbs/54b_train.workflow.ipynb #bf48c8c9
 def save_with_value_head(trainer, output_dir=None):
@@ -104,6 +103,14 @@ def drop_stale_weights(output_dir, finetuning_type:str) -> list[str]:
     if gone: log.warning(f'Removed {", ".join(gone)} from {output_dir}: left by an earlier run of another fine-tuning '
                          f'type, they would be loaded instead of this {finetuning_type} run.')
     return gone
+
+# %% ../../nbs/54b_train.workflow.ipynb #9a53f45b
+def generation_kwargs(generating_args, tokenizer, template) -> dict:
+    ("`generate` keyword arguments from `GeneratingArguments`, with eos (plus the template's stop words) and pad ids "
+     "filled in.")
+    stops = [tokenizer.convert_tokens_to_ids(w) for w in template.stop_words if w in tokenizer.get_vocab()]
+    return {**generating_args.to_dict(), 'eos_token_id': list(dict.fromkeys([tokenizer.eos_token_id, *stops])),
+            'pad_token_id': tokenizer.pad_token_id}
 
 # %% ../../nbs/54b_train.workflow.ipynb #b6373943
 def train_and_save(

@@ -55,7 +55,8 @@ def qlora_4bit():
     from llmft.train.tuner import run_exp
     from llmft.hparams.model import ModelArguments
     from llmft.hparams.finetune import FinetuningArguments
-    from llmft.model.loader import load_model, load_tokenizer
+    from llmft.data.tokenizer import load_tokenizer
+from llmft.model.loader import load_model
     model = tiny_model('llama', hidden=256, layers=4)
     out = Path(tempfile.mkdtemp())
     res = run_exp(cfg(model, out, quantization_bit=4, quantization_type='nf4', double_quantization=True))

@@ -104,8 +104,8 @@ def truncate_pair(src:list[int], tgt:list[int], cutoff_len:int) -> tuple[list[in
 def fit_pair(src:list[int], tgt:list[int], budget:int,
              keep:int=0, # the prompt's last `keep` tokens (the answer's header) are never cut
             ) -> tuple[list[int], list[int]]|None:
-    "A (prompt, response) pair within `budget` by `infer_seqlen`, a long prompt cut inside the user's text so that its"
-    " last `keep` tokens stay whole; None when they and one response token do not fit."
+    ("A (prompt, response) pair within `budget` by `infer_seqlen`, a long prompt cut inside the user's text so that "
+     "its last `keep` tokens stay whole; None when they and one response token do not fit.")
     sl, tl = infer_seqlen(len(src), len(tgt), budget)
     if sl >= len(src) or not keep: return src[:sl], tgt[:tl]
     keep = min(keep, len(src))

@@ -16,8 +16,8 @@ class SupervisedDatasetProcessor(DatasetProcessor):
     reserve = 0  # positions of `cutoff_len` kept free (packing keeps one for padding)
 
     def encode_pairs(self, pairs:list[tuple]) -> tuple[list[int], list[int]]:
-        "Join (prompt, response, prompt tail) triples into one sequence and labels within `cutoff_len` (`fit_pair`);"
-        " turns whose header does not fit are left out."
+        ("Join (prompt, response, prompt tail) triples into one sequence and labels within `cutoff_len` (`fit_pair`); "
+         "turns whose header does not fit are left out.")
         d, eos = self.data_args, self.eos_id
         efficient, cutoff = self.template.efficient_eos, self.data_args.cutoff_len - self.reserve
         total = 1 if efficient else 0
