@@ -10,7 +10,7 @@ import torch
 from .core import ConfigError, ModelError, UserError, get_logger
 from .rundir import RunDir, is_run
 from .data.template import stop_ids, template_record, to_jinja
-from .model.runs import InferRun, parse_run, run_keys
+from .model.runs import InferRun, parse_run
 from .model.valuehead import VALUE_HEAD_FILE
 
 # %% auto #0
@@ -24,11 +24,9 @@ EXTRA_KEYS = ('overwrite_output_dir',)   # a training key export also reads: rep
 
 def export_setup(cfg=None, **overrides) -> tuple[InferRun, bool]:
     "The model to export (run folder + keys, recipe, dict or CLI words) and whether export_dir may be replaced."
-    src, keys, ext = run_keys(cfg, overrides, EXTRA_KEYS)
-    overwrite = bool(ext.get('overwrite_output_dir'))
-    if not isinstance(src, dict):  # a QLoRA run's adapter merges into the full-precision base, not its quantized one
-        keys.setdefault('quantization_bit', None)
-    r = parse_run(src, **keys)
+    # from a folder, a QLoRA run's adapter merges into the full-precision base, not its quantized one
+    r = parse_run(cfg, extra=EXTRA_KEYS, folder_keys={'quantization_bit': None}, **overrides)
+    overwrite = bool(r.extra.get('overwrite_output_dir'))
     check_export(r, overwrite)
     return r, overwrite
 

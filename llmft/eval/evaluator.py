@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 from ..core import ConfigError, get_logger, write_json
 from ..hparams.evaluation import EVAL_KEYS, EvaluationArguments
-from ..model.runs import InferRun, parse_run, run_keys
+from ..model.runs import InferRun, parse_run
 from .tasks import EVAL_TEMPLATES, ShotSampler, Task, load_task
 
 # %% auto #0
@@ -22,10 +22,10 @@ log = get_logger(__name__)
 
 def eval_setup(cfg=None, **overrides) -> tuple[EvaluationArguments, InferRun]:
     "The evaluation keys and the model to evaluate, from a run folder (+ keys), a recipe, a dict or CLI words."
-    src, keys, ev = run_keys(cfg, overrides, EVAL_KEYS)
-    try: args = EvaluationArguments(**ev)
+    r = parse_run(cfg, extra=EVAL_KEYS, **overrides)   # the evaluation's own keys come back in `r.extra`
+    try: args = EvaluationArguments(**r.extra)
     except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None
-    return args, parse_run(src, **keys)
+    return args, r
 
 
 # %% ../../nbs/71_eval.evaluator.ipynb #74d0ecb0

@@ -58,10 +58,12 @@ def command_words(args:list[str],  # the command's arguments
                   n_pos:tuple=(1,), # how many positional words it takes
                   flags:tuple=(),   # its switches, e.g. `--list`
                   keys:bool=True,   # whether it takes `key=value` words
+                  required:bool=False, # at least one word (a source given by its keys alone is one)
                  ) -> tuple[list[str], dict, list[str]]:
     "The one argument rule of every command (`hparams.recipe.split_words`): (positional, keys, switches), else `Usage`."
     from llmft.hparams.recipe import split_words
     if set(args) & {'-h', '--help'}: raise Usage(usage, 0)
+    if required and not args: raise Usage(usage)
     pos, kw, found = split_words(args, flags)
     if len(pos) not in n_pos or (kw and not keys): raise Usage(usage)
     return pos, kw, found
@@ -70,8 +72,9 @@ def command_words(args:list[str],  # the command's arguments
 def cmd_export(args:list[str]) -> int:
     "llmft export RUN|RECIPE [key=value ...]: the run's adapters merged into a standalone model folder."
     from llmft.export import run_export
-    pos, keys, _ = command_words(args, 'usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]')
-    dest = run_export(pos[0], **keys).resolve()
+    usage = 'usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]'
+    pos, keys, _ = command_words(args, usage, (0, 1), required=True)
+    dest = run_export(pos[0] if pos else None, **keys).resolve()
     shards = [p for p in dest.glob('*.safetensors') if p.name != 'value_head.safetensors']
     print(f'Exported to {dest}: {len(shards)} weight file(s), the tokenizer with its chat template, Modelfile, '
           'README.md')
@@ -81,8 +84,8 @@ def cmd_eval(args:list[str]) -> int:
     "llmft eval RUN|RECIPE [key=value ...]: accuracy on a multiple-choice benchmark, printed (and saved to save_dir)."
     from llmft.eval.evaluator import run_eval
     usage = 'usage: llmft eval RUN|RECIPE task=NAME_SPLIT [task_dir=DIR n_shot=5 lang=en save_dir=OUT]'
-    pos, keys, _ = command_words(args, usage)
-    res = run_eval(pos[0], **keys)
+    pos, keys, _ = command_words(args, usage, (0, 1), required=True)
+    res = run_eval(pos[0] if pos else None, **keys)
     print(f'{res.task}: {res.average:.2f}% of {sum(s["total"] for s in res.subjects.values())} questions correct '
           f'({res.seconds:.1f} s)')
     if res.saved: print(f'Results: {Path(res.saved) / "results.json"}, {Path(res.saved) / "results.log"}')
@@ -111,8 +114,7 @@ def cmd_sweep(args:list[str]) -> int:
 def recipe_words(args:list[str], usage:str) -> dict:
     "`CONFIG [key=value ...]` (or keys alone) as one flat recipe: the file read once, the keys over it."
     from llmft.hparams.recipe import read_config
-    if not args: raise Usage(usage)
-    pos, keys, _ = command_words(args, usage, n_pos=(0, 1))
+    pos, keys, _ = command_words(args, usage, n_pos=(0, 1), required=True)
     return {**(read_config(pos[0]) if pos else {}), **keys}
 
 def cmd_train(args:list[str]) -> int:
@@ -206,8 +208,8 @@ def cmd_keys(args:list[str]) -> int:
 def _chat_model(args:list[str], usage:str):
     "The `ChatModel` of `RUN|RECIPE [key=value ...]` and its source."
     from llmft.infer.chat import ChatModel
-    pos, keys, _ = command_words(args, usage)
-    return ChatModel(pos[0], **keys), pos[0]
+    pos, keys, _ = command_words(args, usage, (0, 1), required=True)
+    return ChatModel(pos[0] if pos else None, **keys), (pos[0] if pos else keys.get('model_name_or_path', 'model'))
 
 def cmd_chat(args:list[str]) -> int:
     "llmft chat RUN|RECIPE [key=value ...]: a terminal chat; `clear` forgets, `exit` leaves, Ctrl-C stops an answer."

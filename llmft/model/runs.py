@@ -21,7 +21,7 @@ from ..data.tokenizer import load_tokenizer
 from .loader import load_model
 
 # %% auto #0
-__all__ = ['log', 'DATA_KEYS', 'TUNE_KEYS', 'PISSA_CONVERTED', 'infer_config', 'InferRun', 'parse_run', 'run_keys', 'load']
+__all__ = ['log', 'DATA_KEYS', 'TUNE_KEYS', 'PISSA_CONVERTED', 'infer_config', 'InferRun', 'parse_run', 'load']
 
 # %% ../../nbs/48_model.runs.ipynb #2cbd6679
 log = get_logger(__name__)
@@ -46,7 +46,8 @@ def _saved_template(folder:Path) -> dict:
     thinking = {'enable_thinking': rec['enable_thinking']} if rec.get('thought_words') else {}
     return {'template': rec['name'], **thinking}
 
-def infer_config(cfg=None, **overrides) -> tuple[dict, Path|None]:
+def infer_config(cfg:dict|str|Path|None=None, # a run or model folder, or a recipe's keys (`parse_run` reads files)
+                 **overrides) -> tuple[dict, Path|None]:
     "The inference keys of a run folder (base model plus adapter), a model folder or a recipe; and the run folder."
     run = Path(cfg) if isinstance(cfg, (str, Path)) and Path(cfg).is_dir() else None
     if run is not None and is_model(run):
@@ -54,7 +55,8 @@ def infer_config(cfg=None, **overrides) -> tuple[dict, Path|None]:
     if run is not None and not is_run(run):
         raise DataError(f'{run} is neither an llmft run folder (no llmft_args.yaml) nor a model folder '
                         '(no config.json).')
-    flat = load_cfg(cfg or {}) if run is None else RunDir(run).args()
+    if run is None and isinstance(cfg, (str, Path)): raise ConfigError(f'{cfg}: no such run or model folder.')
+    flat = dict(cfg or {}) if run is None else RunDir(run).args()
     if run is not None:
         prev, ft = _adapters(flat.get('adapter_name_or_path')), flat.get('finetuning_type', 'lora')
         if ft in ('lora', 'oft'):
@@ -112,14 +114,6 @@ def parse_run(cfg=None,           # a run or model folder, a recipe (dict, YAML/
     except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None
     if not d.template: raise ConfigError('template is not set: name the chat template the model was trained with.')
     return InferRun(config, run, m, d, f, gen, extra=ext)
-
-# %% ../../nbs/48_model.runs.ipynb #04b9c269
-def run_keys(cfg=None, overrides:dict|None=None, extra:tuple=()) -> tuple[object, dict, dict]:
-    "(source, keys, extra keys) for `parse_run(source, **keys)`: kept while callers move to `parse_run(extra=...)`."
-    folder, keys = _source(cfg, dict(overrides or {}))
-    keys = known_keys_only(keys, extra)
-    ext = {k: keys.pop(k) for k in extra if k in keys}
-    return (str(folder), keys, ext) if folder is not None else (keys, {}, ext)
 
 # %% ../../nbs/48_model.runs.ipynb #66c6d967
 def load(self:InferRun, add_valuehead:bool=False, padding_side:str='left', with_model:bool=True) -> InferRun:
