@@ -65,16 +65,12 @@ def run_lf(case: dict, work: Path) -> list[dict]:
 
 
 def run_llmft(case: dict, work: Path) -> list[dict]:
-    from llmft.hparams.parser import get_train_args
-    from llmft.data.templates import get_template_and_fix_tokenizer
-    from llmft.data.pipeline import get_dataset
-    from llmft.data.tokenizer import load_tokenizer
+    from llmft.hparams.parser import parse_recipe
+    from llmft.data.pipeline import prepare
 
     # LLaMA-Factory's truncation (a listed deliberate difference, checked='setting'): the rest compares exactly
-    args = get_train_args({**cfg_of(case, work, 'llmft'), 'data_check': 'off', 'keep_answer_header': False})
-    tok = load_tokenizer(args.model)
-    template = get_template_and_fix_tokenizer(tok, args.data)
-    return rows_of(get_dataset(template, args.data, args.training, case['stage'], tok)['train_dataset'])
+    recipe = parse_recipe(cfg_of(case, work, 'llmft'), data_check='off', keep_answer_header=False)
+    return rows_of(prepare(recipe.args).dataset['train_dataset'])   # the data call every stage makes
 
 
 SIDES = {'lf': run_lf, 'llmft': run_llmft}

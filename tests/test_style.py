@@ -217,3 +217,14 @@ def test_checks_catch_examples():
     eq(exploded_calls('def f(\n    a,  # the first\n    b,\n): pass\n'), [])
     eq(black_ifs('def f(x):\n    if x:\n        return 1\n    if not x:\n        return 2\n'), [2, 4])
     eq(black_ifs('def f(x):\n    if x: return 1\n    if not x: return 2\n    if x > 1:\n        return 3\n'), [])
+
+
+def test_post_init_only_converts():
+    ("Validation lives in the checks registry (`hparams.model.check`, listed by `llmft keys`): a `__post_init__` of an "
+     "argument dataclass converts types and runs its group's checks, it never raises itself.")
+    raising = []
+    for py in sorted((ROOT / 'llmft' / 'hparams').glob('*.py')):
+        for n in ast.walk(ast.parse(py.read_text())):
+            if isinstance(n, ast.FunctionDef) and n.name == '__post_init__':
+                raising += [f'{py.relative_to(ROOT)}:{m.lineno}' for m in ast.walk(n) if isinstance(m, ast.Raise)]
+    assert not raising, 'a raise in __post_init__ (make it a named check):\n' + '\n'.join(raising)
