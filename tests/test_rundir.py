@@ -3,7 +3,7 @@ run file's name or imports one from `llmft.core`. The allow-list names the modul
 import ast
 from conftest import ROOT
 
-# module -> why it may still name run files; the lead shrinks this list as each is converted (issue 30, item 3)
+# module -> why it may name a run file itself (keep this list empty where possible: a stale entry fails)
 ALLOWED = {'llmft/core.py': "LIBRARY_LOG: core's LibraryLog names the file it attaches to (rundir re-exports it; core "
                             'cannot import rundir)'}
 NAMES = ('llmft_args.yaml', 'trainer_log.jsonl', 'template.json', 'llmft_left_out.json', 'all_results.json',
