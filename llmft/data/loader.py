@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, IterableDataset, concatenate_datasets, interleave_datasets, load_dataset
 from ..core import DataError, get_logger
-from .registry import DatasetAttr, get_dataset_list
+from .registry import DatasetAttr
 from .converters import CONVERTERS, check_shape
 
 # %% auto #0
@@ -259,13 +259,11 @@ def merge_datasets(parts:list, strategy:str='concat', probs:list[float]|None=Non
 
 CONVERT_POOL_MIN = 200_000  # rows from which conversion uses preprocessing_num_workers
 
-def load_datasets(names:list|None, # dataset names, or their registry entries (`DatasetAttr`) when resolved already
+def load_datasets(attrs:list[DatasetAttr], # the datasets' registry entries (`registry.get_dataset_list`)
                   data_args, shape:str='supervised', seed:int=42, merge:bool=True,
                   left_out:list|None=None, # receives a `LeftOut` per dataset and reason rows were left out for
                  ):
-    "Load, convert and mix the named datasets (a dict by name when `merge` is False)."
-    resolved = bool(names) and all(isinstance(n, DatasetAttr) for n in names)
-    attrs = list(names) if resolved else get_dataset_list(names, data_args.dataset_dir)
+    "Load, convert and mix the datasets of `attrs` (a dict by name when `merge` is False); None for none."
     if not attrs: return None
     parts, workers = {}, data_args.preprocessing_num_workers
     for a in attrs:

@@ -100,13 +100,12 @@ class Recipe:
     keys: dict      # the flat keys as given (file, then overrides): what `llmft_args.yaml` replays
     args: RunArgs   # model, data, training, finetuning, generating: checked
 
-def parse_recipe(cfg=None,            # a dict, a YAML/JSON path, CLI words `[path] key=value ...`, or a `Recipe`
+def parse_recipe(cfg=None,            # a dict, a YAML/JSON path or CLI words `[path] key=value ...`
                  defaults:dict|None=None, # keys that apply where `cfg` does not set them
                  **overrides,         # keys that win over `cfg`
                 ) -> Recipe:
     "The one door of a training recipe: read, converted, checked (`run_checks`) into `RunArgs`, once."
-    if isinstance(cfg, Recipe) and not (overrides or defaults): return cfg
-    flat = {**(defaults or {}), **load_cfg(cfg.keys if isinstance(cfg, Recipe) else cfg or {}), **overrides}
+    flat = {**(defaults or {}), **load_cfg(cfg or {}), **overrides}
     groups = split_cfg(flat)
     _fit_device(groups['training'])
     check_deepspeed(groups['training'])

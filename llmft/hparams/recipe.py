@@ -13,7 +13,7 @@ from ..core import ConfigError, closest
 from .unsupported import UNSUPPORTED, unsupported_message
 
 # %% auto #0
-__all__ = ['TRAIN_SOURCES', 'read_config', 'parse_overrides', 'split_words', 'load_cfg', 'source_file', 'declared_fields',
+__all__ = ['TRAIN_SOURCES', 'read_config', 'split_words', 'parse_overrides', 'load_cfg', 'source_file', 'declared_fields',
            'known_keys', 'prescan']
 
 # %% ../../nbs/14b_hparams.recipe.ipynb #e32bbd8a
@@ -29,43 +29,33 @@ def read_config(path) -> dict[str, Any]:
                                                     f'{type(cfg).__name__}.')
     return cfg
 
-def parse_overrides(words:list[str]) -> dict[str, Any]:
-    "CLI words `key=value`, `--key=value` or `--key value` as a dict, values read as YAML scalars."
-    out, i = {}, 0
-    while i < len(words):
-        w = words[i].removeprefix('--') if words[i].startswith('--') else words[i]
-        if '=' in w: k, v = w.split('=', 1)
-        elif words[i].startswith('--') and i + 1 < len(words) and not words[i + 1].startswith('--'):
-            k, v = w, words[i + 1]
-            i += 1
-        elif words[i].startswith('--'):
-            k, v = w, 'true'
-        else:
-            raise ConfigError(f"Cannot read '{words[i]}': overrides are key=value (e.g. learning_rate=1e-4).")
-        out[k.strip()] = yaml.safe_load(v) if v != '' else None
-        i += 1
-    return out
-
 def split_words(words:list[str], # a command's arguments
                 flags:tuple=(),   # the command's own switches (e.g. `--list`); any other `--key` is a key
                ) -> tuple[list[str], dict[str, Any], list[str]]:
-    ("The one rule for every command's arguments: (positional words, `key=value` / `--key value` keys, switches); "
-     "a positional word never contains `=` and never starts with `-`.")
-    pos, keys, found, i = [], [], [], 0
+    ("The one rule for every command's arguments: (positional words, keys, switches). `key=value`, `--key=value` and "
+     "`--key value` are keys (values read as YAML scalars, a bare `--key` is true); a positional word has no `=` and "
+     "no leading `-`.")
+    pos, keys, found, i = [], {}, [], 0
     while i < len(words):
-        w = words[i]
+        w, nxt = words[i], (words[i + 1] if i + 1 < len(words) else None)
         if w in flags: found.append(w)
-        elif '=' in w: keys.append(w)
+        elif '=' in w:
+            k, v = w.removeprefix('--').split('=', 1)
+            keys[k.strip()] = v
         elif w.startswith('--'):
-            keys.append(w)
-            nxt = words[i + 1] if i + 1 < len(words) else None
-            if nxt is not None and '=' not in nxt and not nxt.startswith('-'):   # `--key value`
-                keys.append(nxt)
-                i += 1
+            paired = nxt is not None and '=' not in nxt and not nxt.startswith('--')   # `--key value`
+            keys[w[2:].strip()] = nxt if paired else 'true'
+            i += paired
         elif w.startswith('-'): raise ConfigError(f"Unknown option '{w}'{closest(w, flags)}")
         else: pos.append(w)
         i += 1
-    return pos, parse_overrides(keys), found
+    return pos, {k: yaml.safe_load(v) if v != '' else None for k, v in keys.items()}, found
+
+def parse_overrides(words:list[str]) -> dict[str, Any]:
+    "CLI words `key=value`, `--key=value` or `--key value` as a dict (`split_words`), values read as YAML scalars."
+    pos, keys, _ = split_words(words)
+    if pos: raise ConfigError(f"Cannot read '{pos[0]}': overrides are key=value (e.g. learning_rate=1e-4).")
+    return keys
 
 def load_cfg(cfg) -> dict[str, Any]:
     "A config given as a dict, a file path, or CLI words (`[path] key=value ...`) as one flat dict."

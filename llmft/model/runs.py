@@ -95,13 +95,12 @@ def _source(cfg, overrides:dict) -> tuple[Path|None, dict]:
     if isinstance(cfg, (str, Path)) and Path(cfg).is_dir(): return Path(cfg), dict(overrides)
     return None, {**load_cfg(cfg or {}), **overrides}
 
-def parse_run(cfg=None,           # a run or model folder, a recipe (dict, YAML/JSON path), CLI words, or an `InferRun`
+def parse_run(cfg=None,           # a run or model folder, a recipe (dict, YAML/JSON path) or CLI words
               extra:tuple=(),     # keys of the caller's own (`llmft eval`'s task): set aside in `InferRun.extra`
               folder_keys:dict|None=None, # keys that apply when `cfg` is a folder, unless given
               **overrides,        # keys that win over the run's
              ) -> InferRun:
     "The one door of inference: a run's settings parsed and checked once, nothing loaded yet."
-    if isinstance(cfg, InferRun) and not overrides: return cfg
     folder, keys = _source(cfg, overrides)
     keys = known_keys_only(keys, extra)   # an unknown key names the closest valid one
     ext = {k: keys.pop(k) for k in extra if k in keys}
