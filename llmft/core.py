@@ -12,8 +12,8 @@ __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'QUIET_LOGGERS', 'QUIET_WARNI
            'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES',
            'get_logger', 'LibraryLog', 'route_library_logs', 'unroute_library_logs', 'library_log', 'package_version',
            'package_versions', 'versions_line', 'read_versions_line', 'debug_mode', 'UserError', 'ConfigError',
-           'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'split_names', 'read_json',
-           'atomic_write', 'write_json']
+           'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'split_names',
+           'display_path', 'read_json', 'atomic_write', 'write_json']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -230,6 +230,20 @@ def split_names(v) -> list[str]|None:
     if v is None: return None
     items = v.split(',') if isinstance(v, str) else v
     return [s.strip() for s in items if s.strip()] or None
+
+# %% ../nbs/00_core.ipynb #811243d4
+def display_path(p) -> str:
+    ("A path as llmft shows it to a person: relative to the current folder when under it (`saves/sft`), `~/...` "
+     "under the home folder, else as given. For what is shown only: files are opened by the path itself.")
+    q = Path(os.path.expanduser(p))
+    if not q.is_absolute(): return str(p)
+    q = Path(os.path.normpath(q))
+    for base, head in ((Path.cwd(), ''), (Path.home(), '~')):
+        if base == Path(base.anchor) or not q.is_relative_to(base): continue  # a root base would swallow every path
+        rel = q.relative_to(base).as_posix()
+        if not head: return rel
+        return head if rel == '.' else f'{head}/{rel}'
+    return str(p)
 
 # %% ../nbs/00_core.ipynb #dc62fb88
 def read_json(path) -> object:

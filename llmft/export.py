@@ -22,7 +22,7 @@ __all__ = ['log', 'EXTRA_KEYS', 'CARD_KEYS', 'export_setup', 'check_export', 'hu
 log = get_logger(__name__)
 EXTRA_KEYS = ('overwrite_output_dir',)   # a training key export also reads: replace a non-empty export_dir
 
-def export_setup(cfg=None, **overrides) -> tuple[InferRun, bool]:
+def export_setup(cfg:dict|str|Path|list[str]|None=None, **overrides) -> tuple[InferRun, bool]:
     "The model to export (run folder + keys, recipe, dict or CLI words) and whether export_dir may be replaced."
     # from a folder, a QLoRA run's adapter merges into the full-precision base, not its quantized one
     r = parse_run(cfg, extra=EXTRA_KEYS, folder_keys={'quantization_bit': None}, **overrides)
@@ -231,7 +231,7 @@ def push_to_hub(dest:Path, repo_id:str):
                          f'export in {dest} is complete: upload it later with `hf upload {repo_id} {dest}`.') from None
     log.info(f'Pushed {dest} to the hub as {repo_id}.')
 
-def run_export(cfg=None, **overrides) -> Path:
+def run_export(cfg:dict|str|Path|list[str]|None=None, **overrides) -> Path:
     "Export a run (folder, recipe, dict or CLI words): merged, sharded, with tokenizer, Modelfile and card; its folder."
     r, _ = export_setup(cfg, **overrides)
     model = gptq_model(r) if r.model_args.export_quantization_bit else merged_model(r)

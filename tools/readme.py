@@ -15,17 +15,22 @@ def figures() -> dict:
     "The counts the README states, counted from the template registry and the published-template fixtures."
     from llmft.data.templates import TEMPLATES, UNVERIFIED
     from llmft.data.families.parts import LF_CHECKED
+    from llmft.hparams.keys import key_reference
+    from llmft.hparams.model import REGISTRY
+    from llmft.train.tuner import STAGES
     lf = sum(why == LF_CHECKED for why in UNVERIFIED.values())
     return dict(n_templates=len(TEMPLATES), n_published=len(TEMPLATES) - len(UNVERIFIED), n_lf_checked=lf,
-                n_generic=len(UNVERIFIED) - lf, n_fixtures=len(list(FIXTURES.glob('*.jinja'))))
+                n_generic=len(UNVERIFIED) - lf, n_fixtures=len(list(FIXTURES.glob('*.jinja'))),
+                n_keys=len(key_reference()), n_checks=len(REGISTRY), n_stages=len(STAGES))
 
 
 def fill(text:str, figs:dict) -> str:
-    "`text` with each `{n_...}` placeholder replaced by its figure; an unknown one is an error, never left in."
+    "`text` with each `{n_...}` placeholder replaced by its figure (`{{n_...}}` stays as written, single-braced)."
     def sub(m):
-        if m[1] not in figs: raise KeyError(f'nbs/index.ipynb names {{{m[1]}}}, but figures() has only {sorted(figs)}')
-        return str(figs[m[1]])
-    return re.sub(r'\{(n_\w+)\}', sub, text)
+        if m[1]: return '{' + m[1] + '}'
+        if m[2] not in figs: raise KeyError(f'{{{m[2]}}} is named, but figures() has only {sorted(figs)}')
+        return str(figs[m[2]])
+    return re.sub(r'\{\{(n_\w+)\}\}|\{(n_\w+)\}', sub, text)
 
 
 def render(nb_path='nbs/index.ipynb', figs:dict|None=None):

@@ -5,17 +5,17 @@
 # %% ../../nbs/94_dash.forms.ipynb #21c6e669
 from __future__ import annotations
 from fastcore.basics import patch
-import json, threading
+import json, os, threading
 from pathlib import Path
 import yaml
 import ipywidgets as W
-from ..core import STAGES
+from ..core import STAGES, display_path
 from ..data.templates import TEMPLATES
 from ..hparams.finetune import FINETUNING_TYPES
 from .live import LiveMonitor, follow_run
 
 # %% auto #0
-__all__ = ['FIELDS', 'registry_names', 'RunBuilder']
+__all__ = ['FIELDS', 'PATH_FIELDS', 'registry_names', 'RunBuilder']
 
 # %% ../../nbs/94_dash.forms.ipynb #06ebcdd0
 def registry_names(dataset_dir) -> list[str]:
@@ -38,18 +38,20 @@ FIELDS = {  # key -> (widget factory, default)
     'lora_rank': (lambda v: W.IntText(v), 8),
     'output_dir': (lambda v: W.Text(v), 'saves/run'),
 }
+PATH_FIELDS = ('model_name_or_path', 'dataset_dir', 'output_dir')   # shown with `display_path`; `~` expanded on use
 
 # %% ../../nbs/94_dash.forms.ipynb #617b695d
 class RunBuilder:
     "A form for a run: edit, see and check the YAML, save it, and launch it with a `LiveMonitor`."
     def __init__(self, dataset_dir:str='data', **values):
         vals = {k: d for k, (_, d) in FIELDS.items()} | {'dataset_dir': dataset_dir} | values
+        vals |= {k: display_path(vals[k]) for k in PATH_FIELDS}
         self.inputs = {k: make(vals[k]) for k, (make, _) in FIELDS.items()}
         for k, w in self.inputs.items():
             w.description = k
             w.style = {'description_width': '190px'}
             w.layout = W.Layout(width='520px')
-        names = registry_names(vals['dataset_dir'])
+        names = registry_names(os.path.expanduser(vals['dataset_dir']))
         chosen = [d for d in str(values.get('dataset', '')).split(',') if d in names] or names[:1]
         self.dataset = W.SelectMultiple(options=names, value=tuple(chosen), description='dataset',
                                         rows=min(max(len(names), 2), 6), style={'description_width': '190px'},
@@ -86,6 +88,7 @@ def config(self:RunBuilder) -> dict:
     cfg = {'model_name_or_path': self.inputs['model_name_or_path'].value, 'stage': self.inputs['stage'].value,
            'do_train': True}
     cfg.update({k: w.value for k, w in self.inputs.items() if k not in cfg})
+    cfg.update({k: os.path.expanduser(cfg[k]) for k in PATH_FIELDS})    # a field may say ~/...
     cfg['dataset'] = ','.join(self.dataset.value)
     if cfg['finetuning_type'] != 'lora': cfg.pop('lora_rank')
     extra = yaml.safe_load(self.extra.value) if self.extra.value.strip() else {}
@@ -144,10 +147,10 @@ def show_error(self:RunBuilder, e:BaseException):
 @patch
 def save(self:RunBuilder) -> Path:
     "Write the YAML to the `save as` path."
-    p = Path(self.path.value)
+    p = Path(self.path.value).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(self.yaml())
-    self.status.value += f' · saved {p}'
+    self.status.value += f' · saved {display_path(p)}'
     return p
 
 @patch
@@ -155,7 +158,7 @@ def launch(self:RunBuilder, block:bool=True):
     ("Run the recipe with a live monitor: in this kernel (a background thread unless `block`), or under torchrun "
      "with several processes.")
     cfg, n = self.config(), self.processes.value
-    self.monitor = LiveMonitor(title=f"{cfg['stage']} · {cfg['model_name_or_path']}")
+    self.monitor = LiveMonitor(title=f"{cfg['stage']} · {display_path(cfg['model_name_or_path'])}")
     with self.out:
         self.out.clear_output()
         __import__('IPython').display.display(self.monitor.widget)

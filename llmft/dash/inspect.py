@@ -117,13 +117,13 @@ class Inspector:
         self.index = W.IntSlider(
             0, 0, max(n - 1, 0), description='sample', continuous_update=False, layout=W.Layout(width='60%')
         )
-        self.search = W.Text(placeholder='find text…', layout=W.Layout(width='30%'))
+        self.search = W.Text(placeholder='find text…', continuous_update=False, layout=W.Layout(width='30%'))
         self.status = W.HTML()
         self.html, self.figure_box = W.HTML(), W.Box()
         self.check = W.HTML(''.join(r._repr_html_() for r in self.reports))
         self.figure = None
         self.index.observe(lambda ch: self.show(ch['new']), 'value')
-        self.search.on_submit(lambda _: self.find(self.search.value))
+        self.search.observe(lambda ch: self.find(ch['new']), 'value')   # on Enter
         legend = (
             "<div class='llmft-legend'><span class='llmft-token trained'>trained</span><span class='llmft-token"
             " masked'>masked</span><span class='llmft-token masked special'>special</span><span class='llmft-role"

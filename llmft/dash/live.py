@@ -13,7 +13,8 @@ from ..rundir import RunDir
 from ..train.callbacks import _fmt_time
 
 # %% auto #0
-__all__ = ['PANELS', 'BOOKKEEPING', 'sync_figure', 'LiveMonitor', 'Follower', 'follow_run']
+__all__ = ['PANELS', 'COLS', 'ROW_HEIGHT', 'BOOKKEEPING', 'NOT_STARTED', 'sync_figure', 'panel_grid', 'LiveMonitor', 'Follower',
+           'follow_run']
 
 # %% ../../nbs/92_dash.live.ipynb #c368cc55
 def sync_figure(fig):
@@ -23,9 +24,10 @@ def sync_figure(fig):
     fig._widget_data = deepcopy(fig._data)
     fig._widget_layout = deepcopy(fig._layout_obj._props)
 
-# %% ../../nbs/92_dash.live.ipynb #b4e53ae2
+# %% ../../nbs/92_dash.live.ipynb #de994a93
 PANELS = {'loss': ['loss', 'eval_loss'], 'learning rate': ['lr'], 'grad norm': ['grad_norm'],
           'tokens / s': ['tokens_per_second'], 'stage metrics': [], 'eval metrics': []}
+COLS, ROW_HEIGHT = 3, 230   # panels a row; pixels a row of panels
 
 BOOKKEEPING = {'current_steps', 'total_steps', 'epoch', 'percentage', 'elapsed_time', 'remaining_time', 'tokens_seen',
                'num_input_tokens_seen', 'total_flos', 'step'}
@@ -42,24 +44,31 @@ def _panel(key:str) -> str|None:
         return None
     return 'eval metrics' if key.startswith('eval_') else 'stage metrics'
 
+def panel_grid(names:list[str], gap_x:float=0.07, gap_y:float=0.15) -> dict[str, tuple]:
+    "Each panel's (x domain, y domain) in a grid of `COLS` columns, filled row by row in the order given."
+    rows, cols = -(-len(names) // COLS), min(len(names), COLS)
+    w, h = (1 - gap_x * (cols - 1)) / max(cols, 1), (1 - gap_y * (rows - 1)) / max(rows, 1)
+    grid = {}
+    for i, name in enumerate(names):
+        r, c = divmod(i, COLS)
+        top = 1 - r * (h + gap_y)
+        grid[name] = ((c * (w + gap_x), c * (w + gap_x) + w), (top - h, top))
+    return grid
+
+NOT_STARTED = '<i>No run has started: the charts appear with its first logged step.</i>'
+
 class LiveMonitor(TrainerCallback):
     ("A plotly FigureWidget and a progress bar fed with log records: as a Trainer callback, or from a run's "
-     "`trainer_log.jsonl`.")
+     "`trainer_log.jsonl`. A panel appears with its first value; until a record arrives, one line says so.")
     def __init__(self, title:str='training'):
         import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-        base = make_subplots(
-            rows=2, cols=3, subplot_titles=list(PANELS), horizontal_spacing=0.07, vertical_spacing=0.15
-        )
-        base.update_layout(
-            height=520, margin=dict(l=40, r=10, t=60, b=30), title=title, legend=dict(orientation='h', y=-0.08)
-        )
-        self.fig = go.FigureWidget(base)
-        self.cells = {name: (i // 3 + 1, i % 3 + 1) for i, name in enumerate(PANELS)}
+        self.fig = go.FigureWidget(layout=dict(margin=dict(l=40, r=10, t=60, b=30), title=title,
+                                               legend=dict(orientation='h', y=-0.08)))
+        self.axes: dict[str, str] = {}     # panel -> its axis suffix ('', '2', ...), in the order panels got data
         self.traces: dict[str, int] = {}
         self.progress = W.IntProgress(value=0, min=0, max=1, description='step', layout=W.Layout(width='60%'))
         self.label = W.HTML()
-        self.widget = W.VBox([W.HBox([self.progress, self.label]), self.fig])
+        self.widget = W.VBox([W.HTML(NOT_STARTED)])
         self.records: list[dict] = []
         self._tail, self._done, self._synced = None, False, 0.0
 
@@ -68,11 +77,34 @@ def _ipython_display_(self:LiveMonitor):
     from IPython.display import display
     display(self.widget)
 
+# %% ../../nbs/92_dash.live.ipynb #51237534
+@patch
+def panels(self:LiveMonitor) -> list[str]:
+    "The panels drawn: those with data, in the order of `PANELS`."
+    return [p for p in PANELS if p in self.axes]
+
+@patch
+def _add_panel(self:LiveMonitor, name:str) -> str:
+    "Give panel `name` its axes and lay every drawn panel out again; its axis suffix."
+    self.axes[name] = '' if not self.axes else str(len(self.axes) + 1)
+    shown = self.panels()
+    grid, layout = panel_grid(shown), {}
+    for p in shown:
+        n, (xd, yd) = self.axes[p], grid[p]
+        layout[f'xaxis{n}'] = dict(domain=xd, anchor=f'y{n}')
+        layout[f'yaxis{n}'] = dict(domain=yd, anchor=f'x{n}')
+    titles = [dict(text=p, x=sum(grid[p][0]) / 2, y=grid[p][1][1], xref='paper', yref='paper', xanchor='center',
+                   yanchor='bottom', showarrow=False, font=dict(size=14)) for p in shown]
+    self.fig.update_layout(layout, height=90 + ROW_HEIGHT * -(-len(shown) // COLS))
+    self.fig.layout.annotations = titles   # assigned: `update_layout` would merge the old titles in by position
+    return self.axes[name]
+
 # %% ../../nbs/92_dash.live.ipynb #917cdfba
 @patch
 def update(self:LiveMonitor, rec:dict):
     "Add one log record: extend a trace per numeric key, move the progress bar and ETA."
     self.records.append(rec)
+    if len(self.records) == 1: self.widget.children = [W.HBox([self.progress, self.label])]
     step = rec.get('current_steps', rec.get('step', len(self.records)))
     vals = {
         k: v
@@ -81,9 +113,11 @@ def update(self:LiveMonitor, rec:dict):
     }
     for k in vals:                                   # new traces first: adding one inside batch_update is deferred
         if k not in self.traces:
-            r, c = self.cells[_panel(k)]
-            self.fig.add_scatter(x=[], y=[], mode='lines+markers', name=k, row=r, col=c)
+            n = self.axes.get(_panel(k))
+            if n is None: n = self._add_panel(_panel(k))
+            self.fig.add_scatter(x=[], y=[], mode='lines+markers', name=k, xaxis=f'x{n}', yaxis=f'y{n}')
             self.traces[k] = len(self.fig.data) - 1
+    if self.traces and self.fig not in self.widget.children: self.widget.children += (self.fig,)
     with self.fig.batch_update():
         for k, v in vals.items():
             t = self.fig.data[self.traces[k]]
@@ -191,6 +225,6 @@ class Follower:
 def follow_run(run,                  # a run folder, or a `RunHandle` from `launch_torchrun`
                monitor:LiveMonitor|None=None, poll:float=0.5, timeout:float|None=None) -> Follower:
     "Watch a run that another process trains: a `LiveMonitor` fed from its `trainer_log.jsonl` in the background."
-    monitor = monitor or LiveMonitor(title=str(getattr(run, 'output_dir', run)))
+    monitor = monitor or LiveMonitor(title=Path(getattr(run, 'output_dir', run)).name)   # the run's name
     return Follower(monitor, getattr(run, 'output_dir', run), getattr(run, 'process', None), poll, timeout,
                     since=getattr(run, 'started', None))

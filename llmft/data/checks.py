@@ -305,8 +305,7 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
                   cutoff_len:int|None=None,      # rows this long were probably truncated
                   train_on_prompt:bool=False,    # prompt tokens are meant to be trained
                   mask_history:bool=False,       # only the last assistant turn of a sample is meant to be trained
-                  response_only:bool=False,      # only the response has labels (preference / KTO rows): a trained token
-                                                 # outside every turn lost its header to truncation
+                  response_only:bool=False,      # only the response is labelled (preference / KTO rows)
                   name:str='train') -> DataReport:
     "Check flattened samples (ids, labels, row offsets) for label-mask and template faults."
     s = Samples(ids, labels, offsets)

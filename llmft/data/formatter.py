@@ -33,7 +33,7 @@ class Formatter:
                 if tok is None: raise TemplateError(f'The template needs the tokenizer\'s {next(iter(s))}, but it '
                                                     f'has none.')
                 out.append(tok)
-            else: raise TemplateError(f'Bad slot {s!r}: expected a string or one of {TOKEN_MARKERS} as a set.')
+            else: raise TemplateError(f'Bad slot {s!r}: expected a string or one of {sorted(TOKEN_MARKERS)} as a set.')
         return ''.join(out)
 
 def F(*slots) -> Formatter:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/29_data.pipeline.ipynb #f96b5a28
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import hashlib, json, logging, os, shutil, tempfile
 from dataclasses import asdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -244,7 +244,8 @@ def _load_or_build(template, data_args, training_args, shape:str, tokenizer) -> 
     if (
         out['train_dataset'] is not None
         and not isinstance(out['train_dataset'], IterableDataset)
-        and (training_args is None or training_args.should_log)
+        and training_args is not None and training_args.should_log   # a run's data, as LLaMA-Factory prints it
+        and log.isEnabledFor(logging.INFO)   # `LLMFT_LOG_LEVEL=WARNING` keeps it quiet (the docs build does)
     ):
         processor.print_data_example(out['train_dataset'][0])
     return out

@@ -20,7 +20,7 @@ __all__ = ['log', 'eval_setup', 'EvalResult', 'Evaluator', 'evaluate', 'run_eval
 # %% ../../nbs/71_eval.evaluator.ipynb #a9135932
 log = get_logger(__name__)
 
-def eval_setup(cfg=None, **overrides) -> tuple[EvaluationArguments, InferRun]:
+def eval_setup(cfg:dict|str|Path|list[str]|None=None, **overrides) -> tuple[EvaluationArguments, InferRun]:
     "The evaluation keys and the model to evaluate, from a run folder (+ keys), a recipe, a dict or CLI words."
     r = parse_run(cfg, extra=EVAL_KEYS, **overrides)   # the evaluation's own keys come back in `r.extra`
     try: args = EvaluationArguments(**r.extra)
@@ -68,7 +68,7 @@ class EvalResult:
 # %% ../../nbs/71_eval.evaluator.ipynb #e90034b9
 class Evaluator:
     "A model and a benchmark task: `eval()` asks every question and scores the answers."
-    def __init__(self, cfg=None, **overrides):
+    def __init__(self, cfg:dict|str|Path|list[str]|None=None, **overrides):
         self.args, self.run = eval_setup(cfg, **overrides)
         a = self.args
         self.task: Task = load_task(a.task_dir, a.name, a.split, a.n_shot)   # checked before the model loads
@@ -119,7 +119,7 @@ def evaluate(self:Evaluator, verbose:bool=True) -> EvalResult:
 
 Evaluator.eval = evaluate
 
-def run_eval(cfg=None, verbose:bool=True, **overrides) -> EvalResult:
+def run_eval(cfg:dict|str|Path|list[str]|None=None, verbose:bool=True, **overrides) -> EvalResult:
     "Evaluate (`Evaluator(cfg, **overrides).eval()`), print the table, save to `save_dir` when set."
     result = Evaluator(cfg, **overrides).eval(verbose)
     if verbose: print(result.log_text())

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/16_hparams.keys.ipynb #63af402f
 from __future__ import annotations
-import dataclasses, fnmatch
+import dataclasses, fnmatch, html, re
 from ..core import closest
 from .checks import REGISTRY
 from .evaluation import EvaluationArguments
@@ -12,7 +12,8 @@ from .parser import GROUPS
 from .unsupported import UNSUPPORTED
 
 # %% auto #0
-__all__ = ['ALL_GROUPS', 'LF_ONLY', 'TABLE_HEAD', 'KeyInfo', 'key_reference', 'keys_text', 'keys_markdown', 'no_match_message']
+__all__ = ['ALL_GROUPS', 'LF_ONLY', 'KEYS_PAGE', 'KeyInfo', 'key_reference', 'keys_text', 'key_markdown', 'keys_markdown',
+           'no_match_message']
 
 # %% ../../nbs/16_hparams.keys.ipynb #923cfbe5
 @dataclasses.dataclass
@@ -39,7 +40,10 @@ def _section(cls, name:str) -> str:
     return c.__name__ if c.__module__.startswith('llmft') else f"{c.__module__.split('.')[0]}.{c.__name__}"
 
 def _type(f:dataclasses.Field) -> str:
-    return f.type.__name__ if isinstance(f.type, type) else str(f.type).replace('typing.', '')
+    "The annotation as a reader writes it: `SchedulerType | str`, `int | None`, without module paths."
+    t = f.type.__name__ if isinstance(f.type, type) else str(f.type).replace('typing.', '')
+    t = re.sub(r'^Optional\[(.*)\]$', r'\1 | None', t)
+    return re.sub(r'\b(?:[a-z_]\w*\.)+([A-Za-z_]\w*)', r'\1', t)
 
 def _default(f:dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING: return repr(f.default)
@@ -59,7 +63,7 @@ def key_reference(pattern:str|None=None, # a key name, part of one, or a glob su
         for f in dataclasses.fields(cls):
             if not f.init or not _matches(f.name, pattern): continue
             out.append(KeyInfo(f.name, group, _section(cls, f.name), _type(f), _default(f),
-                               f.metadata.get('help', '').strip(), _checks_of(group, f.name)))
+                               f.metadata.get('help', '').strip().replace('%%', '%'), _checks_of(group, f.name)))
     return out + [_lf_only(k, u) for k, u in UNSUPPORTED.items() if _matches(k, pattern)]
 
 LF_ONLY = 'LLaMA-Factory only'
@@ -77,18 +81,24 @@ def _matches(name:str, pattern:str|None) -> bool:
     return pattern.lower() in name.lower()
 
 # %% ../../nbs/16_hparams.keys.ipynb #404d39f4
+KEYS_PAGE = 'https://llmft.github.io/llmft/reference/keys/'   # the site's keys page (`make docs` builds it locally)
+
 def keys_text(refs:list[KeyInfo]) -> str:
-    "The keys as text blocks: name, group, type and default on one line, the help text and checks below."
+    "The keys as text blocks: name, group, type and default on one line, the help text, checks and its page below."
     blocks = []
     for r in refs:
         lines = [f'{r.key}  [{r.group} · {r.section}]  {r.type} = {r.default}', f'    {r.help or "(no help text)"}']
         if r.checks: lines.append(f'    checked by: {", ".join(r.checks)}')
+        lines.append(f'    docs: {KEYS_PAGE}#{r.key}')
         blocks.append('\n'.join(lines))
     return '\n'.join(blocks)
 
-TABLE_HEAD = '| key | type | default | what it does | checked by |'
-
-def _cell(s:str) -> str: return s.replace('|', '\\|').replace('\n', ' ')
+def _md_text(s:str) -> str:
+    "Text as Markdown that shows as written: `<name>`, `*` and `_` outside code spans escaped, one line."
+    parts = s.replace('\n', ' ').split('`')
+    esc = [html.escape(p, quote=False).replace('*', '\\*').replace('_', '\\_') for p in parts[::2]]
+    parts[::2] = esc
+    return '`'.join(parts)
 
 def _by_section(refs:list[KeyInfo]) -> dict[tuple[str, str], list[KeyInfo]]:
     "The keys gathered by (group, section), in order of first appearance (a subclass can interleave its parent's)."
@@ -96,17 +106,21 @@ def _by_section(refs:list[KeyInfo]) -> dict[tuple[str, str], list[KeyInfo]]:
     for r in refs: out.setdefault((r.group, r.section), []).append(r)
     return out
 
+def key_markdown(r:KeyInfo) -> str:
+    "One key as Markdown: a heading that is its anchor (`keys.md#lora_rank`), type, default and checks, the help text."
+    facts = [f'`{r.type}`', f'default `{r.default}`']
+    if r.checks: facts.append('checked by ' + ', '.join(f'`{c}`' for c in r.checks))
+    return f'#### `{r.key}` {{ #{r.key} }}\n\n{" · ".join(facts)}\n\n{_md_text(r.help) or "*(no help text)*"}\n'
+
 def keys_markdown(refs:list[KeyInfo]) -> str:
-    "The keys as markdown: a section per argument group, a table per declaring class."
+    "The keys as Markdown: a section per argument group and per declaring class, a heading (and anchor) per key."
     out, group = [], None
     for (g, section), rows in _by_section(refs).items():
-        if g != group: out.append(f'\n## {g}\n')
+        if g != group: out.append(f'## {g}\n')
         group = g
-        out += [f'\n### {section}\n', TABLE_HEAD, '|---|---|---|---|---|']
-        for r in rows:
-            checks = ', '.join(f'`{c}`' for c in r.checks)
-            out.append(f'| `{r.key}` | `{_cell(r.type)}` | `{_cell(r.default)}` | {_cell(r.help)} | {checks} |')
-    return '\n'.join(out).strip() + '\n'
+        out += [f'### {section}\n', *map(key_markdown, rows)]
+    return '\n'.join(out)
+
 
 # %% ../../nbs/16_hparams.keys.ipynb #21197995
 def no_match_message(pattern:str) -> str:

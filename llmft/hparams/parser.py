@@ -5,6 +5,7 @@
 # %% ../../nbs/15_hparams.parser.ipynb #1a1961be
 from __future__ import annotations
 import dataclasses, enum, types, typing
+from pathlib import Path
 from typing import Any, Union
 from ..core import closest, get_logger
 from .model import ModelArguments
@@ -100,7 +101,7 @@ class Recipe:
     keys: dict      # the flat keys as given (file, then overrides): what `llmft_args.yaml` replays
     args: RunArgs   # model, data, training, finetuning, generating: checked
 
-def parse_recipe(cfg=None,            # a dict, a YAML/JSON path or CLI words `[path] key=value ...`
+def parse_recipe(cfg:dict|str|Path|list[str]|None=None, # a dict, a YAML/JSON path, or CLI words `[path] k=v ...`
                  defaults:dict|None=None, # keys that apply where `cfg` does not set them
                  **overrides,         # keys that win over `cfg`
                 ) -> Recipe:
@@ -114,7 +115,7 @@ def parse_recipe(cfg=None,            # a dict, a YAML/JSON path or CLI words `[
     except (TypeError, ValueError) as e: raise ConfigError(str(e)) from None
     return Recipe(flat, run_checks(args))
 
-def get_train_args(cfg, # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
+def get_train_args(cfg:dict|str|Path|list[str], # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
                    **overrides, # keys that win over `cfg`
                   ) -> RunArgs:
     "LLaMA-Factory's name: the checked `RunArgs(model, data, training, finetuning, generating)` of a recipe."

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, json
 from dataclasses import replace
+from pathlib import Path
 from ..core import ConfigError, DataError, get_logger
 from ..rundir import RunDir
 from ..model.runs import parse_run
@@ -39,7 +40,7 @@ def check_messages(messages:list[dict]) -> tuple[str|None, list[dict]]:
 # %% ../../nbs/76_infer.chat.ipynb #f4d016ba
 class ChatModel:
     "A trained run (folder, recipe or dict) ready to chat: `chat`, `stream_chat`, `batch_chat`, `get_scores`."
-    def __init__(self, cfg=None, **overrides):
+    def __init__(self, cfg:dict|str|Path|list[str]|None=None, **overrides):
         r = parse_run(cfg, **overrides)
         if r.model_args.infer_backend == 'vllm': raise ConfigError(vllm_missing())
         self.config, self.run, self.model_args, self.data_args = r.config, r.run, r.model_args, r.data_args
@@ -52,7 +53,7 @@ class ChatModel:
     def prompt(self,
                messages:list[dict],              # a conversation that ends with a user message
                system:str|None=None,             # the system prompt (default: the conversation's, if any)
-               tools=None,                       # tool definitions: a list / dict (as JSON) or a JSON string
+               tools:list|dict|str|None=None,    # tool definitions: a list / dict (as JSON) or a JSON string
                enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
               ) -> list[int]:
         "The prompt ids of a conversation that ends with a user message: exactly as training rendered it."
@@ -83,7 +84,7 @@ def _responses(self:ChatModel, rows, prompt_len:int, skip:bool|None=None) -> lis
 def chat(self:ChatModel,
          messages:list[dict],              # a conversation that ends with a user message
          system:str|None=None,             # the system prompt (default: the conversation's, if any)
-         tools=None,                       # tool definitions: a list / dict (as JSON) or a JSON string
+         tools:list|dict|str|None=None,    # tool definitions: a list / dict (as JSON) or a JSON string
          enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
          stop:list[str]|None=None,         # stop strings: the answer ends at the first
          prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`)
@@ -94,7 +95,7 @@ def chat(self:ChatModel,
     skip = gen.pop('skip_special_tokens', None)
     return _responses(self, generate(self.engine, [p], stop, use_adapter=self.use_adapter, **gen)[0], len(p), skip)
 
-def batch_chat(self:ChatModel, conversations:list[list[dict]], system:str|None=None, tools=None,
+def batch_chat(self:ChatModel, conversations:list[list[dict]], system:str|None=None, tools:list|dict|str|None=None,
                **gen) -> list[Response]:
     "One answer per conversation, generated together in one left-padded batch."
     self._check_generative()
@@ -105,7 +106,7 @@ def batch_chat(self:ChatModel, conversations:list[list[dict]], system:str|None=N
 def stream_chat(self:ChatModel,
                 messages:list[dict],              # a conversation that ends with a user message
                 system:str|None=None,             # the system prompt (default: the conversation's, if any)
-                tools=None,                       # tool definitions: a list / dict (as JSON) or a JSON string
+                tools:list|dict|str|None=None,    # tool definitions: a list / dict (as JSON) or a JSON string
                 event=None,                       # a `threading.Event`: set, it stops the answer
                 enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
                 prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
-from ..core import get_logger
+from ..core import display_path, get_logger
 from .points import POINT_FILES, Point, claim_sweep, make_points, release_sweep, to_run
 from .procs import placement, run_points
 from .record import read_records
@@ -75,7 +75,7 @@ class SweepResult:
         return pd.read_csv(self.output_dir/'sweep.csv')
 
     def _repr_html_(self) -> str:
-        return (f'<p><b>{self.verdict}</b> Page: <code>{self.html}</code></p>'
+        return (f'<p><b>{self.verdict}</b> Page: <code>{display_path(self.html)}</code></p>'
                 + self.table.drop(columns=['path'], errors='ignore').to_html(index=False, max_rows=50))
 
 def report(sw:Sweep, points:list[Point], running:bool=False) -> SweepResult:
@@ -112,7 +112,7 @@ def sweep(src,          # a sweep file or a dict of its keys
         place = placement(sw)
         n, threads = place[0], place[2]
         log.info(f'Sweep {sw.name}: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run '
-                 f'({n} at once, {threads} CPU thread(s) each) in {sw.output_dir}.')
+                 f'({n} at once, {threads} CPU thread(s) each) in {display_path(sw.output_dir)}.')
         report(sw, points, running=True)   # the page exists from the start: every point pending or done
         bar, status = tqdm(total=len(todo), desc=f'sweep {sw.name}', unit='point'), 'interrupted'
         run_points(sw, todo, on_end, place)
@@ -122,5 +122,5 @@ def sweep(src,          # a sweep file or a dict of its keys
         release_sweep(sw, status)
         res = report(sw, points)
         if status == 'interrupted': log.warning(f'Sweep interrupted: {len(res.interrupted)} point(s) stopped; run it '
-                                                f'again to resume them ({sw.output_dir}).')
+                                                f'again to resume them ({display_path(sw.output_dir)}).')
     return res

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import os, sys
 from pathlib import Path
+from ..core import display_path
 
 # %% auto #0
 __all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'Usage', 'command_words', 'cmd_export', 'cmd_eval', 'cmd_sweep',
@@ -76,8 +77,8 @@ def cmd_export(args:list[str]) -> int:
     pos, keys, _ = command_words(args, usage, (0, 1), required=True)
     dest = run_export(pos[0] if pos else None, **keys).resolve()
     shards = [p for p in dest.glob('*.safetensors') if p.name != 'value_head.safetensors']
-    print(f'Exported to {dest}: {len(shards)} weight file(s), the tokenizer with its chat template, Modelfile, '
-          'README.md')
+    print(f'Exported to {display_path(dest)}: {len(shards)} weight file(s), the tokenizer with its chat template, '
+          'Modelfile, README.md')
     return 0
 
 def cmd_eval(args:list[str]) -> int:
@@ -88,7 +89,7 @@ def cmd_eval(args:list[str]) -> int:
     res = run_eval(pos[0] if pos else None, **keys)
     print(f'{res.task}: {res.average:.2f}% of {sum(s["total"] for s in res.subjects.values())} questions correct '
           f'({res.seconds:.1f} s)')
-    if res.saved: print(f'Results: {Path(res.saved) / "results.json"}, {Path(res.saved) / "results.log"}')
+    if res.saved: print(f'Results: {display_path(Path(res.saved) / "results.json")}, results.log beside it')
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #ef050296
@@ -103,7 +104,7 @@ def cmd_sweep(args:list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # `kill` stops the points as Ctrl-C does
     signal.signal(signal.SIGINT, signal.default_int_handler)
     res = sweep(pos[0], **kw)
-    print(f'{res.verdict}\nTable: {res.output_dir / "sweep.csv"}\nPage:  {res.html}')
+    print(f'{res.verdict}\nTable: {display_path(res.output_dir / "sweep.csv")}\nPage:  {display_path(res.html)}')
     if res.failed:
         print(f'llmft: {len(res.failed)} of {len(res.rows)} points failed: {", ".join(res.failed)} (errors in '
               f'{res.output_dir / "sweep.csv"})', file=sys.stderr)
@@ -133,11 +134,11 @@ def cmd_train(args:list[str]) -> int:
     res = run_exp(cfg)   # the door: the recipe is parsed and checked once, there
     if not res.trainer.is_world_process_zero(): return 0
     out = Path(res.output_dir)
-    print(f'\nDone. Run folder: {out.resolve()}')
+    print(f'\nDone. Run folder: {display_path(out.resolve())}')
     run = RunDir(out)
     for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
               run.plot_file('loss', 'html'), run.log_file, run.results_file()):
-        if p.exists(): print(f'  {p.name:28s} {p.resolve()}')
+        if p.exists(): print(f'  {p.name:28s} {display_path(p.resolve())}')
     print(left_out_summary(out))
     return 0
 
@@ -265,7 +266,7 @@ def cmd_expand(args:list[str]) -> int:
     pos, kw, _ = command_words(args, usage, n_pos=(2,))
     if set(kw) != {'num_expand'}: raise Usage(usage)
     out = expand_model(pos[0], pos[1], int(kw['num_expand']))
-    print(f'Expanded model saved to {Path(out).resolve()}')
+    print(f'Expanded model saved to {display_path(Path(out).resolve())}')
     return 0
 
 def cmd_env(args:list[str]) -> int:

@@ -95,7 +95,7 @@ def _source(cfg, overrides:dict) -> tuple[Path|None, dict]:
     if isinstance(cfg, (str, Path)) and Path(cfg).is_dir(): return Path(cfg), dict(overrides)
     return None, {**load_cfg(cfg or {}), **overrides}
 
-def parse_run(cfg=None,           # a run or model folder, a recipe (dict, YAML/JSON path) or CLI words
+def parse_run(cfg:dict|str|Path|list[str]|None=None, # a run or model folder, a recipe (dict, file) or CLI words
               extra:tuple=(),     # keys of the caller's own (`llmft eval`'s task): set aside in `InferRun.extra`
               folder_keys:dict|None=None, # keys that apply when `cfg` is a folder, unless given
               **overrides,        # keys that win over the run's

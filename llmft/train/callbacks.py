@@ -6,6 +6,7 @@
 from __future__ import annotations
 import signal, threading, time
 from pathlib import Path
+import torch
 from transformers import TrainerCallback
 from ..core import get_logger
 from ..rundir import RunDir
@@ -31,7 +32,7 @@ class LogCallback(TrainerCallback):
         if not args.resume_from_checkpoint: self.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
         else: self.run.trim_log(state.global_step)  # resumed: drop what was logged after the checkpoint (run again)
 
-    def on_log(self, args, state, control, logs=None, **kw):
+    def on_log(self, args, state, control, logs:dict|None=None, **kw):
         if not state.is_world_process_zero or self.path is None or not logs: return
         cur, total = state.global_step, state.max_steps or 1
         elapsed = time.time() - self.start
@@ -51,7 +52,7 @@ class PissaConvertCallback(TrainerCallback):
      "weights in `pissa_converted/`.")
     def _unwrap(self, model): return getattr(model, 'pretrained_model', model)
 
-    def on_train_begin(self, args, state, control, model=None, **kw):
+    def on_train_begin(self, args, state, control, model:torch.nn.Module|None=None, **kw):
         if not state.is_world_process_zero: return
         m = self._unwrap(model)
         cfg = m.peft_config['default']
@@ -60,7 +61,7 @@ class PissaConvertCallback(TrainerCallback):
         m.save_pretrained(Path(args.output_dir) / 'pissa_init')
         cfg.init_lora_weights = init
 
-    def on_train_end(self, args, state, control, model=None, **kw):
+    def on_train_end(self, args, state, control, model:torch.nn.Module|None=None, **kw):
         if not state.is_world_process_zero: return
         m = self._unwrap(model)
         out = Path(args.output_dir)

@@ -75,7 +75,7 @@ class DPOTrainer(PreferenceMixin, Trainer):
         return (loss, {'chosen': c, 'rejected': r}) if return_outputs else loss
 
 # %% ../../nbs/57_train.dpo.ipynb #0fe85ca6
-def run_dpo(args:RunArgs, callbacks=None) -> RunResult:
+def run_dpo(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Preference optimisation (DPO, hinge, IPO, ORPO, SimPO) of the model on chosen / rejected pairs."
     model_args, data_args, training_args, finetuning_args, _ = args
     tokenizer, template, ds = prepare(args)

@@ -46,7 +46,7 @@ class KTOTrainer(PreferenceMixin, Trainer):
         return (loss, {'logps': logps}) if return_outputs else loss
 
 # %% ../../nbs/57a_train.kto.ipynb #346095bc
-def run_kto(args:RunArgs, callbacks=None) -> RunResult:
+def run_kto(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "KTO of the model on answers tagged desirable or undesirable."
     model_args, data_args, training_args, finetuning_args, _ = args
     tokenizer, template, ds = prepare(args)

@@ -31,7 +31,8 @@ class ComputeAccuracy:
 # %% ../../nbs/54a_train.metrics.ipynb #5bd2eb48
 def _scores(pred:str, label:str) -> dict[str, float]:
     "ROUGE-1/2/L F1 on jieba words and BLEU-4 on characters, in percent."
-    import jieba
+    import jieba, logging
+    jieba.setLogLevel(logging.WARNING)   # else it prints where it caches its dictionary
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_chinese import Rouge
     hyp, ref = ' '.join(jieba.cut(pred)).split(), ' '.join(jieba.cut(label)).split()

@@ -252,7 +252,7 @@ def train(self:PPOTrainer, resume_from_checkpoint=None, **kw) -> TrainOutput:
     return TrainOutput(n, total / max(n, 1), metrics)
 
 # %% ../../nbs/58_train.ppo.ipynb #9d06b468
-def run_ppo(args:RunArgs, callbacks=None) -> RunResult:
+def run_ppo(args:RunArgs, callbacks:list|None=None) -> RunResult:
     ("PPO of a value-head policy against `reward_model` (full, LoRA adapter or HTTP API), with a KL penalty to the "
      "reference.")
     model_args, data_args, training_args, finetuning_args, generating_args = args

@@ -22,7 +22,7 @@ class PTTrainer(ChunkedLossMixin, Trainer):
     "`Trainer` with the chunked causal-LM loss (`train.chunked`): the full logits never exist in training."
 
 # %% ../../nbs/55a_train.pt.ipynb #9d1de7ce
-def run_pt(args:RunArgs, callbacks=None) -> RunResult:
+def run_pt(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Causal language modelling on raw text: every real token is a label; eval adds perplexity."
     model_args, data_args, training_args, finetuning_args, _ = args
     tokenizer, template, ds = prepare(args)

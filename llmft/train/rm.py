@@ -74,7 +74,7 @@ def save_scores(path, predictions) -> Path:
     scores = predictions.tolist()
     return RunDir(path).write_predictions({'chosen': round(c, 6), 'rejected': round(r, 6)} for c, r in scores)
 
-def run_rm(args:RunArgs, callbacks=None) -> RunResult:
+def run_rm(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Train a reward model (causal LM + value head) on preference pairs; evaluate accuracy; write scores on predict."
     model_args, data_args, training_args, finetuning_args, _ = args
     tokenizer, template, ds = prepare(args)

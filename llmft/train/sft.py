@@ -29,7 +29,7 @@ log = get_logger(__name__)
 class SFTTrainer(ChunkedLossMixin, Seq2SeqTrainer):
     ("`Seq2SeqTrainer` with the chunked training loss, whose generated predictions are the new tokens only "
      "(decoder-only models echo the prompt).")
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys:list[str]|None=None, **gen_kwargs):
         if not self.args.predict_with_generate or prediction_loss_only:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
         labels = inputs.pop('labels', None)
@@ -44,7 +44,7 @@ def save_predictions(path, dataset, predictions, labels, tokenizer, skip_special
     return RunDir(path).write_predictions({'prompt': p, 'predict': pr, 'label': l} for p, pr, l in rows)
 
 # %% ../../nbs/55_train.sft.ipynb #27985260
-def run_sft(args:RunArgs, callbacks=None) -> RunResult:
+def run_sft(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Supervised fine-tuning of `model_args.model_name_or_path` on `data_args.dataset`; evaluate and predict when asked."
     model_args, data_args, training_args, finetuning_args, generating_args = args
     generate = training_args.predict_with_generate

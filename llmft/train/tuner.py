@@ -38,9 +38,9 @@ def _route_library_log(out:Path, log_level:str, fresh:bool):
         print(''.join(line + '\n' for line in lib.lines), end='', file=sys.stderr)
     lib.attach(out, fresh=fresh)
 
-def run_exp(cfg=None,          # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
-            callbacks=None,    # extra `TrainerCallback`s
-            **overrides,       # keys that win over `cfg`
+def run_exp(cfg:dict|str|Path|list[str]|None=None,   # a dict, a YAML/JSON path, or CLI words `[path] key=value ...`
+            callbacks:list|None=None,                # extra `TrainerCallback`s
+            **overrides,                             # keys that win over `cfg`
            ) -> RunResult:
     "Run one experiment: parse and check `cfg` (once: the door), write `llmft_args.yaml`, run the stage's workflow."
     recipe = parse_recipe(cfg, **overrides)
@@ -68,7 +68,9 @@ def _end_process_group():
         dist.destroy_process_group()
 
 # %% ../../nbs/59_train.tuner.ipynb #40e4b9e2
-def check_data(cfg=None, **overrides) -> list:
+def check_data(cfg:dict|str|Path|list[str]|None=None,  # a recipe, as `run_exp` takes it
+               **overrides,                             # keys that win over `cfg`
+              ) -> list:
     "The data-check reports (`data.checks.DataReport`) of the training and evaluation data `cfg` would use."
     args = parse_recipe(cfg, defaults={'do_train': True}, **overrides, data_check='off').args
     prep = prepare(args, in_run=False)   # the data a run would build, looked at from outside the run

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from ..core import ModelError, get_logger
+from ..hparams.model import ModelArguments
+from ..hparams.finetune import FinetuningArguments
 from ..rundir import RunDir
 from ..data.template import check_run_template, template_record, to_jinja
 from .callbacks import CheckpointCallback, InterruptCallback, LogCallback, PissaConvertCallback
@@ -38,7 +40,7 @@ def record(trainer, split:str, metrics:dict, result:RunResult):
     trainer.save_metrics(split, metrics)
     result.metrics[split] = metrics
 
-def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
+def stage_callbacks(finetuning_args, training_args, extra:list|None=None) -> list:
     ("The callbacks every stage trains with: the log, whole checkpoints, graceful interrupt (and PiSSA conversion, "
      "early stopping when asked).")
     cbs = [LogCallback(), CheckpointCallback(), InterruptCallback()]
@@ -52,7 +54,7 @@ def stage_callbacks(finetuning_args, training_args, extra=None) -> list:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=finetuning_args.early_stopping_steps))
     return cbs + list(extra or [])
 
-def save_template(training_args, template, tokenizer, model_args=None):
+def save_template(training_args, template, tokenizer, model_args:ModelArguments|None=None):
     ("Warn loudly if a run the model is loaded from used another template; give the tokenizer our template as its "
      "jinja `chat_template`; write `template.json`.")
     if model_args is not None:
@@ -63,7 +65,7 @@ def save_template(training_args, template, tokenizer, model_args=None):
     RunDir(training_args.output_dir).write_template(template_record(template, tokenizer))
 
 # %% ../../nbs/54b_train.workflow.ipynb #bf48c8c9
-def save_with_value_head(trainer, output_dir=None):
+def save_with_value_head(trainer, output_dir:str|Path|None=None):
     ("A `Trainer._save` for models with a value head: the language model (or adapter) plus `value_head.safetensors`, "
      "and the tokenizer.")
     out = output_dir or trainer.args.output_dir
@@ -158,7 +160,7 @@ class StageMetricsMixin:
         for k, v in metrics.items():
             self._stage_metrics[split][k].append(float(v.detach().float().mean()) if torch.is_tensor(v) else float(v))
 
-    def log(self, logs:dict, start_time=None):
+    def log(self, logs:dict, start_time:float|None=None):
         split = 'eval' if any(k.startswith('eval_') for k in logs) else 'train'
         store = getattr(self, '_stage_metrics', {}).get(split, {})
         for k, vals in store.items():
@@ -172,11 +174,12 @@ class PreferenceMixin(StageMetricsMixin):
      "eval computes the loss only.")
     loss_is_scaled_for_ga = False   # a mean over pairs / examples: the Trainer divides it by the accumulation steps
 
-    def __init__(self, *args, finetuning_args=None, ref_model=None, **kw):
+    def __init__(self, *args, finetuning_args:FinetuningArguments|None=None, ref_model:torch.nn.Module|None=None,
+                 **kw):
         super().__init__(*args, **kw)
         self.finetuning_args = finetuning_args
         self.ref_model = ref_model.to(self.args.device).eval() if ref_model is not None else None
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys:list[str]|None=None):
         with torch.no_grad(): loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
