@@ -19,6 +19,10 @@ UPGRADE := $(if $(LATEST),--upgrade --upgrade-strategy eager $(if $(HAS_CUDA),,"
 # the stamp names what the venv was installed from: asking for the other set installs again
 INSTALL_FROM := $(if $(LATEST),latest,$(LOCK))
 REINSTALL := $(if $(filter $(INSTALL_FROM),$(shell cat $(VENV)/.installed 2>/dev/null)),,FORCE)
+# llama-cpp-python (a dev dependency: the GGUF tests run the files in llama.cpp) builds from source: a portable CPU build
+# (AVX2 and friends, not -march=native), without the multimodal library nothing here uses
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

@@ -37,16 +37,16 @@ class Links(HTMLParser):
             if a.get(key) and tag in ('a', 'link', 'script', 'img', 'iframe', 'source'): self.urls.append(a[key])
 
 
-def search(page, query:str, seconds:int=60) -> list[str]:
-    ("The result links for `query` in the site's search box. Typed again until results show: a query typed while the "
-     "search index is still being built on a page's first visit is not run when the index is ready.")
+def search(page, query:str, seconds:int=120) -> list[str]:
+    ("The result links for `query` in the site's search box, typed key by key as a reader types (the theme searches on "
+     "key events: a value set at once on a page's first visit is not searched), again until results show.")
     page.locator('label.md-search__icon, .md-search__input').first.click()
     box = page.locator('input.md-search__input')
-    for _ in range(seconds // 5):
+    for _ in range(seconds // 10):
         box.fill('')
-        box.fill(query)
+        box.press_sequentially(query, delay=30)
         try:
-            page.wait_for_selector('.md-search-result__item', timeout=5_000)
+            page.wait_for_selector('.md-search-result__item', timeout=10_000)
             return page.eval_on_selector_all('.md-search-result__item a', 'els => els.map(e => e.href)')
         except Exception: continue
     raise AssertionError(f'the search found nothing for {query!r} in {seconds} s')

@@ -225,3 +225,30 @@ def test_the_export_chats_and_evaluates_without_naming_its_template(exported, tm
     assert export.template.name == 'llama3' and export.chat(msgs)[0].text == run.chat(msgs)[0].text
     keys = dict(task='tinymmlu_test', task_dir=str(ROOT / 'evaluation'), n_shot=1, batch_size=8, verbose=False)
     assert run_eval(folders['lora'], **keys).predictions == run_eval(runs['lora'].output_dir, **keys).predictions
+
+
+@pytest.mark.slow
+def test_cli_gguf_export_prints_files_and_a_full_disk_leaves_nothing(exported, tmp_path):
+    ("`export_format=gguf gguf_types=[f16,q8_0]` on the command line: both files, printed as relative paths, FROM in "
+     "the Modelfile, the card's table; a disk that fills while a GGUF file is written leaves no file and no folder.")
+    runs, folders, trained, fresh = exported
+    dest = ROOT / 'saves' / f'.test-gguf-{tmp_path.name}'   # under the working folder: printed relative to it
+    try:
+        r = cli('export', runs['lora'].output_dir, f'export_dir={dest}', 'export_format=gguf', 'gguf_types=[f16,q8_0]')
+        assert r.returncode == 0, r.stderr[-2000:]
+        rel = dest.relative_to(ROOT)
+        assert f'GGUF: {rel}/{dest.name}-f16.gguf (' in r.stdout and f'GGUF: {rel}/{dest.name}-q8_0.gguf (' in r.stdout
+        assert f'\nFROM ./{dest.name}-f16.gguf\n' in (dest / 'Modelfile').read_text()
+        card = (dest / 'README.md').read_text()
+        assert f'| {dest.name}-q8_0.gguf | q8_0 |' in card and '| max logit difference | perplexity |' in card
+    finally:
+        import shutil
+        shutil.rmtree(dest, ignore_errors=True)
+    full = tmp_path / 'full'   # shards of 300 KB fit under the limit; the GGUF file (about 1 MB) does not
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+    r = subprocess.run([str(Path(sys.executable).parent / 'llmft'), 'export', runs['lora'].output_dir,
+                        f'export_dir={full}', 'export_size=0.0003', 'export_format=gguf'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 5 and 'nothing was left there' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert [l for l in r.stderr.splitlines() if l.startswith('llmft:')] == [r.stderr.strip().splitlines()[-1]], r.stderr
+    assert not full.exists() and not list(tmp_path.glob('.full.*')), list(tmp_path.iterdir())

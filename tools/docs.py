@@ -23,8 +23,8 @@ SKIP_FLAGS = {'gpu', 'multigpu', 'hub'}                  # cells that need what 
 EXEC_VERSION = 2                                         # bump when `execute` changes: cached notebooks run again
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out
 GUIDES = [('Prepare data', 'data.md'), ('Train each stage', 'train.md'), ('Chat and serve', 'chat-and-serve.md'),
-          ('Evaluate', 'evaluate.md'), ('Export and run locally', 'export.md'), ('Sweeps', 'sweeps.md'),
-          ('Scale out', 'scale-out.md'), ('Dashboards', 'dashboards.md'),
+          ('Evaluate', 'evaluate.md'), ('Export a run', 'export.md'), ('Run your model locally', 'local.md'),
+          ('Sweeps', 'sweeps.md'), ('Scale out', 'scale-out.md'), ('Dashboards', 'dashboards.md'),
           ('Migrate from LLaMA-Factory', 'migrate.md'), ('FAQ and troubleshooting', 'troubleshooting.md')]
 EXPLAIN = [('Architecture', 'architecture.md'), ('The run folder', 'run-folder.md'),
            ('trainer_log.jsonl', 'trainer-log.md'), ('Speed and memory', 'speed.md'),

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 import yaml
-from ..core import ConfigError, split_names
+from ..core import ConfigError, closest, split_names
 
 # %% auto #0
-__all__ = ['REGISTRY', 'INFER_DTYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'Check', 'check', 'check_groups',
-           'ExportArguments', 'QuantizationArguments', 'ModelPatchArguments', 'VocabArguments', 'ModelArguments',
-           'check_model_named', 'check_infer_backend', 'check_quantization_bit', 'check_quantization_type',
-           'check_rope_scaling', 'check_flash_attn', 'check_init_special_tokens', 'check_desc_init_has_descriptions',
-           'check_export_device', 'check_export_quantization_bit', 'check_export_quantization_dataset',
-           'check_infer_dtype']
+__all__ = ['REGISTRY', 'INFER_DTYPES', 'EXPORT_FORMATS', 'GGUF_TYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'Check',
+           'check', 'check_groups', 'ExportArguments', 'QuantizationArguments', 'ModelPatchArguments', 'VocabArguments',
+           'ModelArguments', 'check_model_named', 'check_infer_backend', 'check_quantization_bit',
+           'check_quantization_type', 'check_rope_scaling', 'check_flash_attn', 'check_init_special_tokens',
+           'check_desc_init_has_descriptions', 'check_export_device', 'check_export_quantization_bit',
+           'check_export_quantization_dataset', 'check_infer_dtype', 'check_export_format', 'check_gguf_types']
 
 # %% ../../nbs/10_hparams.model.ipynb #b6962e1f
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ def check_groups(**groups) -> None:
 
 # %% ../../nbs/10_hparams.model.ipynb #058b0883
 INFER_DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
+EXPORT_FORMATS = ('safetensors', 'gguf')                # what `llmft export` writes (`export_format`)
+GGUF_TYPES = ('f32', 'f16', 'bf16', 'q8_0', 'q4_0')     # the GGUF file types it writes (`llmft.export_gguf`)
 
 @dataclass
 class ExportArguments:
@@ -69,6 +71,19 @@ class ExportArguments:
         'help': 'export: also push the exported model to this hub repository (needs the network).'})
     infer_dtype: str = field(default='auto', metadata={
         'help': 'chat / export: the dtype of the weights: auto (the model\'s own), float16, bfloat16 or float32.'})
+    export_format: str = field(default='safetensors', metadata={
+        'help': "export (llmft's own key): safetensors writes the transformers folder (shards, tokenizer, Modelfile, "
+                'card); gguf writes that folder and, beside its files, one GGUF file per gguf_types for llama.cpp, '
+                'Ollama and LM Studio, with a Modelfile that points at the first.'})
+    gguf_types: Optional[str] = field(default=None, metadata={
+        'help': f"export with export_format: gguf (llmft's own key): the GGUF file types to write, a YAML list or "
+                f"comma-separated, of {', '.join(GGUF_TYPES)}; default f16."})
+
+    def __post_init__(self):
+        self.gguf_types = split_names(self.gguf_types)
+        if self.gguf_types: self.gguf_types = list(dict.fromkeys(self.gguf_types))   # once each, in the order given
+        elif self.export_format == 'gguf': self.gguf_types = ['f16']
+        if hasattr(super(), '__post_init__'): super().__post_init__()
 
 # %% ../../nbs/10_hparams.model.ipynb #85afeca9
 @dataclass
@@ -276,3 +291,22 @@ def check_infer_dtype(m:ModelArguments):
     "The dtypes chat and export load weights in (`INFER_DTYPES`)."
     if m.infer_dtype not in INFER_DTYPES:
         raise ConfigError(f"infer_dtype must be one of {list(INFER_DTYPES)}, got '{m.infer_dtype}'.")
+
+# %% ../../nbs/10_hparams.model.ipynb #4bff5cfa
+@check(model='export_format')
+def check_export_format(m:ModelArguments):
+    "The formats `llmft export` writes (`EXPORT_FORMATS`), the closest named on a slip."
+    if m.export_format not in EXPORT_FORMATS:
+        raise ConfigError(f"Unknown export_format '{m.export_format}'{closest(m.export_format, EXPORT_FORMATS)} "
+                          f"Expected one of {list(EXPORT_FORMATS)}.")
+
+@check(model='export_format gguf_types')
+def check_gguf_types(m:ModelArguments):
+    "GGUF file types are those of `GGUF_TYPES`, and are asked for with export_format: gguf only."
+    bad = [t for t in m.gguf_types or [] if t not in GGUF_TYPES]
+    if bad:
+        raise ConfigError(f"Unknown gguf_types entry '{bad[0]}'{closest(bad[0], GGUF_TYPES)} Expected some of "
+                          f"{list(GGUF_TYPES)}.")
+    if m.gguf_types and m.export_format != 'gguf':
+        raise ConfigError(f'gguf_types {",".join(m.gguf_types)} is set, but export_format is {m.export_format}: '
+                          'set export_format: gguf to write GGUF files.')

@@ -34,7 +34,8 @@ commands:
                                  Ctrl-C stops an answer)
   api RUN|RECIPE [key=value]     serve a run with an OpenAI-compatible API (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
   export RUN|RECIPE [key=value]  merge a run's adapters into one standalone model folder (export_dir=): safetensors
-                                 shards (export_size GB), tokenizer with the chat template, Modelfile, model card
+                                 shards (export_size GB), tokenizer with the chat template, Modelfile, model card;
+                                 export_format=gguf adds GGUF files for llama.cpp / Ollama (gguf_types=f16,q8_0)
   sweep SWEEP [key=value]        run a recipe or a papermill notebook over a grid / zip / random set of parameters,
                                  several points at once, resumably; sweep.csv and sweep.html say which point won;
                                  --list: what a run would do with each point; --help: the sweep file's keys
@@ -71,7 +72,8 @@ def command_words(args:list[str],  # the command's arguments
 
 # %% ../../nbs/89_launch.cli.ipynb #cb8ec29e
 def cmd_export(args:list[str]) -> int:
-    "llmft export RUN|RECIPE [key=value ...]: the run's adapters merged into a standalone model folder."
+    ("llmft export RUN|RECIPE [key=value ...]: the run's adapters merged into a standalone model folder (and GGUF "
+     "files with export_format=gguf).")
     from llmft.export import run_export
     usage = 'usage: llmft export RUN|RECIPE export_dir=OUT [key=value ...]'
     pos, keys, _ = command_words(args, usage, (0, 1), required=True)
@@ -79,6 +81,7 @@ def cmd_export(args:list[str]) -> int:
     shards = [p for p in dest.glob('*.safetensors') if p.name != 'value_head.safetensors']
     print(f'Exported to {display_path(dest)}: {len(shards)} weight file(s), the tokenizer with its chat template, '
           'Modelfile, README.md')
+    for p in sorted(dest.glob('*.gguf')): print(f'GGUF: {display_path(p)} ({p.stat().st_size / 2**20:.1f} MiB)')
     return 0
 
 def cmd_eval(args:list[str]) -> int:
