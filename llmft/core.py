@@ -12,13 +12,14 @@ __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'QUIET_LOGGERS', 'QUIET_WARNI
            'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES',
            'get_logger', 'LibraryLog', 'route_library_logs', 'unroute_library_logs', 'library_log', 'package_version',
            'package_versions', 'versions_line', 'read_versions_line', 'debug_mode', 'UserError', 'ConfigError',
-           'DataError', 'TemplateError', 'ModelError', 'error_line', 'cache_dir', 'closest', 'split_names',
-           'display_path', 'read_json', 'atomic_write', 'write_json']
+           'DataError', 'TemplateError', 'ModelError', 'RewardError', 'error_line', 'cache_dir', 'closest',
+           'split_names', 'display_path', 'read_json', 'atomic_write', 'write_json']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
-STAGES = ('pt', 'sft', 'rm', 'ppo', 'dpo', 'kto')
-STAGE_DATA = dict(pt='pretrain', sft='supervised', rm='pairwise', dpo='pairwise', kto='feedback', ppo='unsupervised')
+STAGES = ('pt', 'sft', 'rm', 'ppo', 'dpo', 'kto', 'grpo', 'rloo')
+STAGE_DATA = dict(pt='pretrain', sft='supervised', rm='pairwise', dpo='pairwise', kto='feedback', ppo='unsupervised',
+                  grpo='prompts', rloo='prompts')
 
 # %% ../nbs/00_core.ipynb #df222411
 _FMT = '[%(levelname)s|%(name)s] %(message)s'
@@ -159,7 +160,8 @@ def read_versions_line(text:str) -> dict:
     return json.loads(first[len(VERSIONS_LINE):]) if first.startswith(VERSIONS_LINE) else {}
 
 # %% ../nbs/00_core.ipynb #ef731bb5
-EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5}  # exit status of `llmft` per kind of user error
+# the exit status of `llmft` per kind of user error
+EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5, 'reward': 6}
 BUG_EXIT = 70   # an unexpected exception: a bug in llmft (sysexits' EX_SOFTWARE)
 ISSUES_URL = 'https://github.com/llmft/llmft/issues'
 
@@ -201,7 +203,11 @@ class ModelError(UserError):
     "A model or tokenizer that cannot be loaded or does not fit the run."
     kind = 'model'
 
-ERROR_CLASSES = {c.kind: c for c in (ConfigError, DataError, TemplateError, ModelError)}  # kind -> class
+class RewardError(UserError):
+    "A reward function of an online RL run that raised or returned what is not a score: the user's code, not llmft."
+    kind = 'reward'
+
+ERROR_CLASSES = {c.kind: c for c in (ConfigError, DataError, TemplateError, ModelError, RewardError)}  # kind -> class
 
 def error_line(e:BaseException) -> str:
     "The one line that tells a user what went wrong: a user error's own line, or that it is a bug in llmft."

@@ -12,9 +12,9 @@ from .core import LIBRARY_LOG as _LIBRARY_LOG
 from .core import DataError, atomic_write, get_logger, read_json, read_versions_line, versions_line, write_json
 
 # %% auto #0
-__all__ = ['ARGS_FILE', 'TRAINER_LOG', 'TEMPLATE_FILE', 'LEFT_OUT_FILE', 'RESULTS_FILE', 'PREDICTIONS_FILE', 'MODEL_CONFIG',
-           'CHECKPOINT_PREFIX', 'CHECKPOINT_DONE', 'LAUNCHER_FILES', 'LIBRARY_LOG', 'log', 'results_file', 'plot_file',
-           'is_run', 'is_model', 'LogTail', 'RunDir']
+__all__ = ['ARGS_FILE', 'TRAINER_LOG', 'TEMPLATE_FILE', 'LEFT_OUT_FILE', 'RESULTS_FILE', 'PREDICTIONS_FILE', 'ROLLOUTS_FILE',
+           'MODEL_CONFIG', 'CHECKPOINT_PREFIX', 'CHECKPOINT_DONE', 'LAUNCHER_FILES', 'LIBRARY_LOG', 'log',
+           'results_file', 'plot_file', 'is_run', 'is_model', 'LogTail', 'RunDir', 'json_lines']
 
 # %% ../nbs/02_rundir.ipynb #e32795a2
 ARGS_FILE = 'llmft_args.yaml'           # the resolved recipe; its first line the versions it ran with (`versions_line`)
@@ -23,6 +23,7 @@ TEMPLATE_FILE = 'template.json'         # the chat template used (`data.template
 LEFT_OUT_FILE = 'llmft_left_out.json'   # the rows the data lost on the way, by split
 RESULTS_FILE = 'all_results.json'       # the final metrics of every split (the Trainer's `save_metrics`)
 PREDICTIONS_FILE = 'generated_predictions.jsonl'  # one line per predicted example
+ROLLOUTS_FILE = 'rollouts.jsonl'        # online RL (grpo, rloo): prompt groups, their completions, scores, advantages
 MODEL_CONFIG = 'config.json'            # a plain model folder's (or a full fine-tune's) configuration
 CHECKPOINT_PREFIX = 'checkpoint-'       # `checkpoint-<step>` folders
 CHECKPOINT_DONE = 'llmft_checkpoint_complete.json'  # written last into a checkpoint: it is whole
@@ -91,6 +92,8 @@ class RunDir:
     @property
     def predictions_file(self) -> Path: return self.path/PREDICTIONS_FILE
     @property
+    def rollouts_file(self) -> Path: return self.path/ROLLOUTS_FILE
+    @property
     def library_log(self) -> Path: return self.path/LIBRARY_LOG
     def results_file(self, split:str='all') -> Path: return self.path/results_file(split)
     def plot_file(self, key:str='loss', ext:str='png') -> Path: return self.path/plot_file(key, ext)
@@ -142,34 +145,65 @@ def append_log(self:RunDir, rec:dict):
     "Append one log event to `trainer_log.jsonl`."
     with open(self.log_file, 'a', encoding='utf-8') as f: f.write(json.dumps(rec, ensure_ascii=False) + '\n')
 
+def json_lines(path, newest_first:bool=False):
+    ("The records of a JSON-lines file another process may still append to (none while it is missing): a half-written "
+     "last line is left for later, any other line that is not JSON is reported and skipped.")
+    try: text = Path(path).read_text(encoding='utf-8')
+    except FileNotFoundError: return
+    lines = text.split('\n')
+    for i in (range(len(lines) - 1, -1, -1) if newest_first else range(len(lines))):
+        if not lines[i].strip(): continue
+        try: yield json.loads(lines[i])
+        except json.JSONDecodeError:
+            if i == len(lines) - 1: continue   # no newline yet: the writer is still on it
+            log.warning(f'{path}: line {i + 1} is not JSON (a run cut off mid-write?), skipped.')
+
 @patch
 def log_records(self:RunDir) -> list[dict]:
     ("The records of `trainer_log.jsonl` ([] before the first); a half-written last line is left for later, any other "
      "line that is not JSON is reported and skipped.")
-    try: text = self.log_file.read_text(encoding='utf-8')
-    except FileNotFoundError: return []
-    lines, out = text.split('\n'), []
-    for i, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines): continue   # no newline yet: the writer is still on it
-            log.warning(f'{self.log_file}: line {i} is not JSON (a run cut off mid-write?), skipped.')
-    return out
+    return list(json_lines(self.log_file))
+
+def _keep_up_to(path:Path, key:str, step:int):
+    "Rewrite JSON-lines file `path` with only the records whose `key` is at most `step` (and no broken line)."
+    if not path.exists(): return
+    text = path.read_text(encoding='utf-8')
+    keep = [json.dumps(r, ensure_ascii=False) + '\n' for r in json_lines(path) if r.get(key, 0) <= step]
+    if len(keep) < len([l for l in text.split('\n') if l.strip()]): path.write_text(''.join(keep), encoding='utf-8')
 
 @patch
 def trim_log(self:RunDir, step:int):
-    "Keep only the log records up to `step` (a run resumed from that step logs the rest again)."
-    if not self.log_file.exists(): return
-    rows = [l for l in self.log_file.read_text(encoding='utf-8').splitlines() if l.strip()]
-    keep = [l for l in rows if json.loads(l).get('current_steps', 0) <= step]
-    if len(keep) < len(rows): self.log_file.write_text(''.join(l + '\n' for l in keep), encoding='utf-8')
+    "Keep only the log records and rollouts up to `step` (a run resumed from that step logs the rest again)."
+    _keep_up_to(self.log_file, 'current_steps', step)
+    _keep_up_to(self.rollouts_file, 'step', step)
 
 @patch
 def tail(self:RunDir, since:float|None=None # ignore a log last written before this time (an earlier run's)
         ) -> LogTail:
     "A `LogTail` over `trainer_log.jsonl`: the records another process adds, read as they come."
     return LogTail(self.log_file, since)
+
+# %% ../nbs/02_rundir.ipynb #cd53fc12
+@patch
+def append_rollouts(self:RunDir, records:list[dict]): # one record per prompt group, of one logging step
+    "Append rollout records (one per prompt group) to `rollouts.jsonl`, in one write."
+    if not records: return
+    self.path.mkdir(parents=True, exist_ok=True)
+    text = ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records)
+    with open(self.rollouts_file, 'a', encoding='utf-8') as f: f.write(text)
+
+@patch
+def rollouts(self:RunDir, last_steps:int|None=None # the newest steps to read (None: all of them)
+            ) -> list[dict]:
+    ("The rollout records of the newest `last_steps` steps, oldest first ([] before the first); a half-written last "
+     "line is left for later.")
+    out, steps = [], set()
+    for rec in json_lines(self.rollouts_file, newest_first=True):
+        step = rec.get('step')
+        if last_steps is not None and step not in steps and len(steps) >= last_steps: break
+        steps.add(step)
+        out.append(rec)
+    return out[::-1]
 
 # %% ../nbs/02_rundir.ipynb #1bfddabf
 @patch

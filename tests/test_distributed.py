@@ -115,3 +115,18 @@ def test_notebook_launcher_raises_the_worker_error(tiny_llama, tmp_path):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     want = "RAISED DataError Dataset 'noout' (noout.json) has no column 'output'"
     assert want in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+def test_torchrun_processes_train_one_model(sft_cfg, tmp_path):
+    ("Under torchrun on CPU every process ends with the same weights (gradients are averaged by DDP over gloo); "
+     "without `use_cpu` accelerate 1.16 saw no distributed setup and each process trained a model of its own.")
+    import subprocess, sys
+    cfg = {**sft_cfg, 'max_steps': 3, 'learning_rate': 0.1, 'output_dir': str(tmp_path / 'run')}
+    (tmp_path / 'cfg.json').write_text(json.dumps(cfg))
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                        str(ROOT / 'tests' / 'assets' / 'ddp_check.py'), str(tmp_path / 'cfg.json')],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = [json.loads((tmp_path / 'run' / f'ddp_check.rank{i}.json').read_text()) for i in (0, 1)]
+    assert {x['distributed_type'] for x in recs} == {'DistributedType.MULTI_CPU'}, recs
+    assert recs[0]['weights'] == pytest.approx(recs[1]['weights'], rel=1e-9, abs=1e-9), recs

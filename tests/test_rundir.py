@@ -6,7 +6,7 @@ from conftest import ROOT
 # module -> why it may name a run file itself (keep this list empty where possible: a stale entry fails)
 ALLOWED = {'llmft/core.py': "LIBRARY_LOG: core's LibraryLog names the file it attaches to (rundir re-exports it; core "
                             'cannot import rundir)'}
-NAMES = ('llmft_args.yaml', 'trainer_log.jsonl', 'template.json', 'llmft_left_out.json', 'all_results.json',
+NAMES = ('llmft_args.yaml', 'trainer_log.jsonl', 'rollouts.jsonl', 'template.json', 'llmft_left_out.json', 'all_results.json',
          'generated_predictions.jsonl', 'libraries.log', 'llmft_checkpoint_complete.json', 'training_loss')
 PARTS = ('checkpoint-', '_results.json', 'training_')   # pieces of names built with an f-string
 MOVED = ('ARGS_FILE', 'TRAINER_LOG', 'TEMPLATE_FILE', 'LEFT_OUT_FILE', 'LIBRARY_LOG', 'CHECKPOINT_DONE', 'LAUNCHER_FILES',

@@ -81,3 +81,21 @@ def test_example_sweeps_are_valid(monkeypatch):
         kinds.add(sw.kind)
         assert len(expand_points(sw)) >= 2, f
     assert kinds == {'recipe', 'notebook'}
+
+
+def test_grpo_tutorial(tmp_path):
+    "The GRPO tutorial trains with a reward function written in a cell (the reward rises) and sweeps two loss types."
+    from llmft.launch.record import read_records
+    from llmft.rundir import RunDir
+    out_nb, run = tmp_path / 'out.ipynb', tmp_path / 'run'
+    pm.execute_notebook(str(ROOT / 'tutorials/11_grpo.ipynb'), str(out_nb), cwd=str(ROOT), kernel_name='python3',
+                        parameters=dict(max_steps=24, output_dir=str(run), compare=['grpo', 'dr_grpo'],
+                                        compare_steps=4), progress_bar=False)
+    rewards = [r['reward'] for r in RunDir(run).log_records() if 'reward' in r]
+    assert len(rewards) == 12 and sum(rewards[6:]) / 6 > sum(rewards[:2]) / 2 + 0.1, rewards
+    recs = read_records(out_nb)
+    assert recs['reward_last'] > recs['reward_first'], recs
+    assert RunDir(run).rollouts(1) and (run / 'all_results.json').exists()
+    df = pd.read_csv(run / 'loss_types' / 'sweep.csv')
+    assert sorted(df.loss_type) == ['dr_grpo', 'grpo'] and set(df.status) == {'done'}, df
+    assert df.reward_last.notna().all() and (run / 'loss_types' / 'sweep.html').exists()

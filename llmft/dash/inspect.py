@@ -96,6 +96,7 @@ VIEWS = {  # data shape -> the rows of one sample to draw: (heading, ids column,
     'supervised': [('sample', 'input_ids', 'labels')],
     'pretrain': [('text block', 'input_ids', None)],
     'unsupervised': [('prompt', 'input_ids', None), ('reference answer', 'labels', None)],
+    'prompts': [('prompt', 'input_ids', None)],
     'pairwise': [('chosen', 'chosen_input_ids', 'chosen_labels'),
                  ('rejected', 'rejected_input_ids', 'rejected_labels')],
     'feedback': [('sample', 'input_ids', 'labels'),
@@ -109,7 +110,7 @@ class Inspector:
         self.ds, self.tok, self.shape = dataset, tokenizer, shape
         self.markers = (
             turn_markers(template, tokenizer)
-            if template is not None and shape not in ('pretrain', 'unsupervised')
+            if template is not None and shape not in ('pretrain', 'unsupervised', 'prompts')
             else None
         )
         self.reports = check_dataset(dataset, template, tokenizer, shape, data_args) if template is not None else []

@@ -5,7 +5,7 @@
 # %% ../../nbs/92_dash.live.ipynb #b84fb560
 from __future__ import annotations
 from fastcore.basics import patch
-import threading, time
+import re, threading, time
 from pathlib import Path
 import ipywidgets as W
 from transformers import TrainerCallback
@@ -13,8 +13,8 @@ from ..rundir import RunDir
 from ..train.callbacks import _fmt_time
 
 # %% auto #0
-__all__ = ['PANELS', 'COLS', 'ROW_HEIGHT', 'BOOKKEEPING', 'NOT_STARTED', 'sync_figure', 'panel_grid', 'LiveMonitor', 'Follower',
-           'follow_run']
+__all__ = ['PANELS', 'ONLINE_RL', 'ONLINE_RL_HIDDEN', 'COLS', 'ROW_HEIGHT', 'BOOKKEEPING', 'NOT_STARTED', 'sync_figure',
+           'is_online_rl', 'panel_grid', 'LiveMonitor', 'Follower', 'follow_run']
 
 # %% ../../nbs/92_dash.live.ipynb #c368cc55
 def sync_figure(fig):
@@ -24,18 +24,33 @@ def sync_figure(fig):
     fig._widget_data = deepcopy(fig._data)
     fig._widget_layout = deepcopy(fig._layout_obj._props)
 
-# %% ../../nbs/92_dash.live.ipynb #de994a93
+# %% ../../nbs/92_dash.live.ipynb #806e1329
 PANELS = {'loss': ['loss', 'eval_loss'], 'learning rate': ['lr'], 'grad norm': ['grad_norm'],
-          'tokens / s': ['tokens_per_second'], 'stage metrics': [], 'eval metrics': []}
+          'tokens / s': ['tokens_per_second'], 'reward': ['reward'], 'kl': ['kl'],
+          'clip ratio': ['clip_ratio/region_mean', 'clip_ratio/low_mean', 'clip_ratio/high_mean'],
+          'completion length': ['completions/mean_length', 'completions/mean_terminated_length'],
+          'zero-std groups · clipped': ['frac_reward_zero_std', 'completions/clipped_ratio'],
+          'stage metrics': [], 'eval metrics': []}
+ONLINE_RL = ('reward', 'kl', 'clip ratio', 'completion length', 'zero-std groups · clipped')  # grpo / rloo runs only
+ONLINE_RL_HIDDEN = re.compile(r'(num_tokens|step_time|reward_std|rewards/.+/std|clip_ratio/(low_min|high_max)'
+                              r'|completions/(min|max)_.*)')   # bookkeeping, spreads and extremes of a grpo / rloo run
 COLS, ROW_HEIGHT = 3, 230   # panels a row; pixels a row of panels
 
 BOOKKEEPING = {'current_steps', 'total_steps', 'epoch', 'percentage', 'elapsed_time', 'remaining_time', 'tokens_seen',
                'num_input_tokens_seen', 'total_flos', 'step'}
 
-def _panel(key:str) -> str|None:
+def is_online_rl(rec:dict) -> bool:
+    "Whether a log record is a grpo / rloo run's: TRL's GRPO and RLOO trainers log completion lengths and clip ratios."
+    return any(k.removeprefix('eval_').startswith(('completions/', 'clip_ratio/')) for k in rec)
+
+def _panel(key:str,               # a logged key
+           online_rl:bool=False,  # the run is a grpo / rloo run (`is_online_rl`)
+          ) -> str|None:
     "The panel a logged key is drawn in (None: not drawn)."
+    if online_rl and ONLINE_RL_HIDDEN.fullmatch(key.removeprefix('eval_')): return None
+    if online_rl and re.fullmatch(r'rewards/.+/mean', key): return 'reward'
     for name, keys in PANELS.items():
-        if key in keys: return name
+        if key in keys and (online_rl or name not in ONLINE_RL): return name
     if (
         key in BOOKKEEPING
         or key.startswith('train_')
@@ -55,6 +70,7 @@ def panel_grid(names:list[str], gap_x:float=0.07, gap_y:float=0.15) -> dict[str,
         grid[name] = ((c * (w + gap_x), c * (w + gap_x) + w), (top - h, top))
     return grid
 
+# %% ../../nbs/92_dash.live.ipynb #9351c06b
 NOT_STARTED = '<i>No run has started: the charts appear with its first logged step.</i>'
 
 class LiveMonitor(TrainerCallback):
@@ -71,6 +87,7 @@ class LiveMonitor(TrainerCallback):
         self.widget = W.VBox([W.HTML(NOT_STARTED)])
         self.records: list[dict] = []
         self._tail, self._done, self._synced = None, False, 0.0
+        self.online_rl = False   # a grpo / rloo run (`is_online_rl`): its own panels
 
 @patch
 def _ipython_display_(self:LiveMonitor):
@@ -106,15 +123,13 @@ def update(self:LiveMonitor, rec:dict):
     self.records.append(rec)
     if len(self.records) == 1: self.widget.children = [W.HBox([self.progress, self.label])]
     step = rec.get('current_steps', rec.get('step', len(self.records)))
-    vals = {
-        k: v
-        for k, v in rec.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and _panel(k) is not None
-    }
+    self.online_rl = self.online_rl or is_online_rl(rec)
+    panel = {k: _panel(k, self.online_rl) for k in rec}
+    vals = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and panel[k]}
     for k in vals:                                   # new traces first: adding one inside batch_update is deferred
         if k not in self.traces:
-            n = self.axes.get(_panel(k))
-            if n is None: n = self._add_panel(_panel(k))
+            n = self.axes.get(panel[k])
+            if n is None: n = self._add_panel(panel[k])
             self.fig.add_scatter(x=[], y=[], mode='lines+markers', name=k, xaxis=f'x{n}', yaxis=f'y{n}')
             self.traces[k] = len(self.fig.data) - 1
     if self.traces and self.fig not in self.widget.children: self.widget.children += (self.fig,)

@@ -114,11 +114,12 @@ def left_out(self:DataReport) -> int:
 @patch
 def summary(self:DataReport) -> str:
     "A few lines for the log: one per finding with a non-zero count, and the trained-fraction quantiles."
-    q = np.quantile(self.trained_fraction, [0, .5, 1]) if len(self.trained_fraction) else [0, 0, 0]
-    lines = [
-        f'{self.name}: {self.n_samples} samples checked; trained-token fraction min {q[0]:.2f} / median {q[1]:.2f}'
-        f' / max {q[2]:.2f}'
-    ]
+    head = f'{self.name}: {self.n_samples} samples checked'
+    if len(self.trained_fraction):
+        q = np.quantile(self.trained_fraction, [0, .5, 1])
+        head += f'; trained-token fraction min {q[0]:.2f} / median {q[1]:.2f} / max {q[2]:.2f}'
+    else: head += ' (prompts: no token of the data is trained)'
+    lines = [head]
     for f in self.findings:
         if f.count: lines.append(f'  [{f.severity}] {f.check}: {f.count} ({f.detail}) e.g. samples {f.samples}')
     if len(lines) == 1: lines.append('  no faults found')
@@ -324,7 +325,7 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
 SHAPE_COLUMNS = {'supervised': [('input_ids', 'labels')], 'feedback': [('input_ids', 'labels')],
                  'pretrain': [('input_ids', 'input_ids')],
                  'pairwise': [('chosen_input_ids', 'chosen_labels'), ('rejected_input_ids', 'rejected_labels')],
-                 'unsupervised': []}
+                 'unsupervised': [], 'prompts': []}
 
 def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_args=None, name:str='train',
                   left_out:list|None=None, # `data.loader.LeftOut` records of the rows this set lost on the way

@@ -172,6 +172,7 @@ SHAPE_RULES = {  # data shape -> (test on a converted row, reason when it fails)
     'pretrain': (lambda p, r, k: bool(p) and bool(p[-1]['content']), 'no text'),
     'supervised': (lambda p, r, k: len(r) == 1 and bool(r[0]['content']), 'no assistant response to train on'),
     'unsupervised': (lambda p, r, k: bool(p), 'no prompt'),
+    'prompts': (lambda p, r, k: bool(p), 'no prompt'),
     'pairwise': (lambda p, r, k: len(r) == 2, 'not a preference row (needs chosen and rejected; set ranking: true)'),
     'feedback': (lambda p, r, k: len(r) == 1 and k is not None, 'needs one response and a kto_tag'),
 }

@@ -15,9 +15,9 @@ from .converters import CONVERTERS, check_shape
 
 # %% auto #0
 __all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'MEDIA_KEYS', 'DEFAULT_COLUMNS', 'SHAPE_STAGES', 'DATA_KINDS', 'SHAPE_NEEDS',
-           'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw', 'check_columns', 'data_kind',
-           'check_fit', 'LeftOut', 'left_out_records', 'sample_rows', 'to_canonical', 'merge_datasets', 'load_datasets',
-           'split_dataset']
+           'RESERVED', 'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw', 'check_columns',
+           'data_kind', 'check_fit', 'LeftOut', 'left_out_records', 'mapped_columns', 'sample_rows', 'to_canonical',
+           'merge_datasets', 'load_datasets', 'split_dataset']
 
 # %% ../../nbs/22_data.loader.ipynb #e10585e3
 log = get_logger(__name__)
@@ -133,18 +133,18 @@ def check_columns(ds, attr:DatasetAttr, shape:str='supervised'):
 
 # %% ../../nbs/22_data.loader.ipynb #8559498c
 SHAPE_STAGES = {'pretrain': ('pt',), 'supervised': ('sft',), 'unsupervised': ('ppo',), 'pairwise': ('rm', 'dpo'),
-                'feedback': ('kto',)}
+                'feedback': ('kto',), 'prompts': ('grpo', 'rloo')}
 DATA_KINDS = {  # what a dataset holds -> (in words, the data shapes it fits)
     'preference': ('preference data (ranking: true; a chosen and a rejected answer per row)',
-                   ('pairwise', 'pretrain', 'unsupervised')),
+                   ('pairwise', 'pretrain', 'unsupervised', 'prompts')),
     'feedback': ('KTO feedback (one answer and a kto_tag per row)',
-                 ('feedback', 'supervised', 'pretrain', 'unsupervised')),
-    'text': ('text without answers', ('pretrain', 'unsupervised')),
-    'answered': ('one answer per row', ('supervised', 'pretrain', 'unsupervised')),
+                 ('feedback', 'supervised', 'pretrain', 'unsupervised', 'prompts')),
+    'text': ('text without answers', ('pretrain', 'unsupervised', 'prompts')),
+    'answered': ('one answer per row', ('supervised', 'pretrain', 'unsupervised', 'prompts')),
 }
 SHAPE_NEEDS = {'supervised': 'one answer per row', 'feedback': 'one answer and a kto_tag per row (columns: kto_tag)',
                'pairwise': 'a chosen and a rejected answer per row ("ranking": true, columns: chosen, rejected)',
-               'pretrain': 'text', 'unsupervised': 'prompts'}
+               'pretrain': 'text', 'unsupervised': 'prompts', 'prompts': 'prompts'}
 
 def data_kind(attr:DatasetAttr, have:list[str]) -> str:
     "What a dataset holds, by its registry entry and its columns: a key of `DATA_KINDS`."
@@ -189,6 +189,21 @@ def left_out_records(name:str, reasons:list[str], bad:list[int]) -> list[LeftOut
     for i in bad: by.setdefault(re.sub(r'\d+', '#', reasons[i]), []).append(i)
     return [LeftOut(name, reasons[ix[0]], len(ix), len(reasons), ix[:5]) for ix in by.values()]
 
+# %% ../../nbs/22_data.loader.ipynb #54d9f8c2
+RESERVED = ('prompt', 'solution', 'input_ids', 'attention_mask', 'labels')  # what the prompts shape writes itself
+
+def mapped_columns(ds, attr:DatasetAttr, shape:str) -> list[str]:
+    ("The columns conversion replaces: all of them, but for the `prompts` shape (online RL) only those the registry "
+     "entry maps, so that the data's own columns reach reward functions by name.")
+    if shape != 'prompts': return ds.column_names
+    mapped = {v for v in attr.columns.values() if v}
+    clash = [c for c in ds.column_names if c not in mapped and c in RESERVED]
+    if clash:
+        raise DataError(f"Dataset '{attr.name}' ({attr.file_name}): column {', '.join(clash)} is not mapped by its "
+                        f"registry entry and would clash with the {', '.join(clash)} llmft gives reward functions; "
+                        'rename it or map it in dataset_info.json.')
+    return [c for c in ds.column_names if c in mapped]
+
 # %% ../../nbs/22_data.loader.ipynb #d801e3fa
 def sample_rows(ds:Dataset, attr:DatasetAttr, max_samples:int|None, seed:int) -> Dataset:
     ("`num_samples` of the entry (a seeded sample, repeating rows when it exceeds the data), then `max_samples` (the "
@@ -211,8 +226,8 @@ def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|N
     conv = lambda b, rows: check_shape(CONVERTERS[attr.formatting](b, attr, rows), shape)  # rows: for errors
     if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples)
     ds = sample_rows(ds, attr, max_samples, seed)
-    out = ds.map(conv, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
-                 load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}')
+    out = ds.map(conv, batched=True, with_indices=True, remove_columns=mapped_columns(ds, attr, shape),
+                 num_proc=num_proc, load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}')
     reasons = out['_skip']
     bad = [i for i, r in enumerate(reasons) if r]
     if bad:

@@ -23,7 +23,7 @@ from .converters import CANONICAL
 from .processors.base import to_arrow_columns
 from .processors.pretrain import PretrainDatasetProcessor
 from .processors.supervised import PackedSupervisedDatasetProcessor, SupervisedDatasetProcessor
-from .processors.unsupervised import UnsupervisedDatasetProcessor
+from .processors.unsupervised import PromptDatasetProcessor, UnsupervisedDatasetProcessor
 from .processors.pairwise import PairwiseDatasetProcessor
 from .processors.feedback import FeedbackDatasetProcessor
 from .checks import check_dataset
@@ -37,7 +37,8 @@ __all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'data_shape', 'processor_k
 log = get_logger(__name__)
 PROCESSORS = {'pretrain': PretrainDatasetProcessor, 'supervised': SupervisedDatasetProcessor,
               'packed_supervised': PackedSupervisedDatasetProcessor, 'unsupervised': UnsupervisedDatasetProcessor,
-              'pairwise': PairwiseDatasetProcessor, 'feedback': FeedbackDatasetProcessor}
+              'pairwise': PairwiseDatasetProcessor, 'feedback': FeedbackDatasetProcessor,
+              'prompts': PromptDatasetProcessor}
 
 def data_shape(stage:str, generate:bool=False) -> str:
     "The rows a stage's data is made of (`core.STAGE_DATA`); predicting with generation needs the prompts only."
@@ -65,7 +66,9 @@ def preprocess(ds, processor, data_args, name:str='train',
               ):
     "Tokenize canonical examples with `processor`; the examples dropped are logged and recorded."
     if ds is None: return None
-    kw = dict(batched=True, batch_size=data_args.preprocessing_batch_size, remove_columns=list(CANONICAL[:-1]))
+    # every column goes: the processor writes what it keeps (the prompts shape keeps the data's own columns)
+    kw = dict(batched=True, batch_size=data_args.preprocessing_batch_size,
+              remove_columns=ds.column_names or list(CANONICAL[:-1]))
     if isinstance(ds, IterableDataset): return ds.map(processor.preprocess_dataset, **kw)
     n = len(ds)
     # part of the map's fingerprint: datasets' own cache never serves output of older code

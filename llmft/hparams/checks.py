@@ -13,6 +13,7 @@ from ..rundir import LAUNCHER_FILES, RunDir
 from .model import REGISTRY, Check, ModelArguments, check, check_groups
 from .data import DataArguments
 from .finetune import FinetuningArguments
+from .rlhf import ONLINE_STAGES
 from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
@@ -20,9 +21,9 @@ __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS',
            'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
            'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates', 'check_sft_only_options',
            'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter', 'quantization_device_error',
-           'check_ppo', 'check_stage_finetuning', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
-           'resolve_trackers', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
-           'numeric_kinds', 'check_ranges']
+           'check_ppo', 'check_stage_finetuning', 'check_online_rl_stage', 'vllm_device_error', 'check_optimizer',
+           'check_sft_loss', 'resolve_early_stopping', 'resolve_trackers', 'resolve_output_dir', 'run_checks',
+           'check_deepspeed', 'in_range', 'range_words', 'numeric_kinds', 'check_ranges']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -150,8 +151,44 @@ def check_ppo(a:RunArgs):
 def check_stage_finetuning(a:RunArgs):
     "Stages with a value head or a reference train full, freeze or lora models; `oft` is sft / pt only here."
     f = a.finetuning
-    if f.stage in ('rm', 'ppo', 'dpo', 'kto') and f.finetuning_type == 'oft':
+    if f.stage in ('rm', 'ppo', 'dpo', 'kto', *ONLINE_STAGES) and f.finetuning_type == 'oft':
         raise ConfigError(f"finetuning_type oft is available for stages pt and sft, not '{f.stage}': use lora.")
+
+# %% ../../nbs/14_hparams.checks.ipynb #984db7da
+@check('run', finetuning='stage reward_funcs loss_type scale_rewards normalize_advantages num_generations '
+                         'use_vllm',
+       training='do_eval do_predict per_device_train_batch_size gradient_accumulation_steps')
+def check_online_rl_stage(a:RunArgs):
+    ("grpo and rloo train only, need reward functions, and sample whole groups: the completions of a step (per "
+     "device batch x accumulation x processes) are a multiple of num_generations; vLLM rollouts need vllm and a GPU.")
+    f, t = a.finetuning, a.training
+    if f.stage not in ONLINE_STAGES: return
+    if t.do_eval or t.do_predict:
+        raise ConfigError(f'stage {f.stage} trains only: set do_eval and do_predict to false.')
+    if not f.reward_funcs:
+        raise ConfigError(f'stage {f.stage} needs reward_funcs: a list of built-ins (accuracy, format, length), '
+                          'path/file.py:function, an rm run folder or an http(s) URL.')
+    if f.stage == 'rloo' and (f.loss_type, f.scale_rewards) != ('dapo', 'group'):
+        raise ConfigError('loss_type and scale_rewards are grpo settings: rloo has one loss and its own baseline; '
+                          'remove them or use stage grpo (rloo scales advantages with normalize_advantages).')
+    if f.stage == 'grpo' and f.normalize_advantages:
+        raise ConfigError('normalize_advantages is an rloo setting: grpo scales advantages with scale_rewards.')
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    n = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    if n % f.num_generations:
+        raise ConfigError(f'per_device_train_batch_size x gradient_accumulation_steps x processes = '
+                          f'{t.per_device_train_batch_size} x {t.gradient_accumulation_steps} x {world} = {n} '
+                          f'completions a step, not a multiple of num_generations={f.num_generations}: the batch '
+                          f'counts completions, whole groups of num_generations each.')
+    if f.use_vllm and (msg := vllm_device_error()): raise ConfigError(msg)
+
+def vllm_device_error() -> str|None:
+    "Why vLLM rollouts cannot run here (None when they can): the package and a CUDA GPU."
+    import importlib.util, torch
+    if importlib.util.find_spec('vllm') is None:
+        return 'use_vllm needs the vllm package (pip install vllm, on a CUDA machine); set use_vllm: false.'
+    if not torch.cuda.is_available(): return 'use_vllm needs a CUDA GPU; none is present: set use_vllm: false.'
+    return None
 
 # %% ../../nbs/14_hparams.checks.ipynb #95a53fac
 @check('run', finetuning='use_galore use_apollo finetuning_type use_badam badam_mode galore_layerwise apollo_layerwise',
@@ -316,6 +353,9 @@ RANGES = {  # numeric key -> the values it takes: '>= 1', '> 0', '[0, 1)', 'whol
     'ppo_buffer_size': '>= 1', 'ppo_epochs': '>= 1', 'ppo_target': '> 0', 'ppo_kl_coef': '>= 0',
     'ppo_gamma': '[0, 1]', 'ppo_lam': '[0, 1]', 'ppo_cliprange': '> 0', 'ppo_cliprange_value': '> 0',
     'ppo_vf_coef': '>= 0',
+    # online RL stages (grpo, rloo)
+    'num_generations': '>= 2', 'max_completion_length': '>= 1', 'beta': '>= 0', 'epsilon': '> 0', 'epsilon_high': '> 0',
+    'num_iterations': '>= 1', 'log_rollouts': '>= 0', 'reward_length_target': '>= 1',
     # custom optimizers
     'galore_rank': '>= 1', 'galore_update_interval': '>= 1', 'galore_scale': '> 0', 'apollo_rank': '>= 1',
     'apollo_update_interval': '>= 1', 'apollo_scale': '> 0', 'badam_start_block': '>= 0',

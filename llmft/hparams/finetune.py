@@ -10,7 +10,7 @@ from ..core import STAGES, ConfigError, closest, split_names
 from .model import check, check_groups
 from .optim import OptimizerArguments
 from .tracking import SwanLabArguments
-from .rlhf import RLHFArguments
+from .rlhf import OnlineRLArguments, RLHFArguments
 
 # %% auto #0
 __all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'SFT_LOSSES', 'FreezeArguments', 'LoraArguments', 'OFTArguments',
@@ -141,8 +141,8 @@ class SFTLossArguments:
 
 # %% ../../nbs/12_hparams.finetune.ipynb #23a30fed
 @dataclass
-class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments, RLHFArguments, ReferenceArguments,
-                          OFTArguments, LoraArguments, FreezeArguments):
+class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments, OnlineRLArguments, RLHFArguments,
+                          ReferenceArguments, OFTArguments, LoraArguments, FreezeArguments):
     "The training stage, which parameters train, and run-level switches."
     stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
     finetuning_type: str = field(default='lora', metadata={

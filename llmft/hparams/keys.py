@@ -5,7 +5,7 @@
 # %% ../../nbs/16_hparams.keys.ipynb #63af402f
 from __future__ import annotations
 import dataclasses, fnmatch, html, re
-from ..core import closest
+from ..core import STAGES, closest
 from .checks import REGISTRY
 from .evaluation import EvaluationArguments
 from .parser import GROUPS
@@ -57,13 +57,14 @@ def _checks_of(group:str, key:str) -> list[str]:
 # %% ../../nbs/16_hparams.keys.ipynb #7ac8cd87
 def key_reference(pattern:str|None=None, # a key name, part of one, or a glob such as `lora_*`; None: every key
                  ) -> list[KeyInfo]:
-    "The keys matching `pattern`, group by group, in declaration order."
+    "The keys matching `pattern` (a stage's name: the keys of that stage), group by group, in declaration order."
     out = []
     for group, cls in ALL_GROUPS.items():
         for f in dataclasses.fields(cls):
-            if not f.init or not _matches(f.name, pattern): continue
-            out.append(KeyInfo(f.name, group, _section(cls, f.name), _type(f), _default(f),
-                               f.metadata.get('help', '').strip().replace('%%', '%'), _checks_of(group, f.name)))
+            help = f.metadata.get('help', '').strip().replace('%%', '%')
+            if not f.init or not (_matches(f.name, pattern) or _for_stage(help, pattern)): continue
+            out.append(KeyInfo(f.name, group, _section(cls, f.name), _type(f), _default(f), help,
+                               _checks_of(group, f.name)))
     return out + [_lf_only(k, u) for k, u in UNSUPPORTED.items() if _matches(k, pattern)]
 
 LF_ONLY = 'LLaMA-Factory only'
@@ -74,6 +75,12 @@ def _lf_only(key:str, u) -> KeyInfo:
     if not u.any_value: what += " LLaMA-Factory's default is accepted."
     return KeyInfo(key, LF_ONLY, f'llamafactory.{u.group}', type(u.default).__name__, repr(u.default), what,
                    ['drop_unsupported'])
+
+def _for_stage(help:str, stage:str|None) -> bool:
+    "Whether a key's help opens by naming `stage` among the stages it sets (`grpo / rloo: ...`, `dpo (...): ...`)."
+    if stage not in STAGES: return False
+    head = re.split(r'[:(]', help, maxsplit=1)[0]
+    return stage in re.split(r'[\s/,]+', head.strip())
 
 def _matches(name:str, pattern:str|None) -> bool:
     if not pattern: return True

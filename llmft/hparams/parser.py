@@ -60,10 +60,12 @@ def _coerce(key:str, value, tp):
 # %% ../../nbs/15_hparams.parser.ipynb #d7b1f546
 def _fit_device(train:dict):
     ("Without a CUDA device: bf16 / fp16 fall back to fp32 with a warning (transformers would refuse them), memory is "
-     "not pinned, DDP uses gloo.")
+     "not pinned, several processes run DDP on the CPU with gloo.")
     import os, torch
     if torch.cuda.is_available(): return
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1: train.setdefault('ddp_backend', 'gloo')  # DDP on CPU
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:   # DDP on CPU: without use_cpu, accelerate 1.16 sees no
+        train.setdefault('ddp_backend', 'gloo')      # distributed setup, and each process trains a model of its own
+        train.setdefault('use_cpu', True)
     for k in ('bf16', 'fp16'):
         if train.get(k):
             log.warning(f'{k}: true asked for, but no CUDA device is present: training in float32.')
@@ -126,6 +128,7 @@ def _plain(v):
     "A value as YAML-safe plain data (enums by value)."
     if isinstance(v, enum.Enum): return v.value
     if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
+    if callable(v): return f"{getattr(v, '__module__', '?')}:{getattr(v, '__qualname__', v)}"   # a reward function
     return v
 
 SECRET_KEYS = ('hf_hub_token', 'hub_token', 'swanlab_api_key')

@@ -140,7 +140,8 @@ def cmd_train(args:list[str]) -> int:
     print(f'\nDone. Run folder: {display_path(out.resolve())}')
     run = RunDir(out)
     for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
-              run.plot_file('loss', 'html'), run.log_file, run.results_file()):
+              run.plot_file('loss', 'html'), run.plot_file('reward', 'png'), run.log_file, run.rollouts_file,
+              run.results_file()):
         if p.exists(): print(f'  {p.name:28s} {display_path(p.resolve())}')
     print(left_out_summary(out))
     return 0
@@ -291,6 +292,11 @@ def cmd_help(args) -> int:
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #65e945d4
+def _after_progress_bar() -> str:
+    "A newline when a progress bar was left open on the line (an error in the middle of training), else nothing."
+    from tqdm import tqdm
+    return '\n' if getattr(tqdm, '_instances', None) else ''
+
 def report_error(e:BaseException) -> int:
     "Tell the terminal what went wrong and return the exit status: one line for a user error, the traceback for a bug."
     import traceback
@@ -299,7 +305,7 @@ def report_error(e:BaseException) -> int:
         from llmft.launch.dist import save_worker_error
         save_worker_error(e)   # in a worker that a launcher started: the launcher tells it once
         if debug_mode(): traceback.print_exception(e, file=sys.stderr)
-        print(e.line(), file=sys.stderr)
+        print(_after_progress_bar() + e.line(), file=sys.stderr)
         return e.exit_code
     if isinstance(e, KeyboardInterrupt):
         print('llmft: interrupted', file=sys.stderr)

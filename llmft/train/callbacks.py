@@ -29,7 +29,9 @@ class LogCallback(TrainerCallback):
         self.run, self.start = RunDir(args.output_dir), time.time()
         self.path = self.run.log_file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not args.resume_from_checkpoint: self.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+        if not args.resume_from_checkpoint:   # a fresh run starts a fresh log (and, online RL, fresh rollouts)
+            self.path.unlink(missing_ok=True)
+            self.run.rollouts_file.unlink(missing_ok=True)
         else: self.run.trim_log(state.global_step)  # resumed: drop what was logged after the checkpoint (run again)
 
     def on_log(self, args, state, control, logs:dict|None=None, **kw):

@@ -21,13 +21,15 @@ from .rm import run_rm
 from .dpo import run_dpo
 from .kto import run_kto
 from .ppo import run_ppo
+from .grpo import run_online
 
 # %% auto #0
 __all__ = ['log', 'STAGES', 'run_exp', 'check_data']
 
 # %% ../../nbs/59_train.tuner.ipynb #81cbe07d
 log = get_logger(__name__)
-STAGES = {'pt': run_pt, 'sft': run_sft, 'rm': run_rm, 'dpo': run_dpo, 'kto': run_kto, 'ppo': run_ppo}
+STAGES = {'pt': run_pt, 'sft': run_sft, 'rm': run_rm, 'dpo': run_dpo, 'kto': run_kto, 'ppo': run_ppo,
+          'grpo': run_online, 'rloo': run_online}
 
 def _route_library_log(out:Path, log_level:str, fresh:bool):
     "Under the `llmft` command, other libraries' messages of this run go to its `libraries.log` (and stderr if asked)."

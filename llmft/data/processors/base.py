@@ -12,7 +12,7 @@ from ..fastbpe import encode_texts
 
 # %% auto #0
 __all__ = ['SCALAR_COLUMNS', 'batch_encode', 'infer_seqlen', 'DatasetProcessor', 'join_pairs', 'truncate_pair', 'fit_pair',
-           'int_lists_to_arrow', 'to_arrow_columns']
+           'int_lists_to_arrow', 'is_int_lists', 'to_arrow_columns']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #b19a8ec8
 def batch_encode(tokenizer, texts:list[str], add_special_tokens:bool=False) -> list[list[int]]:
@@ -122,14 +122,19 @@ def int_lists_to_arrow(rows:list[list[int]]) -> pa.ListArray:
     values = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
-# processor outputs that are one value per row; every other column is a list of ints
+# processor outputs that are one value per row of a fixed type; list-of-int columns are found by their values
 SCALAR_COLUMNS = {'kto_tags': pa.bool_()}
 
+def is_int_lists(v:list) -> bool:
+    "Whether a column's rows are lists of ints (empty lists count), as token ids and labels are."
+    first = next((r for r in v if not isinstance(r, list) or r), [])
+    return isinstance(first, list) and isinstance(first[0] if first else 0, int)
+
 def to_arrow_columns(out:dict[str, list]) -> pa.Table:
-    "A processor's output as an Arrow table: list-of-int columns built from numpy buffers."
-    return pa.table(
-        {
-            k: pa.array(v, type=SCALAR_COLUMNS[k]) if k in SCALAR_COLUMNS else int_lists_to_arrow(v)
-            for k, v in out.items()
-        }
-    )
+    ("A processor's output as an Arrow table: list-of-int columns built from numpy buffers; other columns (the text "
+     "and the data's own columns of the prompts shape) as Arrow infers them.")
+    cols = {}
+    for k, v in out.items():
+        if k in SCALAR_COLUMNS: cols[k] = pa.array(v, type=SCALAR_COLUMNS[k])
+        else: cols[k] = int_lists_to_arrow(v) if is_int_lists(v) else pa.array(v)
+    return pa.table(cols)

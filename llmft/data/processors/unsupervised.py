@@ -7,25 +7,48 @@ from __future__ import annotations
 from .base import DatasetProcessor, join_pairs
 
 # %% auto #0
-__all__ = ['UnsupervisedDatasetProcessor']
+__all__ = ['UnsupervisedDatasetProcessor', 'PromptDatasetProcessor']
 
 # %% ../../../nbs/27d_data.processors.unsupervised.ipynb #ce4d26f4
 class UnsupervisedDatasetProcessor(DatasetProcessor):
     "Prompt ids to generate from, and the reference response as labels (empty when there is none)."
+    answers_count = True   # the reference answer shares cutoff_len with the prompt
 
-    def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
+    def encode_prompts(self, batch:dict[str, list]) -> list[tuple[int, list[int], list[int]]]:
+        "(row in the batch, prompt ids, reference answer ids) of each row that fits `cutoff_len`."
         empty = {'role': 'assistant', 'content': ''}
         convs = [p + (r[:1] if r else [empty]) for p, r in zip(batch['_prompt'], batch['_response'])]
-        out = {'input_ids': [], 'attention_mask': [], 'labels': []}
         eos = [self.eos_id] if self.template.efficient_eos else []
-        tails = []
+        tails, out = [], []
         turns = self.encode_conversations(convs, batch['_system'], batch.get('_tools'), tails=tails)
-        for t, tail, r in zip(turns, tails, batch['_response']):
+        for i, (t, tail, r) in enumerate(zip(turns, tails, batch['_response'])):
             src, tgt = join_pairs(t)
-            tgt = tgt + eos if r else []
+            tgt = tgt + eos if r and self.answers_count else []
             if (fit := self.fit(src, tgt, self.data_args.cutoff_len, tail[-2])) is None: continue
-            src, tgt = fit
+            out.append((i, *fit))
+        return out
+
+    def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
+        out = {'input_ids': [], 'attention_mask': [], 'labels': []}
+        for _, src, tgt in self.encode_prompts(batch):
             out['input_ids'].append(src)
             out['attention_mask'].append([1] * len(src))
             out['labels'].append(tgt)
+        return out
+
+# %% ../../../nbs/27d_data.processors.unsupervised.ipynb #ab9869eb
+class PromptDatasetProcessor(UnsupervisedDatasetProcessor):
+    "Prompts for online RL: ids and text of the prompt, the reference answer as `solution`, the data's own columns."
+    answers_count = False
+
+    def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
+        extra = [k for k in batch if not k.startswith('_')]
+        out = {'input_ids': [], 'attention_mask': [], 'prompt': [], 'solution': [], **{k: [] for k in extra}}
+        for i, src, _ in self.encode_prompts(batch):
+            out['input_ids'].append(src)
+            out['attention_mask'].append([1] * len(src))
+            out['prompt'].append(self.tokenizer.decode(src, skip_special_tokens=False))
+            r = batch['_response'][i]
+            out['solution'].append(r[0]['content'] if r else '')
+            for k in extra: out[k].append(batch[k][i])
         return out
