@@ -14,7 +14,7 @@ from .core import DataError, atomic_write, get_logger, read_json, read_versions_
 # %% auto #0
 __all__ = ['ARGS_FILE', 'TRAINER_LOG', 'TEMPLATE_FILE', 'LEFT_OUT_FILE', 'RESULTS_FILE', 'PREDICTIONS_FILE', 'ROLLOUTS_FILE',
            'MODEL_CONFIG', 'CHECKPOINT_PREFIX', 'CHECKPOINT_DONE', 'LAUNCHER_FILES', 'LIBRARY_LOG', 'log',
-           'results_file', 'plot_file', 'is_run', 'is_model', 'LogTail', 'RunDir', 'json_lines']
+           'ROLLOUTS_MAX_BYTES', 'results_file', 'plot_file', 'is_run', 'is_model', 'LogTail', 'RunDir', 'json_lines']
 
 # %% ../nbs/02_rundir.ipynb #e32795a2
 ARGS_FILE = 'llmft_args.yaml'           # the resolved recipe; its first line the versions it ran with (`versions_line`)
@@ -184,13 +184,26 @@ def tail(self:RunDir, since:float|None=None # ignore a log last written before t
     return LogTail(self.log_file, since)
 
 # %% ../nbs/02_rundir.ipynb #cd53fc12
+ROLLOUTS_MAX_BYTES = 16 * 2**20   # rollouts.jsonl of a long run: the inspector shows the newest steps, not all
+
 @patch
-def append_rollouts(self:RunDir, records:list[dict]): # one record per prompt group, of one logging step
-    "Append rollout records (one per prompt group) to `rollouts.jsonl`, in one write."
+def append_rollouts(self:RunDir, records:list[dict], # one record per prompt group, of one logging step
+                    max_bytes:int=ROLLOUTS_MAX_BYTES,  # past this size the file keeps its newer half (whole steps)
+                   ):
+    "Append rollout records (one per prompt group) to `rollouts.jsonl`, in one write; a long run's file stays capped."
     if not records: return
     self.path.mkdir(parents=True, exist_ok=True)
     text = ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records)
     with open(self.rollouts_file, 'a', encoding='utf-8') as f: f.write(text)
+    if self.rollouts_file.stat().st_size > max_bytes: _keep_newer_half(self.rollouts_file)
+
+def _keep_newer_half(path:Path):
+    "Rewrite a rollouts file with the records of its newer half of steps (atomically: a reader never sees a half)."
+    recs = list(json_lines(path))
+    steps = sorted({r.get('step', 0) for r in recs})
+    first = steps[len(steps) // 2]
+    text = ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in recs if r.get('step', 0) >= first)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding='utf-8'))
 
 @patch
 def rollouts(self:RunDir, last_steps:int|None=None # the newest steps to read (None: all of them)

@@ -190,7 +190,9 @@ def left_out_records(name:str, reasons:list[str], bad:list[int]) -> list[LeftOut
     return [LeftOut(name, reasons[ix[0]], len(ix), len(reasons), ix[:5]) for ix in by.values()]
 
 # %% ../../nbs/22_data.loader.ipynb #54d9f8c2
-RESERVED = ('prompt', 'solution', 'input_ids', 'attention_mask', 'labels')  # what the prompts shape writes itself
+# what the prompts shape writes itself, and what trl keeps from reward functions (or reads as images)
+RESERVED = ('prompt', 'solution', 'input_ids', 'attention_mask', 'labels', 'completion', 'completion_ids', 'image',
+            'images')
 
 def mapped_columns(ds, attr:DatasetAttr, shape:str) -> list[str]:
     ("The columns conversion replaces: all of them, but for the `prompts` shape (online RL) only those the registry "

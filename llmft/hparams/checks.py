@@ -21,9 +21,10 @@ __all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS',
            'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
            'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates', 'check_sft_only_options',
            'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter', 'quantization_device_error',
-           'check_ppo', 'check_stage_finetuning', 'check_online_rl_stage', 'vllm_device_error', 'check_optimizer',
-           'check_sft_loss', 'resolve_early_stopping', 'resolve_trackers', 'resolve_output_dir', 'run_checks',
-           'check_deepspeed', 'in_range', 'range_words', 'numeric_kinds', 'check_ranges']
+           'check_ppo', 'check_stage_finetuning', 'check_online_rl_stage', 'vllm_device_error',
+           'resolve_rollout_sampling', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
+           'resolve_trackers', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
+           'numeric_kinds', 'check_ranges']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -157,14 +158,21 @@ def check_stage_finetuning(a:RunArgs):
 # %% ../../nbs/14_hparams.checks.ipynb #984db7da
 @check('run', finetuning='stage reward_funcs loss_type scale_rewards normalize_advantages num_generations '
                          'use_vllm',
-       training='do_eval do_predict per_device_train_batch_size gradient_accumulation_steps')
+       training='do_eval do_predict eval_strategy per_device_train_batch_size gradient_accumulation_steps',
+       data='streaming val_size eval_dataset')
 def check_online_rl_stage(a:RunArgs):
     ("grpo and rloo train only, need reward functions, and sample whole groups: the completions of a step (per "
      "device batch x accumulation x processes) are a multiple of num_generations; vLLM rollouts need vllm and a GPU.")
     f, t = a.finetuning, a.training
     if f.stage not in ONLINE_STAGES: return
     if t.do_eval or t.do_predict:
-        raise ConfigError(f'stage {f.stage} trains only: set do_eval and do_predict to false.')
+        raise ConfigError(f'stage {f.stage} trains only: set do_eval and do_predict to false (and eval_strategy: no).')
+    if a.data.val_size or a.data.eval_dataset:
+        raise ConfigError(f'stage {f.stage} trains only: val_size / eval_dataset would hold prompts out of training '
+                          'for an evaluation it does not run; remove them.')
+    if a.data.streaming:
+        raise ConfigError(f'stage {f.stage} reads its prompts whole (their columns reach reward functions): set '
+                          'streaming: false.')
     if not f.reward_funcs:
         raise ConfigError(f'stage {f.stage} needs reward_funcs: a list of built-ins (accuracy, format, length), '
                           'path/file.py:function, an rm run folder or an http(s) URL.')
@@ -189,6 +197,20 @@ def vllm_device_error() -> str|None:
         return 'use_vllm needs the vllm package (pip install vllm, on a CUDA machine); set use_vllm: false.'
     if not torch.cuda.is_available(): return 'use_vllm needs a CUDA GPU; none is present: set use_vllm: false.'
     return None
+
+# %% ../../nbs/14_hparams.checks.ipynb #7e9bc66a
+@check('run', finetuning='stage', generating='do_sample temperature top_p top_k')
+def resolve_rollout_sampling(a:RunArgs):
+    ("grpo / rloo sample their rollouts: with temperature, top_p and top_k all at the chat defaults (0.95, 0.7, 50) "
+     "they sample as trl does (1.0, 1.0, 0): a truncated distribution is not the one the loss differentiates.")
+    f, g = a.finetuning, a.generating
+    if f.stage not in ONLINE_STAGES: return
+    if not g.do_sample: raise ConfigError(f'stage {f.stage} samples its rollouts: do_sample: false would give every '
+                                          'completion of a group the same answer (no signal); remove it.')
+    chat = GeneratingArguments()
+    if (g.temperature, g.top_p, g.top_k) == (chat.temperature, chat.top_p, chat.top_k):
+        g.temperature, g.top_p, g.top_k = 1.0, 1.0, 0
+        log.info(f'stage {f.stage}: rollouts sample with temperature 1.0, top_p 1.0, top_k 0 (set them to change it).')
 
 # %% ../../nbs/14_hparams.checks.ipynb #95a53fac
 @check('run', finetuning='use_galore use_apollo finetuning_type use_badam badam_mode galore_layerwise apollo_layerwise',

@@ -160,6 +160,7 @@ class OnlineRLArguments:
     def __post_init__(self):
         if isinstance(self.reward_funcs, str) or self.reward_funcs is None:
             self.reward_funcs = split_names(self.reward_funcs)
+        elif callable(self.reward_funcs): self.reward_funcs = [self.reward_funcs]   # one function object
         if isinstance(self.reward_weights, (str, int, float)):
             self.reward_weights = split_names(str(self.reward_weights))
         if self.reward_weights is not None: self.reward_weights = [_weight(w) for w in self.reward_weights]
@@ -175,8 +176,9 @@ def _weight(w) -> float:
 def check_online_rl(f:OnlineRLArguments):
     "grpo / rloo settings: known loss and scaling, a group of two or more, clip-higher above epsilon, one weight each."
     if f.loss_type not in ONLINE_LOSSES:
-        raise ConfigError(f"Unknown loss_type '{f.loss_type}'{closest(f.loss_type, ONLINE_LOSSES)} Expected one of "
-                          f"{ONLINE_LOSSES}.")
+        dpo = ' (the loss of dpo is pref_loss)' if f.loss_type in PREF_LOSSES else ''
+        raise ConfigError(f"Unknown loss_type '{f.loss_type}'{closest(f.loss_type, ONLINE_LOSSES)} loss_type is "
+                          f"grpo's, one of {ONLINE_LOSSES}{dpo}.")
     if f.scale_rewards not in SCALE_REWARDS:
         raise ConfigError(f"Unknown scale_rewards '{f.scale_rewards}'{closest(f.scale_rewards, SCALE_REWARDS)} "
                           f"Expected one of {SCALE_REWARDS}.")

@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from ..core import ERROR_CLASSES, UserError, get_logger, read_json, write_json
+from ..core import ERROR_CLASSES, ConfigError, UserError, get_logger, read_json, write_json
 from ..rundir import LAUNCHER_FILES, RunDir
 
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
            'free_port', 'launch_settings', 'torchrun_command', 'save_worker_error', 'worker_error', 'worker_errors',
-           'run_torchrun', 'launch', 'RunHandle', 'llmft_exe', 'launch_torchrun']
+           'run_torchrun', 'launch', 'RunHandle', 'llmft_exe', 'check_no_objects', 'launch_torchrun']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
 log = get_logger(__name__)
@@ -158,8 +158,17 @@ def llmft_exe() -> str:
     return shutil.which('llmft') or str(Path(sys.executable).parent/'llmft')
 
 # %% ../../nbs/86_launch.dist.ipynb #37e5330e
+def check_no_objects(cfg:dict):
+    "Refuse a recipe holding a Python object (a notebook's reward function): a worker process reads the recipe as YAML."
+    objs = [f'{k} ({getattr(x, "__name__", type(x).__name__)})' for k, v in cfg.items()
+            for x in (v if isinstance(v, (list, tuple)) else [v]) if callable(x)]
+    if objs: raise ConfigError(f"{', '.join(objs)}: a function object cannot reach torchrun's worker processes, "
+                               'which read the recipe from a file; write it in a .py file and name it '
+                               'path/to/file.py:name.')
+
 def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     "Start `torchrun` with `num_processes` processes on `cfg` in the background; the kernel stays free."
+    check_no_objects(cfg)
     out = Path(cfg['output_dir'])
     out.mkdir(parents=True, exist_ok=True)
     recipe = out / LAUNCH_RECIPE

@@ -5,11 +5,14 @@
 # %% ../../nbs/58b_train.grpo.ipynb #bd4838fc
 from __future__ import annotations
 import dataclasses
+from collections import deque
 from itertools import groupby
+from accelerate.utils import gather_object
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+from trl.trainer.utils import add_fused_lm_head
 from ..core import RewardError, display_path, get_logger
-from ..rundir import RunDir
+from ..rundir import CHECKPOINT_DONE, CHECKPOINT_PREFIX, RunDir
 from ..hparams.checks import RunArgs
 from ..data.pipeline import prepare
 from ..model.loader import load_model
@@ -19,8 +22,9 @@ from .rewards import check_reward_columns, load_rewards
 from .workflow import RunResult, generation_kwargs, save_template, stage_callbacks, train_and_save
 
 # %% auto #0
-__all__ = ['log', 'STAGE_KEYS', 'CONFIGS', 'TRAINERS', 'online_config', 'TemplatePrompts', 'GRPOStageTrainer', 'RLOOStageTrainer',
-           'RolloutLog', 'rollout_records', 'run_online', 'use_own_reference', 'last_checkpoint_words']
+__all__ = ['log', 'STAGE_KEYS', 'CONFIGS', 'TRAINERS', 'DEFAULT_BETA', 'online_config', 'TemplatePrompts', 'GRPOStageTrainer',
+           'RLOOStageTrainer', 'RolloutLog', 'rollout_records', 'weighted', 'run_online', 'online_beta',
+           'own_reference', 'use_reference', 'last_checkpoint_words']
 
 # %% ../../nbs/58b_train.grpo.ipynb #ccca1f52
 log = get_logger(__name__)
@@ -32,7 +36,9 @@ STAGE_KEYS = {  # the finetuning keys each stage hands to trl's config under the
 }
 CONFIGS = {'grpo': GRPOConfig, 'rloo': RLOOConfig}
 
-def online_config(stage:str, training_args, finetuning_args, generating_args) -> GRPOConfig|RLOOConfig:
+def online_config(stage:str, training_args, finetuning_args, generating_args,
+                  stop_ids:list[int]|None=None, # the template's stop tokens (vLLM reads them here)
+                 ) -> GRPOConfig|RLOOConfig:
     ("trl's config of `stage`: the run's training arguments (every field trl's config shares), the stage's keys, the "
      "rollouts' sampling keys.")
     cls, f, g = CONFIGS[stage], finetuning_args, generating_args
@@ -43,21 +49,26 @@ def online_config(stage:str, training_args, finetuning_args, generating_args) ->
     kw.update(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, repetition_penalty=g.repetition_penalty,
               shuffle_dataset=not f.disable_shuffling, remove_unused_columns=False, log_completions=False,
               include_num_input_tokens_seen='no')   # trl counts the tokens of prompts and completions itself
+    if f.use_vllm and stop_ids: kw['generation_kwargs'] = {'stop_token_ids': list(stop_ids)}
     return cls(**kw)
 
 # %% ../../nbs/58b_train.grpo.ipynb #e3dc4020
 class TemplatePrompts:
-    "Mixed into trl's online trainers: prompt ids from the run's template (the data's `input_ids`), by prompt text."
-    def remember_prompts(self, *datasets):
-        "Keep the prompt ids and solution of every prompt text of `datasets`."
-        self.prompt_ids, self.solutions = getattr(self, 'prompt_ids', {}), getattr(self, 'solutions', {})
-        for ds in datasets:
-            if ds is None: continue
-            for p, ids, s in zip(ds['prompt'], ds['input_ids'], ds['solution']):
-                self.prompt_ids[p], self.solutions[p] = list(ids), s
+    "Mixed into trl's online trainers: each prompt's ids as the run's template rendered them (the data's `input_ids`)."
+    rollout_batches = 0   # generation batches so far: the rollouts log writes each once
+
+    def _generate_and_score_completions(self, inputs:list[dict]) -> dict:
+        "trl's generation and scoring of `inputs`, their template ids at hand and their solutions kept for the log."
+        self._prompt_ids = [list(x['input_ids']) for x in inputs]
+        out = super()._generate_and_score_completions(inputs)
+        if not hasattr(self, 'solutions'): self.solutions = deque(maxlen=self.args.generation_batch_size)
+        self.solutions.extend(gather_object([x.get('solution', '') for x in inputs]))   # beside trl's `_logs`
+        self.rollout_batches += 1
+        return out
 
     def _tokenize_prompts(self, prompts:list):
-        return [self.prompt_ids[p] for p in prompts], None, {}
+        "The ids of `prompts`, the batch being generated: its rows' own (trl would re-tokenize the text)."
+        return self._prompt_ids, None, {}
 
 class GRPOStageTrainer(TemplatePrompts, GRPOTrainer):
     "trl's `GRPOTrainer` on the run's template-rendered prompt ids."
@@ -71,29 +82,36 @@ TRAINERS = {'grpo': GRPOStageTrainer, 'rloo': RLOOStageTrainer}
 class RolloutLog(TrainerCallback):
     "Write the newest rollout groups (prompt, completions, scores, advantages) to the run's `rollouts.jsonl`."
     def __init__(self, groups:int=4):
-        self.trainer, self.groups = None, groups   # the trainer is set once it exists (`run_online`)
+        self.trainer, self.groups, self.written = None, groups, 0   # the trainer is set once it exists (`run_online`)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        if not (self.groups and self.trainer and state.is_world_process_zero and args.should_save): return
-        if 'train_loss' in (logs or {}): return   # the closing summary: this step's groups are written already
-        RunDir(args.output_dir).append_rollouts(rollout_records(self.trainer, state.global_step, self.groups))
+        "At a logging step, the groups of the newest generation batch, unless written already (`num_iterations`)."
+        t = self.trainer
+        if not (self.groups and t and state.is_world_process_zero and args.should_save): return
+        if 'train_loss' in (logs or {}) or t.rollout_batches == self.written: return
+        self.written = t.rollout_batches
+        RunDir(args.output_dir).append_rollouts(rollout_records(t, state.global_step, self.groups))
 
 def rollout_records(trainer, step:int, groups:int=4) -> list[dict]:
     "The first `groups` prompt groups of the trainer's last generation batch, as `rollouts.jsonl` records."
     L, n = trainer._logs, trainer.num_generations
     names, w = list(L['rewards']), trainer.reward_weights.tolist()
-    rows = list(zip(L['prompt'], L['completion'], L['advantages'], *(L['rewards'][k] for k in names)))
+    rows = list(zip(L['prompt'], trainer.solutions, L['completion'], L['advantages'],
+                    *([_num(x) for x in L['rewards'][k]] for k in names)))
     out = []
     for prompt, g in groupby(rows, key=lambda r: r[0]):
         g = list(g)
         for i in range(0, len(g), n):
             part = g[i:i + n]
-            scores = {k: [_num(r[3 + j]) for r in part] for j, k in enumerate(names)}
-            total = [sum(wj * (s or 0.0) for wj, s in zip(w, r[3:])) for r in part]
-            out.append(dict(step=step, prompt=prompt, solution=trainer.solutions.get(prompt, ''),
-                            completions=[r[1] for r in part], rewards=scores, reward=total,
-                            advantages=[float(r[2]) for r in part]))
+            out.append(dict(step=step, prompt=prompt, solution=part[0][1], completions=[r[2] for r in part],
+                            rewards={k: [r[4 + j] for r in part] for j, k in enumerate(names)},
+                            reward=[weighted(r[4:], w) for r in part], advantages=[float(r[3]) for r in part]))
     return out[:groups]
+
+def weighted(scores:list, weights:list) -> float|None:
+    "The weighted sum of a completion's scores, as trl sums them: unscored (None) left out; None when none scored."
+    got = [(s, wj) for s, wj in zip(scores, weights) if s is not None]
+    return sum(s * wj for s, wj in got) if got else None
 
 def _num(x) -> float|None:
     return None if x is None or x != x else float(x)   # nan (not scored) as None
@@ -109,30 +127,48 @@ def run_online(args:RunArgs, callbacks:list|None=None) -> RunResult:
     check_reward_columns(rewards, train.column_names)
     model = load_model(tokenizer, model_args, finetuning_args, True, training_args)
     stops = generation_kwargs(generating_args, tokenizer, template)
-    model.generation_config.eos_token_id, model.generation_config.pad_token_id = stops['eos_token_id'], stops[
-        'pad_token_id']
-    config = online_config(stage, training_args, finetuning_args, generating_args)
+    model.generation_config.eos_token_id = stops['eos_token_id']   # trl stops (and masks) at the template's stops
+    model.generation_config.pad_token_id = stops['pad_token_id']
+    ref = own_reference(tokenizer, model_args, finetuning_args, training_args)
+    config = online_config(stage, training_args, finetuning_args, generating_args, stops['eos_token_id'])
+    if ref is not None: config.beta = 0.0   # trl then loads no copy of its own; ours is set below
     rollouts = RolloutLog(finetuning_args.log_rollouts)   # before the user's callbacks: an inspector reads it
     trainer = TRAINERS[stage](model=model, reward_funcs=rewards, args=config, train_dataset=train,
                               processing_class=tokenizer,
                               callbacks=stage_callbacks(finetuning_args, training_args, [rollouts, *(callbacks or [])]),
                               optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
-    trainer.remember_prompts(train)
     rollouts.trainer = trainer
-    use_own_reference(trainer, tokenizer, model_args, finetuning_args, training_args)
+    if ref is not None: use_reference(trainer, ref, online_beta(finetuning_args))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)
     try: return train_and_save(trainer, training_args, finetuning_args, result, ('loss', 'reward'))
-    except RewardError as e: raise RewardError(f'{e} {last_checkpoint_words(training_args.output_dir)}') from None
+    except RewardError as e:
+        raise RewardError(f'{e} {last_checkpoint_words(training_args.output_dir, trainer.state.global_step)}') from e
 
-def use_own_reference(trainer, tokenizer, model_args, finetuning_args, training_args):
-    "With `ref_model` set (and beta > 0), that model is the reference, as in dpo / kto / ppo, not trl's copy."
-    if not (finetuning_args.ref_model and trainer.beta): return
-    ref = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
-    trainer.ref_model = trainer.accelerator.prepare_model(ref, evaluation_mode=True)
+DEFAULT_BETA = {'grpo': 0.0, 'rloo': 0.05}   # trl's defaults, where the recipe leaves beta unset
 
-def last_checkpoint_words(output_dir) -> str:
-    "Where the run can go on from, in words, after it stopped."
-    ckpt = RunDir(output_dir).last_checkpoint(set_aside=False)
-    if not ckpt: return 'No checkpoint was saved before it stopped.'
-    return f'The last complete checkpoint is {display_path(ckpt)}: resume from it with resume_from_checkpoint: true.'
+def online_beta(f) -> float:
+    "The KL coefficient of the run: `beta`, or the stage's trl default."
+    return DEFAULT_BETA[f.stage] if f.beta is None else f.beta
+
+def own_reference(tokenizer, model_args, finetuning_args, training_args):
+    ("The reference model when beta > 0, loaded by llmft's loader as dpo / kto / ppo load it (`ref_model`, or a frozen "
+     "copy of a full / freeze policy's base); None where the policy's disabled adapters serve, or with no KL.")
+    if not online_beta(finetuning_args): return None
+    return create_ref_model(tokenizer, model_args, finetuning_args, training_args)
+
+def use_reference(trainer, ref, beta:float):
+    ("Give trl's trainer llmft's reference and its beta, prepared as trl prepares its own: the fused log-prob head "
+     "its loss reads (`add_fused_lm_head`, at the rollouts' temperature), then the accelerator.")
+    add_fused_lm_head(ref, temperature=trainer.temperature,
+                      cast_lm_head_to_fp32=getattr(trainer.args, 'cast_lm_head_to_fp32', False))
+    trainer.beta, trainer.ref_model = beta, trainer.accelerator.prepare_model(ref, evaluation_mode=True)
+
+def last_checkpoint_words(output_dir, step:int) -> str:
+    "Where a run stopped after `step` steps can go on from, in words (a checkpoint of this run: none past `step`)."
+    done = [p for p in RunDir(output_dir).checkpoints()
+            if (p/CHECKPOINT_DONE).exists() and int(p.name.removeprefix(CHECKPOINT_PREFIX)) <= step]
+    if not done: return 'No checkpoint was saved before it stopped.'
+    return (f'The last complete checkpoint is {display_path(done[-1])}: resume from it with '
+            'resume_from_checkpoint: true.')
+

@@ -112,10 +112,10 @@ def accepted(fn:Callable) -> tuple[set|None, tuple]:
     return (None if takes_all else {p.name for p in named}), need
 
 def _at(step, row=None, completion=None) -> str:
-    "' at step 3, row 5 (completion ...)', the parts that are known."
-    parts = [f'step {step}' if step is not None else '', f'row {row}' if row is not None else '']
+    "' at step 4, completion 5 of the batch (...)', the parts that are known."
+    parts = [f'step {step}' if step is not None else '', f'completion {row} of the batch' if row is not None else '']
     where = ', '.join(p for p in parts if p)
-    seen = f' (completion {completion[:60]!r})' if isinstance(completion, str) else ''
+    seen = f' ({completion[:60]!r})' if isinstance(completion, str) else ''
     return f' at {where}{seen}' if where else ''
 
 # %% ../../nbs/58a_train.rewards.ipynb #0274f0bd
@@ -139,7 +139,8 @@ class RewardFunction:
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float|None]:
         kw = self.arguments(dict(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs))
-        n, step = len(completions), getattr(kwargs.get('trainer_state'), 'global_step', None)
+        n, done = len(completions), getattr(kwargs.get('trainer_state'), 'global_step', None)
+        step = None if done is None else done + 1   # global_step counts the steps finished: this is the next
         try: out = self.fn(**kw)
         except Exception as e:
             row = self.failed_row(kw, n) if self.rowwise and n > 1 else None
@@ -171,7 +172,8 @@ def check(self:RewardFunction, out, n:int, step:int|None=None) -> list[float|Non
     bad = [i for i, v in enumerate(out) if not (v is None or isinstance(v, numbers.Real))]
     if bad:
         raise RewardError(f'{me} returned {str(out[bad[0]])[:40]!r} ({type(out[bad[0]]).__name__}) as the score of '
-                          f'row {bad[0]}{_at(step)}: a score is a number, or None for a completion it does not score.')
+                          f'completion {bad[0]}{_at(step)}: a score is a number, or None for a completion it does '
+                          'not score.')
     return [None if v is None else float(v) for v in out]
 
 def _hint(name:str, names:list) -> str:

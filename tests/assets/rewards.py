@@ -12,7 +12,7 @@ def needs_difficulty(completions, difficulty):
     return [0.0 for _ in completions]
 
 
-def breaks_at_step_2(completions, trainer_state=None, **kwargs):
-    "Raises from the third step on, as a parser meeting an answer it did not expect would."
+def breaks_from_step_3(completions, trainer_state=None, **kwargs):
+    "Raises from step 3 on (`global_step` counts the steps finished), as a parser meeting an unexpected answer would."
     if trainer_state is not None and trainer_state.global_step >= 2: raise ValueError('cannot parse the answer')
     return [0.0 for _ in completions]
