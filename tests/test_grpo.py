@@ -36,6 +36,7 @@ def rewards(out):
 # rloo: beta 0 and normalize_advantages (its advantages are raw reward differences, ~0.03 here, and a KL penalty in the
 # reward would outweigh them).
 CASES = {'grpo-lora': dict(), 'grpo-full': dict(finetuning_type='full', learning_rate=5e-3, beta=0.04),
+         'grpo-freeze': dict(finetuning_type='freeze', learning_rate=5e-3),
          'rloo-lora': dict(stage='rloo', beta=0.0, normalize_advantages=True),
          'rloo-full': dict(stage='rloo', finetuning_type='full', learning_rate=5e-3, beta=0.0,
                            normalize_advantages=True)}

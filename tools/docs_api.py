@@ -171,8 +171,10 @@ class Param:
 
     def sig(self) -> str:
         d = cut(self.default) if self.default else ''
-        if self.anno: return f'{self.prefix}{self.name}: {cut(self.anno, 80)}' + (f' = {d}' if d else '')
-        return f'{self.prefix}{self.name}' + (f'={d}' if d else '')
+        if not self.anno: return f'{self.prefix}{self.name}' + (f'={d}' if d else '')
+        tail = f' = {d}' if d else ''
+        room = MAXLINE - 7 - len(self.prefix + self.name) - len(tail)   # '    name: anno = d,' fits in MAXLINE
+        return f'{self.prefix}{self.name}: {cut(self.anno, max(min(80, room), 20))}{tail}'
 
     def row(self) -> str:
         nm = f'<code>{self.prefix}{self.name}</code>'
