@@ -1,6 +1,7 @@
 """The OpenAI-compatible server in a real uvicorn process, driven by the official `openai` client: a tiny model
 fine-tuned here on tool calls and a plain answer; greedy answers equal `ChatModel.chat` and `model.generate`; streams,
-tools, auth, every bad request, 16 concurrent streams, a client killed mid-stream."""
+tools (streamed too), stop / n / usage while streaming, auth, every bad request, 16 concurrent streams, a client killed
+mid-stream."""
 import json, os, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 import httpx
@@ -99,6 +100,47 @@ def test_stream_equals_the_answer(client):
     assert len(pieces) > 2 and ''.join(pieces) == ask(client, WHO).choices[0].message.content
 
 
+def test_stream_stop_n_finish_and_usage(client):
+    """Streaming honours stop strings (never shown, finish stop), writes n choices by index, ends each choice with the
+    generation's finish reason, and sends usage when asked, equal to the non-streamed answer's."""
+    chunks = list(ask(client, WHO, stream=True, stop=['tiny']))
+    assert ''.join(c.choices[0].delta.content or '' for c in chunks) == 'I am a '
+    assert chunks[-1].choices[0].finish_reason == 'stop'
+    whole = ask(client, WHO).choices[0].message.content
+    texts, finish = {0: '', 1: '', 2: ''}, {}
+    for c in ask(client, WHO, stream=True, n=3):
+        for ch in c.choices:
+            texts[ch.index] += ch.delta.content or ''
+            if ch.finish_reason: finish[ch.index] = ch.finish_reason
+    assert texts == {0: whole, 1: whole, 2: whole} and finish == {0: 'stop', 1: 'stop', 2: 'stop'}
+    short = list(ask(client, WHO, stream=True, max_tokens=3, stream_options={'include_usage': True}))
+    assert [c.choices[0].finish_reason for c in short if c.choices][-1] == 'length'
+    alone = ask(client, WHO, max_tokens=3).usage
+    assert short[-1].choices == [] and short[-1].usage.completion_tokens == alone.completion_tokens == 3
+    assert short[-1].usage.prompt_tokens == alone.prompt_tokens
+
+
+def test_stream_with_tools_gives_tool_call_deltas(client):
+    "A streamed tool call arrives as OpenAI streams it: tool_calls deltas (id, name, arguments), finish tool_calls."
+    calls, content, finish = {}, '', None
+    for c in client.chat.completions.create(model='tiny', messages=[{'role': 'user', 'content': Q}], tools=TOOLS,
+                                            temperature=0, stream=True):
+        d = c.choices[0].delta
+        content += d.content or ''
+        for t in d.tool_calls or []:
+            calls.setdefault(t.index, {'name': '', 'arguments': ''})
+            calls[t.index]['name'] += t.function.name or ''
+            calls[t.index]['arguments'] += t.function.arguments or ''
+        finish = c.choices[0].finish_reason or finish
+    assert content == '' and finish == 'tool_calls'
+    assert calls[0]['name'] == 'add' and json.loads(calls[0]['arguments']) == {'a': 2, 'b': 3}
+    # a plain answer with tools offered streams as text, equal to the non-streamed one
+    msgs = [{'role': 'user', 'content': WHO}]
+    plain = client.chat.completions.create(model='tiny', messages=msgs, tools=TOOLS, temperature=0)
+    streamed = client.chat.completions.create(model='tiny', messages=msgs, tools=TOOLS, temperature=0, stream=True)
+    assert ''.join(c.choices[0].delta.content or '' for c in streamed) == plain.choices[0].message.content
+
+
 def test_tool_call_round_trip(client):
     r = client.chat.completions.create(model='tiny', messages=[{'role': 'user', 'content': Q}], tools=TOOLS,
                                        temperature=0)
@@ -128,6 +170,7 @@ def test_auth(server):
     ({'max_tokens': 0}, 'max_tokens', 'max_tokens must be an integer >= 1'),
     ({'temperature': -0.5}, 'temperature', 'temperature must be between 0 and 2'),
     ({'top_p': 1.5}, 'top_p', 'top_p must be in (0, 1]'),
+    ({'max_tokens': 10 ** 6}, 'max_tokens', "exceeds this model's context of 2048 tokens: ask at most"),
     ({'messages': [{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': 'http://x/a.png'}}]}]},
      'messages[0].content', 'images (or other media) sent to a text model'),
 ])
@@ -162,7 +205,7 @@ def test_client_killed_mid_stream_then_server_answers(server, client):
     code = ("import openai, os\n"
             f"c = openai.OpenAI(base_url={server[0]!r}, api_key='sk-test', max_retries=0)\n"
             "s = c.chat.completions.create(model='tiny', messages=[{'role': 'user', 'content': 'Tell a long story'}],"
-            " temperature=1.0, max_tokens=4000, stream=True, extra_body={'min_tokens': 4000})\n"
+            " temperature=1.0, max_tokens=1900, stream=True, extra_body={'min_tokens': 1900})\n"
             "for i, ch in enumerate(s):\n"
             "    print('chunk', flush=True)\n"
             "    if i == 3: os._exit(0)\n")

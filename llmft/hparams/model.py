@@ -5,15 +5,17 @@
 # %% ../../nbs/10_hparams.model.ipynb #294e5705
 from __future__ import annotations
 from dataclasses import dataclass, field
+import json
 from pathlib import Path
 from typing import Callable, Optional
 import yaml
 from ..core import ConfigError, closest, split_names
 
 # %% auto #0
-__all__ = ['REGISTRY', 'INFER_DTYPES', 'EXPORT_FORMATS', 'GGUF_TYPES', 'INIT_SPECIAL', 'ROPE_TYPES', 'ATTN_IMPLS', 'Check',
-           'check', 'check_groups', 'ExportArguments', 'QuantizationArguments', 'ModelPatchArguments', 'VocabArguments',
-           'ModelArguments', 'check_model_named', 'check_infer_backend', 'check_quantization_bit',
+__all__ = ['REGISTRY', 'INFER_DTYPES', 'EXPORT_FORMATS', 'GGUF_TYPES', 'INIT_SPECIAL', 'INFER_BACKENDS', 'SGLANG_LORA_BACKENDS',
+           'ROPE_TYPES', 'ATTN_IMPLS', 'Check', 'check', 'check_groups', 'ExportArguments', 'QuantizationArguments',
+           'ModelPatchArguments', 'VocabArguments', 'VllmArguments', 'SGLangArguments', 'ModelArguments',
+           'check_model_named', 'check_infer_backend', 'check_engine_keys', 'check_quantization_bit',
            'check_quantization_type', 'check_rope_scaling', 'check_flash_attn', 'check_init_special_tokens',
            'check_desc_init_has_descriptions', 'check_export_device', 'check_export_quantization_bit',
            'check_export_quantization_dataset', 'check_infer_dtype', 'check_export_format', 'check_gguf_types']
@@ -161,9 +163,63 @@ def _descriptions(path) -> dict[str, str]|None:
         raise ConfigError(f'{p}: expected a YAML mapping of token: description (both strings), got {d!r:.80}.')
     return {str(k): v for k, v in d.items()}
 
+# %% ../../nbs/10_hparams.model.ipynb #b9fc464f
+INFER_BACKENDS = ('huggingface', 'vllm', 'sglang')   # `infer_backend`: transformers, or the vLLM / SGLang engines
+SGLANG_LORA_BACKENDS = ('triton', 'flashinfer', 'csgmv', 'torch_native')  # LLaMA-Factory's two, SGLang's newer
+
+def _engine_config(key:str, v) -> dict|None:
+    "An engine's extra settings: a mapping, or a JSON object in a string (from the command line)."
+    if v is None or isinstance(v, dict): return v
+    try: d = json.loads(v) if isinstance(v, str) else v
+    except json.JSONDecodeError as e: raise ConfigError(f'{key}: not valid JSON ({e.msg}): {v!r:.80}') from None
+    if not isinstance(d, dict):
+        raise ConfigError(f'{key}: expected a mapping of engine settings (a YAML mapping, or a JSON object such as '
+                          f'\'{{"max_num_seqs": 64}}\'), got {v!r:.80}.')
+    return d
+
+@dataclass
+class VllmArguments:
+    "The vLLM engine of chat / api (`infer_backend: vllm`)."
+    vllm_maxlen: int = field(default=4096, metadata={
+        'help': 'infer_backend: vllm: the longest sequence (prompt + answer) the engine holds, in tokens.'})
+    vllm_gpu_util: float = field(default=0.7, metadata={
+        'help': 'infer_backend: vllm: the fraction of GPU memory (0-1) the engine takes for weights and cache.'})
+    vllm_enforce_eager: bool = field(default=False, metadata={
+        'help': 'infer_backend: vllm: run eagerly, without CUDA graphs (less memory, slower decoding).'})
+    vllm_max_lora_rank: int = field(default=32, metadata={
+        'help': 'infer_backend: vllm: the largest LoRA rank the engine serves (a higher-rank adapter is refused).'})
+    vllm_config: Optional[dict|str] = field(default=None, metadata={
+        'help': "infer_backend: vllm: more of vLLM's engine arguments, a mapping (JSON on the command line); they "
+                'win over the keys above.'})
+
+    def __post_init__(self):
+        self.vllm_config = _engine_config('vllm_config', self.vllm_config)
+        if hasattr(super(), '__post_init__'): super().__post_init__()
+
+@dataclass
+class SGLangArguments:
+    "The SGLang engine of chat / api (`infer_backend: sglang`)."
+    sglang_maxlen: int = field(default=4096, metadata={
+        'help': 'infer_backend: sglang: the longest sequence (prompt + answer) the engine holds, in tokens.'})
+    sglang_mem_fraction: float = field(default=0.7, metadata={
+        'help': 'infer_backend: sglang: the fraction of GPU memory (0-1) the engine takes for weights and cache.'})
+    sglang_tp_size: int = field(default=-1, metadata={
+        'help': 'infer_backend: sglang: tensor-parallel GPUs; -1: every visible GPU.'})
+    sglang_config: Optional[dict|str] = field(default=None, metadata={
+        'help': "infer_backend: sglang: more of SGLang's server arguments, a mapping (JSON on the command line); they "
+                'win over the keys above.'})
+    sglang_lora_backend: str = field(default='triton', metadata={
+        'help': "infer_backend: sglang: the kernels of LoRA adapters: triton (LLaMA-Factory's advice), flashinfer, "
+                'or the newer csgmv, torch_native of recent SGLang releases.'})
+
+    def __post_init__(self):
+        self.sglang_config = _engine_config('sglang_config', self.sglang_config)
+        if hasattr(super(), '__post_init__'): super().__post_init__()
+
 # %% ../../nbs/10_hparams.model.ipynb #3645a2c8
 @dataclass
-class ModelArguments(VocabArguments, ExportArguments, ModelPatchArguments, QuantizationArguments):
+class ModelArguments(VocabArguments, SGLangArguments, VllmArguments, ExportArguments, ModelPatchArguments,
+                     QuantizationArguments):
     "Which model, tokenizer and adapters to load, and how."
     model_name_or_path: Optional[str] = field(
         default=None, metadata={'help': 'Path to a local model folder or a hub model id.'}
@@ -192,7 +248,8 @@ class ModelArguments(VocabArguments, ExportArguments, ModelPatchArguments, Quant
     hf_hub_token: Optional[str] = field(default=None, metadata={
         'help': 'A Hugging Face token for gated or private models; never logged, never written to llmft_args.yaml.'})
     infer_backend: str = field(default='huggingface', metadata={
-        'help': 'Inference engine of chat / api: huggingface (transformers generate) or vllm (the vllm package).'})
+        'help': 'The engine chat / api generate with: huggingface (transformers, any device), vllm or sglang (each '
+                'needs its package, pip install vllm / sglang, and a CUDA GPU; see vllm_* and sglang_*).'})
 
     def __post_init__(self):
         super().__post_init__()
@@ -216,9 +273,22 @@ def check_model_named(m:ModelArguments):
 # %% ../../nbs/10_hparams.model.ipynb #a4ee883e
 @check(model='infer_backend')
 def check_infer_backend(m:ModelArguments):
-    "chat / api generate with transformers or vllm."
-    if m.infer_backend not in ('huggingface', 'vllm'):
-        raise ConfigError(f"infer_backend must be huggingface or vllm, got '{m.infer_backend}'.")
+    "chat / api generate with one of `INFER_BACKENDS` (whether its package and GPU are here is the engine's to say)."
+    if m.infer_backend not in INFER_BACKENDS:
+        raise ConfigError(f"Unknown infer_backend '{m.infer_backend}'{closest(m.infer_backend, INFER_BACKENDS) or '.'} "
+                          f"Expected one of {', '.join(INFER_BACKENDS)}.")
+
+@check(model='vllm_gpu_util vllm_maxlen vllm_max_lora_rank sglang_mem_fraction sglang_maxlen sglang_lora_backend')
+def check_engine_keys(m:ModelArguments):
+    "The vLLM / SGLang keys: memory fractions in (0, 1], lengths and ranks positive, a LoRA backend SGLang has."
+    for k in ('vllm_gpu_util', 'sglang_mem_fraction'):
+        if not 0 < getattr(m, k) <= 1: raise ConfigError(f'{k} must be a fraction in (0, 1], got {getattr(m, k)}.')
+    for k in ('vllm_maxlen', 'vllm_max_lora_rank', 'sglang_maxlen'):
+        if getattr(m, k) < 1: raise ConfigError(f'{k} must be a positive number of tokens / a positive rank, '
+                                               f'got {getattr(m, k)}.')
+    if m.sglang_lora_backend not in SGLANG_LORA_BACKENDS:
+        raise ConfigError(f"sglang_lora_backend must be one of {', '.join(SGLANG_LORA_BACKENDS)}, "
+                          f"got '{m.sglang_lora_backend}'.")
 
 # %% ../../nbs/10_hparams.model.ipynb #a24c1478
 @check(model='quantization_bit')

@@ -29,6 +29,15 @@ def read_config(path) -> dict[str, Any]:
                                                     f'{type(cfg).__name__}.')
     return cfg
 
+def _scalar(key:str, v:str):
+    "A command-line value read as YAML (empty: None); one YAML cannot read is refused naming the key."
+    if v == '': return None
+    try: return yaml.safe_load(v)
+    except yaml.YAMLError as e:
+        why = str(e).splitlines()[0]
+        raise ConfigError(f"{key}={v}: not a value YAML can read ({why}); quote a plain string: "
+                          f"{key}='\"{v}\"'.") from None
+
 def split_words(words:list[str], # a command's arguments
                 flags:tuple=(),   # the command's own switches (e.g. `--list`); any other `--key` is a key
                ) -> tuple[list[str], dict[str, Any], list[str]]:
@@ -49,7 +58,7 @@ def split_words(words:list[str], # a command's arguments
         elif w.startswith('-'): raise ConfigError(f"Unknown option '{w}'{closest(w, flags)}")
         else: pos.append(w)
         i += 1
-    return pos, {k: yaml.safe_load(v) if v != '' else None for k, v in keys.items()}, found
+    return pos, {k: _scalar(k, v) for k, v in keys.items()}, found
 
 def parse_overrides(words:list[str]) -> dict[str, Any]:
     "CLI words `key=value`, `--key=value` or `--key value` as a dict (`split_words`), values read as YAML scalars."

@@ -75,11 +75,6 @@ lf_keys('QuantizationArguments', 'llmft quantizes on the fly with bitsandbytes o
         'quantization_bit: 4 or 8 (bitsandbytes)', quantization_method='bnb')
 lf_keys('QuantizationArguments', 'a quantized model is loaded on one device', 'leave it out',
         quantization_device_map=None)
-lf_keys('VllmArguments', "llmft's chat / api engine is transformers' generate (no vLLM engine yet)",
-        'infer_backend: huggingface', vllm_maxlen=4096, vllm_gpu_util=0.7, vllm_enforce_eager=False,
-        vllm_max_lora_rank=32, vllm_config=None)
-lf_keys('SGLangArguments', 'llmft has no SGLang engine', 'infer_backend: huggingface', sglang_maxlen=4096,
-        sglang_mem_fraction=0.7, sglang_tp_size=-1, sglang_config=None, sglang_lora_backend='triton')
 
 # %% ../../nbs/14a_hparams.unsupported.ipynb #c3d0c349
 _DIST = 'torchrun through `llmft train` (nproc_per_node, nnodes), DeepSpeed or FSDP (examples/accelerate)'

@@ -10,10 +10,13 @@ from pathlib import Path
 from ..core import ConfigError, DataError, get_logger
 from ..rundir import RunDir
 from ..model.runs import parse_run
+from .batcher import Job
+from .backends import make_engine
 from .engine import HFEngine, Response, clean_text, generate, score, split_answer, stream
 
 # %% auto #0
-__all__ = ['log', 'check_messages', 'ChatModel', 'vllm_missing', 'chat', 'batch_chat', 'stream_chat', 'get_scores', 'base']
+__all__ = ['log', 'check_messages', 'ChatModel', 'chat', 'batch_chat', 'stream_chat', 'submit', 'get_scores', 'base',
+           'serve_models']
 
 # %% ../../nbs/76_infer.chat.ipynb #e1df03ef
 log = get_logger(__name__)
@@ -42,13 +45,15 @@ class ChatModel:
     "A trained run (folder, recipe or dict) ready to chat: `chat`, `stream_chat`, `batch_chat`, `get_scores`."
     def __init__(self, cfg:dict|str|Path|list[str]|None=None, **overrides):
         r = parse_run(cfg, **overrides)
-        if r.model_args.infer_backend == 'vllm': raise ConfigError(vllm_missing())
         self.config, self.run, self.model_args, self.data_args = r.config, r.run, r.model_args, r.data_args
         self.finetuning_args, self.generating_args = r.finetuning_args, r.generating_args
         self.is_reward = self.finetuning_args.stage == 'rm'
-        r.load(add_valuehead=self.is_reward)
-        self.tokenizer, self.template = r.tokenizer, r.template
-        self.engine, self.use_adapter = HFEngine(r.model, r.tokenizer, r.template, r.generating_args), True
+        if r.model_args.infer_backend != 'huggingface': self.engine = make_engine(r)   # vLLM, SGLang: refused here
+        else:
+            r.load(add_valuehead=self.is_reward)
+            self.engine = HFEngine(r.model, r.tokenizer, r.template, r.generating_args)
+        self.tokenizer, self.template, self.use_adapter = self.engine.tokenizer, self.engine.template, True
+        self.adapter = None   # the PEFT adapter that answers, when several runs share the model (`serve_models`)
 
     def prompt(self,
                messages:list[dict],              # a conversation that ends with a user message
@@ -64,14 +69,6 @@ class ChatModel:
                                 tools)[0]
 
 # %% ../../nbs/76_infer.chat.ipynb #0449f6bb
-def vllm_missing() -> str:
-    "Why `infer_backend: vllm` cannot run here."
-    import importlib.util
-    if importlib.util.find_spec('vllm') is None:
-        return ('infer_backend: vllm needs the vllm package (pip install vllm) and a CUDA GPU; '
-                'use infer_backend: huggingface.')
-    return 'infer_backend: vllm is not available in this llmft version yet; use infer_backend: huggingface.'
-
 def _responses(self:ChatModel, rows, prompt_len:int, skip:bool|None=None) -> list[Response]:
     "Responses of generated rows: thought and tool calls parsed from the text with its special tokens, which then go."
     out, skip = [], self.generating_args.skip_special_tokens if skip is None else skip
@@ -93,14 +90,16 @@ def chat(self:ChatModel,
     self._check_generative()
     p = prompt or self.prompt(messages, system, tools, enable_thinking)
     skip = gen.pop('skip_special_tokens', None)
-    return _responses(self, generate(self.engine, [p], stop, use_adapter=self.use_adapter, **gen)[0], len(p), skip)
+    rows = generate(self.engine, [p], stop, use_adapter=self.use_adapter, adapter=self.adapter, **gen)[0]
+    return _responses(self, rows, len(p), skip)
 
 def batch_chat(self:ChatModel, conversations:list[list[dict]], system:str|None=None, tools:list|dict|str|None=None,
                **gen) -> list[Response]:
     "One answer per conversation, generated together in one left-padded batch."
     self._check_generative()
     ps, skip = [self.prompt(m, system, tools) for m in conversations], gen.pop('skip_special_tokens', None)
-    rows = generate(self.engine, ps, use_adapter=self.use_adapter, **{**gen, 'num_return_sequences': 1})
+    rows = generate(self.engine, ps, use_adapter=self.use_adapter, adapter=self.adapter,
+                    **{**gen, 'num_return_sequences': 1})
     return [_responses(self, r, len(p), skip)[0] for r, p in zip(rows, ps)]
 
 def stream_chat(self:ChatModel,
@@ -114,7 +113,23 @@ def stream_chat(self:ChatModel,
     "Yield the answer's text piece by piece; setting `event` (a `threading.Event`) stops it."
     self._check_generative()
     p = prompt or self.prompt(messages, system, tools, enable_thinking)
-    yield from stream(self.engine, p, event, self.use_adapter, **gen)
+    yield from stream(self.engine, p, event, self.use_adapter, adapter=self.adapter, **gen)
+
+
+
+# %% ../../nbs/76_infer.chat.ipynb #080e87f1
+def submit(self:ChatModel,
+           prompt:list[int],          # the prompt's ids (`ChatModel.prompt`)
+           n:int=1,                   # answers to write
+           stop:list[str]|None=None,  # stop strings
+           seed:int|None=None,        # one seeded generator for the request's answers
+           **gen) -> list[Job]:
+    "Queue a request's answers for decoding: its jobs, to follow as they are written (`Job.follow`)."
+    self._check_generative()
+    adapter = self.adapter if self.use_adapter else self.engine.base_adapter
+    return self.engine.submit(self.engine.make_jobs(prompt, n, stop, seed, adapter, **gen))
+
+ChatModel.submit = submit
 
 # %% ../../nbs/76_infer.chat.ipynb #d41d6f96
 def get_scores(self:ChatModel, inputs:list) -> list[float]:
@@ -134,7 +149,7 @@ def _check_generative(self:ChatModel):
 
 def base(self:ChatModel) -> ChatModel:
     "The model the run started from, same tokenizer and template: a LoRA / OFT run shares its weights (adapters off)."
-    if hasattr(self.engine.model, 'disable_adapter'):
+    if self.engine.base_adapter is not None:
         other = copy.copy(self)
         other.use_adapter = False
         return other
@@ -145,3 +160,60 @@ def base(self:ChatModel) -> ChatModel:
 
 for f in (chat, batch_chat, stream_chat, get_scores, _check_generative, base):
     setattr(ChatModel, f.__name__, f)
+
+# %% ../../nbs/76_infer.chat.ipynb #1bbb280c
+def _base_of(r) -> str:
+    "The base model a run started from (its saved `model_name_or_path`), resolved when it is a folder."
+    saved = RunDir(r.run).args().get('model_name_or_path') if r.run is not None else None
+    src = saved or str(r.model_args.model_name_or_path)
+    return str(Path(src).resolve()) if Path(src).is_dir() else src
+
+def _check_same(sources:list, runs:list):
+    "Refuse runs of another base or template than the first's, or two runs of one name."
+    names = [Path(str(s)).name for s in sources]
+    if taken := {'base', 'default'} & set(names):
+        raise ConfigError(f"A run folder is named '{taken.pop()}', a name the server keeps (the base model, the first "
+                          'adapter): give it another folder name.')
+    if len(set(names)) < len(names):
+        raise ConfigError(f"Two runs are named '{next(n for n in names if names.count(n) > 1)}': served models are "
+                          'named by their folder; give each run its own folder name.')
+    base, tpl = _base_of(runs[0]), runs[0].data_args.template
+    if runs[0].model_args.infer_backend != 'huggingface':
+        raise ConfigError(f'Several runs on one server share one model in memory: infer_backend: huggingface, not '
+                          f'{runs[0].model_args.infer_backend}; serve one run per {runs[0].model_args.infer_backend} '
+                          'server.')
+    for s, r in zip(sources[1:], runs[1:]):
+        if _base_of(r) != base:
+            raise ConfigError(f'{s}: its base model is {_base_of(r)}, not {base} (the first run\'s); one server serves '
+                              'runs of one base: start another server for it.')
+        kinds = {r.finetuning_args.finetuning_type, runs[0].finetuning_args.finetuning_type}
+        if kinds == {'lora', 'oft'}:
+            raise ConfigError(f'{s}: finetuning_type {r.finetuning_args.finetuning_type} beside '
+                              f"{runs[0].finetuning_args.finetuning_type} (the first run's): PEFT holds adapters of "
+                              'one type on a model; start another server for it.')
+        if r.data_args.template != tpl:
+            raise ConfigError(f"{s}: template '{r.data_args.template}', not '{tpl}' (the first run's); one server "
+                              'serves runs of one template: start another server for it.')
+
+def serve_models(sources:list,   # run (or model) folders of one base model and template
+                 **keys) -> dict:
+    "{name: ChatModel} of several runs on one copy of their base: LoRA runs as adapters, full runs alone; and base."
+    from llmft.model.runs import parse_run
+    runs = [parse_run(s, **keys) for s in sources]
+    _check_same(sources, runs)
+    models, shared = {}, None
+    for s, r in zip(sources, runs):
+        name, adapters = Path(str(s)).name, r.model_args.adapter_name_or_path or []
+        if shared is not None and r.finetuning_args.finetuning_type in ('lora', 'oft') and len(adapters) == 1:
+            shared.engine.model.load_adapter(adapters[0], adapter_name=name)
+            cm = copy.copy(shared)
+            cm.engine = copy.copy(shared.engine)      # the same model, batcher and lock; the run's own settings
+            cm.engine.generating_args = cm.generating_args = r.generating_args
+            cm.adapter, cm.run, cm.config, cm.finetuning_args = name, r.run, r.config, r.finetuning_args
+        else:
+            cm = ChatModel(s, **keys)
+            if hasattr(cm.engine.model, 'disable_adapter') and len(adapters) == 1 and shared is None:
+                shared, cm.adapter = cm, cm.engine.model.active_adapter
+        models[name] = cm
+    models.setdefault('base', (shared or models[Path(str(sources[0])).name]).base())
+    return models

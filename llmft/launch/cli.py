@@ -9,10 +9,10 @@ from pathlib import Path
 from ..core import display_path
 
 # %% auto #0
-__all__ = ['USAGE', 'COMMANDS', 'COMMAND_LOGGERS', 'Usage', 'command_words', 'cmd_export', 'cmd_eval', 'cmd_sweep',
+__all__ = ['USAGE', 'API_LIMITS', 'COMMANDS', 'COMMAND_LOGGERS', 'Usage', 'command_words', 'cmd_export', 'cmd_eval', 'cmd_sweep',
            'recipe_words', 'cmd_train', 'left_out_summary', 'cmd_check_data', 'check_verdict', 'cmd_templates',
-           'cmd_keys', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
-           'library_log_name', 'main']
+           'cmd_keys', 'api_limits', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help',
+           'report_error', 'library_log_name', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -32,7 +32,10 @@ commands:
                                  default, help text and the checks that read it
   chat RUN|RECIPE [key=value]    talk to a trained run in the terminal (answers stream; clear forgets, exit leaves,
                                  Ctrl-C stops an answer)
-  api RUN|RECIPE [key=value]     serve a run with an OpenAI-compatible API (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
+  api RUN [RUN ...]|RECIPE [key=value]
+                                 serve runs with an OpenAI-compatible API: chat and text completions, concurrent
+                                 requests decoded together; several runs of one base share it (API_HOST, API_PORT,
+                                 API_KEY, API_MODEL_NAME, API_MAX_BATCH, API_MAX_QUEUE, API_TIMEOUT)
   export RUN|RECIPE [key=value]  merge a run's adapters into one standalone model folder (export_dir=): safetensors
                                  shards (export_size GB), tokenizer with the chat template, Modelfile, model card;
                                  export_format=gguf adds GGUF files for llama.cpp / Ollama (gguf_types=f16,q8_0)
@@ -209,6 +212,21 @@ def cmd_keys(args:list[str]) -> int:
     print(keys_text(refs))
     return 0
 
+# %% ../../nbs/89_launch.cli.ipynb #e9611e75
+API_LIMITS = {'API_MAX_BATCH': (int, 16), 'API_MAX_QUEUE': (int, 64), 'API_TIMEOUT': (float, None)}
+
+def api_limits() -> dict:
+    "The server's limits from its environment: rows decoded together, requests waiting, seconds per answer."
+    import os
+    out = {}
+    for k, (kind, default) in API_LIMITS.items():
+        v = os.environ.get(k, '')
+        try: out[k] = kind(v) if v.strip() else default
+        except ValueError: out[k] = None
+        if v.strip() and not (out[k] and out[k] > 0):
+            raise Usage(f"{k}={v!r}: expected a positive {'integer' if kind is int else 'number'}.")
+    return out
+
 # %% ../../nbs/89_launch.cli.ipynb #5a799711
 def _chat_model(args:list[str], usage:str):
     "The `ChatModel` of `RUN|RECIPE [key=value ...]` and its source."
@@ -251,15 +269,28 @@ def cmd_chat(args:list[str]) -> int:
         print(flush=True)
         history.append({'role': 'assistant', 'content': text})
 
+# %% ../../nbs/89_launch.cli.ipynb #31b066e6
 def cmd_api(args:list[str]) -> int:
-    "llmft api RUN|RECIPE [key=value ...]: an OpenAI-compatible server (API_HOST, API_PORT, API_KEY, API_MODEL_NAME)."
+    ("llmft api RUN [RUN ...]|RECIPE [key=value ...]: an OpenAI-compatible server (API_HOST, API_PORT, API_KEY, "
+     "API_MODEL_NAME, API_MAX_BATCH, API_MAX_QUEUE, API_TIMEOUT).")
     import os, uvicorn
-    from llmft.infer.api import create_app
-    cm, src = _chat_model(args, 'usage: llmft api RUN|RECIPE [key=value ...]')
-    name = os.environ.get('API_MODEL_NAME') or Path(src).name
+    from llmft.infer.server import create_app
+    from llmft.infer.chat import serve_models
+    usage = 'usage: llmft api RUN [RUN ...]|RECIPE [key=value ...]'
+    limits = api_limits()
+    pos, keys, _ = command_words(args, usage, tuple(range(0, 65)), required=True)
+    if len(pos) > 1: models, src, name = serve_models(pos, **keys), ', '.join(pos), None
+    else:
+        models, src = _chat_model(args, usage)
+        name = os.environ.get('API_MODEL_NAME') or Path(src).name
+    for cm in ([models] if name else models.values()):
+        limit = getattr(cm.engine, 'batcher', cm.engine)    # vLLM / SGLang batch by themselves: their queue only
+        limit.max_batch, limit.max_queue = limits['API_MAX_BATCH'], limits['API_MAX_QUEUE']
     host, port = os.environ.get('API_HOST', '127.0.0.1'), int(os.environ.get('API_PORT', '8000'))
-    print(f'Serving {src} as {name!r} at http://{host}:{port}/v1 (Ctrl-C stops)', flush=True)
-    uvicorn.run(create_app(cm, name, os.environ.get('API_KEY') or None), host=host, port=port, log_level='info')
+    names = name or ', '.join(models)
+    print(f'Serving {src} as {names} at http://{host}:{port}/v1 (Ctrl-C stops)', flush=True)
+    app = create_app(models, name or 'llmft', os.environ.get('API_KEY') or None, limits['API_TIMEOUT'])
+    uvicorn.run(app, host=host, port=port, log_level='info')
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #04dafbd1

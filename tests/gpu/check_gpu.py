@@ -56,7 +56,7 @@ def qlora_4bit():
     from llmft.hparams.model import ModelArguments
     from llmft.hparams.finetune import FinetuningArguments
     from llmft.data.tokenizer import load_tokenizer
-from llmft.model.loader import load_model
+    from llmft.model.loader import load_model
     model = tiny_model('llama', hidden=256, layers=4)
     out = Path(tempfile.mkdtemp())
     res = run_exp(cfg(model, out, quantization_bit=4, quantization_type='nf4', double_quantization=True))
