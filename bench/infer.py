@@ -278,7 +278,7 @@ def targets(rows: list[dict], streams: list[int]) -> list[str]:
     "The issue's two targets for the batched server, and how it compares with LLaMA-Factory."
     by = {(r['label'], r['k']): r for r in rows}
     top, out = max(streams), []
-    b, s, f = (by.get((LABELS[n], top)) for n in SERVERS)
+    b, s, f = (by.get((LABELS[n], top)) for n in ('llmft', 'serial', 'lf'))
     if b and s:
         x = b['agg'] / s['agg']
         out.append(f"aggregate tok/s at {top} streams, batched / serial: {x:.2f}x (target >= 4x: "

@@ -39,3 +39,36 @@ def cli(*args, cwd=ROOT, timeout=600):
     import subprocess
     exe = Path(sys.executable).parent / 'llmft'
     return subprocess.run([str(exe), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    "A TCP port free on 127.0.0.1 now."
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def start_api(words, log_path, env=None, timeout=180):
+    "`llmft api WORDS` in its own process on a free port, once it listens: (base url, process, log path)."
+    import socket, subprocess, time
+    port = free_port()
+    env = {**os.environ, 'API_PORT': str(port), 'PYTHONUNBUFFERED': '1', **(env or {})}
+    p = subprocess.Popen([str(Path(sys.executable).parent / 'llmft'), 'api', *map(str, words)], env=env,
+                         stdout=open(log_path, 'w'), stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            return f'http://127.0.0.1:{port}/v1', p, Path(log_path)
+        except OSError:
+            assert p.poll() is None and time.time() < deadline, Path(log_path).read_text()[-3000:]
+            time.sleep(0.5)
+
+
+def stop_api(p):
+    "Stop a server of `start_api` as Ctrl-C would, killing it if it does not end."
+    import signal, subprocess
+    p.send_signal(signal.SIGINT)
+    try: p.wait(20)
+    except subprocess.TimeoutExpired: p.kill()

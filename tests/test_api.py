@@ -2,21 +2,15 @@
 fine-tuned here on tool calls and a plain answer; greedy answers equal `ChatModel.chat` and `model.generate`; streams,
 tools (streamed too), stop / n / usage while streaming, auth, every bad request, 16 concurrent streams, a client killed
 mid-stream."""
-import json, os, signal, socket, subprocess, sys, threading, time
-from pathlib import Path
+import json, subprocess, sys, threading, time
 import httpx
 import openai
 import pytest
-from conftest import ROOT
+from conftest import start_api, stop_api
 
 TOOLS = [{'type': 'function', 'function': {'name': 'add', 'description': 'Add two numbers', 'parameters': {
     'type': 'object', 'properties': {'a': {'type': 'number'}, 'b': {'type': 'number'}}, 'required': ['a', 'b']}}}]
 Q, WHO = 'What is 2 plus 3?', 'Who are you?'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -50,21 +44,10 @@ def tool_run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def server(tool_run):
     "`llmft api RUN` in its own process: (base url, process, its log file)."
-    port, log_path = free_port(), tool_run.parent / 'server.log'
-    env = {**os.environ, 'API_PORT': str(port), 'API_KEY': 'sk-test', 'API_MODEL_NAME': 'tiny', 'PYTHONUNBUFFERED': '1'}
-    log = open(log_path, 'w')
-    p = subprocess.Popen([str(Path(sys.executable).parent / 'llmft'), 'api', str(tool_run), 'max_new_tokens=64',
-                          'do_sample=false'], env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while True:
-        try: socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
-        except OSError:
-            assert p.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-    yield f'http://127.0.0.1:{port}/v1', p, log_path
-    p.send_signal(signal.SIGINT)
-    try: p.wait(20)
-    except subprocess.TimeoutExpired: p.kill()
+    url, p, log = start_api([tool_run, 'max_new_tokens=64', 'do_sample=false'], tool_run.parent / 'server.log',
+                            {'API_KEY': 'sk-test', 'API_MODEL_NAME': 'tiny'})
+    yield url, p, log
+    stop_api(p)
 
 
 @pytest.fixture(scope='module')

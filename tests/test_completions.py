@@ -3,23 +3,17 @@ scores our own multiple-choice task (tests/assets/lmeval) through the server wit
 choices of `llmft eval` on the same questions; its `local-chat-completions` model runs a generation task whose answers
 are the server's greedy answers; the official `openai` client's `completions.create` with echo, logprobs, n, stop and
 batched prompts, checked against the model's own log-softmax; bad requests are 400s naming the field."""
-import csv, json, os, signal, socket, subprocess, sys, time
+import csv, json, os, subprocess, sys, time
 from pathlib import Path
 import openai
 import pytest
-from conftest import ROOT, cli
+from conftest import ROOT, cli, start_api, stop_api
 
 ASSETS = ROOT / 'tests' / 'assets' / 'lmeval'
 BIN = Path(sys.executable).parent
 BENCH = 'llmftmc'    # the benchmark's name in `llmft eval`'s task folder
 NAMES = {'geography': 'world geography', 'science': 'basic science'}
 GEN = dict(max_tokens=8, stop=['\n\n'])   # llmft_gen.yaml's generation settings
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def questions() -> list[dict]:
@@ -66,23 +60,10 @@ def run(work, tiny_llama):
 @pytest.fixture(scope='module')
 def server(run, work):
     "`llmft api RUN` in its own process: (base url, process, its log file)."
-    port, log_path = free_port(), work / 'server.log'
-    env = {**os.environ, 'API_PORT': str(port), 'API_KEY': 'sk-test', 'API_MODEL_NAME': 'tiny', 'PYTHONUNBUFFERED': '1'}
-    log = open(log_path, 'w')
-    p = subprocess.Popen([str(BIN / 'llmft'), 'api', str(run), 'do_sample=false'], env=env, stdout=log,
-                         stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            break
-        except OSError:
-            assert p.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-    yield f'http://127.0.0.1:{port}/v1', p, log_path
-    p.send_signal(signal.SIGINT)
-    try: p.wait(20)
-    except subprocess.TimeoutExpired: p.kill()
+    url, p, log = start_api([run, 'do_sample=false'], work / 'server.log',
+                            {'API_KEY': 'sk-test', 'API_MODEL_NAME': 'tiny'})
+    yield url, p, log
+    stop_api(p)
 
 
 @pytest.fixture(scope='module')

@@ -1,41 +1,18 @@
 """Serving that holds under real use, through real `llmft api` processes and the official `openai` client: several
 LoRA fine-tunes of one base behind one server (each answer equal to the run's own), concurrent requests decoded
 together with greedy answers and seeded samples unchanged, and the server's limits (429 queue, 408 timeout)."""
-import json, os, signal, socket, subprocess, sys, threading, time
+import json, os, subprocess, sys, threading, time
 from pathlib import Path
 import openai
 import pytest
-from conftest import ROOT
+from conftest import free_port, start_api, stop_api
 
 WHO = 'Who are you?'
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def start(words, env=None, tmp=None):
     "`llmft api WORDS` in its own process once it listens: (base url, process, log path)."
-    port, log_path = free_port(), Path(tmp) / f'server-{time.time_ns()}.log'
-    env = {**os.environ, 'API_PORT': str(port), 'PYTHONUNBUFFERED': '1', **(env or {})}
-    p = subprocess.Popen([str(Path(sys.executable).parent / 'llmft'), 'api', *map(str, words)], env=env,
-                         stdout=open(log_path, 'w'), stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            return f'http://127.0.0.1:{port}/v1', p, log_path
-        except OSError:
-            assert p.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-
-
-def stop(p):
-    p.send_signal(signal.SIGINT)
-    try: p.wait(20)
-    except subprocess.TimeoutExpired: p.kill()
+    return start_api(words, Path(tmp) / f'server-{time.time_ns()}.log', env)
 
 
 def lora_run(root: Path, name: str, answer: str) -> Path:
@@ -97,7 +74,7 @@ def test_two_runs_one_server_each_answers_as_alone(two_runs, tmp_path):
         with pytest.raises(openai.NotFoundError) as e: chat(client, 'run_c')
         assert "The model 'run_c' is not served here; served: run_a, run_b, base." in str(e.value)
     finally:
-        stop(p)
+        stop_api(p)
     assert 'Serving' in log.read_text()
 
 
@@ -138,7 +115,7 @@ def limited(tmp_path_factory):
     url, p, log = start([tiny_model('llama'), 'template=llama3', 'do_sample=false'],
                         {'API_MAX_BATCH': '1', 'API_MAX_QUEUE': '1', 'API_TIMEOUT': '2'}, tmp_path_factory.mktemp('lim'))
     yield openai.OpenAI(base_url=url, api_key='none', max_retries=0, timeout=60)
-    stop(p)
+    stop_api(p)
 
 
 LONG = dict(max_tokens=1900, extra_body={'min_tokens': 1900})
