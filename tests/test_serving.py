@@ -92,16 +92,22 @@ def test_concurrent_requests_are_decoded_together_unchanged():
     "Sixteen requests at once share decoding steps; greedy answers and seeded samples are each request's own."
     from llmft.infer.chat import ChatModel
     from llmft.testing import tiny_model
-    cm = ChatModel(dict(model_name_or_path=str(tiny_model('llama')), template='llama3'), max_new_tokens=20)
+    cm = ChatModel(dict(model_name_or_path=str(tiny_model('llama')), template='llama3'), max_new_tokens=40,
+                   min_new_tokens=40)    # every answer 40 tokens long: the rows overlap
     qs = [[{'role': 'user', 'content': f'Question number {i} is here'}] for i in range(16)]
     alone = [cm.chat(q, do_sample=False)[0].text for q in qs]
     seeded = cm.chat(qs[3], do_sample=True, temperature=1.0, seed=42)[0].text
-    got, threads = {}, []
-    for i, q in enumerate(qs):
-        threads.append(threading.Thread(target=lambda i=i, q=q: got.__setitem__(i, ''.join(
-            cm.stream_chat(q, do_sample=False)))))
-    threads.append(threading.Thread(target=lambda: got.__setitem__('seeded', cm.chat(
-        qs[3], do_sample=True, temperature=1.0, seed=42)[0].text)))
+    got, start = {}, threading.Barrier(17)
+
+    def greedy(i):
+        start.wait()
+        got[i] = ''.join(cm.stream_chat(qs[i], do_sample=False))
+
+    def sampled():
+        start.wait()
+        got['seeded'] = cm.chat(qs[3], do_sample=True, temperature=1.0, seed=42)[0].text
+
+    threads = [threading.Thread(target=greedy, args=(i,)) for i in range(16)] + [threading.Thread(target=sampled)]
     for t in threads: t.start()
     for t in threads: t.join(300)
     assert [got[i] for i in range(16)] == alone and got['seeded'] == seeded
@@ -110,10 +116,12 @@ def test_concurrent_requests_are_decoded_together_unchanged():
 
 @pytest.fixture(scope='module')
 def limited(tmp_path_factory):
-    "A server decoding one request at a time, one more waiting at most, two seconds per answer."
+    """A server decoding one request at a time, one more waiting at most, three seconds per answer; a model slow enough
+    that a 1900-token answer takes longer than that on any machine."""
     from llmft.testing import tiny_model
-    url, p, log = start([tiny_model('llama'), 'template=llama3', 'do_sample=false'],
-                        {'API_MAX_BATCH': '1', 'API_MAX_QUEUE': '1', 'API_TIMEOUT': '2'}, tmp_path_factory.mktemp('lim'))
+    slow = tiny_model('llama', hidden=512, layers=4, heads=8, kv_heads=4)
+    url, p, log = start([slow, 'template=llama3', 'do_sample=false'],
+                        {'API_MAX_BATCH': '1', 'API_MAX_QUEUE': '1', 'API_TIMEOUT': '3'}, tmp_path_factory.mktemp('lim'))
     yield openai.OpenAI(base_url=url, api_key='none', max_retries=0, timeout=60)
     stop_api(p)
 
@@ -124,7 +132,7 @@ LONG = dict(max_tokens=1900, extra_body={'min_tokens': 1900})
 def test_a_full_queue_answers_429(limited):
     running = limited.chat.completions.create(model='x', messages=[{'role': 'user', 'content': 'a'}], stream=True,
                                               **LONG)
-    next(iter(running))        # decoding
+    next(c for c in running if c.choices and c.choices[0].delta.content)   # decoding: its first text came
     waiting = limited.chat.completions.create(model='x', messages=[{'role': 'user', 'content': 'b'}], stream=True,
                                               **LONG)
     next(iter(waiting))        # queued: its stream has begun
@@ -137,13 +145,13 @@ def test_a_full_queue_answers_429(limited):
 
 
 def test_an_answer_past_the_timeout_is_408_and_a_stream_ends_with_an_error(limited):
-    time.sleep(2.5)            # the streams of the test before have left
+    time.sleep(1)              # the streams of the test before have left
     with pytest.raises(openai.APIStatusError) as e:
         limited.chat.completions.create(model='x', messages=[{'role': 'user', 'content': 'a'}], **LONG)
-    assert e.value.status_code == 408 and "request timeout (2 s)" in e.value.body['message']
+    assert e.value.status_code == 408 and "request timeout (3 s)" in e.value.body['message']
     with pytest.raises(openai.APIError) as e:
         for _ in limited.chat.completions.create(model='x', messages=[{'role': 'user', 'content': 'a'}],
                                                  stream=True, **LONG): pass
-    assert "request timeout (2 s)" in str(e.value)
+    assert "request timeout (3 s)" in str(e.value)
     assert limited.chat.completions.create(model='x', messages=[{'role': 'user', 'content': 'a'}],
                                            max_tokens=4).choices[0].finish_reason == 'length'
