@@ -14,7 +14,7 @@ from .engine import split_answer, visible
 
 # %% auto #0
 __all__ = ['log', 'ROLES', 'BadRequest', 'error_json', 'to_messages', 'gen_settings', 'completion', 'call_prefix', 'before_call',
-           'stream_events', 'context_limit', 'chat_response', 'score_response']
+           'stream_events', 'model_context', 'context_limit', 'chat_response', 'score_response']
 
 # %% ../../nbs/77_infer.api.ipynb #e1e2f1d8
 log = get_logger(__name__)
@@ -184,11 +184,14 @@ async def stream_events(chat_model, name:str, jobs:list, tools=None, usage:bool=
             log.info(f'{cid}: the client went away; generation stopped after {sum(len(j.ids) for j in jobs)} tokens.')
 
 # %% ../../nbs/77_infer.api.ipynb #738f5ca1
+def model_context(chat_model) -> int|None:
+    "The tokens a prompt and its answer may hold together: the engine's `max_len`, else the model's positions."
+    cfg = getattr(getattr(chat_model.engine, 'model', None), 'config', None)
+    return getattr(chat_model.engine, 'max_len', None) or getattr(cfg, 'max_position_embeddings', None)
+
 def context_limit(chat_model, gen:dict) -> dict:
     "`gen` with `max_new_tokens` fitting the model's context after the prompt; a request asking more is a 400."
-    cfg = getattr(getattr(chat_model.engine, 'model', None), 'config', None)
-    ctx = getattr(chat_model.engine, 'max_len', None) or getattr(cfg, 'max_position_embeddings', None)
-    n = len(gen['prompt'])
+    ctx, n = model_context(chat_model), len(gen['prompt'])
     if not ctx: return gen
     if n >= ctx:
         raise BadRequest(f"The prompt is {n} tokens; this model's context is {ctx}: shorten the messages.", 'messages')

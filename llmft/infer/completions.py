@@ -10,7 +10,7 @@ from fastapi import Request
 from ..core import UserError
 from .batcher import QueueFull
 from .engine import _adapters, clean_text, generate
-from .api import BadRequest, _body, _kinds, _timed, error_json, gen_settings
+from .api import BadRequest, _body, _kinds, _timed, error_json, gen_settings, model_context
 
 # %% auto #0
 __all__ = ['SCORE_TOKENS', 'REFUSED', 'batch_logprobs', 'token_logprobs', 'read_prompts', 'completion_settings', 'check_context',
@@ -128,7 +128,7 @@ def completion_settings(body:dict) -> tuple[dict, int|None, bool]:
 # %% ../../nbs/77a_infer.completions.ipynb #3c32b476
 def check_context(chat_model, prompts:list[list[int]], max_new:int):
     "Refuse prompts that, with `max_new` tokens to write, exceed the model's context (a 400 naming the field)."
-    ctx = getattr(getattr(chat_model.engine.model, 'config', None), 'max_position_embeddings', None)
+    ctx = model_context(chat_model)
     i, n = max(enumerate(map(len, prompts)), key=lambda x: x[1])
     if not ctx or n + max_new <= ctx: return
     if max_new == 0 or n >= ctx:
