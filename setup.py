@@ -21,9 +21,11 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
-# optional extras: LLaMA-Factory's memory-saving optimizers (pip install 'llmft[optim]') and trackers ('llmft[trackers]')
+# optional extras: LLaMA-Factory's memory-saving optimizers (pip install 'llmft[optim]'), trackers ('llmft[trackers]')
+# and Ray Train for USE_RAY=1 ('llmft[ray]')
 optim_requirements = shlex.split(cfg.get('optim_requirements') or '')
 tracker_requirements = shlex.split(cfg.get('tracker_requirements') or '')
+ray_requirements = shlex.split(cfg.get('ray_requirements') or '')
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -37,7 +39,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'optim': optim_requirements, 'trackers': tracker_requirements},
+    extras_require={'dev': dev_requirements, 'optim': optim_requirements, 'trackers': tracker_requirements,
+                    'ray': ray_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

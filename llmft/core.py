@@ -12,8 +12,9 @@ __all__ = ['IGNORE_INDEX', 'STAGES', 'STAGE_DATA', 'QUIET_LOGGERS', 'QUIET_WARNI
            'HELD_LINES', 'CORE_PACKAGES', 'VERSIONS_LINE', 'EXIT_CODES', 'BUG_EXIT', 'ISSUES_URL', 'ERROR_CLASSES',
            'get_logger', 'LibraryLog', 'route_library_logs', 'unroute_library_logs', 'library_log', 'package_version',
            'package_versions', 'versions_line', 'read_versions_line', 'debug_mode', 'UserError', 'ConfigError',
-           'DataError', 'TemplateError', 'ModelError', 'RewardError', 'error_line', 'cache_dir', 'closest',
-           'split_names', 'display_path', 'read_json', 'atomic_write', 'write_json']
+           'DataError', 'TemplateError', 'ModelError', 'RewardError', 'error_line', 'ResourceError', 'OutOfMemoryError',
+           'DiskFullError', 'WorkerKilledError', 'LostPeerError', 'cache_dir', 'closest', 'split_names', 'display_path',
+           'read_json', 'atomic_write', 'write_json']
 
 # %% ../nbs/00_core.ipynb #bfa19425
 IGNORE_INDEX = -100  # label value of every position that is not trained
@@ -160,8 +161,9 @@ def read_versions_line(text:str) -> dict:
     return json.loads(first[len(VERSIONS_LINE):]) if first.startswith(VERSIONS_LINE) else {}
 
 # %% ../nbs/00_core.ipynb #ef731bb5
-# the exit status of `llmft` per kind of user error
-EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5, 'reward': 6}
+# the exit status of `llmft` per kind of user error, then per resource a run ran out of (`ResourceError`, below)
+EXIT_CODES = {'configuration': 2, 'data': 3, 'template': 4, 'model': 5, 'reward': 6,
+              'memory': 7, 'disk': 8, 'killed': 9, 'peer': 10}
 BUG_EXIT = 70   # an unexpected exception: a bug in llmft (sysexits' EX_SOFTWARE)
 ISSUES_URL = 'https://github.com/llmft/llmft/issues'
 
@@ -207,11 +209,37 @@ class RewardError(UserError):
     "A reward function of an online RL run that raised or returned what is not a score: the user's code, not llmft."
     kind = 'reward'
 
-ERROR_CLASSES = {c.kind: c for c in (ConfigError, DataError, TemplateError, ModelError, RewardError)}  # kind -> class
-
 def error_line(e:BaseException) -> str:
     "The one line that tells a user what went wrong: a user error's own line, or that it is a bug in llmft."
     return e.line() if isinstance(e, UserError) else f'llmft: internal error: {type(e).__name__}: {e}'
+
+# %% ../nbs/00_core.ipynb #1fc86d83
+class ResourceError(UserError):
+    "A run that ran out of memory or disk, or lost a process: not a bug, told in one line with what to change."
+    kind, what = 'memory', 'out of memory'   # the key of `EXIT_CODES`, and what the line says happened
+
+    def line(self) -> str:
+        "The one line a user sees: `llmft: <what happened>: <message>`."
+        return f'llmft: {self.what}: {self}'
+
+class OutOfMemoryError(ResourceError):
+    "CPU or GPU memory ran out: a `MemoryError`, torch's CPU allocator, CUDA out of memory."
+    kind, what = 'memory', 'out of memory'
+
+class DiskFullError(ResourceError):
+    "A disk (or a quota) had no room for a file the run wrote."
+    kind, what = 'disk', 'disk full'
+
+class WorkerKilledError(ResourceError):
+    "A process of the run was killed by a signal: most often the system's out-of-memory killer."
+    kind, what = 'killed', 'killed'
+
+class LostPeerError(ResourceError):
+    "Another process of a distributed run went away (it crashed or was killed, or the network between them failed)."
+    kind, what = 'peer', 'lost peer'
+
+ERROR_CLASSES = {c.kind: c for c in (ConfigError, DataError, TemplateError, ModelError, RewardError, OutOfMemoryError,
+                                     DiskFullError, WorkerKilledError, LostPeerError)}  # kind -> class
 
 # %% ../nbs/00_core.ipynb #755f3967
 def cache_dir(sub:str=''   # a sub folder to create below the cache root

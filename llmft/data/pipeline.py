@@ -127,6 +127,10 @@ def fingerprint_changes(saved:dict, now:dict) -> list[str]:
     ]
 
 # %% ../../nbs/29_data.pipeline.ipynb #5ce11f7f
+def _same_data(path, fp:dict) -> bool:
+    "Whether `path` already holds tokenized data made with fingerprint `fp`."
+    return (Path(path)/FP_FILE).is_file() and read_json(Path(path)/FP_FILE) == json.loads(json.dumps(fp))
+
 def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None):
     "Save the splits (a DatasetDict), the fingerprint and the rows left out into `path`, atomically."
     path = Path(path)
@@ -136,6 +140,7 @@ def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None):
         DatasetDict({k: v for k, v in splits.items() if v is not None}).save_to_disk(str(tmp / 'data'))
         write_json(tmp/FP_FILE, fp)
         save_left_out(tmp, left_out or {})
+        if _same_data(path, fp): return   # another machine sharing this folder saved the same data meanwhile
         if path.exists(): shutil.rmtree(path)
         os.replace(tmp, path)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -158,6 +163,14 @@ def save_left_out(path, left_out:dict):
 def load_left_out(path) -> dict:
     "The rows left out while the data in `path` was built (`LeftOut` records by split)."
     return {k: [LeftOut(**r) for r in v] for k, v in RunDir(path).left_out().items()}
+
+# %% ../../nbs/29_data.pipeline.ipynb #9a76708e
+def _missing_cache(path, shared:bool) -> str:
+    "Why a worker finds no tokenized data where its main process was to save it."
+    if not shared: return f'The main process stopped before it saved the tokenized data to {path}: its error says why.'
+    return (f'data_shared_file_system: true, but {path}, which the first process of all saves, is not on this machine: '
+            'that process failed (its error says why), or the machines do not share this folder; then set '
+            'data_shared_file_system: false, so that each machine tokenizes into its own.')
 
 # %% ../../nbs/29_data.pipeline.ipynb #45e3d785
 def _splits(train, evals) -> dict:
@@ -224,12 +237,13 @@ def _load_or_build(template, data_args, training_args, shape:str, tokenizer) -> 
         path = str(cache_dir('tokenized') / hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16])
     if path and Path(path).exists() and not data_args.overwrite_cache:
         return _unsplit(load_tokenized(path, fp), load_left_out(path))
-    first = training_args.main_process_first(desc='preprocessing') if training_args is not None else nullcontext()
+    # one process per machine tokenizes into its own cache; on a shared file system (data_shared_file_system) one of all
+    shared = data_args.data_shared_file_system
+    first = nullcontext()
+    if training_args is not None: first = training_args.main_process_first(local=not shared, desc='preprocessing')
     with first:
-        if multi and training_args.local_process_index != 0:  # the local main process tokenized while this one waited
-            if not Path(path).exists():
-                raise DataError(f'The main process stopped before it saved the tokenized data to {path}: its error '
-                                f'says why.')
+        if multi and (training_args.process_index if shared else training_args.local_process_index) != 0:
+            if not Path(path).exists(): raise DataError(_missing_cache(path, shared))
             return _unsplit(load_tokenized(path, fp), load_left_out(path))
         lo = {'train': [], 'eval': []}
         train = load_datasets(train_attrs, data_args, shape, seed, left_out=lo['train'])

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 from ..core import ConfigError, get_logger
-from ..rundir import LAUNCHER_FILES, RunDir
+from ..rundir import CHECKPOINT_DONE, LAUNCHER_FILES, RunDir
 from .model import REGISTRY, Check, ModelArguments, check, check_groups
 from .data import DataArguments
 from .finetune import FinetuningArguments
@@ -17,14 +17,14 @@ from .rlhf import ONLINE_STAGES
 from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
-__all__ = ['log', 'SFT_ONLY', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS', 'RunArgs', 'check_has_task',
-           'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
+__all__ = ['log', 'SFT_ONLY', 'LAUNCH_ID_ENV', 'LAUNCH_MARK', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS', 'RunArgs',
+           'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
            'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates', 'check_sft_only_options',
            'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter', 'quantization_device_error',
            'check_ppo', 'check_stage_finetuning', 'check_online_rl_stage', 'vllm_device_error',
            'resolve_rollout_sampling', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
-           'resolve_trackers', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
-           'numeric_kinds', 'check_ranges']
+           'resolve_trackers', 'own_restart', 'unmark_launch', 'mark_launch', 'resolve_output_dir', 'run_checks',
+           'check_deepspeed', 'in_range', 'range_words', 'numeric_kinds', 'check_ranges']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -263,22 +263,67 @@ def resolve_trackers(a:RunArgs):
         raise ConfigError('swanlab_mode: cloud needs swanlab_api_key (or SWANLAB_API_KEY) and the network; set '
                           'swanlab_mode: local or offline to log to files.')
 
-# %% ../../nbs/14_hparams.checks.ipynb #1fb870e4
+# %% ../../nbs/14_hparams.checks.ipynb #71e2546e
+# torchrun's run id (rdzv_id) and the file that keeps it in the run folder
+LAUNCH_ID_ENV, LAUNCH_MARK = 'TORCHELASTIC_RUN_ID', 'llmft_launch_id'
+
+def own_restart(out) -> float|None:
+    ("When torchrun restarted this launch's group in `out` (max_restarts): the time its first attempt marked the "
+     "folder (a restart trusts only checkpoints completed since); None otherwise.")
+    launch, mark = os.environ.get(LAUNCH_ID_ENV), Path(out or '.')/LAUNCH_MARK
+    first = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')) == 0
+    if first or not (launch and out and mark.is_file()): return None
+    return mark.stat().st_mtime if mark.read_text().strip() == launch else None
+
+def unmark_launch(out):
+    "On a launch's first attempt, global rank 0 removes an earlier launch's mark (it marks the folder once it passes)."
+    if os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') == '0' and os.environ.get('RANK', '0') == '0' and out:
+        Path(out, LAUNCH_MARK).unlink(missing_ok=True)
+
+def mark_launch(out):
+    "On the first attempt of a launch under torchrun, global rank 0 marks `out` as this launch's folder."
+    launch = os.environ.get(LAUNCH_ID_ENV)
+    if not (launch and out) or os.environ.get('RANK', '0') != '0' or own_restart(out) is not None: return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out)/(LAUNCH_MARK + '.tmp')).write_text(launch)
+    os.replace(Path(out)/(LAUNCH_MARK + '.tmp'), Path(out)/LAUNCH_MARK)
+
+def _since(out, t0:float, worker:bool) -> str|None:
+    "The newest complete checkpoint of `out` completed after time `t0` (an earlier run's are not this launch's)."
+    last = RunDir(out).last_checkpoint(set_aside=not worker)
+    if last is None: return None
+    done = [p for p in RunDir(out).checkpoints() if (p/CHECKPOINT_DONE).is_file()]
+    mine = [p for p in done if (p/CHECKPOINT_DONE).stat().st_mtime >= t0]
+    return str(mine[-1]) if mine else None
+
+# %% ../../nbs/14_hparams.checks.ipynb #5db0ef65
 @check('run', training='output_dir resume_from_checkpoint do_train overwrite_output_dir')
 def resolve_output_dir(a:RunArgs):
     "A non-empty output_dir is refused, resumed from its last checkpoint, or (overwrite_output_dir) trained over."
     t = a.training
     out = t.output_dir
+    unmark_launch(out)
     # `resume_from_checkpoint: true`: the newest complete one
     if str(t.resume_from_checkpoint).lower() in ('true', 'yes', 'last'):
         t.resume_from_checkpoint = RunDir(out).last_checkpoint()
         if t.resume_from_checkpoint is None: raise ConfigError(f'resume_from_checkpoint: true, but {out} holds no '
                                                                f'complete checkpoint.')
         log.info(f'Resuming training from {t.resume_from_checkpoint}.')
-        return
-    ours = [f for f in os.listdir(out) if not f.startswith(LAUNCHER_FILES)] if out and os.path.isdir(out) else []
-    if not (t.do_train and ours) or t.overwrite_output_dir or t.resume_from_checkpoint: return  # (launcher files)
+        return mark_launch(out)
+    mine = (*LAUNCHER_FILES, LAUNCH_MARK)
+    ours = [f for f in os.listdir(out) if not f.startswith(mine)] if out and os.path.isdir(out) else []
+    # torchrun restarted this launch's group after a failure (max_restarts): its own work, resumed even under
+    # overwrite_output_dir, from a checkpoint it completed itself
+    t0 = own_restart(out)
     worker = int(os.environ.get('RANK', '0')) > 0   # rank 0 refuses; the others would see the files it writes meanwhile
+    if t0 is not None and t.do_train and not t.resume_from_checkpoint:
+        t.resume_from_checkpoint = _since(out, t0, worker)
+        if t.resume_from_checkpoint: log.info(f'Restarted by torchrun after a failure: resuming training from '
+                                              f'{t.resume_from_checkpoint}.')
+        else: log.info(f'Restarted before a checkpoint was complete: {out} trains from the start again.')
+        return
+    if not (t.do_train and ours) or t.overwrite_output_dir or t.resume_from_checkpoint:  # (launcher files)
+        return mark_launch(out)
     last = RunDir(out).last_checkpoint(set_aside=not worker)
     if last is None and worker: return
     if last is None:
@@ -286,6 +331,7 @@ def resolve_output_dir(a:RunArgs):
                           f'another output_dir.')
     t.resume_from_checkpoint = last
     log.info(f'Resuming training from {last} (set overwrite_output_dir: true to start over).')
+    mark_launch(out)
 
 # %% ../../nbs/14_hparams.checks.ipynb #1d5c4251
 CHECKS = [c.fn for c in REGISTRY.values() if c.scope == 'run']  # the run checks, in the order they run

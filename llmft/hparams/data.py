@@ -114,6 +114,9 @@ class ProcessingArguments:
         default=None,
         metadata={'help': 'Save the tokenized dataset here, or load it when present (refused when stale).'},
     )
+    data_shared_file_system: bool = field(default=False, metadata={
+        'help': 'Several machines see one file system: only the first process of all tokenizes (else the first '
+                'process of each machine, into its own cache).'})
     data_check: str = field(default='error', metadata={
         'help': 'Check the tokenized training data before training: error (refuse fully masked samples), strict (also '
                 'refuse rows left out beyond max_left_out), warn (log only), off.'})

@@ -76,7 +76,7 @@ def load_cfg(cfg) -> dict[str, Any]:
 
 # %% ../../nbs/14b_hparams.recipe.ipynb #b243ba7f
 TRAIN_SOURCES = ('llmft.hparams.model', 'llmft.hparams.data', 'llmft.hparams.rlhf', 'llmft.hparams.optim',
-                 'llmft.hparams.tracking',
+                 'llmft.hparams.tracking', 'llmft.hparams.ray',
                  'llmft.hparams.finetune', 'llmft.hparams.train', 'transformers.training_args',
                  'transformers.training_args_seq2seq')
 

@@ -9,13 +9,14 @@ from typing import Any
 from transformers import Seq2SeqTrainingArguments
 from ..core import ConfigError
 from .model import check, check_groups
+from .ray import RayArguments
 
 # %% auto #0
 __all__ = ['TrainingArguments', 'check_one_warmup', 'GeneratingArguments']
 
 # %% ../../nbs/13_hparams.train.ipynb #78305e10
 @dataclass
-class TrainingArguments(Seq2SeqTrainingArguments):
+class TrainingArguments(RayArguments, Seq2SeqTrainingArguments):
     "transformers' `Seq2SeqTrainingArguments` with the keys LLaMA-Factory recipes still use."
     overwrite_output_dir: bool = field(
         default=False, metadata={'help': 'Train into a non-empty output_dir instead of refusing or resuming.'}

@@ -80,8 +80,6 @@ lf_keys('QuantizationArguments', 'a quantized model is loaded on one device', 'l
 _DIST = 'torchrun through `llmft train` (nproc_per_node, nnodes), DeepSpeed or FSDP (examples/accelerate)'
 lf_keys('FinetuningArguments', 'the Megatron-Core and HyperParallel backends need their own GPU packages', _DIST,
         use_mca=False, use_hyper_parallel=False, hyper_parallel_args=None)
-lf_keys('RayArguments', 'llmft does not launch through Ray', _DIST + '; `llmft sweep` for many runs',
-        ray_num_workers=1, ray_init_kwargs=None)
 lf_keys('RayArguments', 'a rendezvous address is a launch setting', 'give it to `llmft train`, which passes it '
         'to torchrun', master_addr=None, master_port=None)
 lf_keys('Fp8Arguments', 'FP8 training needs a Hopper-class GPU with torchao or Transformer Engine', 'bf16: true',
@@ -115,8 +113,6 @@ lf_keys('RLHFArguments', 'the reference and reward models are not quantized apar
         'quantization_bit for the whole run', ref_model_quantization_bit=None, reward_model_quantization_bit=None)
 lf_keys('DataArguments', 'llmft never trains on padding: labels are masked by position', 'leave it out',
         ignore_pad_token_for_loss=True)
-lf_keys('DataArguments', 'llmft tokenizes once, before the workers start, and the workers read the cached dataset',
-        'leave it out', any_value=True, data_shared_file_system=False)
 lf_keys('SwanLabArguments', "SwanLab's Lark (Feishu) notifications need the network",
         'leave them out; the run still logs to SwanLab', swanlab_lark_webhook_url=None, swanlab_lark_secret=None)
 

@@ -20,6 +20,8 @@ USAGE = """usage: llmft COMMAND [ARGS]
 commands:
   train CONFIG [key=value ...]   fine-tune from a YAML/JSON recipe; later key=value words override the file;
                                  nproc_per_node=N (or NPROC_PER_NODE, or several GPUs) re-launches it under torchrun;
+                                 several machines: nnodes, node_rank, master_addr, master_port (or rdzv_id: elastic);
+                                 max_restarts=N restarts the group from the last checkpoint; USE_RAY=1: Ray Train;
                                  stage: pt | sft | rm | dpo | kto | ppo (recipes for each in examples/train_*)
   check-data CONFIG [key=value]  check the tokenized data of a recipe: untrained answers or end-of-turn tokens,
                                  trained prompt tokens, doubled BOS, fully masked or truncated samples, rows left out;
@@ -127,11 +129,17 @@ def recipe_words(args:list[str], usage:str) -> dict:
 def cmd_train(args:list[str]) -> int:
     "llmft train CONFIG [key=value ...]: here, or re-launched under torchrun when several processes are asked for."
     from llmft.hparams.recipe import prescan
-    from llmft.launch.dist import LAUNCH_KEYS, in_distributed_worker, launch_settings, run_torchrun, torchrun_command
+    from llmft.launch.dist import (LAUNCH_KEYS, in_distributed_worker, launch_settings, run_torchrun,
+                                   several_processes, torchrun_command)
+    from llmft.launch.failures import set_run_folder
     cfg = recipe_words(args, 'usage: llmft train CONFIG [key=value ...]')
     prescan({k: v for k, v in cfg.items() if k not in LAUNCH_KEYS})   # unknown keys fail before torch loads
     settings, cfg = launch_settings(cfg)
-    if settings.get('nproc_per_node', 1) * settings.get('nnodes', 1) > 1 and not in_distributed_worker():
+    set_run_folder(cfg.get('output_dir'))   # an error told later names its checkpoint (`launch.failures`)
+    if os.environ.get('USE_RAY', '0').lower() in ('1', 'true', 'y') and not in_distributed_worker():
+        from llmft.launch.ray import run_ray   # LLaMA-Factory's USE_RAY: Ray Train's workers, not torchrun
+        return run_ray(cfg, settings)
+    if several_processes(settings) and not in_distributed_worker():
         cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
         print('Launching: ' + ' '.join(cmd), flush=True)
         return run_torchrun(cmd)
@@ -323,21 +331,27 @@ def cmd_help(args) -> int:
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #65e945d4
-def _after_progress_bar() -> str:
-    "A newline when a progress bar was left open on the line (an error in the middle of training), else nothing."
+def _close_progress_bars():
+    ("Close the progress bars an error left open (in the middle of training): each ends its line now, and none is "
+     "drawn again at exit, after the error's line.")
     from tqdm import tqdm
-    return '\n' if getattr(tqdm, '_instances', None) else ''
+    for bar in list(getattr(tqdm, '_instances', None) or []): bar.close()
 
 def report_error(e:BaseException) -> int:
-    "Tell the terminal what went wrong and return the exit status: one line for a user error, the traceback for a bug."
+    ("Tell the terminal what went wrong and return the exit status: one line for a user error or for a resource the "
+     "run ran out of (memory, disk, a lost peer: `launch.failures.resource_error`), the traceback for a bug.")
     import traceback
-    from llmft.core import BUG_EXIT, ISSUES_URL, UserError, debug_mode, error_line
-    if isinstance(e, UserError):
-        from llmft.launch.dist import save_worker_error
-        save_worker_error(e)   # in a worker that a launcher started: the launcher tells it once
+    from llmft.core import BUG_EXIT, ISSUES_URL, LostPeerError, UserError, debug_mode, error_line
+    from llmft.launch.failures import resource_error, run_folder
+    told = e if isinstance(e, (UserError, KeyboardInterrupt)) else resource_error(e, run_folder())
+    if isinstance(told, UserError):
+        from llmft.launch.dist import ERROR_FILE_ENV, save_worker_error
+        save_worker_error(told)   # in a worker that a launcher started: the launcher tells it once
         if debug_mode(): traceback.print_exception(e, file=sys.stderr)
-        print(_after_progress_bar() + e.line(), file=sys.stderr)
-        return e.exit_code
+        _close_progress_bars()
+        # a lost peer is what another worker's end looks like here: the launcher that reads the record tells the cause
+        if not (isinstance(told, LostPeerError) and os.environ.get(ERROR_FILE_ENV)): print(told.line(), file=sys.stderr)
+        return told.exit_code
     if isinstance(e, KeyboardInterrupt):
         print('llmft: interrupted', file=sys.stderr)
         return 130

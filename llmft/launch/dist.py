@@ -4,7 +4,7 @@
 
 # %% ../../nbs/86_launch.dist.ipynb #5d538081
 from __future__ import annotations
-import os, shutil, socket, subprocess, sys, tempfile, time
+import os, re, shutil, socket, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +13,19 @@ from ..core import ERROR_CLASSES, ConfigError, UserError, get_logger, read_json,
 from ..rundir import LAUNCHER_FILES, RunDir
 
 # %% auto #0
-__all__ = ['log', 'LAUNCH_KEYS', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR', 'in_distributed_worker',
-           'free_port', 'launch_settings', 'torchrun_command', 'save_worker_error', 'worker_error', 'worker_errors',
-           'run_torchrun', 'launch', 'RunHandle', 'llmft_exe', 'check_no_objects', 'launch_torchrun']
+__all__ = ['log', 'LAUNCH_KEYS', 'TORCHRUN_ENV', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR',
+           'in_distributed_worker', 'free_port', 'launch_settings', 'several_processes', 'elastic', 'torchrun_command',
+           'save_worker_error', 'worker_error', 'worker_records', 'worker_errors', 'run_torchrun', 'launch',
+           'RunHandle', 'llmft_exe', 'check_no_objects', 'launch_torchrun']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
 log = get_logger(__name__)
+# the launcher's keys and LLaMA-Factory's environment variables for them; the c10d rendezvous ones make a launch elastic
 LAUNCH_KEYS = {'nproc_per_node': 'NPROC_PER_NODE', 'nnodes': 'NNODES', 'node_rank': 'NODE_RANK',
-               'master_addr': 'MASTER_ADDR', 'master_port': 'MASTER_PORT'}
+               'master_addr': 'MASTER_ADDR', 'master_port': 'MASTER_PORT', 'max_restarts': 'MAX_RESTARTS',
+               'rdzv_id': 'RDZV_ID', 'rdzv_backend': 'RDZV_BACKEND', 'rdzv_endpoint': 'RDZV_ENDPOINT',
+               'min_nnodes': 'MIN_NNODES', 'max_nnodes': 'MAX_NNODES'}
+_TEXT_KEYS = ('master_addr', 'rdzv_id', 'rdzv_backend', 'rdzv_endpoint')
 
 def in_distributed_worker() -> bool:
     "True inside a process that torchrun (or another launcher) started."
@@ -33,8 +38,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 def launch_settings(cfg:dict) -> tuple[dict, dict]:
-    ("Split the launcher keys (`nproc_per_node`, `nnodes`, `node_rank`, `master_addr`, `master_port`) from a config; "
-     "env vars fill what it leaves out.")
+    "Split the launcher keys (`LAUNCH_KEYS`) from a config; env vars (LLaMA-Factory's names) fill what it leaves out."
     cfg = dict(cfg)
     s = {k: cfg.pop(k) for k in list(LAUNCH_KEYS) if k in cfg}
     for k, env in LAUNCH_KEYS.items():
@@ -43,16 +47,42 @@ def launch_settings(cfg:dict) -> tuple[dict, dict]:
         import torch
         n = torch.cuda.device_count()
         if n > 1 or os.environ.get('FORCE_TORCHRUN', '0').lower() in ('1', 'true'): s['nproc_per_node'] = max(n, 1)
-    s = {k: (int(v) if k != 'master_addr' else str(v)) for k, v in s.items()}
+    if bad := [f'{k}: {v!r}' for k, v in s.items() if k not in _TEXT_KEYS and not str(v).strip().isdigit()]:
+        raise ConfigError(f"{', '.join(bad)}: the launcher expects a whole number (0 or more).")
+    s = {k: (str(v) if k in _TEXT_KEYS else int(v)) for k, v in s.items()}
+    if len({'min_nnodes', 'max_nnodes'} & set(s)) == 1:
+        raise ConfigError('min_nnodes and max_nnodes go together (an elastic range of machines); give both, or nnodes.')
     return s, cfg
 
+def several_processes(s:dict) -> bool:
+    "Whether launch settings `s` ask for torchrun: several processes or machines, restarts, or a rendezvous."
+    return s.get('nproc_per_node', 1) * s.get('nnodes', 1) > 1 or bool(s.get('max_restarts')) or elastic(s)
+
+def elastic(s:dict) -> bool:
+    "Whether launch settings `s` ask for torchrun's c10d rendezvous: a run id, restarts, or a range of machines."
+    return 'rdzv_id' in s or bool(s.get('max_restarts')) or 'max_nnodes' in s
+
 # %% ../../nbs/86_launch.dist.ipynb #726bcdfb
+# a restarted group meets at a fresh store of its own: the shared rendezvous store keeps the first round's addresses,
+# and torch 2.13's restarted gloo workers then fail to connect ("Connection refused")
+TORCHRUN_ENV = {'TORCH_DISABLE_SHARE_RDZV_TCP_STORE': '1'}
+
 def torchrun_command(script:str, args:list[str], s:dict) -> list[str]:
     "The torchrun command that runs `script args` with launch settings `s`."
-    nnodes = s.get('nnodes', 1)
-    cmd = [sys.executable, '-m', 'torch.distributed.run', f"--nproc_per_node={s.get('nproc_per_node', 1)}",
-           f'--nnodes={nnodes}', f"--node_rank={s.get('node_rank', 0)}",
-           f"--master_addr={s.get('master_addr', '127.0.0.1')}", f"--master_port={s.get('master_port') or free_port()}"]
+    nnodes, addr = s.get('nnodes', 1), s.get('master_addr', '127.0.0.1')
+    machines = nnodes > 1 or s.get('max_nnodes', 1) > 1   # then every machine must name the same port: no free one
+    cmd = [sys.executable, '-m', 'torch.distributed.run', f"--nproc_per_node={s.get('nproc_per_node', 1)}"]
+    # elastic: the nodes meet at a c10d store, a range of node counts may join, no fixed ranks. Restarts need it too: a
+    # static rendezvous keeps the first round's addresses, and the restarted workers cannot connect.
+    if elastic(s):
+        span = f"{s['min_nnodes']}:{s['max_nnodes']}" if {'min_nnodes', 'max_nnodes'} <= set(s) else nnodes
+        port = s.get('master_port') or (29400 if machines else free_port())   # torchrun's default for c10d
+        cmd += [f'--nnodes={span}', f"--rdzv_id={s.get('rdzv_id', 'llmft')}",
+                f"--rdzv_backend={s.get('rdzv_backend', 'c10d')}",
+                f"--rdzv_endpoint={s.get('rdzv_endpoint', f'{addr}:{port}')}"]
+    else: cmd += [f'--nnodes={nnodes}', f"--node_rank={s.get('node_rank', 0)}", f'--master_addr={addr}',
+                  f"--master_port={s.get('master_port') or (29500 if machines else free_port())}"]
+    if s.get('max_restarts'): cmd.append(f"--max_restarts={s['max_restarts']}")
     return cmd + [script, *map(str, args)]
 
 # %% ../../nbs/86_launch.dist.ipynb #721c6f6c
@@ -61,16 +91,24 @@ ERROR_FILE_ENV = 'LLMFT_ERROR_FILE'   # where a worker records its user error fo
 def save_worker_error(e:UserError):
     "In a launched worker, record a user error (kind, message) beside `LLMFT_ERROR_FILE` names: a file per rank."
     if not (path := os.environ.get(ERROR_FILE_ENV)): return
-    write_json(f"{path}.rank{os.environ.get('RANK', '0')}", {'kind': e.kind, 'message': str(e)})
+    try: write_json(f"{path}.rank{os.environ.get('RANK', '0')}", {'kind': e.kind, 'message': str(e)})
+    except OSError: pass   # a full disk: the worker's own line (in the output above) still says it
 
 def worker_error(path) -> UserError|None:
     ("The user error the lowest rank recorded beside `path` (the cause: other ranks often fail waiting for it), as "
      "its own class; None when there is none.")
-    path = Path(path)
-    found = sorted(path.parent.glob(path.name + '.rank*'), key=lambda f: int(f.name.rsplit('.rank', 1)[1] or 0))
-    if not found: return None
-    rec = read_json(found[0])
+    recs = worker_records(path)
+    if not recs: return None
+    causes = [r for _, r in sorted(recs.items()) if r.get('kind') != 'peer']   # a lost peer is never the cause
+    rec = (causes or [recs[min(recs)]])[0]
     return ERROR_CLASSES.get(rec.get('kind'), UserError)(rec.get('message', ''))
+
+def worker_records(path) -> dict:
+    "Rank -> the error record each worker saved beside `path` (`<name>.rank<N>`; a half-written `.tmp` is not one)."
+    path = Path(path)
+    name = re.compile(re.escape(path.name) + r'\.rank(\d+)')
+    found = {f: name.fullmatch(f.name) for f in path.parent.glob(path.name + '.rank*')}
+    return {int(m[1]): read_json(f) for f, m in found.items() if m}
 
 @contextmanager
 def worker_errors():
@@ -89,24 +127,34 @@ def worker_errors():
         shutil.rmtree(tmp, ignore_errors=True)
 
 def run_torchrun(cmd:list[str]) -> int:
-    "Run a `torchrun_command` in this process; a worker's user error is raised again here, a crash named by its worker."
+    ("Run a `torchrun_command` in this process; the cause of a failure is raised again here (a worker's user or "
+     "resource error, a worker killed by a signal: `launch.failures.launch_error`), another crash named by its worker.")
     from torch.distributed.run import get_args_parser, run
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    try:
-        with worker_errors(): run(get_args_parser().parse_args(cmd[3:]))
-    except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        print(f'llmft: worker {rank} failed with exit status {failure.exitcode} (its output is above).',
-              file=sys.stderr)
-        return failure.exitcode if failure.exitcode > 0 else 1
-    return 0
+    from llmft.launch.failures import launch_error, run_folder
+    for k, v in TORCHRUN_ENV.items(): os.environ.setdefault(k, v)
+    with worker_errors():
+        path = Path(os.environ[ERROR_FILE_ENV])
+        try:
+            run(get_args_parser().parse_args(cmd[3:]))
+            return 0
+        except ChildFailedError as e: failed = e
+        records = worker_records(path)
+    if (err := launch_error(records, {r: f.exitcode for r, f in failed.failures.items()}, run_folder())): raise err
+    rank, failure = failed.get_first_failure()
+    print(f'llmft: worker {rank} failed with exit status {failure.exitcode} (its output is above).', file=sys.stderr)
+    return failure.exitcode if failure.exitcode > 0 else 1
 
 # %% ../../nbs/86_launch.dist.ipynb #d2f47aa0
 def _train(cfg):
-    "The function each notebook_launcher process runs: a user error is recorded for the launcher, told in one line."
+    ("The function each notebook_launcher process runs: a user or resource error is recorded for the launcher, told "
+     "in one line.")
+    from llmft.launch.failures import resource_error
     from llmft.train.tuner import run_exp
     try: run_exp(cfg)
-    except UserError as e:
+    except Exception as e:
+        if not isinstance(e, UserError): e = resource_error(e, cfg.get('output_dir')) or e
+        if not isinstance(e, UserError): raise
         save_worker_error(e)
         print(e.line(), file=sys.stderr)
         sys.exit(e.exit_code)   # an exit status, not a traceback the launcher would log
@@ -176,7 +224,7 @@ def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     cmd = torchrun_command(llmft_exe(), ['train', str(recipe)], {'nproc_per_node': num_processes})
     log.info('Starting: ' + ' '.join(cmd))
     for f in out.glob(WORKER_ERROR + '.rank*'): f.unlink()
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', ERROR_FILE_ENV: str(out/WORKER_ERROR)}
+    env = {**TORCHRUN_ENV, **os.environ, 'PYTHONUNBUFFERED': '1', ERROR_FILE_ENV: str(out/WORKER_ERROR)}
     # a file, not a pipe: a long run never blocks on a full pipe nobody reads
     with open(out/LAUNCH_LOG, 'w', encoding='utf-8') as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)

@@ -8,11 +8,11 @@ import signal, threading, time
 from pathlib import Path
 import torch
 from transformers import TrainerCallback
-from ..core import get_logger
+from ..core import ConfigError, get_logger
 from ..rundir import RunDir
 
 # %% auto #0
-__all__ = ['log', 'LogCallback', 'PissaConvertCallback', 'CheckpointCallback', 'InterruptCallback']
+__all__ = ['log', 'LogCallback', 'PissaConvertCallback', 'adapter_in_checkpoints', 'CheckpointCallback', 'InterruptCallback']
 
 # %% ../../nbs/50_train.callbacks.ipynb #32cccad7
 def _fmt_time(s:float) -> str:
@@ -72,10 +72,34 @@ class PissaConvertCallback(TrainerCallback):
 # %% ../../nbs/50_train.callbacks.ipynb #56f9b0ca
 log = get_logger(__name__)
 
+def adapter_in_checkpoints(model:torch.nn.Module) -> bool:
+    ("Whether peft finds the trained adapter weights of `model` (a PEFT model, maybe wrapped by DDP or FSDP) in its "
+     "state dict as the wrappers write it (True for a model without adapter).")
+    from peft import PeftModel, get_peft_model_state_dict
+    m = model
+    while not isinstance(m, PeftModel) and isinstance(getattr(m, 'module', None), torch.nn.Module): m = m.module
+    wrapped = isinstance(m, PeftModel) and any('_fsdp_wrapped_module' in n for n, _ in m.named_modules())
+    if not wrapped: return True   # no FSDP1 wrapper inside: the names are the state dict's
+    # FSDP1's state dict names a parameter without the names of its (nested) wrappers
+    keys = [n.replace('_fsdp_wrapped_module.', '') for n, p in m.named_parameters() if p.requires_grad]
+    return not keys or len(get_peft_model_state_dict(m, state_dict={k: torch.empty(0) for k in keys})) > 0
+
+_FSDP2 = {True: 'fsdp2_config.yaml', False: 'fsdp2_cpu_config.yaml'}   # CUDA or not -> the example config
+
 class CheckpointCallback(TrainerCallback):
     ("After a checkpoint is fully written, mark it complete (`CHECKPOINT_DONE`, with each file's size): resume trusts "
-     "only marked checkpoints.")
+     "only marked checkpoints. A run whose checkpoints would hold no adapter weights stops before its first step.")
+    def on_train_begin(self, args, state, control, model:torch.nn.Module|None=None, **kw):
+        if model is None or adapter_in_checkpoints(model): return
+        import peft
+        example = _FSDP2[torch.cuda.is_available()]
+        raise ConfigError(f'FSDP1 (fsdp_version: 1) with a PEFT adapter: peft {peft.__version__} finds no adapter '
+                          f'weights inside the nested FSDP1 wrappers, so every checkpoint and the final adapter would '
+                          f'be saved empty; use FSDP2 (fsdp_version: 2, as examples/accelerate/{example}).')
+
     def on_save(self, args, state, control, **kw):
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized(): dist.barrier()   # every process has written its part
         if args.should_save: RunDir(args.output_dir).mark_checkpoint(state.global_step)
 
 # %% ../../nbs/50_train.callbacks.ipynb #9325da81

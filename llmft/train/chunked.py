@@ -216,9 +216,13 @@ def sft_token_loss(trainer,     # a `ChunkedLossMixin` trainer: its sft_loss, lo
 
 # %% ../../nbs/54c_train.chunked.ipynb #9c76ba9e
 def chunked_ok(trainer) -> bool:
-    "Whether this trainer's model may take the chunked path: not under FSDP or DeepSpeed, which shard the head."
+    ("Whether this trainer's model may take the chunked path: not under FSDP or DeepSpeed, which shard the head, nor "
+     "under DDP when the head trains (DDP's gradient hook on it would fire outside the forward: 'marked ready twice').")
     acc = trainer.accelerator
-    return getattr(acc.state, 'fsdp_plugin', None) is None and getattr(acc.state, 'deepspeed_plugin', None) is None
+    if getattr(acc.state, 'fsdp_plugin', None) is not None or getattr(acc.state, 'deepspeed_plugin', None) is not None:
+        return False
+    head = lm_head_of(trainer.model)
+    return acc.num_processes == 1 or head is None or not any(p.requires_grad for p in head.parameters())
 
 def logps_options(finetuning_args, trainer=None) -> dict:
     "`chunked` / `padding_free` for `model_logps` from the run's switches (and, given a trainer, `chunked_ok`)."

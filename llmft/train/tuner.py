@@ -57,17 +57,21 @@ def run_exp(cfg:dict|str|Path|list[str]|None=None,   # a dict, a YAML/JSON path,
         RunDir(out).write_args(given, package_versions())
         _route_library_log(out, t.log_level, fresh=bool(t.overwrite_output_dir))
     set_seed(t.seed)  # before any model is built: adapter initialisation draws random numbers too
-    try: return STAGES[stage](args, callbacks=callbacks)
+    ok = False
+    try:
+        res = STAGES[stage](args, callbacks=callbacks)
+        ok = True
+        return res
     finally:
         finish_trackers()
-        _end_process_group()
+        _end_process_group(ok)
 
-def _end_process_group():
+def _end_process_group(ok:bool=True):   # False: this process failed, and its peers may be in another collective
     "Destroy the process group a multi-process run created (left alive, about one run in ten aborts at exit)."
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()): return
+    if ok: dist.barrier()   # a barrier while the others wait elsewhere would hang every process until the timeout
+    dist.destroy_process_group()
 
 # %% ../../nbs/59_train.tuner.ipynb #40e4b9e2
 def check_data(cfg:dict|str|Path|list[str]|None=None,  # a recipe, as `run_exp` takes it

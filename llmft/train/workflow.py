@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from ..core import ModelError, get_logger
+from ..core import ConfigError, ModelError, get_logger
 from ..hparams.model import ModelArguments
 from ..hparams.finetune import FinetuningArguments
 from ..rundir import RunDir
@@ -20,6 +20,7 @@ from .plots import plot_loss
 # %% auto #0
 __all__ = ['log', 'STALE', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head',
            'load_with_value_head', 'drop_stale_weights', 'generation_kwargs', 'train_and_save', 'evaluate_into',
+           'fsdp_on_cpu', 'fsdp_full_state_dict', 'save_final_model', 'init_optimizer_state', 'fsdp1_resume_fix',
            'StageMetricsMixin', 'PreferenceMixin']
 
 # %% ../../nbs/54b_train.workflow.ipynb #8083b8b6
@@ -42,7 +43,8 @@ def record(trainer, split:str, metrics:dict, result:RunResult):
 
 def stage_callbacks(finetuning_args, training_args, extra:list|None=None) -> list:
     ("The callbacks every stage trains with: the log, whole checkpoints, graceful interrupt (and PiSSA conversion, "
-     "early stopping when asked).")
+     "early stopping when asked). Every stage calls it right before building its Trainer: FSDP on CPU is set up here.")
+    fsdp_on_cpu(training_args)
     cbs = [LogCallback(), CheckpointCallback(), InterruptCallback()]
     if finetuning_args.pissa_convert and training_args.do_train: cbs.append(PissaConvertCallback())
     cbs += tracker_callbacks(training_args, finetuning_args)
@@ -120,8 +122,9 @@ def train_and_save(
 ) -> RunResult:
     "Train (resuming when asked), save the model and state, record train metrics with effective tokens/s, plot the log."
     tokens0 = trainer.state.num_input_tokens_seen
+    fsdp1_resume_fix(trainer)
     train = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
+    save_final_model(trainer)
     trainer.save_state()
     if trainer.is_world_process_zero(): drop_stale_weights(training_args.output_dir, finetuning_args.finetuning_type)
     m = dict(train.metrics)
@@ -149,6 +152,95 @@ def evaluate_into(trainer, result:RunResult, perplexity:bool=False, **gen_kwargs
         m['eval_perplexity'] = math.exp(m['eval_loss']) if m['eval_loss'] < 50 else float('inf')
     record(trainer, 'eval', m, result)
     return result
+
+# %% ../../nbs/54b_train.workflow.ipynb #1d0b5a2a
+def _fsdp_state_init(init):
+    "`AcceleratorState.__init__` that, on CPU, takes up the FSDP plugin it is given as it would on a GPU."
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    def __init__(self, *args, **kw):
+        init(self, *args, **kw)
+        plugin = kw.get('fsdp_plugin')
+        if plugin is None or self.distributed_type != DistributedType.MULTI_CPU: return
+        if self._mixed_precision != 'no': plugin.set_mixed_precision(self._mixed_precision)
+        cpu = torch.device('cpu')   # FSDP refuses accelerate's `cpu:0` for parameters that are on `cpu`
+        # every later AcceleratorState copies the process state into its own: both say FSDP
+        PartialState._shared_state.update(distributed_type=DistributedType.FSDP, device=cpu)
+        self.distributed_type, self.device, self.fsdp_plugin = DistributedType.FSDP, cpu, plugin
+    __init__.llmft_fsdp_on_cpu = True
+    return __init__
+
+def fsdp_on_cpu(training_args) -> bool:
+    ("Under a launcher that asks for FSDP (accelerate's `distributed_type: FSDP` or the `fsdp` training argument) on "
+     "CPU with several processes: make accelerate shard with FSDP over gloo instead of silently running DDP.")
+    import os
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    asked = os.environ.get('ACCELERATE_USE_FSDP', 'false').lower() == 'true' or training_args.fsdp_plugin_args
+    if not asked or torch.cuda.is_available(): return False
+    try: plugin = FullyShardedDataParallelPlugin(**(training_args.fsdp_plugin_args or {}))   # the Trainer's
+    except RuntimeError as e:   # accelerate refuses sync_module_states (and cpu_ram_efficient_loading, which forces it)
+        raise ConfigError(f'FSDP on CPU: {e} Set fsdp_sync_module_states and fsdp_cpu_ram_efficient_loading to false '
+                          f'in the accelerate config (as examples/accelerate/fsdp_cpu_config.yaml does).') from None
+    if plugin.fsdp_version == 1 and 'FULL_STATE_DICT' in str(plugin.state_dict_type):
+        raise ConfigError('FSDP1 on CPU with fsdp_state_dict_type FULL_STATE_DICT (FSDP1\'s default): gathering it '
+                          'with offload_to_cpu, as accelerate does at every save, crashes torch (SIGSEGV); set '
+                          'fsdp_state_dict_type: SHARDED_STATE_DICT (examples/accelerate/fsdp_cpu_config.yaml).')
+    training_args.device   # sets accelerate's process state up (gloo on CPU) if nothing has yet
+    if PartialState().distributed_type != DistributedType.MULTI_CPU: return False
+    if not getattr(AcceleratorState.__init__, 'llmft_fsdp_on_cpu', False):
+        AcceleratorState.__init__ = _fsdp_state_init(AcceleratorState.__init__)
+    return True
+
+# %% ../../nbs/54b_train.workflow.ipynb #e61bc2e2
+def fsdp_full_state_dict(trainer) -> dict:
+    "The whole state dict of an FSDP-wrapped model, gathered from every process's shards (to the main process)."
+    if trainer.accelerator.state.fsdp_plugin.fsdp_version == 2: return trainer.accelerator.get_state_dict(trainer.model)
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    # accelerate asks for offload_to_cpu, which for parameters already on the CPU makes torch 2.13 crash (SIGSEGV)
+    offload = next(trainer.model.parameters()).device.type != 'cpu'
+    whole = FullStateDictConfig(offload_to_cpu=offload, rank0_only=True)
+    with FSDP.state_dict_type(trainer.model, StateDictType.FULL_STATE_DICT, whole): return trainer.model.state_dict()
+
+def save_final_model(trainer):
+    ("`trainer.save_model()`; under FSDP the final model is gathered whole (with sharded checkpoints the Trainer "
+     "would save nothing), so the run folder ends with a model (or adapter) that loads in one process.")
+    if getattr(trainer.accelerator.state, 'fsdp_plugin', None) is None: return trainer.save_model()
+    state_dict = fsdp_full_state_dict(trainer)   # every process takes part
+    if trainer.is_world_process_zero(): trainer._save(trainer.args.output_dir, state_dict=state_dict)   # rank 0 has it
+    if trainer.args.push_to_hub: trainer.push_to_hub(commit_message='Model save')   # as save_model does
+
+# %% ../../nbs/54b_train.workflow.ipynb #a4f4399c
+def init_optimizer_state(optimizer) -> bool:
+    ("Create the state of an optimizer that has none, with one step of zero gradients at learning rate 0 (the weights "
+     "stay as they are); False if it already has state or gradients.")
+    opt = getattr(optimizer, 'optimizer', optimizer)   # under accelerate's wrapper
+    params = [p for g in opt.param_groups for p in g['params'] if p.requires_grad]
+    if opt.state or any(p.grad is not None for p in params): return False
+    for p in params: p.grad = torch.zeros_like(p)
+    lrs = [g.get('lr') for g in opt.param_groups]
+    for g in opt.param_groups:
+        if torch.is_tensor(g.get('lr')): g['lr'] = torch.zeros_like(g['lr'])
+        elif g.get('lr') is not None: g['lr'] = 0.0
+    opt.step()
+    for g, lr in zip(opt.param_groups, lrs): g['lr'] = lr
+    opt.zero_grad(set_to_none=True)
+    return True
+
+def fsdp1_resume_fix(trainer) -> bool:
+    ("Under FSDP1 with sharded checkpoints: give the optimizer its state just before the Trainer loads a checkpoint "
+     "into it (accelerate would load nothing into an empty one).")
+    plugin = getattr(trainer.accelerator.state, 'fsdp_plugin', None)
+    if plugin is None or plugin.fsdp_version != 1 or 'SHARDED' not in str(plugin.state_dict_type): return False
+    load = trainer._load_optimizer_and_scheduler
+
+    def _load(checkpoint):
+        if checkpoint is not None: init_optimizer_state(trainer.optimizer)
+        return load(checkpoint)
+    trainer._load_optimizer_and_scheduler = _load
+    return True
 
 # %% ../../nbs/54b_train.workflow.ipynb #bf5e1cd3
 class StageMetricsMixin:
