@@ -20,7 +20,7 @@ SRC, SITE, CACHE = ROOT / '_docs_src', ROOT / '_docs', ROOT / '_proc'
 LAYERS = [(0, 'core'), (10, 'hparams'), (20, 'data'), (40, 'model'), (50, 'train'), (70, 'eval'), (75, 'infer'),
           (80, 'export'), (85, 'launch'), (90, 'dash')]   # DESIGN §2: the notebook number is the layer
 SKIP_FLAGS = {'gpu', 'multigpu', 'hub'}                  # cells that need what a docs build has not
-EXEC_VERSION = 2                                         # bump when `execute` changes: cached notebooks run again
+EXEC_VERSION = 3                                         # bump when `execute` changes: cached notebooks run again
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out
 GUIDES = [('Prepare data', 'data.md'), ('Train each stage', 'train.md'), ('Chat and serve', 'chat-and-serve.md'),
           ('Evaluate', 'evaluate.md'), ('Export a run', 'export.md'), ('Run your model locally', 'local.md'),
@@ -42,6 +42,7 @@ def _exec_processor():
         def __call__(self, cell):
             if cell.cell_type != 'code' or not hasattr(self, 'k') or not cell.source: return
             if set(cell.directives_) & SKIP_FLAGS: return
+            if cell.directives_.get('eval:', [''])[0].lower() == 'false': return   # as nbdev_test: shown, not run
             self.k.cell(cell)
             if self.k.exc:
                 raise RuntimeError(f'cell {cell.idx_} raised {type(self.k.exc).__name__}: {self.k.exc}\n{cell.source}')
