@@ -10,9 +10,9 @@ from ..core import display_path
 
 # %% auto #0
 __all__ = ['USAGE', 'API_LIMITS', 'COMMANDS', 'COMMAND_LOGGERS', 'Usage', 'command_words', 'cmd_export', 'cmd_eval', 'cmd_sweep',
-           'recipe_words', 'cmd_train', 'left_out_summary', 'cmd_check_data', 'check_verdict', 'cmd_templates',
-           'cmd_keys', 'api_limits', 'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help',
-           'report_error', 'library_log_name', 'main']
+           'recipe_words', 'cmd_train', 'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'api_limits',
+           'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
+           'library_log_name', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
 USAGE = """usage: llmft COMMAND [ARGS]
@@ -129,7 +129,7 @@ def recipe_words(args:list[str], usage:str) -> dict:
 def cmd_train(args:list[str]) -> int:
     "llmft train CONFIG [key=value ...]: here, or re-launched under torchrun when several processes are asked for."
     from llmft.hparams.recipe import prescan
-    from llmft.launch.dist import (LAUNCH_KEYS, in_distributed_worker, launch_settings, run_torchrun,
+    from llmft.launch.dist import (LAUNCH_KEYS, done_lines, in_distributed_worker, launch_settings, run_torchrun,
                                    several_processes, torchrun_command)
     from llmft.launch.failures import set_run_folder
     cfg = recipe_words(args, 'usage: llmft train CONFIG [key=value ...]')
@@ -143,26 +143,11 @@ def cmd_train(args:list[str]) -> int:
         cmd = torchrun_command(sys.argv[0] if sys.argv[0].endswith('llmft') else 'llmft', ['train', *args], settings)
         print('Launching: ' + ' '.join(cmd), flush=True)
         return run_torchrun(cmd)
-    from llmft.rundir import RunDir
     from llmft.train.tuner import run_exp
     res = run_exp(cfg)   # the door: the recipe is parsed and checked once, there
     if not res.trainer.is_world_process_zero(): return 0
-    out = Path(res.output_dir)
-    print(f'\nDone. Run folder: {display_path(out.resolve())}')
-    run = RunDir(out)
-    for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
-              run.plot_file('loss', 'html'), run.plot_file('reward', 'png'), run.log_file, run.rollouts_file,
-              run.results_file()):
-        if p.exists(): print(f'  {p.name:28s} {display_path(p.resolve())}')
-    print(left_out_summary(out))
+    print('\n'.join(done_lines(res.output_dir)))
     return 0
-
-def left_out_summary(run_dir) -> str:
-    "The last line of a run: how many rows its data lost on the way, and why (`data.pipeline.LEFT_OUT_FILE`)."
-    from llmft.data.pipeline import load_left_out
-    records = [r for rs in load_left_out(run_dir).values() for r in rs]
-    if not records: return 'Data: no row was left out.'
-    return f'Data: {sum(r.count for r in records)} rows left out: ' + '; '.join(map(str, records))
 
 # %% ../../nbs/89_launch.cli.ipynb #e349de96
 def cmd_check_data(args:list[str]) -> int:

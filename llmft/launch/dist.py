@@ -9,14 +9,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from ..core import ERROR_CLASSES, ConfigError, UserError, get_logger, read_json, write_json
+from ..core import ERROR_CLASSES, ConfigError, UserError, display_path, get_logger, read_json, write_json
 from ..rundir import LAUNCHER_FILES, RunDir
+from ..data.pipeline import load_left_out
 
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'TORCHRUN_ENV', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR',
            'in_distributed_worker', 'free_port', 'launch_settings', 'several_processes', 'elastic', 'torchrun_command',
            'save_worker_error', 'worker_error', 'worker_records', 'worker_errors', 'run_torchrun', 'launch',
-           'RunHandle', 'llmft_exe', 'check_no_objects', 'launch_torchrun']
+           'RunHandle', 'llmft_exe', 'check_no_objects', 'launch_torchrun', 'done_lines']
 
 # %% ../../nbs/86_launch.dist.ipynb #7813b4a9
 log = get_logger(__name__)
@@ -56,7 +57,7 @@ def launch_settings(cfg:dict) -> tuple[dict, dict]:
 
 def several_processes(s:dict) -> bool:
     "Whether launch settings `s` ask for torchrun: several processes or machines, restarts, or a rendezvous."
-    return s.get('nproc_per_node', 1) * s.get('nnodes', 1) > 1 or bool(s.get('max_restarts')) or elastic(s)
+    return s.get('nproc_per_node', 1) * s.get('nnodes', 1) > 1 or elastic(s)
 
 def elastic(s:dict) -> bool:
     "Whether launch settings `s` ask for torchrun's c10d rendezvous: a run id, restarts, or a range of machines."
@@ -229,3 +230,16 @@ def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
     with open(out/LAUNCH_LOG, 'w', encoding='utf-8') as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
     return RunHandle(p, out, cmd)
+
+# %% ../../nbs/86_launch.dist.ipynb #bd3e543e
+def done_lines(out) -> list[str]:
+    "What `llmft train` prints at the end of a run: its folder, the files to look at, the rows its data left out."
+    run, out = RunDir(out), Path(out)
+    lines = [f'\nDone. Run folder: {display_path(out.resolve())}']
+    for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
+              run.plot_file('loss', 'html'), run.plot_file('reward', 'png'), run.log_file, run.rollouts_file,
+              run.results_file()):
+        if p.exists(): lines.append(f'  {p.name:28s} {display_path(p.resolve())}')
+    records = [r for rs in load_left_out(out).values() for r in rs]
+    if not records: return lines + ['Data: no row was left out.']
+    return lines + [f'Data: {sum(r.count for r in records)} rows left out: ' + '; '.join(map(str, records))]

@@ -12,15 +12,13 @@ from transformers import TrainerCallback
 from ..core import ConfigError, LostPeerError, UserError, debug_mode, display_path, get_logger
 from ..rundir import CHECKPOINT_DONE, RunDir
 from ..hparams.ray import ray_args
-from ..data.pipeline import load_left_out
 from .failures import resource_error, resume_hint
-from .dist import LAUNCH_RECIPE
+from .dist import LAUNCH_RECIPE, done_lines
 
 # %% auto #0
 __all__ = ['log', 'RAY_EXTRA', 'TORCHRUN_ONLY', 'WORKER_ENV', 'FILESYSTEMS', 'import_ray', 'ray_settings', 'fit_resources',
-           'worker_env', 'ray_trainer', 'RayCheckpointCallback', 'seen_launch', 'resume_keys', 'done_lines',
-           'restart_words', 'train_worker', 'failures', 'worker_failure', 'ray_gave_up', 'told_failure', 'join_ray',
-           'run_ray']
+           'worker_env', 'ray_trainer', 'RayCheckpointCallback', 'seen_launch', 'resume_keys', 'restart_words',
+           'train_worker', 'failures', 'worker_failure', 'ray_gave_up', 'told_failure', 'join_ray', 'run_ray']
 
 # %% ../../nbs/86a_launch.ray.ipynb #be75bafa
 log = get_logger(__name__)
@@ -139,19 +137,6 @@ def resume_keys(cfg:dict,              # the recipe
     if not restarted or cfg.get('overwrite_output_dir') or cfg.get('resume_from_checkpoint'): return {}
     last = RunDir(cfg['output_dir']).last_checkpoint(set_aside=False)
     return {'resume_from_checkpoint': last} if last else {'overwrite_output_dir': True}
-
-# %% ../../nbs/86a_launch.ray.ipynb #db0f5911
-def done_lines(out) -> list[str]:
-    "What `llmft train` prints at the end of a run: its folder, the files to look at, the rows its data left out."
-    run, out = RunDir(out), Path(out)
-    lines = [f'\nDone. Run folder: {display_path(out.resolve())}']
-    for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
-              run.plot_file('loss', 'html'), run.plot_file('reward', 'png'), run.log_file, run.rollouts_file,
-              run.results_file()):
-        if p.exists(): lines.append(f'  {p.name:28s} {display_path(p.resolve())}')
-    records = [r for rs in load_left_out(out).values() for r in rs]
-    if not records: return lines + ['Data: no row was left out.']
-    return lines + [f'Data: {sum(r.count for r in records)} rows left out: ' + '; '.join(map(str, records))]
 
 # %% ../../nbs/86a_launch.ray.ipynb #f2a393a0
 def restart_words(keys:dict) -> str:
