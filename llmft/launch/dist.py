@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 from ..core import ERROR_CLASSES, ConfigError, UserError, display_path, get_logger, read_json, write_json
 from ..rundir import LAUNCHER_FILES, RunDir
-from ..data.pipeline import load_left_out
 
 # %% auto #0
 __all__ = ['log', 'LAUNCH_KEYS', 'TORCHRUN_ENV', 'ERROR_FILE_ENV', 'LAUNCH_RECIPE', 'LAUNCH_LOG', 'WORKER_ERROR',
@@ -234,6 +233,7 @@ def launch_torchrun(cfg:dict, num_processes:int=2) -> RunHandle:
 # %% ../../nbs/86_launch.dist.ipynb #bd3e543e
 def done_lines(out) -> list[str]:
     "What `llmft train` prints at the end of a run: its folder, the files to look at, the rows its data left out."
+    from llmft.data.pipeline import load_left_out   # (here: the launcher must not import torch before it launches)
     run, out = RunDir(out), Path(out)
     lines = [f'\nDone. Run folder: {display_path(out.resolve())}']
     for p in (run.file('adapter_model.safetensors'), run.file('model.safetensors'), run.plot_file('loss', 'png'),
