@@ -37,7 +37,7 @@ $(VENV)/.installed: settings.ini setup.py $(LOCK) $(REINSTALL)
 	@echo "installing $(if $(LATEST),the newest releases within settings.ini's ranges (LATEST=1),the tested set $(LOCK))"
 	@echo "$(if $(HAS_CUDA),CUDA GPU found: torch from pip's default index,No CUDA GPU: the CPU build $(TORCH_CPU) first)"
 	$(if $(HAS_CUDA),,$(PY) -m pip install -q "$(TORCH_CPU)" $(CONSTRAINTS) $(TORCH_FROM))
-	$(PY) -m pip install -q -e '.[dev,optim,trackers,ray]' $(CONSTRAINTS) $(UPGRADE)
+	$(PY) -m pip install -q -e '.[dev,optim,trackers,ray,board]' $(CONSTRAINTS) $(UPGRADE)
 	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MAKE) --no-print-directory browser

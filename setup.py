@@ -22,10 +22,11 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 # optional extras: LLaMA-Factory's memory-saving optimizers (pip install 'llmft[optim]'), trackers ('llmft[trackers]')
-# and Ray Train for USE_RAY=1 ('llmft[ray]')
+# Ray Train for USE_RAY=1 ('llmft[ray]') and Voila for `llmft board` ('llmft[board]')
 optim_requirements = shlex.split(cfg.get('optim_requirements') or '')
 tracker_requirements = shlex.split(cfg.get('tracker_requirements') or '')
 ray_requirements = shlex.split(cfg.get('ray_requirements') or '')
+board_requirements = shlex.split(cfg.get('board_requirements') or '')
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -40,7 +41,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'optim': optim_requirements, 'trackers': tracker_requirements,
-                    'ray': ray_requirements},
+                    'ray': ray_requirements, 'board': board_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

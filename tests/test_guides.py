@@ -168,7 +168,9 @@ def link_problems(path:Path, pages:set, keys:set) -> list[str]:
             file, _, anchor = target.partition('#')
             site = posixpath.normpath(posixpath.join(posixpath.dirname(here), file)) if file else here
             at = f'{rel(path)}:{n}'
-            if site not in pages: bad.append(f'{at}: {target} points at no page of the site ({site})')
+            if site.startswith('assets/images/'):   # a screenshot: docs/images/ is copied there
+                if not (DOCS / 'images' / posixpath.basename(site)).exists(): bad.append(f'{at}: {target}: no such image')
+            elif site not in pages: bad.append(f'{at}: {target} points at no page of the site ({site})')
             elif anchor and site == 'reference/keys.md' and anchor not in keys:
                 bad.append(f'{at}: {target}: {anchor!r} is no configuration key')
             elif anchor and site in anchors and anchor not in anchors[site]:

@@ -24,7 +24,8 @@ EXEC_VERSION = 3                                         # bump when `execute` c
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out
 GUIDES = [('Prepare data', 'data.md'), ('Train each stage', 'train.md'), ('Chat and serve', 'chat-and-serve.md'),
           ('Evaluate', 'evaluate.md'), ('Export a run', 'export.md'), ('Run your model locally', 'local.md'),
-          ('Sweeps', 'sweeps.md'), ('Scale out', 'scale-out.md'), ('Dashboards', 'dashboards.md'),
+          ('Sweeps', 'sweeps.md'), ('Scale out', 'scale-out.md'), ('The board', 'board.md'),
+          ('Dashboards', 'dashboards.md'),
           ('Migrate from LLaMA-Factory', 'migrate.md'), ('FAQ and troubleshooting', 'troubleshooting.md')]
 EXPLAIN = [('Architecture', 'architecture.md'), ('The run folder', 'run-folder.md'),
            ('trainer_log.jsonl', 'trainer-log.md'), ('Speed and memory', 'speed.md'),
@@ -395,6 +396,7 @@ def write_static(partial:bool=False):
     shutil.copy(Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', js / 'plotly.min.js')
     (js / 'llmft.js').write_text(f"document.addEventListener('DOMContentLoaded', () => {{\n{PLOTLY_BOOT}\n}});\n")
     (SRC / 'assets' / 'llmft.css').write_text((ROOT / 'docs' / 'llmft.css').read_text())
+    shutil.copytree(ROOT / 'docs' / 'images', SRC / 'assets' / 'images', dirs_exist_ok=True)   # screenshots
 
 
 # ---------------------------------------------------------------- the site

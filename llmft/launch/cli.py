@@ -11,7 +11,7 @@ from ..core import display_path
 # %% auto #0
 __all__ = ['USAGE', 'API_LIMITS', 'COMMANDS', 'COMMAND_LOGGERS', 'Usage', 'command_words', 'cmd_export', 'cmd_eval', 'cmd_sweep',
            'recipe_words', 'cmd_train', 'cmd_check_data', 'check_verdict', 'cmd_templates', 'cmd_keys', 'api_limits',
-           'cmd_chat', 'cmd_api', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
+           'cmd_chat', 'cmd_api', 'cmd_board', 'cmd_expand', 'cmd_env', 'cmd_version', 'cmd_help', 'report_error',
            'library_log_name', 'main']
 
 # %% ../../nbs/89_launch.cli.ipynb #50d34631
@@ -28,12 +28,10 @@ commands:
                                  ends with PASS, WARN (rows left out) or FAIL: exit 1 on FAIL (or on WARN with
                                  data_check=strict)
   templates [--diff-lf [NAME]]   the registered chat templates (stop words, efficient_eos, tool format, thinking,
-                                 default system);
-                                 --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5 (of template NAME)
+                                 default system); --diff-lf: every deliberate difference from LLaMA-Factory 0.9.5
   keys [PATTERN]                 every configuration key (or those matching PATTERN, e.g. lora_*): group, type,
                                  default, help text and the checks that read it
-  chat RUN|RECIPE [key=value]    talk to a trained run in the terminal (answers stream; clear forgets, exit leaves,
-                                 Ctrl-C stops an answer)
+  chat RUN|RECIPE [key=value]    talk to a trained run in the terminal (answers stream; clear, exit, Ctrl-C)
   api RUN [RUN ...]|RECIPE [key=value]
                                  serve runs with an OpenAI-compatible API: chat and text completions, concurrent
                                  requests decoded together; several runs of one base share it (API_HOST, API_PORT,
@@ -46,6 +44,8 @@ commands:
                                  --list: what a run would do with each point; --help: the sweep file's keys
   eval RUN|RECIPE [key=value]    accuracy on an MMLU / CMMLU / C-Eval style benchmark (task=mmlu_test task_dir=...
                                  n_shot=5 lang=en save_dir=...): per subject, per category and overall
+  board [--port P] [--runs DIR]  one web app (Voila) for data, training (every key), runs, chat, evaluation and
+                                 export; --data DIR; binds 127.0.0.1 (--host H: another address, with a token)
   expand MODEL OUT num_expand=N  LLaMA-Pro: insert N identity blocks into MODEL and save it to OUT
   env [RUN] [--all] [--check]    the core packages installed beside the tested set (requirements/lock-*.txt),
                                  drift flagged; the devices; RUN: the versions that run trained with;
@@ -287,6 +287,13 @@ def cmd_api(args:list[str]) -> int:
     return 0
 
 # %% ../../nbs/89_launch.cli.ipynb #04dafbd1
+def cmd_board(args:list[str]) -> int:
+    "llmft board [--port P] [--host H] [--runs DIR] [--data DIR] [--token T]: serve the board (`launch.board`)."
+    from llmft.launch.board import board_options, serve_board
+    _, keys, _ = command_words(args, 'usage: llmft board [--port P] [--host H] [--runs DIR] [--data DIR]', n_pos=(0,))
+    return serve_board(board_options(keys))
+
+# %% ../../nbs/89_launch.cli.ipynb #04dafbd1b
 def cmd_expand(args:list[str]) -> int:
     "llmft expand MODEL OUT num_expand=N"
     from llmft.model.expand import expand_model
@@ -349,7 +356,7 @@ def report_error(e:BaseException) -> int:
 COMMANDS = {'train': cmd_train, 'check-data': cmd_check_data, 'chat': cmd_chat, 'api': cmd_api,
             'templates': cmd_templates, 'keys': cmd_keys,
             'export': cmd_export, 'eval': cmd_eval, 'sweep': cmd_sweep,
-            'expand': cmd_expand, 'env': cmd_env, 'version': cmd_version,
+            'expand': cmd_expand, 'board': cmd_board, 'env': cmd_env, 'version': cmd_version,
             'help': cmd_help,
             '-h': cmd_help, '--help': cmd_help}
 COMMAND_LOGGERS = {'api': ('uvicorn',)}   # other libraries' loggers a command shows: the server's own lines
