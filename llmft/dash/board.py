@@ -36,7 +36,8 @@ def _shown(path, root) -> str:
 def default_recipe(runs='saves', data='data', root='.') -> dict:
     "The Train form's first recipe: a short LoRA SFT of the demo model (when built) on the first registered dataset."
     info = Path(data)/'dataset_info.json'
-    names = list(json.loads(info.read_text())) if info.exists() else []
+    try: names = list(json.loads(info.read_text()))
+    except (OSError, ValueError): names = []   # no registry, or a broken one: the Data tab names the cause
     model = DEMO_MODEL if (Path(root)/DEMO_MODEL).is_dir() else ''
     return dict(model_name_or_path=model, stage='sft', do_train=True, finetuning_type='lora', lora_target='all',
                 dataset=('alpaca_demo' if 'alpaca_demo' in names else (names or [''])[0]),
@@ -108,24 +109,25 @@ def _data_tab(b:Board):
     tab = DataTab(_shown(b.data, b.root), b.root, b.allowed, b.panel, b.recipe.get('model_name_or_path') or None)
     tab.set_config(b.recipe)
     send = W.Button(description='Use in Train', icon='arrow-right', tooltip='copy these data keys into the Train form')
-    send.on_click(lambda _: b.to_train(tab.config()))
+    send.on_click(b.guarded(lambda _: b.to_train(tab.config())))
     return tab, W.VBox([tab.widget, send])
 
 def _train_tab(b:Board):
     "Train: launch, watch, stop and resume on top (the curves full width); every key below."
     from llmft.dash.keyform import KeyForm
-    from llmft.dash.runs import TrainRunner
+    from llmft.dash.runs import TrainRunner, confine_paths
     form = KeyForm(b.recipe, dataset_dir=_shown(b.data, b.root), path=_shown(b.runs/'recipe.yaml', b.root),
-                   confine=lambda p: confined(p, b.root, b.allowed, key='path'))
+                   confine=lambda p: confined(p, b.root, b.allowed, key='path'),
+                   guard=lambda cfg: confine_paths(cfg, b.root, b.allowed))
     runner = TrainRunner(lambda: (form.config(), form.check()), b.root, b.allowed, b.panel)
     form.status.observe(lambda _: runner.check(), 'value')     # Launch follows the form's verdict
-    runner.launch_btn.on_click(lambda _: b._next_run())
+    runner.launch_btn.on_click(b.guarded(lambda _: b._next_run()))
     return (form, runner), W.VBox([runner.widget, W.HTML('<hr>'), form.widget], layout=W.Layout(width='100%'))
 
 def _runs_tab(b:Board):
     "Runs: every run with its state; compare; a resumed run is followed in the Train tab."
     from llmft.dash.runs import RunsTab
-    tab = RunsTab(b.runs, b.root, b.allowed, b.panel, on_job=b._follow)
+    tab = RunsTab(b.runs, b.root, b.allowed, b.panel, on_job=b.guarded(b._follow))
     return tab, tab.widget
 
 def _chat_tab(b:Board):
@@ -142,6 +144,14 @@ BUILDERS = {'Data': _data_tab, 'Train': _train_tab, 'Runs': _runs_tab, 'Chat': _
             'Evaluate & export': _tasks_tab}
 
 # %% ../../nbs/99_dash.board.ipynb #c23e808a
+@patch_to(Board)
+def guarded(self, fn):
+    "A handler running `fn`: its error, as one line, goes to the log panel (a button's error has no cell to go to)."
+    def run(*args):
+        try: fn(*args)
+        except Exception as e: self.panel.write(f'error: {error_line(e)}\n')
+    return run
+
 @patch_to(Board)
 def to_train(self, keys:dict # recipe keys (the Data tab's)
             ):

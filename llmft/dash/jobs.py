@@ -8,6 +8,7 @@ import contextlib, json, os, re, shutil, signal, subprocess, sys, threading, tim
 from pathlib import Path
 from fastcore.basics import patch_to
 from ..core import ConfigError, display_path
+from .keyform import log_sink
 
 # %% auto #0
 __all__ = ['JOBS_DIR', 'STATES', 'NOT_INHERITED', 'STOPPED_EXITS', 'PROGRESS', 'confined', 'llmft_command', 'Job', 'read_jobs',
@@ -20,10 +21,14 @@ def confined(path,            # a path typed into a form (relative paths are rea
              root='.',        # the board's working folder
              allowed=(),      # more folders given on the command line (`llmft board --runs DIR`)
              key:str='path',  # the form field, named in the error
+             write:bool=False, # a folder a job writes (and may empty): never one of the folders themselves
             ) -> Path:
     "`path` resolved; a path outside `root` and every `allowed` folder is refused in one line."
     p = (Path(root)/Path(str(path)).expanduser()).resolve()
     homes = [Path(root).resolve(), *(Path(a).expanduser().resolve() for a in allowed)]
+    if write and p in homes:
+        raise ConfigError(f'{key}={path}: that is a folder the board works in, not a folder of its own; name a '
+                          f'folder inside it (e.g. {Path(str(path)).as_posix().rstrip("/")}/run-1).')
     if any(p == h or h in p.parents for h in homes): return p
     raise ConfigError(f'{key}={path}: the board reads and writes only inside its folder '
                       f'({", ".join(display_path(h) for h in homes)}); name that folder with `llmft board --runs` '
@@ -129,7 +134,8 @@ def stop(self, grace:float=120 # seconds to finish the step and save a checkpoin
     if self.record.get('stopped'):
         return self._signal(signal.SIGKILL)
     self._save(stopped=time.time())
-    self._signal(signal.SIGINT)
+    try: os.kill(self.record['pid'], signal.SIGINT)   # the leader alone: its DataLoader workers must not die first
+    except (ProcessLookupError, PermissionError): pass
     def kill_late():
         deadline = time.time() + grace
         while time.time() < deadline and self.state == 'running': time.sleep(0.5)
@@ -139,9 +145,15 @@ def stop(self, grace:float=120 # seconds to finish the step and save a checkpoin
 
 @patch_to(Job)
 def _signal(self, sig:int):
-    "Send `sig` to the job's session (gone already: nothing to do)."
-    try: os.killpg(self.record['pid'], sig)
-    except (ProcessLookupError, PermissionError): pass
+    "Send `sig` to the job's session and every process under it (torchrun starts its workers in sessions of their own)."
+    import psutil
+    try: tree = psutil.Process(self.record['pid']).children(recursive=True)
+    except psutil.Error: tree = []
+    for q in [self.record['pid'], *(t.pid for t in tree)]:
+        try: os.killpg(q, sig)
+        except (ProcessLookupError, PermissionError): pass
+        try: os.kill(q, sig)
+        except (ProcessLookupError, PermissionError): pass
 
 @patch_to(Job)
 def wait(self, timeout:float|None=None # seconds; None: until it ends
@@ -223,10 +235,12 @@ def _shown(record) -> bool:
     ours = record.name == 'llmft' or record.name.startswith('llmft.')
     return record.levelno >= (logging.INFO if ours else logging.WARNING)
 
-def _to_panel(logger, record):
-    "`Logger.callHandlers` while quiet: a record worth showing becomes a line of the panel."
-    if record.levelno >= logger.getEffectiveLevel() and _shown(record) and _QUIET['panel'] is not None:
-        _QUIET['panel'].write(f'{record.levelname.lower()}: {record.name}: {record.getMessage()}\n')
+def _to_panel(panel:LogPanel):
+    "A log sink (`keyform.log_sink`): a record worth showing becomes a line of `panel`."
+    def sink(logger, record):
+        if record.levelno >= logger.getEffectiveLevel() and _shown(record):
+            panel.write(f'{record.levelname.lower()}: {record.name}: {record.getMessage()}\n')
+    return sink
 
 def _bars(on:bool|None=None) -> bool:
     "Whether transformers' and datasets' progress bars are on (both read here); `on`: turn them on or off first."
@@ -244,18 +258,18 @@ def quiet(panel:LogPanel # where the lines go
     import logging
     with _LOCK:
         if _QUIET['depth'] == 0:
-            _QUIET.update(panel=panel, saved=(sys.stdout, sys.stderr, logging.Logger.callHandlers, _bars()))
+            _QUIET.update(panel=panel, saved=(sys.stdout, sys.stderr, _bars()))
             sys.stdout = sys.stderr = panel
-            logging.Logger.callHandlers = _to_panel
             logging.captureWarnings(True)
             _bars(False)
         _QUIET['depth'] += 1
-    try: yield panel
+    try:
+        with log_sink(_to_panel(_QUIET['panel'])): yield panel
     finally:
         with _LOCK:
             _QUIET['depth'] -= 1
             if _QUIET['depth'] == 0:
-                sys.stdout, sys.stderr, logging.Logger.callHandlers, bars = _QUIET['saved']
+                sys.stdout, sys.stderr, bars = _QUIET['saved']
                 logging.captureWarnings(False)
                 _bars(bars)
                 _QUIET.update(panel=None, saved=None)

@@ -28,7 +28,7 @@ from .forms import registry_names
 
 # %% auto #0
 __all__ = ['CHOICES', 'ESSENTIALS', 'RUN_KEYS', 'TASK_KEYS', 'MAX_SHOWN', 'KeySpec', 'key_specs', 'value_text', 'text_value',
-           'captured_logs', 'KeyForm']
+           'log_sink', 'captured_logs', 'KeyForm']
 
 # %% ../../nbs/94a_dash.keyform.ipynb #880e8de9
 CHOICES = {  # key -> the values it takes, where llmft's checks know them (shown as a dropdown)
@@ -124,20 +124,35 @@ def text_value(key:str, text:str):
     return _scalar(key, text)
 
 # %% ../../nbs/94a_dash.keyform.ipynb #0ad93964
+_SINKS = threading.local()   # per thread: a stack of sinks, `sink(logger, record)`
+_BEFORE = [None]             # `Logger.callHandlers` as it was before `log_sink` first took it
+
+def _dispatch(logger, record):
+    "`Logger.callHandlers`, once a sink was used: a record goes to its thread's innermost sink, else where it went."
+    sinks = getattr(_SINKS, 'stack', None)
+    if sinks: return sinks[-1](logger, record)
+    return _BEFORE[0](logger, record)
+
+@contextlib.contextmanager
+def log_sink(sink # `sink(logger, record)`: where this thread's log records go inside
+            ):
+    "Inside, in this thread only: every log record goes to `sink` (threads may nest it and overlap it freely)."
+    if logging.Logger.callHandlers is not _dispatch:
+        _BEFORE[0], logging.Logger.callHandlers = logging.Logger.callHandlers, _dispatch
+    stack = _SINKS.__dict__.setdefault('stack', [])
+    stack.append(sink)
+    try: yield
+    finally: stack.pop()
+
 @contextlib.contextmanager
 def captured_logs():
     "Inside: this thread's log records and warnings are kept as lines (the list yielded), never shown on stderr."
-    lines, me, call = [], threading.get_ident(), logging.Logger.callHandlers
-    def keep(logger, record):
-        if record.thread != me: return call(logger, record)
-        lines.append(f'{record.levelname.lower()}: {record.getMessage()}')
-    logging.Logger.callHandlers = keep
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            yield lines
-        lines.extend(f'warning: {w.message}' for w in caught)
-    finally: logging.Logger.callHandlers = call
+    lines = []
+    def keep(logger, record): lines.append(f'{record.levelname.lower()}: {record.getMessage()}')
+    with log_sink(keep), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        yield lines
+    lines.extend(f'warning: {w.message}' for w in caught)
 
 # %% ../../nbs/94a_dash.keyform.ipynb #394c83b8
 class KeyForm:
@@ -146,6 +161,7 @@ class KeyForm:
                  dataset_dir:str='data',      # the folder whose `dataset_info.json` names the datasets
                  path:str='recipe.yaml',      # the recipe file Save writes and Load reads (the path box)
                  confine=None,                # path -> Path, raising `ConfigError` for a path the page may not use
+                 guard=None,                  # recipe -> None, raising `ConfigError` for one the page may not run
                 ):
         self.specs = key_specs()
         self.spec = {}   # key -> its first spec (`seed` is both a training and an evaluation key)
@@ -154,7 +170,8 @@ class KeyForm:
         self.inputs = {}     # key -> its widget in the groups (built when first shown)
         self.rows = {}       # (group, key) -> its row: name, widget, help
         self.built, self.shown = set(), []   # the groups whose panes are built; the keys the search shows
-        self.confine, self.note, self.info, self.notes, self._quiet, self._checked = confine, None, '', [], False, None
+        self.confine, self.guard = confine, guard
+        self.note, self.info, self.notes, self._quiet, self._checked = None, '', [], False, None
         self._ui(path)
         self.fill({'dataset_dir': dataset_dir, **(values or {})})
 
@@ -347,7 +364,9 @@ def check(self:KeyForm) -> str|None:
     if self._checked is None or self._checked[0] != seen:   # parsed once per recipe: a redraw costs nothing
         err = None
         with captured_logs() as lines:
-            try: get_train_args(cfg)
+            try:
+                if self.guard: self.guard(cfg)   # before the parser reads a file the recipe names
+                get_train_args(cfg)
             except UserError as e: err = str(e)
             except Exception as e: err = error_line(e)   # a bug in a check: its one line, never a traceback in the page
         self._checked = (seen, err, lines)

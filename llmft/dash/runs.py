@@ -18,11 +18,11 @@ from .live import LiveMonitor
 from .compare import compare_runs
 
 # %% auto #0
-__all__ = ['RUN_STATES', 'JOB_STATES', 'POINT_STATES', 'RECENT', 'PATH_KEYS', 'MODEL_KEYS', 'NO_RECORDS', 'STOPPING', 'ANSI',
-           'MAX_DRAWN', 'COLOURS', 'STATE_WORDS', 'RUN_FILES', 'HEADER', 'COLUMNS', 'KEEP', 'board_jobs', 'job_state',
-           'job_for', 'complete_checkpoints', 'ended_state', 'folder_state', 'run_state', 'is_local', 'confine_paths',
-           'launch_train', 'resume_train', 'badge', 'red', 'thin', 'max_processes', 'TrainRunner', 'discover',
-           'sweep_table', 'RunsTab']
+__all__ = ['RUN_STATES', 'JOB_STATES', 'POINT_STATES', 'RECENT', 'PATH_KEYS', 'WRITTEN', 'MODEL_KEYS', 'NO_RECORDS', 'STOPPING',
+           'ANSI', 'MAX_DRAWN', 'COLOURS', 'STATE_WORDS', 'RUN_FILES', 'HEADER', 'COLUMNS', 'KEEP', 'board_jobs',
+           'job_state', 'job_for', 'complete_checkpoints', 'ended_state', 'folder_state', 'run_state', 'is_local',
+           'confine_paths', 'launch_train', 'resume_train', 'badge', 'red', 'thin', 'max_processes', 'TrainRunner',
+           'discover', 'sweep_table', 'RunsTab']
 
 # %% ../../nbs/98b_dash.runs.ipynb #58df8c61
 RUN_STATES = ('running', 'finished', 'failed', 'interrupted', 'unknown')
@@ -100,8 +100,13 @@ def run_state(folder,               # a run folder
     return state if state in JOB_STATES else folder_state(folder, recent)
 
 # %% ../../nbs/98b_dash.runs.ipynb #c3edf301
-PATH_KEYS = ('output_dir', 'dataset_dir', 'tokenized_path', 'cache_dir', 'deepspeed')   # always paths
-MODEL_KEYS = ('model_name_or_path', 'adapter_name_or_path', 'ref_model', 'reward_model')  # a folder or a hub id
+PATH_KEYS = ('output_dir', 'dataset_dir', 'media_dir', 'tokenized_path', 'cache_dir', 'deepspeed', 'logging_dir',
+             'swanlab_logdir', 'profiler_output_dir', 'new_special_tokens_config', 'fsdp_config', 'accelerator_config',
+             'ray_storage_path', 'resume_from_checkpoint', 'kt_weight_path', 'kt_expert_checkpoint_path',
+             'generation_config')   # a path wherever the value is a string (a flag's `true` is none)
+WRITTEN = ('output_dir', 'logging_dir', 'swanlab_logdir', 'profiler_output_dir', 'tokenized_path')  # emptied, written
+MODEL_KEYS = ('model_name_or_path', 'adapter_name_or_path', 'ref_model', 'reward_model', 'ref_model_adapters',
+              'reward_model_adapters')   # a folder or a hub id
 
 def is_local(name:str, # a model key's value
              root='.', # the board's folder
@@ -122,7 +127,14 @@ def confine_paths(cfg:dict,    # a recipe
                  ) -> dict:
     "`cfg`, once every path in it is checked with `confined` (a hub model id is no path); a ConfigError names the key."
     for k in PATH_KEYS:
-        if isinstance(cfg.get(k), str) and cfg[k]: confined(cfg[k], root, allowed, key=k)
+        v = cfg.get(k)
+        if isinstance(v, str) and v and v.lower() not in ('true', 'false'):
+            confined(v, root, allowed, key=k, write=k in WRITTEN)
+    for f in _names(cfg.get('reward_funcs')):   # built-in names, or `file.py:function`: a file stays inside
+        if f.startswith(('http://', 'https://')) or (':' in f and not f.split(':')[0].endswith('.py')):
+            raise ConfigError(f'reward_funcs={f}: the board runs reward functions from files inside its folder '
+                              '(`file.py:function`) or built in; a module or an address only from the command line.')
+        if ':' in f: confined(f.split(':')[0], root, allowed, key='reward_funcs')
     for k in MODEL_KEYS:
         for name in _names(cfg.get(k)):
             if is_local(name, root): confined(name, root, allowed, key=k)

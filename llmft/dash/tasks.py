@@ -256,7 +256,7 @@ def words(self:EvalForm) -> list[str]:
         raise ConfigError(f"task={task}: no such benchmark split in task_dir={self.task_dir.value} (there: "
                           f"{', '.join(tasks) or 'none'}); put <task_dir>/<name>/mapping.json and its CSVs there.")
     save = self.save_dir.value.strip() or shown(first_free(src/f'eval_{task}'), self.root)
-    self.target = confined(save, self.root, self.allowed, key='save_dir')
+    self.target = confined(save, self.root, self.allowed, key='save_dir', write=True)
     return [run, f'task={task}', f'task_dir={shown(td, self.root)}', f'n_shot={self.n_shot.value}',
             f'lang={self.lang.value}', f'batch_size={self.batch_size.value}',
             f'save_dir={shown(self.target, self.root)}', *self.template_words()]
@@ -354,7 +354,10 @@ def words(self:ExportForm) -> list[str]:
     "The words of `llmft export`, every field checked: an export_dir outside the board's folders is refused."
     src, run = self.source()
     dest = self.export_dir.value.strip() or self.default_dir(src)
-    self.src, self.target = src, confined(dest, self.root, self.allowed, key='export_dir')
+    self.src, self.target = src, confined(dest, self.root, self.allowed, key='export_dir', write=True)
+    if src.resolve().is_relative_to(self.target):   # an overwrite would empty the run it exports
+        raise ConfigError(f'export_dir={dest}: it holds the run it would export ({shown(src, self.root)}); '
+                          'name a folder of its own.')
     fmt = self.export_format.value
     gguf = [f'gguf_types={self.gguf_type.value}'] if fmt == 'gguf' else []
     over = ['overwrite_output_dir=true'] if self.overwrite.value else []

@@ -35,8 +35,11 @@ def board_options(keys:dict # the command's `--key value` words, as `command_wor
     for k in keys:
         if k not in names: raise ConfigError(f"unknown option --{k} of llmft board{closest(k, names)}; the options: "
                                              + ', '.join(f'--{n}' for n in names) + '.')
-    if 'port' in keys and (not isinstance(keys['port'], int) or not 0 < keys['port'] < 65536):
+    port = keys.get('port', 7860)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"llmft board --port {keys['port']}: not a port number (1-65535).")
+    if 'token' in keys and (isinstance(keys['token'], bool) or not str(keys['token'] or '').strip()):
+        raise ConfigError('llmft board --token: give the token itself (--token T), or leave it out to have one made.')
     return BoardOptions(**{k: (v if k == 'port' else str(v)) for k, v in keys.items()})
 
 # %% ../../nbs/88e_launch.board.ipynb #0773c9c0
@@ -68,11 +71,12 @@ def port_free(host:str, port:int) -> bool:
     return True
 
 def voila_command(nb:Path, opts:BoardOptions) -> list[str]:
-    "The Voila command that serves `nb` as `opts` say."
+    "The Voila command that serves `nb` as `opts` say (a token is read from `JUPYTER_TOKEN`: argv is public)."
     voila = Path(sys.executable).parent/'voila'
     cmd = [str(voila) if voila.exists() else 'voila', str(nb), '--no-browser', f'--port={opts.port}',
-           f'--Voila.ip={opts.host}', '--theme=light', '--VoilaConfiguration.show_tracebacks=False']
-    return cmd + ([f'--Voila.token={opts.token}'] if opts.token else [])
+           f'--Voila.ip={opts.host}', '--Voila.port_retries=0', '--theme=light',
+           '--VoilaConfiguration.show_tracebacks=False']
+    return cmd + (['--Voila.auto_token=True'] if opts.token else [])   # the token itself: JUPYTER_TOKEN, not argv
 
 def board_url(opts:BoardOptions) -> str:
     "The address to open (with the token, when there is one)."
@@ -93,6 +97,7 @@ def serve_board(opts:BoardOptions, # what to serve, where
     settings = board_settings(opts, root)
     folder = tempfile.mkdtemp(prefix='llmft-board-')
     env = {**os.environ, BOARD_ENV: json.dumps(settings), 'PYTHONUNBUFFERED': '1'}
+    if opts.token: env['JUPYTER_TOKEN'] = opts.token
     if not opts.local:
         print(f'llmft board: warning: listening on {opts.host}: anyone who reaches this machine with the token can '
               f'train, read and export the runs in {display_path(settings["runs"])} as you.', file=sys.stderr)
