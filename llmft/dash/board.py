@@ -10,7 +10,7 @@ import ipywidgets as W
 from fastcore.basics import patch_to
 from ..core import display_path, error_line
 from ..launch.board import BOARD_ENV
-from .jobs import LogPanel, confined, quiet, read_jobs
+from .jobs import LogPanel, confined, quiet, read_jobs, shown
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'TABS', 'BUILDERS', 'fresh_run', 'default_recipe', 'Board']
@@ -24,14 +24,8 @@ def fresh_run(runs='saves', # the folder of run folders
              ) -> str:
     "A run folder under `runs` that does not exist yet and is not `taken`: `<runs>/<stage>-<method>-<n>`."
     n, taken = 1, {Path(t).resolve() for t in taken}
-    while (Path(runs)/f'{stage}-{method}-{n}').exists() or (Path(runs)/f'{stage}-{method}-{n}').resolve() in taken:
-        n += 1
-    return (Path(runs)/f'{stage}-{method}-{n}').as_posix()
-
-def _shown(path, root) -> str:
-    "A folder as the form shows it: relative to the board's folder when inside it."
-    p, r = Path(path).resolve(), Path(root).resolve()
-    return p.relative_to(r).as_posix() if p.is_relative_to(r) else str(p)
+    while (p := Path(runs)/f'{stage}-{method}-{n}').exists() or p.resolve() in taken: n += 1
+    return p.as_posix()
 
 def default_recipe(runs='saves', data='data', root='.') -> dict:
     "The Train form's first recipe: a short LoRA SFT of the demo model (when built) on the first registered dataset."
@@ -41,10 +35,10 @@ def default_recipe(runs='saves', data='data', root='.') -> dict:
     model = DEMO_MODEL if (Path(root)/DEMO_MODEL).is_dir() else ''
     return dict(model_name_or_path=model, stage='sft', do_train=True, finetuning_type='lora', lora_target='all',
                 dataset=('alpaca_demo' if 'alpaca_demo' in names else (names or [''])[0]),
-                dataset_dir=_shown(data, root), template='llama3', cutoff_len=256, max_samples=1000,
+                dataset_dir=shown(data, root), template='llama3', cutoff_len=256, max_samples=1000,
                 per_device_train_batch_size=8, learning_rate=5e-3, num_train_epochs=2.0, logging_steps=5,
                 save_steps=100, plot_loss=True, disable_gradient_checkpointing=True, report_to='none',
-                output_dir=_shown(fresh_run(Path(root)/runs), root))
+                output_dir=shown(fresh_run(Path(root)/runs), root))
 
 # %% ../../nbs/99_dash.board.ipynb #1822382a
 TABS = ('Data', 'Train', 'Runs', 'Chat', 'Evaluate & export')
@@ -68,7 +62,7 @@ class Board:
         self.tabs = W.Tab(list(self.boxes.values()), titles=TABS)
         self.tabs.observe(lambda ch: self._selected(TABS[ch['new']]), 'selected_index')
         head = (f"<div class='llmft-board-head'><h2>llmft board</h2><span>folder <code>{display_path(self.root)}"
-                f"</code> · runs <code>{_shown(self.runs, self.root)}</code></span></div>")
+                f"</code> · runs <code>{shown(self.runs, self.root)}</code></span></div>")
         self.widget = W.VBox([W.HTML(_CSS + head), self.tabs, self.panel.widget])
         self.widget.add_class('llmft-board')
         self.open(TABS[0])
@@ -106,7 +100,7 @@ def _escape(s:str) -> str: return __import__('html').escape(s, quote=False)
 def _data_tab(b:Board):
     "Data: the registry, checked and inspected; its keys can be sent to the Train form."
     from llmft.dash.datatab import DataTab
-    tab = DataTab(_shown(b.data, b.root), b.root, b.allowed, b.panel, b.recipe.get('model_name_or_path') or None)
+    tab = DataTab(shown(b.data, b.root), b.root, b.allowed, b.panel, b.recipe.get('model_name_or_path') or None)
     tab.set_config(b.recipe)
     send = W.Button(description='Use in Train', icon='arrow-right', tooltip='copy these data keys into the Train form')
     send.on_click(b.guarded(lambda _: b.to_train(tab.config())))
@@ -116,7 +110,7 @@ def _train_tab(b:Board):
     "Train: launch, watch, stop and resume on top (the curves full width); every key below."
     from llmft.dash.keyform import KeyForm
     from llmft.dash.runs import TrainRunner, confine_paths
-    form = KeyForm(b.recipe, dataset_dir=_shown(b.data, b.root), path=_shown(b.runs/'recipe.yaml', b.root),
+    form = KeyForm(b.recipe, dataset_dir=shown(b.data, b.root), path=shown(b.runs/'recipe.yaml', b.root),
                    confine=lambda p: confined(p, b.root, b.allowed, key='path'),
                    guard=lambda cfg: confine_paths(cfg, b.root, b.allowed))
     runner = TrainRunner(lambda: (form.config(), form.check()), b.root, b.allowed, b.panel)
@@ -167,7 +161,7 @@ def _next_run(self):
     if runner.job is not None and runner.job.state == 'running':
         cfg, taken = form.config(), [self.root/j.target for j in read_jobs(self.root) if j.target]
         name = fresh_run(self.runs, cfg.get('stage', 'sft'), cfg.get('finetuning_type', 'lora'), taken)
-        form.set('output_dir', _shown(name, self.root))
+        form.set('output_dir', shown(name, self.root))
 
 @patch_to(Board)
 def _follow(self, job):

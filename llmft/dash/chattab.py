@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from ..core import ConfigError, UserError
 from ..launch.report import find_runs
 from ..rundir import RunDir
-from .jobs import LogPanel, confined, quiet
+from .jobs import LogPanel, confined, quiet, shown
 from .datatab import ProgressLine
 
 # %% auto #0
@@ -36,11 +36,6 @@ def chat_runs(folder # the board's runs folder
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
 # %% ../../nbs/98e_dash.chattab.ipynb #8d3be67d
-def _value(p:Path, root) -> str:
-    "A run as the dropdown holds it: relative to the board's folder when inside it (what a page shows)."
-    r = Path(root).resolve()
-    return p.resolve().relative_to(r).as_posix() if p.resolve().is_relative_to(r) else str(p)
-
 class ChatTab:
     "The board's Chat tab: choose a run, load it in the background, chat with it alone or beside its base model."
     def __init__(self, runs='saves',               # the board's runs folder (`llmft board --runs`)
@@ -77,7 +72,7 @@ class ChatTab:
             self.progress.fail(e)
             return []
         found, chosen = chat_runs(folder), self.run.value
-        self.run.options = [((p.relative_to(folder).as_posix() if p != folder else p.name), _value(p, self.root))
+        self.run.options = [((p.relative_to(folder).as_posix() if p != folder else p.name), shown(p, self.root))
                             for p in found]
         if found: self.run.value = chosen if chosen in [v for _, v in self.run.options] else self.run.options[0][1]
         if not found: self.progress.show(f'No run with a model or adapter in {self.runs} yet: train one first.')

@@ -11,8 +11,8 @@ from ..core import ConfigError, display_path
 from .keyform import log_sink
 
 # %% auto #0
-__all__ = ['JOBS_DIR', 'STATES', 'NOT_INHERITED', 'STOPPED_EXITS', 'PROGRESS', 'confined', 'llmft_command', 'Job', 'read_jobs',
-           'LogPanel', 'quiet']
+__all__ = ['JOBS_DIR', 'STATES', 'NOT_INHERITED', 'STOPPED_EXITS', 'PROGRESS', 'confined', 'shown', 'llmft_command', 'Job',
+           'read_jobs', 'LogPanel', 'quiet']
 
 # %% ../../nbs/98a_dash.jobs.ipynb #53b44637
 JOBS_DIR = '.llmft-board/jobs'   # under the board's folder: `<id>.json` (the record) and `<id>.log` per job
@@ -33,6 +33,13 @@ def confined(path,            # a path typed into a form (relative paths are rea
     raise ConfigError(f'{key}={path}: the board reads and writes only inside its folder '
                       f'({", ".join(display_path(h) for h in homes)}); name that folder with `llmft board --runs` '
                       'to use it.')
+
+def shown(path,      # a file or folder
+          root='.',  # the board's folder
+         ) -> str:
+    "A path as a form shows it and a job's words name it: relative to the board's folder when it is inside it."
+    p, r = Path(path).resolve(), Path(root).resolve()
+    return p.relative_to(r).as_posix() if p.is_relative_to(r) else str(p)
 
 # %% ../../nbs/98a_dash.jobs.ipynb #9b40b571
 def llmft_command() -> list[str]:

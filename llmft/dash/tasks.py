@@ -14,12 +14,12 @@ from ..eval.tasks import find_csv, read_mapping
 from ..hparams.model import GGUF_TYPES
 from ..launch.report import find_runs
 from ..rundir import is_model, is_run
-from .jobs import Job, LogPanel, confined, quiet
+from .jobs import Job, LogPanel, confined, quiet, shown
 
 # %% auto #0
 __all__ = ['TASK_SPLITS', 'LABEL', 'RED', 'GREEN', 'GREY', 'BAR_DESC', 'TABLE', 'RELOAD_TEXTS', 'GGUF_READY', 'find_tasks',
-           'shown', 'run_choices', 'first_free', 'line', 'progress_label', 'field', 'JobForm', 'results_table',
-           'EvalForm', 'reload_check', 'reload_line', 'size_text', 'files_table', 'ExportForm', 'TasksTab']
+           'run_choices', 'first_free', 'line', 'progress_label', 'field', 'JobForm', 'results_table', 'EvalForm',
+           'reload_check', 'reload_line', 'size_text', 'files_table', 'ExportForm', 'TasksTab']
 
 # %% ../../nbs/98c_dash.tasks.ipynb #c4178ffb
 TASK_SPLITS = {'test': 'test', 'validation': 'val', 'dev': 'dev'}   # a task's split word -> its files' folder
@@ -38,11 +38,6 @@ def find_tasks(task_dir='evaluation' # the folder of benchmark folders (`llmft e
     return found
 
 # %% ../../nbs/98c_dash.tasks.ipynb #95f0d338
-def shown(p, root='.') -> str:
-    "A folder as a form shows it and a job's words name it: relative to the board's folder when it is under it."
-    p, r = Path(p).resolve(), Path(root).resolve()
-    return p.relative_to(r).as_posix() if p.is_relative_to(r) else str(p)
-
 def _newest_first(paths) -> list[Path]:
     "Folders, the most recently changed first."
     return sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True)
