@@ -37,7 +37,7 @@ $(VENV)/.installed: settings.ini setup.py $(LOCK) $(REINSTALL)
 	@echo "installing $(if $(LATEST),the newest releases within settings.ini's ranges (LATEST=1),the tested set $(LOCK))"
 	@echo "$(if $(HAS_CUDA),CUDA GPU found: torch from pip's default index,No CUDA GPU: the CPU build $(TORCH_CPU) first)"
 	$(if $(HAS_CUDA),,$(PY) -m pip install -q "$(TORCH_CPU)" $(CONSTRAINTS) $(TORCH_FROM))
-	$(PY) -m pip install -q -e '.[dev,optim,trackers,ray,board]' $(CONSTRAINTS) $(UPGRADE)
+	$(PY) -m pip install -q -e '.[dev,optim,trackers,ray,board,mm]' $(CONSTRAINTS) $(UPGRADE)
 	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MAKE) --no-print-directory browser
@@ -57,7 +57,12 @@ browser:
 models/tiny-llama3: | install
 	$(PY) -c "from llmft.testing import save_tiny_model; print('built', save_tiny_model('models/tiny-llama3'))"
 
-demo: install models/tiny-llama3
+# the tiny multimodal fixtures the recipes of examples/train_lora/*{llava,qwen2vl,gemma3,qwen2audio}* name
+MM_MODELS := models/tiny-llava models/tiny-qwen2-vl models/tiny-gemma3 models/tiny-qwen2-audio
+$(MM_MODELS): | install
+	$(PY) -c "from llmft.testing_mm import save_tiny_mm_model as s; print('built', s('$@', '$(subst -,_,$(patsubst models/tiny-%,%,$@))'))"
+
+demo: install models/tiny-llama3 $(MM_MODELS)
 	$(BIN)/llmft train examples/quickstart_sft.yaml
 
 test: install
@@ -96,3 +101,4 @@ $(LF_VENV)/bin/llamafactory-cli:
 
 parity: install $(LF_VENV)/bin/llamafactory-cli
 	$(PY) bench/parity.py --lf-python $(LF_VENV)/bin/python $(PARITY_ARGS)
+	$(PY) bench/parity_mm.py --lf-python $(LF_VENV)/bin/python

@@ -27,6 +27,7 @@ optim_requirements = shlex.split(cfg.get('optim_requirements') or '')
 tracker_requirements = shlex.split(cfg.get('tracker_requirements') or '')
 ray_requirements = shlex.split(cfg.get('ray_requirements') or '')
 board_requirements = shlex.split(cfg.get('board_requirements') or '')
+mm_requirements = shlex.split(cfg.get('mm_requirements') or '')
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -41,7 +42,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'optim': optim_requirements, 'trackers': tracker_requirements,
-                    'ray': ray_requirements, 'board': board_requirements},
+                    'ray': ray_requirements, 'board': board_requirements, 'mm': mm_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

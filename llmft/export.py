@@ -16,8 +16,8 @@ from .model.valuehead import VALUE_HEAD_FILE
 # %% auto #0
 __all__ = ['log', 'EXTRA_KEYS', 'GGUF_TEXTS', 'GGUF_CHAT', 'CARD_KEYS', 'export_setup', 'check_export', 'hub_offline',
            'check_gguf', 'check_gptq', 'export_dtype', 'merged_model', 'stop_token_ids', 'ollama_modelfile',
-           'gguf_texts', 'write_ggufs', 'gguf_section', 'model_card', 'save_folder', 'write_export', 'push_to_hub',
-           'run_export', 'calibration_texts', 'gptq_model']
+           'gguf_texts', 'write_ggufs', 'gguf_section', 'model_card', 'save_processor', 'save_folder', 'write_export',
+           'push_to_hub', 'run_export', 'calibration_texts', 'gptq_model']
 
 # %% ../nbs/82_export.ipynb #3cd54a0a
 log = get_logger(__name__)
@@ -215,6 +215,18 @@ def _run_section(run:Path) -> list[str]:
         lines += ['| metric | value |', '|---|---|', *[f'| {k} | {v} |' for k, v in sorted(metrics.items())], '']
     return lines
 
+def _media_use(export_dir:str, dest:Path) -> list[str]:
+    "The card's `Use` section for a media model: its processor and its auto class."
+    from transformers import AutoConfig
+    from llmft.model.loader import auto_class
+    cls = auto_class(AutoConfig.from_pretrained(dest)).__name__
+    return ['## Use', '', '```python', f'from transformers import AutoProcessor, {cls}',
+            f"processor = AutoProcessor.from_pretrained('{export_dir}')",
+            f"model = {cls}.from_pretrained('{export_dir}')",
+            '# prompt: the chat template\'s text, with the image tokens the processor expects for this family',
+            "inputs = processor(text=[prompt], images=[image], return_tensors='pt')",
+            'out = model.generate(**inputs, max_new_tokens=64)', '```', '']
+
 def model_card(r:InferRun, dest:Path, dtype,
                gguf:list[dict]|None=None, # the GGUF files written and measured (`write_ggufs`)
               ) -> str:
@@ -238,13 +250,25 @@ def model_card(r:InferRun, dest:Path, dtype,
            f"model = AutoModelForCausalLM.from_pretrained('{r.model_args.export_dir}')",
            "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hello'}], add_generation_prompt=True, "
            "return_tensors='pt')", '```', '']
+    if (dest / 'processor_config.json').exists() or (dest / 'preprocessor_config.json').exists():
+        use = _media_use(r.model_args.export_dir, dest)
     train = ['## Training', ''] + [line for run in runs for line in _run_section(run)] if runs else []
     return '\n'.join(head + gguf_section(gguf or []) + train + use)
 
 # %% ../nbs/82_export.ipynb #48850eb2
+def save_processor(r:InferRun, tok, out:Path) -> bool:
+    ("A media model's processor files into `out`, with the run's chat template, so that `AutoProcessor` reloads the "
+     "export; False for a text model (no processor).")
+    from llmft.data.mm import load_processor
+    proc = load_processor(r.model_args, tok)
+    if proc is None: return False
+    proc.chat_template = tok.chat_template
+    proc.save_pretrained(str(out))
+    return True
+
 def save_folder(r:InferRun, model, out:Path):
-    ("Everything the export holds, into `out`: shards and index, configs, tokenizer, value head, the GGUF files "
-     "asked for, Modelfile, card.")
+    ("Everything the export holds, into `out`: shards and index, configs, tokenizer (and a media model's processor), "
+     "value head, the GGUF files asked for, Modelfile, card.")
     tok, t, m = r.tokenizer, r.template, r.model_args
     eos = stop_ids(t, tok)
     model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
@@ -252,6 +276,7 @@ def save_folder(r:InferRun, model, out:Path):
     model.save_pretrained(out, max_shard_size=int(m.export_size * 10**9))
     tok.chat_template = to_jinja(t, tok)
     tok.padding_side = tok.init_kwargs['padding_side'] = 'left'
+    save_processor(r, tok, out)
     tok.save_pretrained(out)
     RunDir(out).write_template(template_record(t, tok))
     if r.finetuning_args.stage == 'rm':

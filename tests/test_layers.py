@@ -5,6 +5,9 @@ import ast, json, re
 from conftest import ROOT
 
 
+TEST_ONLY = ('llmft.testing', 'llmft.testing_mm')   # fixtures: imported by tests and test cells, never by the library
+
+
 def module_order():
     "Each module's notebook position, (number, letter): `26a_data.families.meta` is (26, 'a')."
     order = {}
@@ -46,7 +49,7 @@ def test_no_upward_imports():
     for mod, pos in order.items():
         path = ROOT / (mod.replace('.', '/') + '.py')
         for imp in imports(path, mod):
-            if imp == 'llmft.testing' and mod != 'llmft.testing': bad.append(f'{mod} imports llmft.testing (tests only)')
+            if imp in TEST_ONLY and mod not in TEST_ONLY: bad.append(f'{mod} imports {imp} (tests only)')
             target = order.get(imp)
             if target is None: continue
             seen += 1

@@ -42,7 +42,7 @@ def test_recipe_with_every_lf_key_at_its_default(tiny_llama, tmp_path):
 @pytest.mark.parametrize('key, value, says', [
     ('use_unsloth', True, "'use_unsloth: True' is a LLaMA-Factory key that llmft does not support"),
     ('enable_liger_kernel', 'true', 'instead: use_chunked_loss: true'),
-    ('image_max_pixels', 1024, 'llmft trains text-only models'),
+    ('quantization_method', 'gptq', 'llmft quantizes on the fly with bitsandbytes only'),
     ('use_kt', True, 'KTransformers'),
 ])
 def test_unsupported_value_refused_before_work(key, value, says, tiny_llama, tmp_path):

@@ -18,7 +18,7 @@ def declared() -> list[Requirement]:
     "Every requirement settings.ini declares: the library's and its extras'."
     cfg = configparser.ConfigParser(delimiters=['='])
     cfg.read(ROOT / 'settings.ini', encoding='utf-8')
-    keys = ('requirements', 'optim_requirements', 'tracker_requirements', 'ray_requirements', 'board_requirements', 'dev_requirements')
+    keys = ('requirements', 'optim_requirements', 'tracker_requirements', 'ray_requirements', 'board_requirements', 'mm_requirements', 'dev_requirements')
     return [Requirement(r) for k in keys for r in shlex.split(cfg['DEFAULT'].get(k, ''))]
 
 

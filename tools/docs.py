@@ -22,7 +22,8 @@ LAYERS = [(0, 'core'), (10, 'hparams'), (20, 'data'), (40, 'model'), (50, 'train
 SKIP_FLAGS = {'gpu', 'multigpu', 'hub'}                  # cells that need what a docs build has not
 EXEC_VERSION = 3                                         # bump when `execute` changes: cached notebooks run again
 MAX_TEXT_LINES = 60                                      # longer text outputs are cut, saying how much was left out
-GUIDES = [('Prepare data', 'data.md'), ('Train each stage', 'train.md'), ('Chat and serve', 'chat-and-serve.md'),
+GUIDES = [('Prepare data', 'data.md'), ('Train each stage', 'train.md'), ('Images, video and audio', 'multimodal.md'),
+          ('Chat and serve', 'chat-and-serve.md'),
           ('Evaluate', 'evaluate.md'), ('Export a run', 'export.md'), ('Run your model locally', 'local.md'),
           ('Sweeps', 'sweeps.md'), ('Scale out', 'scale-out.md'), ('The board', 'board.md'),
           ('Dashboards', 'dashboards.md'),

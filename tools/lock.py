@@ -21,7 +21,7 @@ from pathlib import Path
 
 LOCK_DIR = Path('requirements')
 CPU_LOCK, CUDA_LOCK = LOCK_DIR / 'lock-cpu.txt', LOCK_DIR / 'lock-cuda.txt'
-EXTRAS = '.[dev,optim,trackers,ray,board]'
+EXTRAS = '.[dev,optim,trackers,ray,board,mm]'
 HEADER = """# The tested set of llmft's dependencies, {kind}.
 # Written by `{how}` on {day} (Python {py}, {machine}); `make install` installs from it,
 # `make install LATEST=1` resolves the newest releases within the ranges of settings.ini instead.

@@ -6,7 +6,9 @@
 from __future__ import annotations
 import html, threading
 import ipywidgets as W
+from ..data.media import IMAGE_PLACEHOLDER
 from ..infer.chat import ChatModel
+from .inspect import thumbnail
 
 # %% auto #0
 __all__ = ['ChatWidget', 'ask', 'reset']
@@ -15,11 +17,12 @@ __all__ = ['ChatWidget', 'ask', 'reset']
 _CSS = ("<style>.llmft-msg{padding:6px 9px;margin:4px 0;border-radius:8px;white-space:pre-wrap;font-family:inherit}"
         ".llmft-user{background:#e3f2fd}.llmft-answer{background:#f1f8e9}</style>")
 
-def _bubbles(history:list[dict]) -> str:
-    "A conversation as HTML: one bubble per message (classes `llmft-user` / `llmft-answer`)."
-    kind = {'user': 'llmft-user', 'assistant': 'llmft-answer'}
-    return _CSS + ''.join(f"<div class='llmft-msg {kind[m['role']]}'>{html.escape(m['content'])}</div>"
-                          for m in history)
+def _bubbles(history:list[dict], pictures:dict|None=None) -> str:
+    "A conversation as HTML: one bubble per message (`llmft-user` / `llmft-answer`), a message's images above its text."
+    kind, pictures = {'user': 'llmft-user', 'assistant': 'llmft-answer'}, pictures or {}
+    return _CSS + ''.join(f"<div class='llmft-msg {kind[m['role']]}'>{pictures.get(i, '')}"
+                          f"{html.escape(m['content'].replace(IMAGE_PLACEHOLDER, ''))}</div>"
+                          for i, m in enumerate(history))
 
 class ChatWidget:
     "Chat with one model, or several side by side (one column each); answers stream in; a system prompt and settings."
@@ -31,6 +34,8 @@ class ChatWidget:
                  top_p:float=0.7):
         self.models = models if isinstance(models, dict) else {'model': models}
         self.histories = {k: [] for k in self.models}
+        self.images = {k: [] for k in self.models}     # each conversation's images, in order (its `<image>` tags)
+        self.pictures = {k: {} for k in self.models}   # message index -> its images' thumbnails
         self.views = {k: W.HTML(_bubbles([])) for k in self.models}
         cols = [W.VBox([W.HTML(f'<b>{html.escape(k)}</b>'), v], layout=W.Layout(width=f'{96 // len(self.models)}%'))
                 for k, v in self.views.items()]
@@ -40,12 +45,16 @@ class ChatWidget:
         self.max_new_tokens = W.IntSlider(max_new_tokens, min=1, max=4096, description='max tokens')
         self.top_p = W.FloatSlider(top_p, min=0.05, max=1, step=0.05, description='top_p')
         self.send, self.clear = W.Button(description='Send', button_style='primary'), W.Button(description='Clear')
+        self.upload = W.FileUpload(accept='image/*', multiple=True, description='Image')   # sent with the next message
+        if not any('images' in getattr(m, 'media_kinds', ()) for m in self.models.values()):
+            self.upload.layout.display = 'none'   # no model here takes images
         self.send.on_click(lambda _: threading.Thread(target=self._ask_safely, daemon=True).start())
         self.clear.on_click(lambda _: self.reset())
         settings = W.Accordion([W.VBox([self.system, self.temperature, self.max_new_tokens, self.top_p])],
                                titles=('settings',))
         self.status = W.HTML()
-        self.widget = W.VBox([W.HBox(cols), self.prompt, W.HBox([self.send, self.clear]), self.status, settings])
+        self.widget = W.VBox([W.HBox(cols), self.prompt, W.HBox([self.send, self.clear, self.upload]), self.status,
+                              settings])
 
     @classmethod
     def compare(cls, run, **kw) -> ChatWidget:
@@ -57,27 +66,43 @@ class ChatWidget:
         from IPython.display import display
         display(self.widget)
 
-
 # %% ../../nbs/95_dash.chat.ipynb #0bda356f
-def ask(self:ChatWidget, text:str|None=None) -> dict[str, str]:
-    "Send `text` (default: the prompt box) to every model, one after another, streaming each answer into its column."
+def ask(self:ChatWidget,
+        text:str|None=None,     # the message (default: the prompt box)
+        images:list|None=None,  # images sent with it (default: the upload box's files); paths, bytes or PIL images
+       ) -> dict[str, str]:
+    "Send `text` (and images) to every model, one after another, streaming each answer into its column."
     text = (self.prompt.value if text is None else text).strip()
-    if not text: return {}
+    new = [bytes(f['content']) for f in self.upload.value] if images is None else list(images)
+    if not text and not new: return {}
+    tags = '' if text.count(IMAGE_PLACEHOLDER) == len(new) else IMAGE_PLACEHOLDER * len(new)   # else: first
+    shown = ''.join(thumbnail(x, 120) for x in new)   # a file that is no image fails here, the prompt kept
     self.prompt.value, self.send.disabled, answers = '', True, {}
     gen = dict(temperature=self.temperature.value, max_new_tokens=self.max_new_tokens.value, top_p=self.top_p.value,
                do_sample=self.temperature.value > 0)
     try:
         for name, cm in self.models.items():
-            h = self.histories[name]
-            h.append({'role': 'user', 'content': text})
+            h, pics, before = self.histories[name], self.pictures[name], len(self.images[name])
+            if shown: pics[len(h)] = shown + '<br>'
+            h.append({'role': 'user', 'content': tags + text})
+            self.images[name] += new
             reply = {'role': 'assistant', 'content': ''}
-            for piece in cm.stream_chat(h, system=self.system.value or None, **gen):
-                reply['content'] += piece
-                self.views[name].value = _bubbles(h + [reply])
+            try:
+                for piece in cm.stream_chat(h, system=self.system.value or None, images=self.images[name] or None,
+                                            **gen):
+                    reply['content'] += piece
+                    self.views[name].value = _bubbles(h + [reply], pics)
+            except Exception:   # the message is taken back: the conversation stays one the model can go on with
+                pics.pop(len(h) - 1, None)
+                del h[-1], self.images[name][before:]
+                self.views[name].value = _bubbles(h, pics)
+                raise
             h.append(reply)
             answers[name] = reply['content']
-            self.views[name].value = _bubbles(h)
-    finally: self.send.disabled = False
+            self.views[name].value = _bubbles(h, pics)
+    finally:
+        self.send.disabled = False
+        self.upload.value = ()   # the images went with this message
     return answers
 
 def _ask_safely(self:ChatWidget):
@@ -90,7 +115,7 @@ def _ask_safely(self:ChatWidget):
 def reset(self:ChatWidget):
     "Forget every conversation."
     for k in self.histories:
-        self.histories[k] = []
+        self.histories[k], self.images[k], self.pictures[k] = [], [], {}
         self.views[k].value = _bubbles([])
 
 ChatWidget.ask, ChatWidget._ask_safely, ChatWidget.reset = ask, _ask_safely, reset

@@ -5,14 +5,17 @@
 # %% ../../nbs/90_dash.inspect.ipynb #dec92f19
 from __future__ import annotations
 from fastcore.basics import patch
-import html
+import base64, html, io, os
 import numpy as np
 import ipywidgets as W
 from ..core import IGNORE_INDEX
 from ..data.checks import TurnMarkers, check_dataset, turn_markers
+from ..data.media import describe, open_image, read_audio, read_video
+from ..data.mm import plugin_for
 
 # %% auto #0
-__all__ = ['CSS', 'VIEWS', 'token_roles', 'render_tokens', 'mask_figure', 'Inspector', 'inspect_dataset']
+__all__ = ['CSS', 'MEDIA_CSS', 'VIEWS', 'token_roles', 'render_tokens', 'mask_figure', 'thumbnail', 'waveform_svg', 'media_panel',
+           'Inspector', 'inspect_dataset']
 
 # %% ../../nbs/90_dash.inspect.ipynb #f4b8bc0e
 def token_roles(ids:list[int], markers:TurnMarkers) -> list[str]:
@@ -52,15 +55,26 @@ CSS = '''<style>
 def _visible(s:str) -> str:
     return html.escape(s).replace(' ', '·').replace('\n', '↵<br>').replace('\t', '⇥')
 
-def render_tokens(tokenizer, ids, labels=None, markers:TurnMarkers|None=None, segments=None) -> str:
+def _run(ids:list, labels:list, roles:list, segments, i:int, media:set) -> int:
+    "How many tokens from `i` on repeat a media token (same label, role and sample): drawn as one."
+    n = 1
+    if ids[i] not in media: return n
+    same = lambda k: ids[k] == ids[i] and labels[k] == labels[i] and roles[k] == roles[i]
+    while i + n < len(ids) and same(i + n) and (segments is None or segments[i + n] == segments[i]): n += 1
+    return n
+
+def render_tokens(tokenizer, ids, labels=None, markers:TurnMarkers|None=None, segments=None,
+                  media_ids=None,   # ids of media tokens (the family plugin's): a run of one is drawn once, `x n`
+                 ) -> str:
     ("HTML of one row: every token with its text, trained/masked/special classes, id and label on hover, role spans "
      "outlined.")
     ids = list(ids)
     labels = list(labels) if labels is not None else [IGNORE_INDEX] * len(ids)
     roles = token_roles(ids, markers) if markers else ['sample'] * len(ids)
-    special = set(tokenizer.all_special_ids)
-    pieces, cur, seg = [], None, None
-    for i, (t, l, r) in enumerate(zip(ids, labels, roles)):
+    special, media = set(tokenizer.all_special_ids), set(media_ids or ())
+    pieces, cur, seg, i = [], None, None, 0
+    while i < len(ids):
+        t, l, r = ids[i], labels[i], roles[i]
         if segments is not None and segments[i] != seg:
             title = f'sample {segments[i]}' if segments[i] else 'padding'   # segment 0: the pack's padding
             if seg is not None:
@@ -72,9 +86,11 @@ def render_tokens(tokenizer, ids, labels=None, markers:TurnMarkers|None=None, se
             if cur: pieces.append('</span>')
             pieces.append(f"<span class='llmft-role llmft-role-{r}' title='{r}'>")
             cur = r
+        n = _run(ids, labels, roles, segments, i, media)
         cls = ('trained' if l != IGNORE_INDEX else 'masked') + (' special' if t in special else '')
-        txt = _visible(tokenizer.decode([t]))
-        pieces.append(f"<span class='llmft-token {cls}' title='id {t} | label {l} | {r}'>{txt}</span>")
+        txt, times = _visible(tokenizer.decode([t])), f' x {n}' if n > 1 else ''
+        pieces.append(f"<span class='llmft-token {cls}' title='id {t}{times} | label {l} | {r}'>{txt}{times}</span>")
+        i += n
     if cur: pieces.append('</span>')
     return "<div class='llmft-sample'>" + ''.join(pieces) + '</div>'
 
@@ -91,6 +107,59 @@ def mask_figure(segments, max_tokens:int=512):
                       margin=dict(l=40, r=10, t=40, b=30), yaxis=dict(autorange='reversed'))
     return fig
 
+# %% ../../nbs/90_dash.inspect.ipynb #0cfff2c5
+MEDIA_CSS = '''<style>
+.llmft-media{display:flex;flex-direction:column;gap:6px;font-size:12px;margin-right:10px}
+.llmft-thumb{border:1px solid #bdbdbd;border-radius:3px;margin:1px}
+.llmft-wave{background:#fafafa;border:1px solid #bdbdbd;border-radius:3px}
+.llmft-media-error{color:#c62828;max-width:260px}
+</style>'''
+
+def thumbnail(image, size:int=160) -> str:
+    "An `<img>` of `image` (anything `open_image` reads) at most `size` pixels a side, inline as a PNG data URL."
+    im = open_image(image).convert('RGB')
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format='PNG')
+    src = base64.b64encode(buf.getvalue()).decode()
+    return (f"<img class='llmft-thumb' width='{im.width}' height='{im.height}' "
+            f"title='{html.escape(os.path.basename(describe(image)))}' src='data:image/png;base64,{src}'>")
+
+def waveform_svg(wave:np.ndarray, width:int=240, height:int=60) -> str:
+    "An inline SVG of a waveform: one vertical stroke per pixel column, from its lowest to its highest sample."
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    cols = np.array_split(wave, min(width, max(len(wave), 1)))
+    top = float(np.abs(wave).max()) if len(wave) else 0.0
+    y = lambda v: height / 2 - v / (top or 1.0) * (height / 2 - 1)
+    d = ''.join(f'M{i},{y(c.max()):.1f}V{y(c.min()):.1f}' for i, c in enumerate(cols) if len(c))
+    return (f"<svg class='llmft-wave' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>"
+            f"<path d='{d}' stroke='#1565c0' stroke-width='1' fill='none'/></svg>")
+
+def _item(kind:str, i:int, x, processor, frames:int) -> str:
+    "One media item's drawing with its heading."
+    if kind == 'images': return f'image {i}<br>{thumbnail(x)}'
+    if kind == 'videos':
+        fps, maxlen = getattr(processor, 'video_fps', 2.0), getattr(processor, 'video_maxlen', 128)
+        got, rate, seconds = read_video(x, fps, maxlen)
+        shown = ''.join(thumbnail(f, 72) for f in got[:frames])
+        return f'video {i}: {len(got)} frames at {rate:.2g}/s of {seconds:.1f} s<br>{shown}'
+    rate = getattr(processor, 'audio_sampling_rate', 16000)
+    wave = read_audio(x, rate)
+    return f'audio {i}: {len(wave) / rate:.2f} s at {rate} Hz<br>{waveform_svg(wave)}'
+
+def media_panel(ex:dict,            # a row: its `images`, `videos`, `audios` lists
+                processor=None,     # the family's processor: its video sampling and audio rate (LLaMA-Factory's)
+                frames:int=4,       # a video's first sampled frames shown
+               ) -> str:
+    "HTML of a row's media: image thumbnails, a video's first frames, audio waveforms; an unreadable item's error."
+    parts = []
+    for kind in ('images', 'videos', 'audios'):
+        for i, x in enumerate(ex.get(kind) or []):
+            try: parts.append(f'<div>{_item(kind, i, x, processor, frames)}</div>')
+            except Exception as e:
+                parts.append(f"<div class='llmft-media-error'>{kind[:-1]} {i}: {html.escape(str(e))}</div>")
+    return f"{MEDIA_CSS}<div class='llmft-media'>{''.join(parts)}</div>" if parts else ''
+
 # %% ../../nbs/90_dash.inspect.ipynb #ee66a4b9
 VIEWS = {  # data shape -> the rows of one sample to draw: (heading, ids column, labels column)
     'supervised': [('sample', 'input_ids', 'labels')],
@@ -106,8 +175,11 @@ VIEWS = {  # data shape -> the rows of one sample to draw: (heading, ids column,
 class Inspector:
     ("A widget that pages through a processed dataset: slider, search, the sample's tokens, its packed mask, and the "
      "data check.")
-    def __init__(self, dataset, tokenizer, template=None, shape:str='supervised', data_args=None):
-        self.ds, self.tok, self.shape = dataset, tokenizer, shape
+    def __init__(self, dataset, tokenizer, template=None, shape:str='supervised', data_args=None,
+                 processor=None):   # a multimodal model's processor: how its videos and audio are read
+        self.ds, self.tok, self.shape, self.processor = dataset, tokenizer, shape, processor
+        plugin = plugin_for(template.name) if template is not None else None
+        self.media_ids = set(plugin.media_token_ids(tokenizer)) if plugin is not None else set()
         self.markers = (
             turn_markers(template, tokenizer)
             if template is not None and shape not in ('pretrain', 'unsupervised', 'prompts')
@@ -120,7 +192,7 @@ class Inspector:
         )
         self.search = W.Text(placeholder='find text…', continuous_update=False, layout=W.Layout(width='30%'))
         self.status = W.HTML()
-        self.html, self.figure_box = W.HTML(), W.Box()
+        self.html, self.figure_box, self.media = W.HTML(), W.Box(), W.HTML()
         self.check = W.HTML(''.join(r._repr_html_() for r in self.reports))
         self.figure = None
         self.index.observe(lambda ch: self.show(ch['new']), 'value')
@@ -131,8 +203,8 @@ class Inspector:
             " llmft-role-user'>user</span><span class='llmft-role llmft-role-assistant'>assistant</span></div>"
         )
         self.widget = W.VBox(
-            [W.HTML(CSS + legend), W.HBox([self.index, self.search]), self.status, self.html, self.figure_box,
-             self.check]
+            [W.HTML(CSS + legend), W.HBox([self.index, self.search]), self.status, W.HBox([self.media, self.html]),
+             self.figure_box, self.check]
         )
         self.show(0)
 
@@ -158,12 +230,15 @@ def show(self:Inspector, i:int):
         if lab_col: labels = ex[lab_col]
         elif self.shape == 'pretrain': labels = ex[id_col]   # every token trained
         else: labels = [IGNORE_INDEX] * len(ex[id_col])
+        n_media = sum(t in self.media_ids for t in ex[id_col])
+        media = f', {n_media} media tokens' if n_media else ''
         parts.append(
-            f'<h4>{head} — {len(ex[id_col])} tokens, {sum(l != IGNORE_INDEX for l in labels)} trained</h4>'
+            f'<h4>{head} — {len(ex[id_col])} tokens{media}, {sum(l != IGNORE_INDEX for l in labels)} trained</h4>'
         )
-        parts.append(render_tokens(self.tok, ex[id_col], labels, self.markers, segs))
+        parts.append(render_tokens(self.tok, ex[id_col], labels, self.markers, segs, self.media_ids))
     if 'kto_tags' in ex: parts.insert(0, f"<b>{'desirable' if ex['kto_tags'] else 'undesirable'}</b>")
     self.html.value = ''.join(parts)
+    self.media.value = media_panel(ex, self.processor)
     self.figure = mask_figure(segs) if segs else None
     self.figure_box.children = (self.figure,) if self.figure is not None else ()
     if self.index.value != int(i): self.index.value = int(i)
@@ -191,6 +266,7 @@ def inspect_dataset(
     template=None,  # with a dataset: its template (markers and the data check); None skips both
     shape: str | None = None,  # with a dataset: its data shape (default: from its columns)
     split: str = 'train',  # with a config: 'train' or 'eval'
+    processor=None,  # with a dataset of media rows: the model's processor (how its videos and audio are read)
     **overrides
 ) -> Inspector:
     "An `Inspector` over the tokenized data of a training config, or over a processed dataset."
@@ -198,11 +274,11 @@ def inspect_dataset(
         cols = set(cfg.column_names)
         by_column = [s for c, s in (('chosen_input_ids', 'pairwise'), ('kto_tags', 'feedback')) if c in cols]
         shape = shape or (by_column + ['supervised'])[0]
-        return Inspector(cfg, tokenizer, template, shape)
+        return Inspector(cfg, tokenizer, template, shape, processor=processor)
     from llmft.data.pipeline import prepare
     from llmft.hparams.parser import parse_recipe
     args = parse_recipe(cfg, defaults={'do_train': True}, **overrides, data_check='off').args
     prep = prepare(args, in_run=False)
     ds = prep.dataset[f'{split}_dataset']
     if isinstance(ds, dict): ds = next(iter(ds.values()))
-    return Inspector(ds, prep.tokenizer, prep.template, prep.shape, args.data)
+    return Inspector(ds, prep.tokenizer, prep.template, prep.shape, args.data, getattr(prep, 'processor', None))

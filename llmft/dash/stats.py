@@ -5,12 +5,15 @@
 # %% ../../nbs/93_dash.stats.ipynb #aec9e93f
 from __future__ import annotations
 from dataclasses import dataclass
+from fastcore.basics import patch
 import numpy as np
+from ..core import UserError
 from ..data.checks import conversation_lengths
+from ..data.mm import load_processor, plugin_for
 from ..data.processors.supervised import greedy_knapsack
 
 # %% auto #0
-__all__ = ['padding_efficiency', 'DatasetStats', 'dataset_stats']
+__all__ = ['MEDIA_KINDS', 'padding_efficiency', 'media_counts', 'expand_media', 'DatasetStats', 'dataset_stats']
 
 # %% ../../nbs/93_dash.stats.ipynb #18d16f4c
 def padding_efficiency(lengths, batch_size:int, cutoff_len:int, packing:bool=False) -> float:
@@ -21,6 +24,31 @@ def padding_efficiency(lengths, batch_size:int, cutoff_len:int, packing:bool=Fal
     padded = sum(len(rows[i:i + batch_size]) * rows[i:i + batch_size].max() for i in range(0, len(rows), batch_size))
     return float(rows.sum() / padded) if padded else 0.0
 
+# %% ../../nbs/93_dash.stats.ipynb #ed2a6680
+MEDIA_KINDS = ('images', 'videos', 'audios')
+
+def media_counts(rows:dict) -> dict[str, np.ndarray]:
+    "Per media kind, how many items each canonical row (`_images`, `_videos`, `_audios`) carries."
+    n = len(rows['_prompt'])
+    return {k: np.array([len(x or ()) for x in rows.get(f'_{k}') or [None] * n], dtype=int) for k in MEDIA_KINDS}
+
+def expand_media(rows:dict, plugin, processor) -> tuple[dict, np.ndarray]:
+    "(rows with each media placeholder expanded to the family's tokens, the media tokens of each row)."
+    n, tokens = len(rows['_prompt']), [t for t in (plugin.image_token, plugin.video_token, plugin.audio_token) if t]
+    prompts, responses, counts = [], [], []
+    for i in range(n):
+        p, r = rows['_prompt'][i], rows['_response'][i] or []
+        media = [(rows.get(f'_{k}') or [None] * n)[i] or [] for k in MEDIA_KINDS]
+        expanded = None
+        if any(media):
+            try: expanded = plugin.expand(p + r, *media, processor)
+            except UserError: pass   # unreadable media: the row keeps its placeholders; the data check reports it
+        msgs = expanded or p + r
+        prompts.append(msgs[:len(p)])
+        responses.append(msgs[len(p):])
+        counts.append(sum(m['content'].count(t) for m in expanded for t in tokens) if expanded else 0)
+    return {**rows, '_prompt': prompts, '_response': responses}, np.array(counts, dtype=int)
+
 # %% ../../nbs/93_dash.stats.ipynb #c30f68bb
 @dataclass
 class DatasetStats:
@@ -29,6 +57,8 @@ class DatasetStats:
     response: np.ndarray
     cutoff_len: int
     batch_size: int
+    media: dict|None = None               # media rows: per kind (images, videos, audios), the items of each row
+    media_tokens: np.ndarray|None = None  # media rows: the media tokens of each sample (expanded by the family)
 
     @property
     def total(self) -> np.ndarray: return self.prompt + self.response
@@ -41,39 +71,48 @@ class DatasetStats:
             else {}
         )
         cut = t > self.cutoff_len
-        return {'samples': len(t), 'prompt tokens': q(self.prompt), 'response tokens': q(self.response),
-                'total tokens': q(t), 'truncated samples': int(cut.sum()),
-                'truncation rate': float(cut.mean()) if len(t) else 0.0,
-                'tokens cut': int((t - self.cutoff_len)[cut].sum()),
-                'padding efficiency': padding_efficiency(t, self.batch_size, self.cutoff_len),
-                'padding efficiency packed': padding_efficiency(t, self.batch_size, self.cutoff_len, packing=True)}
-
-    def figure(self):
-        "Histograms of prompt, response and total lengths, with the cutoff marked."
-        import plotly.graph_objects as go
-        fig = go.FigureWidget()
-        for name, a in (('prompt', self.prompt), ('response', self.response), ('total', self.total)):
-            fig.add_histogram(x=a, name=name, opacity=0.6, nbinsx=40)
-        fig.add_vline(
-            x=self.cutoff_len, line_dash='dash', line_color='#c62828', annotation_text=f'cutoff_len {self.cutoff_len}'
-        )
-        tb = self.table()
-        fig.update_layout(
-            barmode='overlay',
-            height=360,
-            margin=dict(l=40, r=10, t=50, b=30),
-            xaxis_title='tokens',
-            title=(
-                f"{tb['samples']} samples · {tb['truncated samples']} truncated "
-                f"({100 * tb['truncation rate']:.1f}%) · "
-                f"padding efficiency {tb['padding efficiency']:.2f}, packed {tb['padding efficiency packed']:.2f}"
-            ),
-        )
-        return fig
+        out = {'samples': len(t), 'prompt tokens': q(self.prompt), 'response tokens': q(self.response),
+               'total tokens': q(t), 'truncated samples': int(cut.sum()),
+               'truncation rate': float(cut.mean()) if len(t) else 0.0,
+               'tokens cut': int((t - self.cutoff_len)[cut].sum()),
+               'padding efficiency': padding_efficiency(t, self.batch_size, self.cutoff_len),
+               'padding efficiency packed': padding_efficiency(t, self.batch_size, self.cutoff_len, packing=True)}
+        if self.media is None: return out
+        per_row = sum(self.media.values())
+        return {**out, 'rows with media': int((per_row > 0).sum()),
+                'media per row': {k: q(v) for k, v in self.media.items() if v.any()},
+                'media tokens': q(self.media_tokens)}
 
     def _ipython_display_(self):
         from IPython.display import display
         display(self.figure())
+
+# %% ../../nbs/93_dash.stats.ipynb #9c359659
+@patch
+def figure(self:DatasetStats):
+    "Histograms of prompt, response and total lengths (and media tokens), with the cutoff marked."
+    import plotly.graph_objects as go
+    fig = go.FigureWidget()
+    media = [] if self.media_tokens is None else [('media tokens', self.media_tokens)]
+    for name, a in (('prompt', self.prompt), ('response', self.response), ('total', self.total), *media):
+        fig.add_histogram(x=a, name=name, opacity=0.6, nbinsx=40)
+    fig.add_vline(
+        x=self.cutoff_len, line_dash='dash', line_color='#c62828', annotation_text=f'cutoff_len {self.cutoff_len}'
+    )
+    tb = self.table()
+    fig.update_layout(
+        barmode='overlay',
+        height=360,
+        margin=dict(l=40, r=10, t=50, b=30),
+        xaxis_title='tokens',
+        title=(
+            f"{tb['samples']} samples · {tb['truncated samples']} truncated "
+            f"({100 * tb['truncation rate']:.1f}%) · "
+            f"padding efficiency {tb['padding efficiency']:.2f}, packed {tb['padding efficiency packed']:.2f}"
+            + (f" · {tb['rows with media']} rows with media" if self.media is not None else '')
+        ),
+    )
+    return fig
 
 # %% ../../nbs/93_dash.stats.ipynb #4e5c25cb
 def dataset_stats(cfg=None, **overrides) -> DatasetStats:
@@ -83,5 +122,11 @@ def dataset_stats(cfg=None, **overrides) -> DatasetStats:
     from llmft.hparams.parser import parse_recipe
     a = parse_recipe(cfg, defaults={'do_train': True}, **overrides).args
     prep = prepare(a, tokenize=False)   # tokenizer, template and shape: the lengths come from the rows
-    p, r = conversation_lengths(prep.template, prep.tokenizer, prep.rows()[:])
-    return DatasetStats(p, r, a.data.cutoff_len, a.training.per_device_train_batch_size)
+    rows, media, tokens = prep.rows()[:], None, None
+    counts = media_counts(rows)
+    if any(v.any() for v in counts.values()):
+        processor = getattr(prep, 'processor', None) or load_processor(a.model, prep.tokenizer)
+        rows, tokens = expand_media(rows, plugin_for(prep.template), processor)
+        media = counts
+    p, r = conversation_lengths(prep.template, prep.tokenizer, rows)
+    return DatasetStats(p, r, a.data.cutoff_len, a.training.per_device_train_batch_size, media, tokens)

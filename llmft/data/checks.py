@@ -8,13 +8,16 @@ from fastcore.basics import patch
 from dataclasses import dataclass, field
 import numpy as np
 from ..core import IGNORE_INDEX
+from .converters import MEDIA_KEYS
+from .media import MediaError
+from .mm import plugin_for
 from .processors.base import DatasetProcessor, join_pairs
 
 # %% auto #0
 __all__ = ['LEFT_OUT', 'NO_TURNS', 'SHAPE_COLUMNS', 'TurnMarkers', 'turn_markers', 'flat_column', 'Finding', 'DataReport',
            'Samples', 'check_fully_masked', 'Turns', 'find_turns', 'check_untrained_turns', 'check_end_tokens',
-           'check_trained_prompt', 'check_doubled_bos', 'check_at_cutoff', 'check_samples', 'check_dataset',
-           'left_out_findings', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
+           'check_trained_prompt', 'check_doubled_bos', 'check_at_cutoff', 'check_samples', 'media_findings',
+           'check_dataset', 'left_out_findings', 'conversation_lengths', 'truncation_finding', 'fraction_histogram']
 
 # %% ../../nbs/28a_data.checks.ipynb #4b093285
 @dataclass
@@ -321,6 +324,33 @@ def check_samples(ids:np.ndarray, labels:np.ndarray, offsets:np.ndarray, markers
     frac = np.where(s.lens > 0, s.per_row / np.maximum(s.lens, 1), 0.0)
     return DataReport(s.n_rows, out, frac, name)
 
+# %% ../../nbs/28a_data.checks.ipynb #377934e0
+def _column(data, name:str) -> list:
+    "The values of column `name` of a dataset, a dict of columns or a list of rows."
+    return [r.get(name) for r in data] if isinstance(data, list) else list(data[name])
+
+def _names(data) -> list[str]:
+    if isinstance(data, list): return list(data[0]) if data else []
+    return list(data.column_names if hasattr(data, 'column_names') else data)
+
+def media_findings(dataset, template, tokenizer, id_col:str='input_ids') -> list[Finding]:
+    ("How many samples carry media, how many items of each kind, and how many media tokens such a sample holds (an "
+     "`info` finding); [] for a dataset without media columns.")
+    cols = [k for k in MEDIA_KEYS if k in _names(dataset)]
+    if not cols: return []
+    counts = {k: np.array([len(x or []) for x in _column(dataset, k)], np.int64) for k in cols}
+    has = sum(counts.values()) > 0
+    plugin = plugin_for(template)
+    ids, off = flat_column(dataset, id_col)
+    hits = np.concatenate([[0], np.cumsum(np.isin(ids, plugin.media_token_ids(tokenizer) if plugin else []))])
+    tokens = (hits[off[1:]] - hits[off[:-1]])[has]
+    parts = [f'{k}: {c.sum()} in {(c > 0).sum()} samples (at most {c.max()} per sample)' for k, c in counts.items()
+             if c.sum()]
+    if len(tokens):
+        parts.append(f'media tokens per such sample: min {tokens.min()} / median {int(np.median(tokens))} / max '
+                     f'{tokens.max()}')
+    return [Finding('samples with media', 'info', int(has.sum()), _first(has), '; '.join(parts) or 'no media')]
+
 # %% ../../nbs/28a_data.checks.ipynb #081e0b5c
 SHAPE_COLUMNS = {'supervised': [('input_ids', 'labels')], 'feedback': [('input_ids', 'labels')],
                  'pretrain': [('input_ids', 'input_ids')],
@@ -347,6 +377,8 @@ def check_dataset(dataset, template, tokenizer, shape:str='supervised', data_arg
                           name=f"{name} {id_col.removesuffix('input_ids').strip('_') or 'samples'}", **kw)
         )
     if not out: out.append(DataReport(len(dataset), [], np.zeros(0), name))
+    id_col = next(iter(SHAPE_COLUMNS[shape]), ('input_ids',))[0]
+    out[0].findings += media_findings(dataset, template, tokenizer, id_col)
     out[0].findings += left_out_findings(left_out or [], getattr(data_args, 'max_left_out', 0.0))
     return out
 
@@ -358,18 +390,32 @@ def left_out_findings(records:list, max_fraction:float=0.0) -> list[Finding]:
                     r.count, r.rows, f'{r.reason}; {r.count} of {r.total} rows') for r in records]
 
 # %% ../../nbs/28a_data.checks.ipynb #67103606
-def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000) -> tuple[np.ndarray, np.ndarray]:
+def _expanded(proc, examples:dict, s:int, e:int) -> list[list[dict]]:
+    "Rows `s:e` as prompt + first response, media rows expanded where they can be read (else as they are)."
+    if proc.processor is None or not any(examples.get(f'_{k}') for k in MEDIA_KEYS):   # text: as fast as before
+        return [p + r[:1] for p, r in zip(examples['_prompt'][s:e], examples['_response'][s:e])]
+    media = {k: examples.get(f'_{k}') or [None] * len(examples['_prompt']) for k in MEDIA_KEYS}
+    out = []
+    for i in range(s, min(e, len(examples['_prompt']))):
+        p, r = examples['_prompt'][i], examples['_response'][i][:1]
+        items = {k: media[k][i] for k in MEDIA_KEYS if media[k][i]}
+        if items:
+            try: p, r = proc.expand_row(p, r, items)
+            except MediaError: pass   # counted as it is; the pipeline leaves the row out and says why
+        out.append(p + r)
+    return out
+
+def conversation_lengths(template, tokenizer, examples:dict, batch_size:int=1000,
+                         mm_processor=None, # the model's processor: media rows counted with their media tokens
+                        ) -> tuple[np.ndarray, np.ndarray]:
     ("Untruncated (prompt, response) token lengths of canonical examples (`_prompt`, `_response`, `_system`, `_tools` "
-     "columns).")
-    proc = DatasetProcessor(template, tokenizer, None)
+     "columns; media rows expanded with `mm_processor`).")
+    proc = DatasetProcessor(template, tokenizer, None, mm_processor)
     eos = 1 if template.efficient_eos else 0
     P, R = [], []
     n = len(examples['_prompt'])
     for s in range(0, n, batch_size):
-        convs = [
-            p + r[:1]
-            for p, r in zip(examples['_prompt'][s : s + batch_size], examples['_response'][s : s + batch_size])
-        ]
+        convs = _expanded(proc, examples, s, s + batch_size)
         tools = examples['_tools'][s:s + batch_size] if '_tools' in examples else None
         for turns in proc.encode_conversations(convs, examples['_system'][s:s + batch_size], tools):
             src, tgt = join_pairs(turns)

@@ -5,12 +5,15 @@
 # %% ../../nbs/28_data.collators.ipynb #ae48b48d
 from __future__ import annotations
 from dataclasses import dataclass
+from typing import Any
 import torch
+from fastcore.basics import patch
 from ..core import IGNORE_INDEX
+from .converters import MEDIA_KEYS
 
 # %% auto #0
-__all__ = ['pad_values', 'pad_rows', 'PaddingCollator', 'padding_efficiency', 'segments_to_4d', 'SFTCollator', 'PretrainCollator',
-           'PairwiseCollator', 'KTOCollator']
+__all__ = ['PER_TOKEN', 'MROPE_PLUGINS', 'MEDIA_INPUTS', 'pad_values', 'pad_rows', 'PaddingCollator', 'padding_efficiency',
+           'segments_to_4d', 'SFTCollator', 'PretrainCollator', 'PairwiseCollator', 'KTOCollator', 'model_inputs']
 
 # %% ../../nbs/28_data.collators.ipynb #881dbf55
 def pad_values(pad_token_id:int, label_pad:int=IGNORE_INDEX) -> dict:
@@ -34,6 +37,8 @@ class PaddingCollator:
     padding_side: str = 'right'
     pad_to_multiple_of: int|None = None
     label_pad_token_id: int = IGNORE_INDEX
+    processor: Any = None   # the model's processor (`Prepared.processor`): rows with media get its tensors
+    plugin: Any = None      # the template's media plugin (`Prepared.plugin`, `data.mm.plugin_for`)
 
     def _length(self, n:int) -> int:
         m = self.pad_to_multiple_of
@@ -54,7 +59,8 @@ class PaddingCollator:
         return out
 
     def __call__(self, features:list[dict]) -> dict[str, torch.Tensor]:
-        return self.pad(features)
+        out = self.pad(features)
+        return out if self.plugin is None else self.add_media(out, features)   # media: `add_media` below
 
 # %% ../../nbs/28_data.collators.ipynb #cb5ab1ea
 def padding_efficiency(batch:dict[str, torch.Tensor]) -> float:
@@ -63,6 +69,31 @@ def padding_efficiency(batch:dict[str, torch.Tensor]) -> float:
     m = batch['attention_mask']
     real = (m[:, 0].diagonal(dim1=-2, dim2=-1) == 0) if m.dim() == 4 else (m != 0)
     return float(real.sum()) / real.numel()
+
+# %% ../../nbs/28_data.collators.ipynb #b1bd5f10
+PER_TOKEN = ('token_type_ids', 'mm_token_type_ids')   # media outputs with one value per token: padded like the ids
+MROPE_PLUGINS = ('qwen2_vl',)                           # families whose model computes 3D positions from the ids
+
+def _rows(v) -> list[list[int]]: return v.tolist() if isinstance(v, torch.Tensor) else [list(r) for r in v]
+
+@patch
+def add_media(self:PaddingCollator, out:dict, rows:list[dict], prefix:str='', tensors:bool=True) -> dict:
+    ("The padded batch `out` with the media tensors of its `rows` (the features, each with its `images`, `videos`, "
+     "`audios`, in the order of the batch); `tensors` False: the per-token ones only (a KTO batch's KL rows).")
+    if self.plugin is None: return out
+    ids = out[prefix + 'input_ids']
+    media = {k: [r.get(k) or [] for r in rows] for k in MEDIA_KEYS}
+    if not any(map(any, media.values())):
+        if self.plugin.name in MROPE_PLUGINS: out[prefix + 'mm_token_type_ids'] = torch.zeros_like(ids)
+        return out
+    flat = [[x for r in media[k] for x in r] for k in MEDIA_KEYS]
+    lens = [[len(r) for r in media[k]] for k in MEDIA_KEYS]
+    batch_ids = [r[prefix + 'input_ids'] for r in rows]
+    mm = dict(self.plugin.batch_inputs(*flat, *lens, batch_ids, self.processor))
+    for k in [k for k in PER_TOKEN if k in mm]:
+        out[prefix + k] = pad_rows(_rows(mm.pop(k)), 0, ids.shape[1], self.padding_side)
+    if tensors: out.update(mm)
+    return out
 
 # %% ../../nbs/28_data.collators.ipynb #5c79473a
 def segments_to_4d(segments:torch.Tensor, dtype:torch.dtype=torch.float32) -> torch.Tensor:
@@ -85,8 +116,10 @@ class SFTCollator(PaddingCollator):
     dtype: torch.dtype = torch.float32
 
     def __call__(self, features:list[dict]) -> dict[str, torch.Tensor]:
-        out = self.pad(features)
+        out = self.add_media(self.pad(features), features)
         if self.block_diag: out['attention_mask'] = segments_to_4d(out['attention_mask'], self.dtype)
+        for k, v in out.items():   # pixel values and audio features in the model's dtype, as LLaMA-Factory casts them
+            if torch.is_floating_point(v): out[k] = v.to(self.dtype)
         return out
 
 # %% ../../nbs/28_data.collators.ipynb #a8df6f1d
@@ -103,11 +136,12 @@ class PairwiseCollator(PaddingCollator):
     "Chosen rows first, then rejected rows, in one padded batch of 2B (and precomputed `ref_logps` in that order)."
     def __call__(self, features:list[dict]) -> dict[str, torch.Tensor]:
         rows = [
-            {k: f[f'{side}_{k}'] for k in ('input_ids', 'attention_mask', 'labels')}
+            {**{k: f[f'{side}_{k}'] for k in ('input_ids', 'attention_mask', 'labels')},
+             **{k: f.get(k) for k in MEDIA_KEYS}}   # each row of the pair with the pair's media
             for side in ('chosen', 'rejected')
             for f in features
         ]
-        out = self.pad(rows)
+        out = self.add_media(self.pad(rows), rows)
         if 'ref_chosen_logps' in features[0]:
             out['ref_logps'] = torch.tensor([f[f'ref_{s}_logps'] for s in ('chosen', 'rejected') for f in features])
         return out
@@ -117,7 +151,21 @@ class KTOCollator(PaddingCollator):
     "The target rows, their KL rows (`kl_*`) and `kto_tags`."
     def __call__(self, features:list[dict]) -> dict[str, torch.Tensor]:
         out = {**self.pad(features), **self.pad(features, prefix='kl_')}
+        out = self.add_media(self.add_media(out, features), features, 'kl_', tensors=False)   # KL rows: the same media
         out['kto_tags'] = torch.tensor([bool(f['kto_tags']) for f in features])
         for k in ('ref_logps', 'ref_kl_logps'):   # precomputed by the reference (`precompute_ref_log_probs`)
             if k in features[0]: out[k] = torch.tensor([f[k] for f in features])
         return out
+
+# %% ../../nbs/28_data.collators.ipynb #060811e6
+# a media batch's tensors (`MMPlugin.batch_inputs`): one set for the batch, shared by a pair's chosen and rejected rows
+# (dpo) and by a row's KL row (kto), which show the same media
+MEDIA_INPUTS = ('pixel_values', 'image_grid_thw', 'image_sizes', 'pixel_values_videos', 'video_grid_thw',
+                'second_per_grid_ts', 'input_features', 'feature_attention_mask')
+
+def model_inputs(batch:dict, prefix:str='') -> dict:
+    ("The model's inputs for the rows `prefix` names in a collated batch (`''`, or `kl_` for KTO's KL rows): their "
+     "ids, mask and per-token tensors (without the prefix), and the batch's media tensors.")
+    rows = {k: batch[prefix + k] for k in ('input_ids', 'attention_mask', *PER_TOKEN) if prefix + k in batch}
+    return {**rows, **{k: batch[k] for k in MEDIA_INPUTS if k in batch}}
+

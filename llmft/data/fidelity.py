@@ -182,6 +182,74 @@ deliberate(what="Qwen3 with tools and no system message: the tools text opens th
            why="Published template; LLaMA-Factory keeps the two newlines meant to follow a system message.",
            templates=('qwen3', 'qwen3_nothink'))
 
+# %% ../../nbs/29b_data.fidelity.ipynb #1f551676
+_MM = ('llava', 'qwen2_vl', 'gemma3', 'qwen2_audio')
+deliberate(what="A media row whose text has no `<image>` / `<video>` / `<audio>` tag gets one per medium, at the start "
+                "of its first user message.",
+           why="LLaMA-Factory 0.9.5 refuses such a row (its count check); datasets that keep the pictures in a column "
+               "and the question alone in the text are common, and the tag's place is the one LLaMA-Factory's older "
+               "versions and the families' own processors use.", templates=_MM, checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #f9ce2e57
+deliberate(what="Qwen2-VL video frames are cut into patches by llmft's own code (Pillow resize, transformers' layout "
+                "and `video_grid_thw` math).",
+           why="transformers' video processors need torchvision, whose PyPI wheels are CUDA builds that do not load on "
+               "a CPU torch; the patches' layout, grid and `second_per_grid_ts` follow transformers and LLaMA-Factory.",
+           templates=('qwen2_vl',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #cd398206
+deliberate(what="Qwen2-VL batches carry `mm_token_type_ids` (1 on image tokens, 2 on video tokens).",
+           why="transformers 5.25's Qwen2-VL refuses image grids without it when it computes its 3-D (mrope) "
+               "positions itself; LLaMA-Factory 0.9.5 computes them in its collator with the model at hand.",
+           templates=('qwen2_vl',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #57f96027
+deliberate(what="Gemma 3 with `image_do_pan_and_scan: true` trains; its crops' count is read per picture.",
+           why="LLaMA-Factory 0.9.5 stops with an IndexError on transformers 5, whose processor no longer nests the "
+               "crop counts; llmft keeps LLaMA-Factory's sentence around the crops.", templates=('gemma3',),
+           options=('image_do_pan_and_scan',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #800a393a
+deliberate(what="Gemma 3's `token_type_ids` mark its image soft tokens (`<image_soft_token>`).",
+           why="In transformers 5.25 `processor.image_token_id` names `<start_of_image>`, so LLaMA-Factory's rule "
+               "would mark one token per picture and the model's bidirectional image attention would miss the rest.",
+           templates=('gemma3',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #483d3a88
+deliberate(what="Audio is decoded with PyAV and resampled with torchaudio's windowed-sinc algorithm, written in torch.",
+           why="torchaudio's loaders need torchcodec (or its CUDA-linked extension) on this torch; the samples equal "
+               "torchaudio's to 1e-6 on the rates compared.", templates=('qwen2_audio',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #badc0e69
+deliberate(what="A video's token count comes from its decoded, sampled frames; a stream without a duration is sampled "
+                "by the container's duration.",
+           why="LLaMA-Factory reads the stream's metadata where it can (the counts agree) and raises a TypeError on a "
+               "stream without a duration.", templates=('qwen2_vl',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #8328a8dd
+deliberate(what="Media tokens are never trained, `train_on_prompt: true` included.",
+           why="With `train_on_prompt` LLaMA-Factory puts the expanded image / video / audio placeholders into the "
+               "labels: the model would learn to predict hundreds of copies of one placeholder id, which carry no "
+               "content.", templates=_MM, options=('train_on_prompt',), checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #db490f01
+deliberate(what="A row whose media tokens `cutoff_len` would cut is left out, counted, with its reason.",
+           why="LLaMA-Factory keeps the row and its pictures: the model then finds fewer image tokens than image "
+               "features and stops the run with a shape error in the middle of training.", templates=_MM,
+           checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #7c95c2e6
+deliberate(what="A batch without media on a media model goes to the model as text; no blank picture is added.",
+           why="LLaMA-Factory adds a white 64x64 picture to such batches so that every process of a DeepSpeed ZeRO-3 "
+               "or FSDP run calls the vision tower; llmft's multi-process runs on media models are not that setup "
+               "yet, and the blank picture costs a tower pass per text batch.", templates=_MM, checked='note')
+
+# %% ../../nbs/29b_data.fidelity.ipynb #1a365914
+deliberate(what="Media given as bytes, PIL images or `{\"bytes\": ...}` dicts are written once to llmft's cache, under "
+                "their hash, and travel as paths.",
+           why="The tokenized dataset then holds paths only (small, cacheable with `tokenized_path`); the pictures "
+               "are the same bytes.", templates=_MM, checked='note')
+
 # %% ../../nbs/29b_data.fidelity.ipynb #c5c7b252
 def lf_difference(template:str,   # a chat template name
                   shape:str,      # a data shape: supervised, pairwise, feedback, pretrain

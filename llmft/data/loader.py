@@ -8,16 +8,18 @@ import json, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from datasets import Dataset, IterableDataset, concatenate_datasets, interleave_datasets, load_dataset
+from datasets import (Dataset, Features, IterableDataset, List, Value, concatenate_datasets, interleave_datasets,
+                      load_dataset)
 from ..core import DataError, get_logger
 from .registry import DatasetAttr
-from .converters import CONVERTERS, check_shape
+from .converters import CONVERTERS, MEDIA_COLUMNS, MEDIA_KEYS, check_shape, convert_media
 
 # %% auto #0
-__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'MEDIA_KEYS', 'DEFAULT_COLUMNS', 'SHAPE_STAGES', 'DATA_KINDS', 'SHAPE_NEEDS',
-           'RESERVED', 'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw', 'check_columns',
-           'data_kind', 'check_fit', 'LeftOut', 'left_out_records', 'mapped_columns', 'sample_rows', 'to_canonical',
-           'merge_datasets', 'load_datasets', 'split_dataset']
+__all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'DEFAULT_COLUMNS', 'SHAPE_STAGES', 'DATA_KINDS', 'SHAPE_NEEDS', 'RESERVED',
+           'CANONICAL_FEATURES', 'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw',
+           'check_columns', 'data_kind', 'check_fit', 'LeftOut', 'left_out_records', 'mapped_columns', 'sample_rows',
+           'maps_media', 'canonical_features', 'to_canonical', 'check_media', 'align_media', 'merge_datasets',
+           'load_datasets', 'split_dataset']
 
 # %% ../../nbs/22_data.loader.ipynb #e10585e3
 log = get_logger(__name__)
@@ -107,16 +109,10 @@ def _load_hub(attr:DatasetAttr, cache_dir, streaming:bool):
 
 # %% ../../nbs/22_data.loader.ipynb #c0b07d57
 REQUIRED = {'alpaca': ('prompt',), 'sharegpt': ('messages',)}
-MEDIA_KEYS = ('images', 'videos', 'audios')
 DEFAULT_COLUMNS = dict(prompt='instruction', query='input', response='output', messages='conversations')
 
 def check_columns(ds, attr:DatasetAttr, shape:str='supervised'):
-    "The entry's columns must be in the data and fit `shape`; media columns are refused (text-only models)."
-    media = [f"{k} -> '{attr.columns[k]}'" for k in MEDIA_KEYS if attr.columns.get(k)]
-    if media:
-        raise DataError(f"Dataset '{attr.name}' ({attr.file_name}) maps the media column {', '.join(media)}: llmft "
-                        'trains text-only models and would drop the media without a word. Remove the mapping from '
-                        'dataset_info.json to train on the text alone.')
+    "The entry's columns must be in the data and fit `shape`."
     have = ds.column_names
     if have is None: return  # a stream whose columns are not known before reading
     explicit = [
@@ -183,10 +179,15 @@ class LeftOut:
         rows = f' (e.g. rows {self.rows})' if self.rows else ''
         return f"'{self.dataset}': {self.count} of {self.total} rows left out: {self.reason}{rows}"
 
+def _kind(reason:str) -> str:
+    "A reason with what varies from row to row blanked: numbers, and the media file or URL it names."
+    return re.sub(r'\d+', '#', re.sub(r"(file|URL) '[^']*'", r"\1 '?'", reason))
+
 def left_out_records(name:str, reasons:list[str], bad:list[int]) -> list[LeftOut]:
-    "One `LeftOut` per kind of reason (numbers in it ignored: `turn 3: ...` and `turn 5: ...` are one kind)."
+    ("One `LeftOut` per kind of reason (numbers and media file names in it ignored: `turn 3: ...` and `turn 5: ...` "
+     "are one kind).")
     by = {}
-    for i in bad: by.setdefault(re.sub(r'\d+', '#', reasons[i]), []).append(i)
+    for i in bad: by.setdefault(_kind(reasons[i]), []).append(i)
     return [LeftOut(name, reasons[ix[0]], len(ix), len(reasons), ix[:5]) for ix in by.values()]
 
 # %% ../../nbs/22_data.loader.ipynb #54d9f8c2
@@ -218,18 +219,49 @@ def sample_rows(ds:Dataset, attr:DatasetAttr, max_samples:int|None, seed:int) ->
     if max_samples is not None and max_samples < len(ds): ds = ds.select(range(max_samples))
     return ds
 
+def maps_media(attr:DatasetAttr) -> list[str]:
+    "The media keys (`images`, `videos`, `audios`) a registry entry maps to columns."
+    return [k for k in MEDIA_KEYS if attr.columns.get(k)]
+
+_MESSAGES = List({'role': Value('string'), 'content': Value('string')})
+CANONICAL_FEATURES = {'_prompt': _MESSAGES, '_response': _MESSAGES, '_system': Value('string'),
+                      '_tools': Value('string'), '_kto_tag': Value('bool'), '_skip': Value('string'),
+                      '_images': List(Value('string')), '_videos': List(Value('string')),
+                      '_audios': List(Value('string')), '_where': Value('string')}
+
+def _depth(f) -> int: return 1 + _depth(f.feature) if isinstance(f, List) else 0
+
+def canonical_features(ds, attr:DatasetAttr, shape:str) -> Features|None:
+    ("The types of the canonical columns of a media entry (and of the data's own columns it keeps), declared: a "
+     "batch whose rows have no media would otherwise fix a media column's type as null. None for a stream.")
+    if isinstance(ds, IterableDataset) or ds.features is None: return None
+    kept = [c for c in ds.column_names if c not in mapped_columns(ds, attr, shape)]
+    out = dict(CANONICAL_FEATURES)
+    if attr.columns.get('videos') in ds.features and _depth(ds.features[attr.columns['videos']]) >= 2:
+        out['_videos'] = List(List(Value('string')))   # videos given as their frames
+    return Features({**{c: ds.features[c] for c in kept}, **out})
+
+# %% ../../nbs/22_data.loader.ipynb #b8960b8e
 def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|None=None, num_proc:int|None=None,
                  load_from_cache_file:bool=True, seed:int=42,
                  left_out:list|None=None, # receives a `LeftOut` per reason rows were left out for
+                 media_dir=None,          # folder of relative media paths (DataArguments.media_dir)
+                 media_support:dict|None=None, # media key -> why this run cannot read it, or None (`check_media`)
                 ):
     ("Convert rows to canonical examples; rows that cannot be used are counted, reported with index and reason, and "
      "left out.")
     check_columns(ds, attr, shape)
-    conv = lambda b, rows: check_shape(CONVERTERS[attr.formatting](b, attr, rows), shape)  # rows: for errors
-    if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples)
+    convert, media = CONVERTERS[attr.formatting], bool(maps_media(attr))
+    def conv(b, rows):   # rows: the batch's row numbers, for errors
+        out = convert(b, attr, rows)
+        return check_shape(convert_media(out, b, attr, rows, media_dir) if media else out, shape)
+    if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples, media_support)
     ds = sample_rows(ds, attr, max_samples, seed)
+    features = canonical_features(ds, attr, shape) if media else None
     out = ds.map(conv, batched=True, with_indices=True, remove_columns=mapped_columns(ds, attr, shape),
-                 num_proc=num_proc, load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}')
+                 num_proc=num_proc, load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}',
+                 features=features)
+    check_media(out, attr, media_support)
     reasons = out['_skip']
     bad = [i for i, r in enumerate(reasons) if r]
     if bad:
@@ -245,12 +277,13 @@ def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|N
                         f"out (row 0: {reasons[0]}).")
     return out.remove_columns('_skip')
 
-def _to_canonical_stream(ds, attr, conv, max_samples):
+def _to_canonical_stream(ds, attr, conv, max_samples, media_support=None):
     ("The streaming variant: rows are converted as they are read; each left-out row is logged with its index (the "
      "first 20).")
     if max_samples is not None: ds = ds.take(max_samples)
-    seen = {'n': 0}
+    seen, media = {'n': 0}, bool(media_support and maps_media(attr))
     def keep(row, idx):
+        if media: check_media({k: [v] for k, v in row.items()}, attr, media_support, idx)
         if row['_skip']:
             seen['n'] += 1
             if seen['n'] <= 20:
@@ -258,17 +291,49 @@ def _to_canonical_stream(ds, attr, conv, max_samples):
                     f"Dataset '{attr.name}' ({attr.file_name}): left out row {idx}: {row['_skip']} ({seen['n']} so far)"
                 )
         return not row['_skip']
+    cols = ds.column_names or list(next(iter(ds.take(1)), {}))   # a stream of json: the first row's columns
     return (
-        ds.map(conv, batched=True, with_indices=True, remove_columns=ds.column_names)
+        ds.map(conv, batched=True, with_indices=True, remove_columns=cols)
         .filter(keep, with_indices=True)
         .remove_columns('_skip')
     )
 
+# %% ../../nbs/22_data.loader.ipynb #59efc42c
+def check_media(rows, attr:DatasetAttr,
+                support:dict|None, # media key -> why this run cannot read it (naming template and model), or None
+                first:int=0,       # the row number of the first row (a stream checks one row at a time)
+               ):
+    "Refuse converted rows that carry media the run cannot read, naming the dataset, the column and why."
+    cols = rows.column_names if isinstance(rows, Dataset) else list(rows)
+    for k in maps_media(attr):
+        why = (support or {}).get(k)
+        if not why or f'_{k}' not in cols: continue
+        col = rows[f'_{k}']
+        have = [i for i, v in enumerate(col) if v]
+        if have:
+            raise DataError(f"Dataset '{attr.name}' ({attr.file_name}): row {first + have[0]} carries {k} (column "
+                            f"'{attr.columns[k]}'; {len(have)} of {len(col)} rows do), but {why}. To train on the "
+                            f'text alone, remove the {k} mapping from dataset_info.json.')
+
 # %% ../../nbs/22_data.loader.ipynb #b90b79c0
+def align_media(parts:list) -> list:
+    ("Give every dataset the media columns another one has (None in each row), so that text and media datasets mix; "
+     "unchanged when none has media.")
+    cols = [c for c in MEDIA_COLUMNS if any(c in (p.column_names or []) for p in parts)]
+    if not cols: return parts
+    out = []
+    for p in parts:
+        for c in [c for c in cols if c not in (p.column_names or [])]:
+            if isinstance(p, IterableDataset): p = p.map(lambda r, c=c: {c: None})
+            else: p = p.add_column(c, [None] * len(p))
+        out.append(p)
+    return out
+
 def merge_datasets(parts:list, strategy:str='concat', probs:list[float]|None=None, seed:int=42):
     ("Mix datasets: `concat`, `interleave_under` (stop when one runs out) or `interleave_over` (oversample until all "
      "are used).")
     if len(parts) == 1: return parts[0]
+    parts = align_media(parts)
     if strategy == 'concat':
         return concatenate_datasets(parts)
     stop = {'interleave_under': 'first_exhausted', 'interleave_over': 'all_exhausted'}[strategy]
@@ -279,16 +344,18 @@ CONVERT_POOL_MIN = 200_000  # rows from which conversion uses preprocessing_num_
 def load_datasets(attrs:list[DatasetAttr], # the datasets' registry entries (`registry.get_dataset_list`)
                   data_args, shape:str='supervised', seed:int=42, merge:bool=True,
                   left_out:list|None=None, # receives a `LeftOut` per dataset and reason rows were left out for
+                  media_support:dict|None=None, # media key -> why this run cannot read it, or None (`check_media`)
                  ):
     "Load, convert and mix the datasets of `attrs` (a dict by name when `merge` is False); None for none."
     if not attrs: return None
     parts, workers = {}, data_args.preprocessing_num_workers
+    media_dir = getattr(data_args, 'media_dir', None) or data_args.dataset_dir
     for a in attrs:
         raw = load_raw(a, data_args.dataset_dir, streaming=data_args.streaming, num_proc=workers)
         # conversion is light Python: a worker pool only pays off on large sets
         conv_workers = workers if not data_args.streaming and len(raw) >= CONVERT_POOL_MIN else None
         parts[a.name] = to_canonical(raw, a, shape, data_args.max_samples, conv_workers, not data_args.overwrite_cache,
-                                     seed, left_out)
+                                     seed, left_out, media_dir, media_support)
     if not merge: return parts
     return merge_datasets(list(parts.values()), data_args.mix_strategy, data_args.interleave_probs, seed)
 

@@ -4,34 +4,41 @@
 
 # %% ../../nbs/29_data.pipeline.ipynb #f96b5a28
 from __future__ import annotations
-import hashlib, json, logging, os, shutil, tempfile
+import hashlib, json, logging, os, re, shutil, tempfile
 from dataclasses import asdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+import torch
 from datasets import DatasetDict, IterableDataset, load_from_disk
 from ..core import DataError, STAGE_DATA, cache_dir, get_logger, read_json, write_json
 from ..hparams.checks import RunArgs
 from ..rundir import RunDir
 from .registry import get_dataset_list
 from .tokenizer import load_tokenizer
-from .loader import LeftOut, data_files, load_datasets, split_dataset
+from .loader import LeftOut, data_files, load_datasets, maps_media, split_dataset
 from .template import template_record
 from .templates import get_template_and_fix_tokenizer
-from .converters import CANONICAL
-from .processors.base import to_arrow_columns
+from .converters import CANONICAL, MEDIA_COLUMNS, MEDIA_KEYS
+from .media import media_fingerprint
+from .mm import MM_SETTINGS, TEMPLATE_PLUGINS, load_processor, plugin_for
+from .processors.base import media_types, to_arrow_columns
 from .processors.pretrain import PretrainDatasetProcessor
 from .processors.supervised import PackedSupervisedDatasetProcessor, SupervisedDatasetProcessor
 from .processors.unsupervised import PromptDatasetProcessor, UnsupervisedDatasetProcessor
 from .processors.pairwise import PairwiseDatasetProcessor
 from .processors.feedback import FeedbackDatasetProcessor
+from .collators import (MROPE_PLUGINS, KTOCollator, PaddingCollator, PairwiseCollator, PretrainCollator,
+                                  SFTCollator)
 from .checks import check_dataset
 
 # %% auto #0
-__all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'data_shape', 'processor_key', 'get_processor', 'code_hash', 'preprocess',
-           'tokenizer_hash', 'fingerprint', 'fingerprint_changes', 'save_tokenized', 'load_tokenized', 'save_left_out',
-           'load_left_out', 'DataSplits', 'get_dataset', 'check_training_data', 'Prepared', 'prepare']
+__all__ = ['log', 'PROCESSORS', 'FP_KEYS', 'FP_FILE', 'MEDIA_FILE', 'TEXT_SHAPES', 'COLLATORS', 'data_shape', 'processor_key',
+           'get_processor', 'code_hash', 'media_paths', 'drop_bad', 'preprocess', 'tokenizer_hash', 'processor_hash',
+           'fingerprint', 'fingerprint_changes', 'media_record', 'with_media', 'save_tokenized', 'load_tokenized',
+           'save_left_out', 'load_left_out', 'media_support', 'check_media_packing', 'DataSplits', 'get_dataset',
+           'check_training_data', 'Prepared', 'prepare', 'make_collator']
 
 # %% ../../nbs/29_data.pipeline.ipynb #5f68f8f3
 log = get_logger(__name__)
@@ -48,9 +55,11 @@ def processor_key(shape:str, data_args) -> str:
     "Which processor serves a data shape (`data_shape`): the packed one when packing supervised data."
     return 'packed_supervised' if shape == 'supervised' and data_args.packing else shape
 
-def get_processor(shape:str, template, tokenizer, data_args):
+def get_processor(shape:str, template, tokenizer, data_args,
+                  mm_processor=None, # the model's HF processor (`data.mm.load_processor`), for rows with media
+                 ):
     "The processor for a data shape (`data_shape`)."
-    return PROCESSORS[processor_key(shape, data_args)](template, tokenizer, data_args)
+    return PROCESSORS[processor_key(shape, data_args)](template, tokenizer, data_args, mm_processor)
 
 # %% ../../nbs/29_data.pipeline.ipynb #0ba220ef
 def code_hash() -> str:
@@ -61,6 +70,41 @@ def code_hash() -> str:
     files = sorted(root.glob('*.py')) + sorted(root.glob('processors/*.py')) + sorted(root.glob('families/*.py'))
     return hashlib.sha1(b''.join(f.read_bytes() for f in files)).hexdigest()[:16]
 
+# %% ../../nbs/29_data.pipeline.ipynb #c4701e92
+def media_paths(ds) -> list:
+    "Every media item of canonical examples (`_images`, `_videos`, `_audios`), in order: video frames one by one."
+    cols = [c for c in (f'_{k}' for k in MEDIA_KEYS) if c in (ds.column_names or [])]
+    if not cols or isinstance(ds, IterableDataset): return []
+    flat = lambda x: [y for v in x for y in flat(v)] if isinstance(x, list) else [x]
+    return [p for c in cols for row in ds[c] if row for p in flat(row)]
+
+def _kind(reason:str) -> str:
+    "A media row's reason with what varies (the row, its file) blanked: the rows left out for one cause go together."
+    return re.sub(r'\d+', '#', re.sub(r"\S*[/\\]\S*", '?', reason.split(': ', 2)[-1]))
+
+def _stream_rows(out:dict, name:str) -> dict:
+    "A streamed batch of processed rows without those the processor left out (`_bad`), each logged with its reason."
+    bad = out.pop('_bad', None) or []
+    for r in filter(None, bad): log.warning(f'{name}: left out a row whose media cannot be used: {r}')
+    if not any(bad): return out
+    keep = [i for i, r in enumerate(bad) if not r]
+    return {k: [v[i] for i in keep] for k, v in out.items()}
+
+def drop_bad(out, name:str, left_out:list|None=None, total:int|None=None):
+    ("Tokenized rows without the rows the processor left out (`_bad`: media it could not read, media tokens cut), "
+     "logged and recorded by cause; and how many were left out.")
+    reasons = out['_bad']
+    bad = [i for i, r in enumerate(reasons) if r]
+    out = out.remove_columns('_bad')
+    if not bad: return out, 0
+    by = {}
+    for i in bad: by.setdefault(_kind(reasons[i]), []).append(reasons[i])
+    for rs in by.values():
+        log.warning(f"{name}: left out {len(rs)} of {len(reasons)} rows whose media cannot be used, e.g. {rs[0]}")
+        if left_out is not None: left_out.append(LeftOut(name, rs[0], len(rs), total or len(reasons)))
+    return out.select([i for i, r in enumerate(reasons) if not r]), len(bad)
+
+# %% ../../nbs/29_data.pipeline.ipynb #531f833e
 def preprocess(ds, processor, data_args, name:str='train',
                left_out:list|None=None, # receives a `LeftOut` for the examples dropped
               ):
@@ -68,14 +112,19 @@ def preprocess(ds, processor, data_args, name:str='train',
     if ds is None: return None
     # every column goes: the processor writes what it keeps (the prompts shape keeps the data's own columns)
     kw = dict(batched=True, batch_size=data_args.preprocessing_batch_size,
-              remove_columns=ds.column_names or list(CANONICAL[:-1]))
-    if isinstance(ds, IterableDataset): return ds.map(processor.preprocess_dataset, **kw)
-    n = len(ds)
-    # part of the map's fingerprint: datasets' own cache never serves output of older code
+              remove_columns=ds.column_names or [*CANONICAL[:-1], *MEDIA_COLUMNS])
+    if isinstance(ds, IterableDataset):   # rows left out of a stream are logged as they come
+        return ds.map(lambda b: _stream_rows(processor.preprocess_dataset(b), name), **kw)
+    n, types = len(ds), media_types(ds.features)
+    # part of the map's fingerprint: datasets' own cache never serves output of older code, nor of other media files
     processor.code = code_hash()
-    out = ds.map(lambda b: to_arrow_columns(processor.preprocess_dataset(b)),
+    processor.media = media_fingerprint(media_paths(ds)) if types else None
+    out = ds.map(lambda b: to_arrow_columns(processor.preprocess_dataset(b), types),
                  num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache,
                  desc=f'Tokenizing {name}', **kw)
+    if '_bad' in out.column_names:   # rows whose media the processor could not use
+        out, n_bad = drop_bad(out, name, left_out, n)
+        n -= n_bad
     if isinstance(processor, PretrainDatasetProcessor) and data_args.packing is not False:
         log.info(f'{name}: {n} documents -> {len(out)} blocks of {data_args.cutoff_len} tokens.')
     elif isinstance(processor, PackedSupervisedDatasetProcessor):
@@ -103,11 +152,21 @@ def tokenizer_hash(tokenizer) -> str:
     )
     return hashlib.sha1((body + extra).encode()).hexdigest()
 
+def processor_hash(mm_processor) -> str|None:
+    "A hash of what the model's processor makes of media: its class, its parts' settings and LLaMA-Factory's keys."
+    if mm_processor is None: return None
+    parts = {k: getattr(mm_processor, k).to_dict() for k in ('image_processor', 'video_processor', 'feature_extractor')
+             if hasattr(getattr(mm_processor, k, None), 'to_dict')}
+    keys = {k: getattr(mm_processor, k, None) for k in MM_SETTINGS}
+    body = json.dumps([type(mm_processor).__name__, parts, keys], sort_keys=True, default=str)
+    return hashlib.sha1(body.encode()).hexdigest()
+
 def fingerprint(data_args, shape:str, template, tokenizer, seed:int,
                 attrs:list, # the registry entries of the train and eval datasets (`registry.get_dataset_list`)
+                mm_processor=None, # the model's processor: part of the fingerprint of a dataset with media
                ) -> dict:
     ("What a tokenized dataset depends on: data files (size, mtime), template rendering, tokenizer, shape and "
-     "processing options.")
+     "processing options; with media, the processor and `media_dir` (the media files: `with_media`).")
     files = {}
     for a in attrs:
         if a.load_from != 'file':
@@ -116,9 +175,12 @@ def fingerprint(data_args, shape:str, template, tokenizer, seed:int,
         for f in data_files(a, data_args.dataset_dir)[1]:
             st = os.stat(f)
             files[f'{a.name}:{Path(f).name}'] = f'{st.st_size} bytes, mtime {st.st_mtime_ns}'
-    return dict(shape=processor_key(shape, data_args), files=files,
-                template=template_record(template, tokenizer)['sha1'], code=code_hash(),
-                tokenizer=tokenizer_hash(tokenizer), seed=seed, **{k: getattr(data_args, k) for k in FP_KEYS})
+    out = dict(shape=processor_key(shape, data_args), files=files,
+               template=template_record(template, tokenizer)['sha1'], code=code_hash(),
+               tokenizer=tokenizer_hash(tokenizer), seed=seed, **{k: getattr(data_args, k) for k in FP_KEYS})
+    if any(maps_media(a) for a in attrs):
+        out.update(media_dir=getattr(data_args, 'media_dir', None), processor=processor_hash(mm_processor))
+    return out
 
 def fingerprint_changes(saved:dict, now:dict) -> list[str]:
     "What differs between two fingerprints, in words."
@@ -131,8 +193,29 @@ def _same_data(path, fp:dict) -> bool:
     "Whether `path` already holds tokenized data made with fingerprint `fp`."
     return (Path(path)/FP_FILE).is_file() and read_json(Path(path)/FP_FILE) == json.loads(json.dumps(fp))
 
-def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None):
-    "Save the splits (a DatasetDict), the fingerprint and the rows left out into `path`, atomically."
+MEDIA_FILE = 'llmft_media.json'   # beside tokenized data with media: each media file and its fingerprint
+
+def media_record(paths:list) -> dict:
+    "Each media file of `paths` (once) with its fingerprint (`data.media.media_fingerprint`: path, size, mtime)."
+    return {p: media_fingerprint([p]) for p in dict.fromkeys(paths) if isinstance(p, str)}
+
+def _digest(record:dict) -> str: return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+def with_media(fp:dict, path) -> dict:
+    ("`fp` with the `media` entry of the tokenized data in `path` as its media files are now (unchanged when the "
+     "data has none): a file changed since tokenization changes the fingerprint, and is named.")
+    f = Path(path)/MEDIA_FILE
+    if not f.is_file(): return fp
+    saved = read_json(f)
+    now = media_record(list(saved))
+    changed = [Path(p).name for p in saved if saved[p] != now.get(p)]
+    note = f" ({len(changed)} changed since, e.g. {changed[0]})" if changed else ''
+    return {**fp, 'media': _digest(now) + note}
+
+def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None,
+                   media:dict|None=None, # `media_record` of the data's media files (with `fp['media']` its digest)
+                  ):
+    "Save the splits (a DatasetDict), the fingerprint, the rows left out and the media files into `path`, atomically."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + '.tmp'))
@@ -140,6 +223,7 @@ def save_tokenized(path, splits:dict, fp:dict, left_out:dict|None=None):
         DatasetDict({k: v for k, v in splits.items() if v is not None}).save_to_disk(str(tmp / 'data'))
         write_json(tmp/FP_FILE, fp)
         save_left_out(tmp, left_out or {})
+        if media: write_json(tmp/MEDIA_FILE, media)
         if _same_data(path, fp): return   # another machine sharing this folder saved the same data meanwhile
         if path.exists(): shutil.rmtree(path)
         os.replace(tmp, path)
@@ -172,6 +256,37 @@ def _missing_cache(path, shared:bool) -> str:
             'that process failed (its error says why), or the machines do not share this folder; then set '
             'data_shared_file_system: false, so that each machine tokenizes into its own.')
 
+# %% ../../nbs/29_data.pipeline.ipynb #c73f0295
+TEXT_SHAPES = {'pretrain': 'stage pt reads', 'prompts': 'stages grpo and rloo read'}   # data shapes of text only
+
+def media_support(template, mm_processor, shape:str,
+                  model:str, # the model's name or folder, for the message
+                 ) -> dict:
+    "Per media key (`images`, `videos`, `audios`): why this run cannot read it (naming template and model), or None."
+    plugin, name = plugin_for(template), getattr(template, 'name', template)
+    run = f"template '{name}' with model {model}"
+    out = {}
+    for k, token in zip(MEDIA_KEYS, ('image_token', 'video_token', 'audio_token')):
+        if shape in TEXT_SHAPES: out[k] = f'{TEXT_SHAPES[shape]} text only ({run}; sft, dpo and kto read media)'
+        elif plugin is None:
+            out[k] = (f"{run} reads text only ('{name}' is no multimodal template; those are "
+                      f"{', '.join(sorted(TEMPLATE_PLUGINS))}; use one with its model)")
+        elif getattr(plugin, token) is None: out[k] = f'{run} reads no {k} (the {plugin.name} family takes none)'
+        elif mm_processor is None: out[k] = f'{run} reads text only (the model folder has no processor files)'
+        else: out[k] = None
+    return out
+
+def check_media_packing(shape:str, data_args, template, attrs:list):
+    "Refuse packing for media datasets of a family whose model computes 3D positions per row (Qwen2-VL's mrope)."
+    plugin = plugin_for(template)
+    media = [a.name for a in attrs if maps_media(a)]
+    if not media or plugin is None or plugin.name not in MROPE_PLUGINS: return
+    if processor_key(shape, data_args) != 'packed_supervised': return
+    name = getattr(template, 'name', template)
+    raise DataError(f"packing: true with dataset '{media[0]}', which has media, on template '{name}': the "
+                    f"{plugin.name} model computes the 3D (mrope) positions of each row's pictures itself, and a "
+                    'packed row would give them wrong positions. Set packing: false and neat_packing: false.')
+
 # %% ../../nbs/29_data.pipeline.ipynb #45e3d785
 def _splits(train, evals) -> dict:
     "Train and eval datasets as named splits (`validation` or `validation_<name>` per eval dataset)."
@@ -190,10 +305,12 @@ def _unsplit(splits:dict, left_out:dict|None=None) -> DataSplits:
     out.left_out = {'train': [], 'eval': [], **(left_out or {})}
     return out
 
-def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False) -> DataSplits:
+def get_dataset(template, data_args, training_args, stage:str, tokenizer, do_generate:bool=False,
+                mm_processor=None, # the model's processor (`data.mm.load_processor`): reads the rows' media
+               ) -> DataSplits:
     "Train and eval datasets of `stage`, tokenized and checked, and the rows left out on the way (`LeftOut`s by split)."
     shape = data_shape(stage, do_generate)
-    out = _load_or_build(template, data_args, training_args, shape, tokenizer)
+    out = _load_or_build(template, data_args, training_args, shape, tokenizer, mm_processor)
     if training_args is not None and training_args.should_save and any(out.left_out.values()):   # for the run's summary
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         save_left_out(training_args.output_dir, out.left_out)
@@ -223,20 +340,41 @@ def check_training_data(ds, template, tokenizer, shape:str, data_args, training_
             )
 
 # %% ../../nbs/29_data.pipeline.ipynb #9f563d33
-def _load_or_build(template, data_args, training_args, shape:str, tokenizer) -> DataSplits:
+def _build(processor, data_args, shape:str, seed:int, attrs:tuple, support:dict) -> tuple[dict, dict, dict]:
+    ("Load, convert, mix, split and tokenize the train and eval datasets: (splits, rows left out by split, "
+     "`media_record` of their media files).")
+    lo = {'train': [], 'eval': []}
+    train = load_datasets(attrs[0], data_args, shape, seed, left_out=lo['train'], media_support=support)
+    evals = load_datasets(attrs[1], data_args, shape, seed, not data_args.eval_on_each_dataset, lo['eval'], support)
+    if train is not None and data_args.val_size:
+        train, held = split_dataset(train, data_args.val_size, seed, data_args.buffer_size)
+        evals = held if evals is None else evals
+    if isinstance(train, IterableDataset): train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
+    parts = [train, *(evals.values() if isinstance(evals, dict) else [evals])]
+    media = media_record([p for ds in parts if ds is not None for p in media_paths(ds)])
+    if isinstance(evals, dict):
+        evals = {k: preprocess(v, processor, data_args, f'eval {k}', lo['eval']) for k, v in evals.items()}
+    else: evals = preprocess(evals, processor, data_args, 'eval', lo['eval'])
+    return _splits(preprocess(train, processor, data_args, 'train', lo['train']), evals), lo, media
+
+def _load_or_build(template, data_args, training_args, shape:str, tokenizer, mm_processor=None) -> DataSplits:
     "Load the tokenized splits from the cache, or load, convert, mix, split and tokenize them."
     seed = getattr(training_args, 'seed', 42)
-    processor = get_processor(shape, template, tokenizer, data_args)
+    processor = get_processor(shape, template, tokenizer, data_args, mm_processor)
     multi = training_args is not None and training_args.world_size > 1 and not data_args.streaming
-    path = data_args.tokenized_path
+    path, auto = data_args.tokenized_path, multi and not data_args.tokenized_path
     # the registry is read once: the fingerprint and the loading share its entries
-    train_attrs = get_dataset_list(data_args.dataset, data_args.dataset_dir)
-    eval_attrs = get_dataset_list(data_args.eval_dataset, data_args.dataset_dir)
-    fp = fingerprint(data_args, shape, template, tokenizer, seed, train_attrs + eval_attrs) if path or multi else None
-    if multi and not path:
-        path = str(cache_dir('tokenized') / hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16])
-    if path and Path(path).exists() and not data_args.overwrite_cache:
-        return _unsplit(load_tokenized(path, fp), load_left_out(path))
+    attrs = (get_dataset_list(data_args.dataset, data_args.dataset_dir),
+             get_dataset_list(data_args.eval_dataset, data_args.dataset_dir))
+    check_media_packing(shape, data_args, template, attrs[0] + attrs[1])
+    support = media_support(template, mm_processor, shape, getattr(tokenizer, 'name_or_path', '') or '(unnamed)')
+    fp = None
+    if path or multi: fp = fingerprint(data_args, shape, template, tokenizer, seed, attrs[0] + attrs[1], mm_processor)
+    if auto: path = str(cache_dir('tokenized') / hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16])
+    # a cache of our own whose media files changed is rebuilt; a tokenized_path of the user's says what changed
+    cached = path and Path(path).exists() and not data_args.overwrite_cache
+    if cached and (not auto or _same_data(path, with_media(fp, path))):
+        return _unsplit(load_tokenized(path, with_media(fp, path)), load_left_out(path))
     # one process per machine tokenizes into its own cache; on a shared file system (data_shared_file_system) one of all
     shared = data_args.data_shared_file_system
     first = nullcontext()
@@ -244,19 +382,11 @@ def _load_or_build(template, data_args, training_args, shape:str, tokenizer) -> 
     with first:
         if multi and (training_args.process_index if shared else training_args.local_process_index) != 0:
             if not Path(path).exists(): raise DataError(_missing_cache(path, shared))
-            return _unsplit(load_tokenized(path, fp), load_left_out(path))
-        lo = {'train': [], 'eval': []}
-        train = load_datasets(train_attrs, data_args, shape, seed, left_out=lo['train'])
-        evals = load_datasets(eval_attrs, data_args, shape, seed, not data_args.eval_on_each_dataset, lo['eval'])
-        if train is not None and data_args.val_size:
-            train, held = split_dataset(train, data_args.val_size, seed, data_args.buffer_size)
-            evals = held if evals is None else evals
-        if isinstance(train, IterableDataset): train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
-        if isinstance(evals, dict):
-            evals = {k: preprocess(v, processor, data_args, f'eval {k}', lo['eval']) for k, v in evals.items()}
-        else: evals = preprocess(evals, processor, data_args, 'eval', lo['eval'])
-        splits = _splits(preprocess(train, processor, data_args, 'train', lo['train']), evals)
-        if path and (multi or training_args is None or training_args.should_save): save_tokenized(path, splits, fp, lo)
+            return _unsplit(load_tokenized(path, with_media(fp, path)), load_left_out(path))
+        splits, lo, media = _build(processor, data_args, shape, seed, attrs, support)
+        if fp is not None and media: fp = {**fp, 'media': _digest(media)}
+        if path and (multi or training_args is None or training_args.should_save):
+            save_tokenized(path, splits, fp, lo, media)
     out = _unsplit(splits, lo)
     if (
         out['train_dataset'] is not None
@@ -270,12 +400,19 @@ def _load_or_build(template, data_args, training_args, shape:str, tokenizer) -> 
 # %% ../../nbs/29_data.pipeline.ipynb #4b18f456
 @dataclass
 class Prepared:
-    "One recipe's data: the tokenizer, the template fixed to it, the data shape and the tokenized splits."
+    ("One recipe's data: the tokenizer, the template fixed to it, the data shape, the tokenized splits and the "
+     "model's processor.")
     args: RunArgs
     tokenizer: Any
     template: Any
     shape: str                      # `data_shape` of the stage: the rows the processors build
     dataset: DataSplits|None = None # `train_dataset`, `eval_dataset` (splats into a Trainer); `left_out`
+    processor: Any = None           # the model's HF processor (`data.mm.load_processor`); None for a text model
+
+    @property
+    def plugin(self):
+        "The template's media plugin where the model has a processor (for the collators), else None."
+        return plugin_for(self.template) if self.processor is not None else None
 
     def __iter__(self):
         "Unpacks as `tokenizer, template, dataset`: the first line of every stage."
@@ -290,12 +427,29 @@ def prepare(args:RunArgs,         # the checked argument groups (`hparams.parser
             tokenize:bool=True,   # build the tokenized splits (False: tokenizer, template and shape only)
             in_run:bool=True,     # part of a training run: left-out rows saved, the data checked, processes in step
            ) -> Prepared:
-    "The data of a recipe: tokenizer, template, the stage's data shape and (with `tokenize`) its tokenized splits."
+    ("The data of a recipe: tokenizer, template, the stage's data shape, the model's processor and (with "
+     "`tokenize`) its tokenized splits.")
     m, d, t = args.model, args.data, args.training
     tokenizer = load_tokenizer(m)
     template = get_template_and_fix_tokenizer(tokenizer, d)
-    out = Prepared(args, tokenizer, template, data_shape(args.finetuning.stage, t.predict_with_generate))
+    processor = load_processor(m, tokenizer)   # None for a text model
+    out = Prepared(args, tokenizer, template, data_shape(args.finetuning.stage, t.predict_with_generate),
+                   processor=processor)
     if tokenize:
         out.dataset = get_dataset(template, d, t if in_run else None, args.finetuning.stage, tokenizer,
-                                  do_generate=t.predict_with_generate)
+                                  do_generate=t.predict_with_generate, mm_processor=processor)
     return out
+
+# %% ../../nbs/29_data.pipeline.ipynb #03a702f5
+COLLATORS = {'sft': SFTCollator, 'pt': PretrainCollator, 'rm': PairwiseCollator, 'dpo': PairwiseCollator,
+             'kto': KTOCollator, 'ppo': PaddingCollator}   # stage -> the collator of its data shape
+
+def make_collator(prep:Prepared, args:RunArgs|None=None, dtype:torch.dtype=torch.float32):
+    ("The collator of the recipe's stage for `prep`'s rows: padding (on the left to generate from), neat packing's "
+     "4D mask in `dtype`, and the media tensors of the model's processor.")
+    a = args or prep.args
+    stage, generate = a.finetuning.stage, a.training.predict_with_generate
+    kw = dict(processor=prep.processor, plugin=prep.plugin)
+    if stage == 'sft': kw.update(block_diag=a.data.neat_packing, dtype=dtype)
+    if generate or stage == 'ppo': kw['padding_side'] = 'left'
+    return COLLATORS[stage](prep.tokenizer.pad_token_id, **kw)

@@ -410,6 +410,9 @@ RANGES = {  # numeric key -> the values it takes: '>= 1', '> 0', '[0, 1)', 'whol
     # model and export
     'model_max_length': '>= 1', 'moe_aux_loss_coef': '>= 0', 'export_size': '> 0',
     'export_quantization_nsamples': '>= 1', 'export_quantization_maxlen': '>= 1',
+    # media models
+    'image_max_pixels': '>= 1', 'image_min_pixels': '>= 1', 'video_max_pixels': '>= 1', 'video_min_pixels': '>= 1',
+    'video_fps': '> 0', 'video_maxlen': '>= 1', 'audio_sampling_rate': '>= 1',
     # fine-tuning methods
     'freeze_trainable_layers': '<= -1 or >= 1', 'num_layer_trainable': '<= -1 or >= 1', 'lora_rank': '>= 1',
     'lora_alpha': '>= 1', 'lora_dropout': '[0, 1)', 'pissa_iter': '-1 or >= 1', 'loraplus_lr_ratio': '> 0',

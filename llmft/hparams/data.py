@@ -29,6 +29,9 @@ class DatasetArguments:
     dataset_dir: str = field(
         default='data', metadata={'help': 'Folder that holds dataset_info.json and the data files.'}
     )
+    media_dir: Optional[str] = field(default=None, metadata={
+        'help': 'Folder the relative paths of images, videos and audio in the data are read from (default: '
+                'dataset_dir).'})
     max_samples: Optional[int] = field(
         default=None, metadata={'help': 'Keep at most this many examples of each dataset.'}
     )
@@ -134,6 +137,7 @@ class DataArguments(ProcessingArguments, TemplateArguments, DatasetArguments):
     def __post_init__(self):
         self.dataset = split_names(self.dataset)
         self.eval_dataset = split_names(self.eval_dataset)
+        if self.media_dir is None: self.media_dir = self.dataset_dir
         if isinstance(self.interleave_probs, str):
             self.interleave_probs = [float(x) for x in self.interleave_probs.split(',')]
         cpus = os.cpu_count() or 1

@@ -14,8 +14,8 @@ from .rlhf import OnlineRLArguments, RLHFArguments
 
 # %% auto #0
 __all__ = ['FINETUNING_TYPES', 'REWARD_MODEL_TYPES', 'SFT_LOSSES', 'FreezeArguments', 'LoraArguments', 'OFTArguments',
-           'ReferenceArguments', 'SFTLossArguments', 'FinetuningArguments', 'check_one_sft_loss', 'check_stage',
-           'check_finetuning_type', 'check_reward_model_type', 'check_one_lora_init', 'check_llama_pro',
+           'MediaModelArguments', 'ReferenceArguments', 'SFTLossArguments', 'FinetuningArguments', 'check_one_sft_loss',
+           'check_stage', 'check_finetuning_type', 'check_reward_model_type', 'check_one_lora_init', 'check_llama_pro',
            'check_pissa_convert']
 
 # %% ../../nbs/12_hparams.finetune.ipynb #13737893
@@ -99,6 +99,17 @@ class OFTArguments:
     module_dropout: float = field(default=0.0, metadata={
         'help': 'oft: the probability of leaving a whole OFT block out of a training step (multiplicative dropout).'})
 
+# %% ../../nbs/12_hparams.finetune.ipynb #a3ebc271
+@dataclass
+class MediaModelArguments:
+    "Media models: which of the vision (audio) tower, the projector and the language model train."
+    freeze_vision_tower: bool = field(default=True, metadata={
+        'help': 'Media models: keep the vision (audio) tower frozen.'})
+    freeze_multi_modal_projector: bool = field(default=True, metadata={
+        'help': 'Media models: keep the projector from the tower to the language model frozen.'})
+    freeze_language_model: bool = field(default=False, metadata={
+        'help': 'Media models: keep the language model frozen (train the tower and / or projector only).'})
+
 # %% ../../nbs/12_hparams.finetune.ipynb #47cb402c
 @dataclass
 class ReferenceArguments:
@@ -142,7 +153,7 @@ class SFTLossArguments:
 # %% ../../nbs/12_hparams.finetune.ipynb #23a30fed
 @dataclass
 class FinetuningArguments(SFTLossArguments, OptimizerArguments, SwanLabArguments, OnlineRLArguments, RLHFArguments,
-                          ReferenceArguments, OFTArguments, LoraArguments, FreezeArguments):
+                          ReferenceArguments, MediaModelArguments, OFTArguments, LoraArguments, FreezeArguments):
     "The training stage, which parameters train, and run-level switches."
     stage: str = field(default='sft', metadata={'help': f'Training stage: one of {", ".join(STAGES)}.'})
     finetuning_type: str = field(default='lora', metadata={

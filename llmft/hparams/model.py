@@ -14,11 +14,12 @@ from ..core import ConfigError, closest, split_names
 # %% auto #0
 __all__ = ['REGISTRY', 'INFER_DTYPES', 'EXPORT_FORMATS', 'GGUF_TYPES', 'INIT_SPECIAL', 'INFER_BACKENDS', 'SGLANG_LORA_BACKENDS',
            'ROPE_TYPES', 'ATTN_IMPLS', 'Check', 'check', 'check_groups', 'ExportArguments', 'QuantizationArguments',
-           'ModelPatchArguments', 'VocabArguments', 'VllmArguments', 'SGLangArguments', 'ModelArguments',
-           'check_model_named', 'check_infer_backend', 'check_engine_keys', 'check_quantization_bit',
+           'ProcessorArguments', 'ModelPatchArguments', 'VocabArguments', 'VllmArguments', 'SGLangArguments',
+           'ModelArguments', 'check_model_named', 'check_infer_backend', 'check_engine_keys', 'check_quantization_bit',
            'check_quantization_type', 'check_rope_scaling', 'check_flash_attn', 'check_init_special_tokens',
            'check_desc_init_has_descriptions', 'check_export_device', 'check_export_quantization_bit',
-           'check_export_quantization_dataset', 'check_infer_dtype', 'check_export_format', 'check_gguf_types']
+           'check_export_quantization_dataset', 'check_media_pixels', 'check_infer_dtype', 'check_export_format',
+           'check_gguf_types']
 
 # %% ../../nbs/10_hparams.model.ipynb #b6962e1f
 @dataclass(frozen=True)
@@ -98,6 +99,29 @@ class QuantizationArguments:
     double_quantization: bool = field(
         default=True, metadata={'help': '4-bit: also quantize the quantization constants.'}
     )
+
+# %% ../../nbs/10_hparams.model.ipynb #275c5cd9
+@dataclass
+class ProcessorArguments:
+    "Media models: how images, videos and audio are read before the processor sees them (LLaMA-Factory's keys)."
+    image_max_pixels: int = field(default=768 * 768, metadata={
+        'help': 'Media models: the most pixels of an image; a larger one is scaled down (aspect kept).'})
+    image_min_pixels: int = field(default=32 * 32, metadata={
+        'help': 'Media models: the fewest pixels of an image; a smaller one is scaled up (aspect kept).'})
+    image_do_pan_and_scan: bool = field(default=False, metadata={
+        'help': 'gemma3: pan and scan, crops of a large image seen beside the whole one.'})
+    crop_to_patches: bool = field(default=False, metadata={
+        'help': "Media models: crop an image to patches (InternVL's processor; passed on to the processor)."})
+    video_max_pixels: int = field(default=256 * 256, metadata={
+        'help': 'Media models: the most pixels of a video frame; a larger one is scaled down.'})
+    video_min_pixels: int = field(default=16 * 16, metadata={
+        'help': 'Media models: the fewest pixels of a video frame; a smaller one is scaled up.'})
+    video_fps: float = field(default=2.0, metadata={'help': 'Media models: the video frames sampled per second.'})
+    video_maxlen: int = field(default=128, metadata={'help': 'Media models: the most frames sampled from a video.'})
+    use_audio_in_video: bool = field(default=False, metadata={
+        'help': "Media models: also feed a video's sound track (omni models)."})
+    audio_sampling_rate: int = field(default=16000, metadata={
+        'help': 'Media models: audio is resampled to this rate (Hz) before its feature extractor.'})
 
 # %% ../../nbs/10_hparams.model.ipynb #53d56b04
 @dataclass
@@ -219,7 +243,7 @@ class SGLangArguments:
 # %% ../../nbs/10_hparams.model.ipynb #3645a2c8
 @dataclass
 class ModelArguments(VocabArguments, SGLangArguments, VllmArguments, ExportArguments, ModelPatchArguments,
-                     QuantizationArguments):
+                     ProcessorArguments, QuantizationArguments):
     "Which model, tokenizer and adapters to load, and how."
     model_name_or_path: Optional[str] = field(
         default=None, metadata={'help': 'Path to a local model folder or a hub model id.'}
@@ -354,6 +378,14 @@ def check_export_quantization_dataset(m:ModelArguments):
     "GPTQ calibrates on texts, so quantizing an export needs them."
     if m.export_quantization_bit and not m.export_quantization_dataset:
         raise ConfigError('export_quantization_bit needs export_quantization_dataset: the texts GPTQ calibrates on.')
+
+# %% ../../nbs/10_hparams.model.ipynb #a87f6bc7
+@check(model='image_max_pixels image_min_pixels video_max_pixels video_min_pixels')
+def check_media_pixels(m:ModelArguments):
+    "An image's (a video frame's) most pixels are not fewer than its fewest, as LLaMA-Factory checks."
+    for kind in ('image', 'video'):
+        hi, lo = getattr(m, f'{kind}_max_pixels'), getattr(m, f'{kind}_min_pixels')
+        if hi < lo: raise ConfigError(f'{kind}_max_pixels ({hi}) cannot be smaller than {kind}_min_pixels ({lo}).')
 
 # %% ../../nbs/10_hparams.model.ipynb #c082ce22
 @check(model='infer_dtype')

@@ -57,16 +57,6 @@ lf_keys('BaseModelArguments', 'llmft loads local folders and the Hugging Face hu
 lf_keys('BaseModelArguments', 'transformers 5 always loads weights lazily', 'leave it out', any_value=True,
         low_cpu_mem_usage=True)
 
-# %% ../../nbs/14a_hparams.unsupported.ipynb #8ae903cb
-_MM = ('llmft trains text-only models: images, videos and audio are not processed',
-       'a text dataset; for vision or audio models, LLaMA-Factory itself')
-lf_keys('ProcessorArguments', *_MM, image_max_pixels=768 * 768, image_min_pixels=32 * 32, image_do_pan_and_scan=False,
-        crop_to_patches=False, video_max_pixels=256 * 256, video_min_pixels=16 * 16, video_fps=2.0, video_maxlen=128,
-        use_audio_in_video=False, audio_sampling_rate=16000)
-lf_keys('DataArguments', *_MM, media_dir=None)
-lf_keys('FinetuningArguments', *_MM, freeze_vision_tower=True, freeze_multi_modal_projector=True,
-        freeze_language_model=False)
-
 # %% ../../nbs/14a_hparams.unsupported.ipynb #b091632f
 lf_keys('KTransformersArguments', "KTransformers' AMX MoE kernels need its own extension and a CUDA GPU",
         'finetuning_type: lora on the MoE model', use_kt=False, kt_weight_path=None, kt_expert_checkpoint_path=None,

@@ -4,17 +4,21 @@
 
 # %% ../../nbs/77_infer.api.ipynb #670fc8eb
 from __future__ import annotations
-import asyncio, concurrent.futures, json, re, threading, time, uuid
+import asyncio, base64, binascii, concurrent.futures, ipaddress, json, os, re, socket, threading, time, uuid
+import urllib.parse, urllib.request
+from pathlib import Path
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ..core import ConfigError, UserError, get_logger
 from ..data.tools import FunctionCall, get_tool_format
+from ..data.media import PLACEHOLDERS, open_image
 from .batcher import QueueFull
 from .engine import split_answer, visible
 
 # %% auto #0
-__all__ = ['log', 'ROLES', 'BadRequest', 'error_json', 'to_messages', 'gen_settings', 'completion', 'call_prefix', 'before_call',
-           'stream_events', 'model_context', 'context_limit', 'chat_response', 'score_response']
+__all__ = ['log', 'ROLES', 'MEDIA_PARTS', 'MAX_MEDIA_BYTES', 'BadRequest', 'error_json', 'local_media', 'web_media', 'media_part',
+           'to_messages', 'gen_settings', 'completion', 'call_prefix', 'before_call', 'stream_events', 'model_context',
+           'context_limit', 'chat_response', 'score_response']
 
 # %% ../../nbs/77_infer.api.ipynb #e1e2f1d8
 log = get_logger(__name__)
@@ -32,18 +36,104 @@ def error_json(message:str, param:str|None=None, status:int=400, kind:str='inval
 
 ROLES = {'system': 'system', 'user': 'user', 'assistant': 'assistant', 'tool': 'observation', 'function': 'observation'}
 
-def _content(m:dict, i:int) -> str:
-    "A message's text: a string, or the text parts of a list; media parts are refused (text-only models)."
+# %% ../../nbs/77_infer.api.ipynb #959b13df
+MEDIA_PARTS = {'image_url': 'images', 'video_url': 'videos', 'audio_url': 'audios', 'input_audio': 'audios'}
+MAX_MEDIA_BYTES = 64 * 2**20   # the most a web address may send
+_DATA_URL = re.compile(r'data:(\w+)/([\w.+-]+);base64,(.*)', re.S)
+_NOUN = {'images': 'an image', 'videos': 'a video', 'audios': 'an audio clip'}
+
+def _on(name:str, default:str) -> bool: return os.environ.get(name, default).lower() in ('1', 'true', 'yes', 'on')
+
+def _offline() -> bool:
+    "Whether downloads are off here (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE or TRANSFORMERS_OFFLINE set)."
+    return any(_on(k, '0') for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE'))
+
+def _b64(data, at:str) -> bytes:
+    try: return base64.b64decode(''.join(str(data).split()), validate=True) if data else b''
+    except (binascii.Error, ValueError): raise BadRequest(f'{at}: the base64 data does not decode.', at) from None
+
+def local_media(path:str, at:str) -> str:
+    "A local file a request names: read only while ALLOW_LOCAL_FILES is on and under SAFE_MEDIA_PATH."
+    if not _on('ALLOW_LOCAL_FILES', '1'):
+        raise BadRequest(f'{at}: this server reads no local files (ALLOW_LOCAL_FILES=0); send the media inline as a '
+                         'data: URL (base64).', at, 403)
+    root, real = Path(os.environ.get('SAFE_MEDIA_PATH') or os.getcwd()).resolve(), Path(path).expanduser().resolve()
+    if not real.is_relative_to(root):
+        raise BadRequest(f'{at}: {path} lies outside the folder this server reads media from (SAFE_MEDIA_PATH, '
+                         'default its working directory).', at, 403)
+    if not real.is_file():
+        raise BadRequest(f'{at}: no such file: {path}; expected a data: URL, a file path or a web address.', at)
+    return str(real)
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args): return None   # a redirect could lead to a private address: it is an error
+
+def web_media(url:str, at:str) -> bytes:
+    "The bytes at a web address: refused offline, on a private or reserved address, or past `MAX_MEDIA_BYTES`."
+    if _offline():
+        raise BadRequest(f'{at}: {url} is a web address and this server is offline (HF_HUB_OFFLINE / '
+                         'HF_DATASETS_OFFLINE); send the media inline as a data: URL (base64) or as a file path.', at)
+    try: ip = ipaddress.ip_address(socket.getaddrinfo(urllib.parse.urlparse(url).hostname, None)[0][4][0])
+    except (OSError, ValueError, UnicodeError) as e:
+        raise BadRequest(f'{at}: the host of {url} does not resolve ({e}).', at) from None
+    if not ip.is_global: raise BadRequest(f'{at}: {url} is on a private or reserved address: refused.', at, 403)
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(url, timeout=10) as r: raw = r.read(MAX_MEDIA_BYTES + 1)
+    except OSError as e: raise BadRequest(f'{at}: {url} could not be read ({e}).', at) from None
+    if len(raw) > MAX_MEDIA_BYTES: raise BadRequest(f'{at}: {url} sends over {MAX_MEDIA_BYTES >> 20} MiB.', at)
+    return raw
+
+# %% ../../nbs/77_infer.api.ipynb #8350912e
+def media_part(part:dict, at:str) -> tuple[str, object]:
+    "(kind, item) of one media part: an image decoded (PIL), a video or audio as its bytes or a local path."
+    typ = part['type']
+    kind, ref = MEDIA_PARTS[typ], part.get(typ)
+    if typ == 'input_audio': return kind, _b64(ref.get('data') if isinstance(ref, dict) else None, at) or None
+    url = ref.get('url') if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f'{at}.{typ}.url must be a data: URL (base64), a file path or a web address.', at)
+    m = _DATA_URL.fullmatch(url)
+    if m and m[1] + 's' != kind: raise BadRequest(f'{at}: a data:{m[1]}/ URL where {_NOUN[kind]} is expected.', at)
+    if m: src = _b64(m[3], at)
+    elif url.startswith(('http://', 'https://')): src = web_media(url, at)
+    else: src = local_media(url.removeprefix('file://'), at)
+    if kind != 'images': return kind, src
+    try: return kind, open_image(src)    # decoded now: a broken image is this part's 400
+    except UserError as e: raise BadRequest(f'{at}: {e}', at) from None
+
+def _take(part:dict, at:str, media:dict) -> str:
+    "The placeholder of a media part, its media appended to `media`; a kind the model does not take is refused."
+    kind = MEDIA_PARTS[part['type']]
+    if kind not in media:
+        raise BadRequest(f"{at}: {_NOUN[kind]} sent to a model that takes {' and '.join(media)} only.", at)
+    item = media_part(part, at)[1]
+    if item is None: raise BadRequest(f'{at}: the part carries no data.', at)
+    media[kind].append(item)
+    return PLACEHOLDERS[kind]
+
+# %% ../../nbs/77_infer.api.ipynb #ee21d2ba
+def _content(m:dict, i:int, media:dict|None=None) -> str:
+    "A message's text: a string, or its parts (media parts become placeholders, their media go to `media`)."
     c = m.get('content')
     if c is None or isinstance(c, str): return c or ''
     if not isinstance(c, list):
         raise BadRequest(f'messages[{i}].content must be a string or a list of parts.', f'messages[{i}].content')
-    if any(isinstance(p, dict) and p.get('type') != 'text' for p in c):
+    if media is None and any(isinstance(p, dict) and p.get('type') != 'text' for p in c):
         raise BadRequest(f'messages[{i}].content: images (or other media) sent to a text model; this server takes '
                          'text only.', f'messages[{i}].content')
-    return ''.join(p.get('text', '') for p in c if isinstance(p, dict))
+    text = []
+    for j, p in enumerate(c):
+        at = f'messages[{i}].content[{j}]'
+        if not isinstance(p, dict): raise BadRequest(f'{at} must be an object with a type.', at)
+        if p.get('type') == 'text': text.append(p.get('text') or '')
+        elif p.get('type') in MEDIA_PARTS: text.append(_take(p, at, media))
+        else: raise BadRequest(f"{at}: unknown part type {p.get('type')!r}; expected text, "
+                               f"{', '.join(MEDIA_PARTS)}.", at)
+    return ''.join(text)
 
-def to_messages(raw) -> list[dict]:
+def to_messages(raw,
+                media:dict|None=None,   # {kind: []} of the media kinds the model takes, filled; None: a text model
+               ) -> list[dict]:
     "OpenAI chat messages as llmft's roles: tool results are observations, assistant tool calls are function turns."
     if not isinstance(raw, list) or not raw:
         raise BadRequest('messages must be a non-empty list of messages.', 'messages')
@@ -57,9 +147,8 @@ def to_messages(raw) -> list[dict]:
             calls = [{'name': c['function']['name'], 'arguments': json.loads(c['function'].get('arguments') or '{}')}
                      for c in m['tool_calls']]
             out.append({'role': 'function', 'content': json.dumps(calls, ensure_ascii=False)})
-        else: out.append({'role': ROLES[m['role']], 'content': _content(m, i)})
+        else: out.append({'role': ROLES[m['role']], 'content': _content(m, i, media)})
     return out
-
 
 # %% ../../nbs/77_infer.api.ipynb #16124374
 def _number(body:dict, key:str, kind, ok, expected:str):
@@ -87,7 +176,6 @@ def gen_settings(body:dict) -> dict:
              stop=[stop] if isinstance(stop, str) else stop)
     if g['temperature'] is not None: g['do_sample'] = g['temperature'] > 0
     return {k: v for k, v in g.items() if v is not None}
-
 
 # %% ../../nbs/77_infer.api.ipynb #43e01ca4
 def _tool_calls(calls:list[FunctionCall]) -> list[dict]:
@@ -187,6 +275,7 @@ async def stream_events(chat_model, name:str, jobs:list, tools=None, usage:bool=
 def model_context(chat_model) -> int|None:
     "The tokens a prompt and its answer may hold together: the engine's `max_len`, else the model's positions."
     cfg = getattr(getattr(chat_model.engine, 'model', None), 'config', None)
+    cfg = cfg.get_text_config() if hasattr(cfg, 'get_text_config') else cfg   # a vision model: its language model's
     return getattr(chat_model.engine, 'max_len', None) or getattr(cfg, 'max_position_embeddings', None)
 
 def context_limit(chat_model, gen:dict) -> dict:
@@ -202,6 +291,7 @@ def context_limit(chat_model, gen:dict) -> dict:
     if asked is None and n + chat_model.generating_args.max_new_tokens > ctx: gen['max_new_tokens'] = ctx - n
     return gen
 
+# %% ../../nbs/77_infer.api.ipynb #c3983fef
 _WAITERS = concurrent.futures.ThreadPoolExecutor(256, 'llmft-request')   # threads that wait for answers, not compute
 
 async def _timed(fn, timeout:float|None, *args):
@@ -221,18 +311,22 @@ async def chat_response(server, request:Request):
     try:
         body = await _body(request)
         name, cm = server.pick(body.get('model'))
-        msgs, gen, tools = to_messages(body.get('messages')), gen_settings(body), body.get('tools') or None
+        kinds = getattr(cm, 'media_kinds', ())   # what the model takes besides text
+        media = {k: [] for k in kinds} if kinds else None
+        msgs, gen, tools = to_messages(body.get('messages'), media), gen_settings(body), body.get('tools') or None
+        media = {k: v for k, v in (media or {}).items() if v}
         if cm.is_reward:
             raise BadRequest('This is a reward model (stage rm): it scores (POST /v1/score/evaluation).', 'model')
-        gen['prompt'] = cm.prompt(msgs, tools=tools)  # built once; one the template cannot render: 400 now
+        gen['prompt'] = await asyncio.to_thread(cm.prompt, msgs, tools=tools, **media)  # once; not renderable: 400
         gen = context_limit(cm, gen)
         if body.get('stream'):
             g = {k: v for k, v in gen.items() if k not in ('prompt', 'num_return_sequences', 'stop', 'seed')}
-            jobs = cm.submit(gen['prompt'], gen.get('num_return_sequences', 1), gen.get('stop'), gen.get('seed'), **g)
+            jobs = await asyncio.to_thread(cm.submit, gen['prompt'], gen.get('num_return_sequences', 1),
+                                           gen.get('stop'), gen.get('seed'), **media, **g)
             usage = bool((body.get('stream_options') or {}).get('include_usage'))
             return StreamingResponse(stream_events(cm, name, jobs, tools, usage, server.timeout),
                                      media_type='text/event-stream')
-        return await _timed(_completion, server.timeout, cm, name, msgs, tools, gen)
+        return await _timed(_completion, server.timeout, cm, name, msgs, tools, {**gen, **media})
     except BadRequest as e: return error_json(str(e), e.param, e.status, *_kinds(e.status))
     except QueueFull as e: return error_json(f'The server is busy: {e}; retry later.', None, 429, *_kinds(429))
     except ConfigError as e: return error_json(str(e), None)   # settings the engine refuses (e.g. beams and stream)

@@ -15,7 +15,7 @@ from ..core import get_logger
 
 # %% auto #0
 __all__ = ['log', 'QueueFull', 'Job', 'byte_fallback', 'IncrementalText', 'processors', 'pick', 'mergeable', 'merge', 'keep_rows',
-           'Batcher', 'close', 'step']
+           'Batcher', 'close', 'rope_delta', 'step']
 
 # %% ../../nbs/74_infer.batcher.ipynb #a7643b2f
 log = get_logger(__name__)
@@ -34,6 +34,7 @@ class Job:
     stops: tuple = ()                        # stop strings: the answer ends at the first (not included)
     generator: torch.Generator|None = None   # the request's seeded generator (None: torch's global one)
     adapter: str|None = None                 # a PEFT adapter's name; '__base__': adapters off; None: as loaded
+    media: dict|None = None                  # the prompt's media inputs (pixel_values, ...): prefilled alone
     cancel: threading.Event = field(default_factory=threading.Event)  # set by the consumer: the row is dropped
     ids: list = field(default_factory=list)  # generated ids so far, the end token excluded
     text: str = ''                           # the ids decoded with special tokens; cut at a stop string
@@ -167,6 +168,7 @@ class _Row:
     procs: LogitsProcessorList
     text: IncrementalText
     last: int = -1   # the token the next step feeds (not in the cache yet)
+    delta: int = 0   # added to the row's text positions: a media prompt's mrope offset (Qwen2-VL), else 0
 
 _OPEN = weakref.WeakSet()   # every batcher, closed when the interpreter exits (no decoding thread outlives it)
 atexit.register(lambda: [b.close() for b in list(_OPEN)])
@@ -189,6 +191,7 @@ class Batcher:
         self.steps, self.widest = 0, 0   # decoding steps run; the most rows decoded together
         params = inspect.signature(_core(model).forward).parameters
         self.cache_key = 'cache' if 'cache' in params else 'past_key_values'
+        self.keep = {'logits_to_keep': 1} if 'logits_to_keep' in params else {}   # Qwen2-Audio computes every logit
         self.peft = hasattr(model, 'peft_config') and hasattr(model, 'disable_adapter')
 
     def submit(self, jobs:list[Job]) -> list[Job]:
@@ -240,10 +243,11 @@ def _admit(self:Batcher) -> list[Job]:
     keys = {r.job.adapter for r in self.rows}
     with self.cond:
         for job in list(self.waiting):
-            if len(take) == room: break
+            if len(take) == room or any(j.media is not None for j in take): break   # a media prompt: prefilled alone
             if job.cancel.is_set() or job.max_new_tokens < 1:
                 self.waiting.remove(job)
                 job.end('cancelled' if job.cancel.is_set() else 'length')
+            elif job.media is not None and take: break   # it starts at the next step
             elif mixed or not self.peft or keys <= {job.adapter}:
                 self.waiting.remove(job)
                 take.append(job)
@@ -268,9 +272,16 @@ def _decode(self:Batcher, rows:list[_Row]) -> torch.Tensor:
     "Logits of the running rows' next tokens (their last token fed)."
     ids = torch.tensor([[r.last] for r in rows], device=self.mask.device)
     self.mask = torch.cat([self.mask, self.mask.new_ones(len(rows), 1)], 1)
-    out = self._forward([r.job for r in rows], input_ids=ids, attention_mask=self.mask,
-                        position_ids=self.mask.sum(1, keepdim=True) - 1, **{self.cache_key: self.cache})
+    pos = self.mask.sum(1, keepdim=True) - 1
+    if any(r.delta for r in rows): pos = pos + torch.tensor([[r.delta] for r in rows], device=pos.device)
+    out = self._forward([r.job for r in rows], input_ids=ids, attention_mask=self.mask, position_ids=pos,
+                        **{self.cache_key: self.cache})
     return out.logits[:, -1]
+
+def rope_delta(model) -> int:
+    "How far a media prompt's next positions lie from its token count: Qwen2-VL's mrope offset after a prefill, else 0."
+    d = getattr(getattr(_core(model), 'model', None), 'rope_deltas', None)
+    return int(d.reshape(-1)[0]) if isinstance(d, torch.Tensor) and d.numel() else 0
 
 def _prefill(self:Batcher, jobs:list[Job], join:bool) -> torch.Tensor:
     "Logits of the joining rows' first tokens: their prompts left-padded in one pass, their cache merged in."
@@ -279,9 +290,10 @@ def _prefill(self:Batcher, jobs:list[Job], join:bool) -> torch.Tensor:
     ids = torch.tensor([[pad] * (width - len(j.prompt)) + j.prompt for j in jobs], device=dev)
     mask = torch.tensor([[0] * (width - len(j.prompt)) + [1] * len(j.prompt) for j in jobs], device=dev)
     pos = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)   # as `generate` numbers left-padded rows
+    media = jobs[0].media if len(jobs) == 1 and jobs[0].media is not None else None
+    inputs = {'position_ids': pos} if media is None else media   # media: the model places the tokens (mrope)
     cache = DynamicCache(config=_core(self.model).config)
-    out = self._forward(jobs, input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
-                        **{self.cache_key: cache})
+    out = self._forward(jobs, input_ids=ids, attention_mask=mask, **inputs, **self.keep, **{self.cache_key: cache})
     if join: self.cache, self.mask = merge(self.cache, self.mask, cache, mask)
     else: self.cache, self.mask = cache, mask
     self.joinable = mergeable(self.cache)
@@ -328,6 +340,7 @@ def step(self:Batcher):
     with self.lock:
         if old: parts.append(self._decode(old))
         if new: parts.append(self._prefill(new, join=bool(old)))
+        if new and new[0].media is not None: joining[0].delta = rope_delta(self.model)
     self.steps, self.widest = self.steps + 1, max(self.widest, len(self.rows))
     logits = torch.cat(parts)
     best = logits.argmax(-1).tolist()    # one call for the greedy rows

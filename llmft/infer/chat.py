@@ -12,10 +12,12 @@ from ..rundir import RunDir
 from ..model.runs import parse_run
 from .batcher import Job
 from .backends import make_engine
-from .engine import HFEngine, Response, clean_text, generate, score, split_answer, stream
+from .engine import (HFEngine, Response, check_media, clean_text, generate, media_inputs, media_messages,
+                                score, split_answer, stream)
+from ..data.mm import is_multimodal_config, load_processor
 
 # %% auto #0
-__all__ = ['log', 'check_messages', 'ChatModel', 'chat', 'batch_chat', 'stream_chat', 'submit', 'get_scores', 'base',
+__all__ = ['log', 'check_messages', 'ChatModel', 'media', 'chat', 'batch_chat', 'stream_chat', 'submit', 'get_scores', 'base',
            'serve_models']
 
 # %% ../../nbs/76_infer.chat.ipynb #e1df03ef
@@ -39,7 +41,6 @@ def check_messages(messages:list[dict]) -> tuple[str|None, list[dict]]:
     if not msgs or len(msgs) % 2 == 0: raise DataError('messages must end with a user (or observation) message.')
     return system, msgs
 
-
 # %% ../../nbs/76_infer.chat.ipynb #f4d016ba
 class ChatModel:
     "A trained run (folder, recipe or dict) ready to chat: `chat`, `stream_chat`, `batch_chat`, `get_scores`."
@@ -51,18 +52,31 @@ class ChatModel:
         if r.model_args.infer_backend != 'huggingface': self.engine = make_engine(r)   # vLLM, SGLang: refused here
         else:
             r.load(add_valuehead=self.is_reward)
-            self.engine = HFEngine(r.model, r.tokenizer, r.template, r.generating_args)
+            media = not self.is_reward and is_multimodal_config(getattr(r.model, 'config', None))
+            processor = load_processor(r.model_args, r.tokenizer) if media else None   # images, videos, audio
+            self.engine = HFEngine(r.model, r.tokenizer, r.template, r.generating_args, processor=processor)
         self.tokenizer, self.template, self.use_adapter = self.engine.tokenizer, self.engine.template, True
+        self.processor = getattr(self.engine, 'processor', None)
         self.adapter = None   # the PEFT adapter that answers, when several runs share the model (`serve_models`)
+
+    @property
+    def media_kinds(self) -> tuple[str, ...]:
+        "The media this model takes besides text: `images`, `videos`, `audios` (none for a text model)."
+        return getattr(self.engine, 'media_kinds', ())
 
     def prompt(self,
                messages:list[dict],              # a conversation that ends with a user message
                system:str|None=None,             # the system prompt (default: the conversation's, if any)
                tools:list|dict|str|None=None,    # tool definitions: a list / dict (as JSON) or a JSON string
+               images:list|None=None,            # the conversation's images (paths, bytes, PIL images), in order
+               videos:list|None=None,            # its videos (paths, bytes, or lists of frames)
+               audios:list|None=None,            # its audio (paths, bytes, or waveforms at the processor's rate)
                enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
               ) -> list[int]:
         "The prompt ids of a conversation that ends with a user message: exactly as training rendered it."
         sys_msg, msgs = check_messages(messages)
+        media = check_media(self.engine, images, videos, audios)   # media a model does not take: refused
+        if media: msgs = media_messages(self.engine, msgs, **media)
         t = self.template if enable_thinking is None else replace(self.template, enable_thinking=enable_thinking)
         tools = json.dumps(tools, ensure_ascii=False) if isinstance(tools, (list, dict)) else tools
         return t.encode_oneturn(self.tokenizer, msgs + [{'role': 'assistant', 'content': ''}], system or sys_msg,
@@ -78,44 +92,70 @@ def _responses(self:ChatModel, rows, prompt_len:int, skip:bool|None=None) -> lis
         out.append(Response(answer, 'tool_calls' if calls else finish, prompt_len, len(ids), thought, calls))
     return out
 
+def media(self:ChatModel, prompt:list[int], images=None, videos=None, audios=None) -> dict|None:
+    "The model's media inputs (`pixel_values`, ...) for a prompt built with these media; None without media."
+    given = check_media(self.engine, images, videos, audios)
+    return media_inputs(self.engine, prompt, **given) if given else None
+
 def chat(self:ChatModel,
          messages:list[dict],              # a conversation that ends with a user message
          system:str|None=None,             # the system prompt (default: the conversation's, if any)
          tools:list|dict|str|None=None,    # tool definitions: a list / dict (as JSON) or a JSON string
+         images:list|None=None,            # the conversation's images, in order (a `<image>` tag each, else first)
+         videos:list|None=None,            # its videos (`<video>`)
+         audios:list|None=None,            # its audio (`<audio>`)
          enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
          stop:list[str]|None=None,         # stop strings: the answer ends at the first
-         prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`)
+         prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`, same media)
          **gen) -> list[Response]:
     "Answers to a conversation (`num_return_sequences` of them), split into text, thought and tool calls."
     self._check_generative()
-    p = prompt or self.prompt(messages, system, tools, enable_thinking)
-    skip = gen.pop('skip_special_tokens', None)
-    rows = generate(self.engine, [p], stop, use_adapter=self.use_adapter, adapter=self.adapter, **gen)[0]
+    p = prompt or self.prompt(messages, system, tools, images, videos, audios, enable_thinking)
+    skip, m = gen.pop('skip_special_tokens', None), self.media(p, images, videos, audios)
+    rows = generate(self.engine, [p], stop, use_adapter=self.use_adapter, adapter=self.adapter,
+                    media=None if m is None else [m], **gen)[0]
     return _responses(self, rows, len(p), skip)
 
+# %% ../../nbs/76_infer.chat.ipynb #05e56f9c
+def _each(conversations:list, media:list|None, kind:str) -> list:
+    "A media argument of `batch_chat`: one list per conversation (None: no media anywhere)."
+    if media is None: return [None] * len(conversations)
+    if len(media) != len(conversations):
+        raise DataError(f'{kind}: {len(media)} lists for {len(conversations)} conversations; give one list (or None) '
+                        'per conversation.')
+    return list(media)
+
 def batch_chat(self:ChatModel, conversations:list[list[dict]], system:str|None=None, tools:list|dict|str|None=None,
+               images:list|None=None,   # one list of images per conversation (or None)
+               videos:list|None=None,   # one list of videos per conversation (or None)
+               audios:list|None=None,   # one list of audio per conversation (or None)
                **gen) -> list[Response]:
-    "One answer per conversation, generated together in one left-padded batch."
+    "One answer per conversation, generated together in one left-padded batch (prompts with media: prefilled alone)."
     self._check_generative()
-    ps, skip = [self.prompt(m, system, tools) for m in conversations], gen.pop('skip_special_tokens', None)
+    each = list(zip(*(_each(conversations, x, k) for x, k in ((images, 'images'), (videos, 'videos'),
+                                                              (audios, 'audios')))))
+    ps = [self.prompt(m, system, tools, *e) for m, e in zip(conversations, each)]
+    media, skip = [self.media(p, *e) for p, e in zip(ps, each)], gen.pop('skip_special_tokens', None)
     rows = generate(self.engine, ps, use_adapter=self.use_adapter, adapter=self.adapter,
-                    **{**gen, 'num_return_sequences': 1})
+                    media=media if any(m is not None for m in media) else None, **{**gen, 'num_return_sequences': 1})
     return [_responses(self, r, len(p), skip)[0] for r, p in zip(rows, ps)]
 
 def stream_chat(self:ChatModel,
                 messages:list[dict],              # a conversation that ends with a user message
                 system:str|None=None,             # the system prompt (default: the conversation's, if any)
                 tools:list|dict|str|None=None,    # tool definitions: a list / dict (as JSON) or a JSON string
+                images:list|None=None,            # the conversation's images, in order
+                videos:list|None=None,            # its videos
+                audios:list|None=None,            # its audio
                 event=None,                       # a `threading.Event`: set, it stops the answer
                 enable_thinking:bool|None=None,   # a reasoning template's thinking on / off (default: the run's)
                 prompt:list[int]|None=None,       # the prompt's ids when already built (`ChatModel.prompt`)
                 **gen):
     "Yield the answer's text piece by piece; setting `event` (a `threading.Event`) stops it."
     self._check_generative()
-    p = prompt or self.prompt(messages, system, tools, enable_thinking)
-    yield from stream(self.engine, p, event, self.use_adapter, adapter=self.adapter, **gen)
-
-
+    p = prompt or self.prompt(messages, system, tools, images, videos, audios, enable_thinking)
+    yield from stream(self.engine, p, event, self.use_adapter, adapter=self.adapter,
+                      media=self.media(p, images, videos, audios), **gen)
 
 # %% ../../nbs/76_infer.chat.ipynb #080e87f1
 def submit(self:ChatModel,
@@ -123,11 +163,16 @@ def submit(self:ChatModel,
            n:int=1,                   # answers to write
            stop:list[str]|None=None,  # stop strings
            seed:int|None=None,        # one seeded generator for the request's answers
+           images:list|None=None,     # the media the prompt was built with (`ChatModel.prompt`)
+           videos:list|None=None,
+           audios:list|None=None,
            **gen) -> list[Job]:
     "Queue a request's answers for decoding: its jobs, to follow as they are written (`Job.follow`)."
     self._check_generative()
     adapter = self.adapter if self.use_adapter else self.engine.base_adapter
-    return self.engine.submit(self.engine.make_jobs(prompt, n, stop, seed, adapter, **gen))
+    m = self.media(prompt, images, videos, audios)
+    extra = {} if m is None else {'media': m}
+    return self.engine.submit(self.engine.make_jobs(prompt, n, stop, seed, adapter, **extra, **gen))
 
 ChatModel.submit = submit
 
@@ -158,7 +203,7 @@ def base(self:ChatModel) -> ChatModel:
     return ChatModel({k: v for k, v in self.config.items() if k != 'adapter_name_or_path'},
                      model_name_or_path=saved['model_name_or_path'])
 
-for f in (chat, batch_chat, stream_chat, get_scores, _check_generative, base):
+for f in (media, chat, batch_chat, stream_chat, get_scores, _check_generative, base):
     setattr(ChatModel, f.__name__, f)
 
 # %% ../../nbs/76_infer.chat.ipynb #1bbb280c

@@ -8,13 +8,17 @@ import contextlib, functools, re, threading
 from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
-from ..core import ConfigError, get_logger
+import inspect
+from ..core import ConfigError, DataError, get_logger
+from ..data.media import PLACEHOLDERS
+from ..data.mm import TEMPLATE_PLUGINS, plugin_for
 from ..data.template import stop_ids
-from .batcher import Batcher, Job, processors
+from .batcher import Batcher, Job, _core, processors
 
 # %% auto #0
-__all__ = ['log', 'GEN_KEYS', 'SAMPLING', 'FINISH', 'Response', 'split_answer', 'HFEngine', 'base_adapter', 'generate',
-           'clean_text', 'beam_generate', 'visible', 'text_pieces', 'stream', 'score']
+__all__ = ['log', 'MEDIA_TOKENS', 'GEN_KEYS', 'SAMPLING', 'FINISH', 'Response', 'split_answer', 'media_kinds', 'check_media',
+           'media_messages', 'media_inputs', 'HFEngine', 'base_adapter', 'generate', 'clean_text', 'beam_generate',
+           'visible', 'text_pieces', 'stream', 'score']
 
 # %% ../../nbs/75_infer.engine.ipynb #5625e214
 log = get_logger(__name__)
@@ -40,6 +44,54 @@ def split_answer(template, text:str) -> tuple[str, str, list]:
     if isinstance(calls, list) and calls: return '', thought, calls
     return text, thought, []
 
+# %% ../../nbs/75_infer.engine.ipynb #d2e54924
+MEDIA_TOKENS = {'images': 'image_token', 'videos': 'video_token', 'audios': 'audio_token'}  # kind -> plugin's token
+
+def media_kinds(plugin) -> tuple[str, ...]:
+    "The media a family's plugin takes (`images`, `videos`, `audios`); none without a plugin (a text model)."
+    return tuple(k for k, a in MEDIA_TOKENS.items() if plugin is not None and getattr(plugin, a, None))
+
+def check_media(engine, images=None, videos=None, audios=None) -> dict:
+    "{kind: items} of the media given (empty kinds left out); media the model does not take are refused by name."
+    given = {k: list(v) for k, v in zip(MEDIA_TOKENS, (images, videos, audios)) if v}
+    kinds = getattr(engine, 'media_kinds', ())
+    for k in given:
+        if k in kinds: continue
+        proc, tpl = getattr(engine, 'processor', None), getattr(engine, 'template', None)
+        if kinds: raise DataError(f"{k} given, but this model ({engine.plugin.name}) takes {' and '.join(kinds)} only.")
+        if proc is not None:
+            raise DataError(f"{k} given, but template '{tpl.name}' has no media plugin: use the model family's "
+                            f"multimodal template ({', '.join(TEMPLATE_PLUGINS)}).")
+        raise DataError(f'{k} given, but this model takes text only (no image, video or audio processor beside its '
+                        f'tokenizer): chat with a vision-language or audio model, or leave out the {k}.')
+    return given
+
+def media_messages(engine, messages:list[dict], images=(), videos=(), audios=()) -> list[dict]:
+    "`messages` with the media placeholders expanded to the family's tokens; missing ones first in the first message."
+    msgs = [dict(m) for m in messages]
+    for kind, items in zip(MEDIA_TOKENS, (images, videos, audios)):
+        tag = PLACEHOLDERS[kind]
+        if items and not any(tag in (m.get('content') or '') for m in msgs):
+            msgs[0]['content'] = tag * len(items) + (msgs[0].get('content') or '')   # LLaMA-Factory's chat does so
+    return engine.plugin.expand(msgs, list(images), list(videos), list(audios), engine.processor)
+
+def media_inputs(engine, prompt:list[int], images=(), videos=(), audios=()) -> dict:
+    "The model's media inputs for one prompt (the family's `batch_inputs`): on its device, floats in its dtype."
+    images, videos, audios = list(images), list(videos), list(audios)
+    got = engine.plugin.batch_inputs(images, videos, audios, [len(images)], [len(videos)], [len(audios)], [prompt],
+                                     engine.processor)
+    core = _core(engine.model)
+    takes = inspect.signature(core.forward).parameters
+    if 'mm_token_type_ids' in takes and 'mm_token_type_ids' not in got:   # mrope reads where the media tokens are
+        got['mm_token_type_ids'] = engine.processor.create_mm_token_type_ids([prompt])
+    dev, dtype = next(core.parameters()).device, getattr(core, 'dtype', torch.float32)
+    out = {}
+    for k, v in got.items():
+        if k not in takes: continue   # what this model's forward does not name (a processor's extra output)
+        v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+        out[k] = v.to(dev, dtype) if v.is_floating_point() else v.to(dev)
+    return out
+
 # %% ../../nbs/75_infer.engine.ipynb #038213ae
 GEN_KEYS = ('do_sample', 'temperature', 'top_p', 'top_k', 'num_beams', 'max_new_tokens', 'min_new_tokens',
             'repetition_penalty', 'length_penalty', 'num_return_sequences')  # the settings a request may change
@@ -50,8 +102,12 @@ class HFEngine:
     "transformers on one model: requests decoded together (a `Batcher`); beam search and scoring take the lock."
     def __init__(self, model, tokenizer, template, generating_args,
                  max_batch:int=16,    # rows decoded together at most (1: one request at a time)
-                 max_queue:int=64):   # requests waiting at most; more are refused (`QueueFull`)
+                 max_queue:int=64,    # requests waiting at most; more are refused (`QueueFull`)
+                 processor=None):     # a vision / audio model's processor (`data.mm.load_processor`); None: text
         self.model, self.tokenizer, self.template, self.generating_args = model, tokenizer, template, generating_args
+        self.processor = processor
+        self.plugin = plugin_for(template.name) if processor is not None else None   # the family's media processing
+        self.media_kinds = media_kinds(self.plugin)
         self.lock = threading.Lock()
         self.eos_ids = stop_ids(template, tokenizer)
         self.batcher = Batcher(model, tokenizer, self.lock, max_batch, max_queue)
@@ -72,6 +128,7 @@ class HFEngine:
                   stop:list[str]|None=None,  # stop strings
                   seed:int|None=None,      # one generator, seeded, for the request's rows
                   adapter:str|None=None,   # a PEFT adapter's name, '__base__' for none, None for the model as loaded
+                  media:dict|None=None,    # the prompt's media inputs (`media_inputs`)
                   **gen) -> list[Job]:
         "The jobs of one request: the run's generating arguments, then the request's settings."
         kw = self.gen_kwargs(**gen)
@@ -82,8 +139,8 @@ class HFEngine:
         sampling = {k: kw[k] for k in SAMPLING if kw.get(k) is not None}
         try: processors(sampling)
         except ValueError as e: raise ConfigError(f'Generation settings {sampling}: {e}') from None
-        return [Job(list(prompt), kw['max_new_tokens'], tuple(self.eos_ids), sampling, tuple(stop or ()), g, adapter)
-                for _ in range(n)]
+        return [Job(list(prompt), kw['max_new_tokens'], tuple(self.eos_ids), sampling, tuple(stop or ()), g, adapter,
+                    media=media) for _ in range(n)]
 
     def submit(self, jobs:list[Job]) -> list[Job]:
         "Queue `jobs` for decoding (`batcher.QueueFull` when too many wait)."
@@ -114,13 +171,15 @@ def generate(engine:HFEngine,
              use_adapter:bool=True,      # False: a PEFT model's base answers
              seed:int|None=None,         # makes sampling repeatable
              adapter:str|None=None,      # the PEFT adapter that answers (several fine-tunes on one base)
+             media:list|None=None,       # per prompt, its media inputs (`media_inputs`) or None
              **gen) -> list[list[tuple]]:
     "Per prompt, `num_return_sequences` (ids, text with special tokens, finish reason), decoded together."
     kw = engine.gen_kwargs(**gen)
     if kw.get('num_beams', 1) > 1 and hasattr(engine, 'model'):
-        return beam_generate(engine, prompts, stop, event, use_adapter, seed, adapter, **gen)
+        return beam_generate(engine, prompts, stop, event, use_adapter, seed, adapter, media, **gen)
     n, adapter = kw.get('num_return_sequences') or 1, adapter if use_adapter else engine.base_adapter
-    jobs = [engine.make_jobs(p, n, stop, seed, adapter, **gen) for p in prompts]
+    extra = [{} if m is None else {'media': m} for m in media or [None] * len(prompts)]   # other engines: no media
+    jobs = [engine.make_jobs(p, n, stop, seed, adapter, **x, **gen) for p, x in zip(prompts, extra)]
     _wait(engine.submit([j for js in jobs for j in js]), event)
     return [[(j.ids, j.text, FINISH.get(j.finish, j.finish)) for j in js] for js in jobs]
 
@@ -133,7 +192,6 @@ def clean_text(tokenizer, text:str) -> str:
 def _specials(tokens:tuple) -> re.Pattern:
     "One pattern of special tokens, longest first (built once per tokenizer: a stream cleans its text every step)."
     return re.compile('|'.join(re.escape(s) for s in sorted(tokens, key=len, reverse=True)))
-
 
 # %% ../../nbs/75_infer.engine.ipynb #48b55c55
 class _Stop(StoppingCriteria):
@@ -163,9 +221,13 @@ def _finish(ids:list[int], eos_ids:list[int], max_new:int, text:str, stops:list[
 
 @torch.no_grad()
 def beam_generate(engine:HFEngine, prompts:list[list[int]], stop:list[str]|None=None, event=None,
-                  use_adapter:bool=True, seed:int|None=None, adapter:str|None=None, **gen) -> list[list[tuple]]:
+                  use_adapter:bool=True, seed:int|None=None, adapter:str|None=None, media:list|None=None,
+                  **gen) -> list[list[tuple]]:
     "`generate` by transformers' `generate` (beam search): one left-padded call holding the engine's lock."
-    kw, stops = engine.gen_kwargs(**gen), list(stop or [])
+    if media and len(prompts) > 1:   # a prompt with media is searched alone, with its own inputs
+        return [beam_generate(engine, [p], stop, event, use_adapter, seed, adapter, [m], **gen)[0]
+                for p, m in zip(prompts, media)]
+    kw, stops, extra = engine.gen_kwargs(**gen), list(stop or []), (media or [None])[0] or {}
     tok = engine.tokenizer
     width = max(map(len, prompts))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
@@ -174,7 +236,8 @@ def beam_generate(engine:HFEngine, prompts:list[list[int]], stop:list[str]|None=
     dev = next(engine.model.parameters()).device
     with engine.lock, _adapters(engine.model, use_adapter, adapter):
         if seed is not None: torch.manual_seed(seed)  # inside the lock: no other request draws from it meanwhile
-        out = engine.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), stopping_criteria=crit, **kw)
+        out = engine.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), stopping_criteria=crit, **extra,
+                                    **kw)
     rows = []
     for r in out[:, width:].tolist():
         r = [t for t in r if t != tok.pad_token_id or t in engine.eos_ids]
@@ -229,11 +292,13 @@ def stream(engine:HFEngine,
            seed:int|None=None,                   # makes sampling repeatable
            stop:list[str]|None=None,             # stop strings: the answer ends before the first, never shown
            adapter:str|None=None,                # the PEFT adapter that answers (several fine-tunes on one base)
+           media:dict|None=None,                 # the prompt's media inputs (`media_inputs`)
            **gen):
     "Yield one answer's text piece by piece as it is generated; setting `event` stops it (the pieces so far stand)."
     skip = engine.generating_args.skip_special_tokens if skip_special_tokens is None else skip_special_tokens
     gen.pop('num_return_sequences', None)
-    job = engine.make_jobs(prompt, 1, stop, seed, adapter if use_adapter else engine.base_adapter, **gen)[0]
+    extra = {} if media is None else {'media': media}   # other engines take no media
+    job = engine.make_jobs(prompt, 1, stop, seed, adapter if use_adapter else engine.base_adapter, **extra, **gen)[0]
     yield from text_pieces(engine.tokenizer, engine.submit([job])[0], skip, event)
 
 # %% ../../nbs/75_infer.engine.ipynb #0311e83f

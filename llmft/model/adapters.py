@@ -10,9 +10,43 @@ from torch import nn
 from ..core import ConfigError, get_logger
 
 # %% auto #0
-__all__ = ['log', 'PEFT_CONFIGS', 'ADAPTERS', 'cast_trainable_fp32', 'setup_full', 'num_layers', 'trainable_layer_ids',
-           'freeze_patterns', 'setup_freeze', 'find_all_linear_modules', 'embedding_names', 'setup_peft',
-           'init_adapter']
+__all__ = ['COMPOSITES', 'log', 'PEFT_CONFIGS', 'ADAPTERS', 'Composite', 'composite', 'frozen_parts', 'cast_trainable_fp32',
+           'setup_full', 'num_layers', 'trainable_layer_ids', 'freeze_patterns', 'setup_freeze',
+           'find_all_linear_modules', 'embedding_names', 'peft_targets', 'setup_peft', 'init_adapter']
+
+# %% ../../nbs/41_model.adapters.ipynb #3870ccc8
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    "The parts of a media model as fragments of module names (LLaMA-Factory's `CompositeModel`)."
+    projector: tuple[str, ...] = ('multi_modal_projector',)   # from the tower's features to the embeddings
+    tower: tuple[str, ...] = ('vision_tower',)                # the vision (audio) encoder
+    language: tuple[str, ...] = ('language_model', 'lm_head') # the language model and its output head
+    lora_conflict: tuple[str, ...] = ()                       # never adapted (a conv layer named like a linear one)
+
+_QWEN_VL = Composite(('visual.merger',), ('visual.patch_embed', 'visual.blocks'), lora_conflict=('patch_embed',))
+COMPOSITES: dict[str, Composite] = {  # model_type -> its parts
+    'llava': Composite(), 'llava_next': Composite(), 'llava_next_video': Composite(), 'paligemma': Composite(),
+    'gemma3': Composite(), 'internvl': Composite(), 'mistral3': Composite(('model.multi_modal_projector',)),
+    'mllama': Composite(tower=('vision_model',)), 'llama4': Composite(tower=('vision_model',)),
+    'qwen2_audio': Composite(tower=('audio_tower',)), 'qwen2_vl': _QWEN_VL, 'qwen2_5_vl': _QWEN_VL,
+}
+
+def composite(model) -> Composite|None:
+    "The parts of `model` (a model or its config) when it is a media model of `COMPOSITES`, else None."
+    config = getattr(model, 'config', model)
+    return COMPOSITES.get(getattr(config, 'model_type', None))
+
+def _within(name:str, parts) -> bool:
+    "Whether module / parameter `name` lies in one of `parts` (fragments of names, as LLaMA-Factory matches them)."
+    return any(p in name for p in parts)
+
+def frozen_parts(model, fa) -> tuple[str, ...]:
+    "The name fragments of the parts of a media model that `fa`'s freeze_* keys keep frozen; () for other models."
+    c = composite(model)
+    if c is None: return ()
+    keys = {'freeze_vision_tower': c.tower, 'freeze_multi_modal_projector': c.projector,
+            'freeze_language_model': c.language}
+    return tuple(part for k, parts in keys.items() if getattr(fa, k) for part in parts)
 
 # %% ../../nbs/41_model.adapters.ipynb #724c604a
 log = get_logger(__name__)
@@ -25,9 +59,11 @@ def cast_trainable_fp32(model, fa=None):
         if p.requires_grad and p.dtype != torch.float32: p.data = p.data.float()
 
 def setup_full(model, model_args, fa, is_trainable):
-    "Every parameter trains."
+    "Every parameter trains, but those of the frozen parts of a media model (`frozen_parts`)."
     if is_trainable:
-        for p in model.parameters(): p.requires_grad_(True)
+        frozen = frozen_parts(model, fa)
+        for name, p in model.named_parameters():
+            if _within(name, frozen): p.requires_grad_(False)
         cast_trainable_fp32(model, fa)
     return model
 
@@ -53,7 +89,10 @@ def trainable_layer_ids(model, fa) -> list[int]:
     return list(range(n - k, n)) if k > 0 else list(range(-k))
 
 def _layer_children(model) -> set[str]:
-    first = next(m for nm, m in model.named_modules() if nm.endswith('layers.0'))
+    "The sub-modules of the first decoder layer (of the language model, not of a media model's tower)."
+    c = composite(model)
+    other = c.tower + c.projector if c else ()
+    first = next(m for nm, m in model.named_modules() if nm.endswith('layers.0') and not _within(nm, other))
     return {nm.split('.')[0] for nm, _ in first.named_modules() if nm}
 
 def freeze_patterns(model, fa) -> list[str]:
@@ -71,22 +110,23 @@ def freeze_patterns(model, fa) -> list[str]:
     return pats + [f'{m}.' for m in fa.freeze_extra_modules]
 
 def setup_freeze(model, model_args, fa, is_trainable):
-    "Only the chosen layers and modules train."
+    "Only the chosen layers and modules train; of a media model also its tower and projector where not frozen."
     if not is_trainable: return model
-    pats = freeze_patterns(model, fa)
-    for name, p in model.named_parameters(): p.requires_grad_(any(s in f'.{name}' for s in pats))
+    pats, c, frozen = freeze_patterns(model, fa), composite(model), frozen_parts(model, fa)
+    whole = tuple(part for part in (c.tower + c.projector if c else ()) if not _within(part, frozen))
+    for name, p in model.named_parameters():
+        p.requires_grad_((any(s in f'.{name}' for s in pats) or _within(name, whole)) and not _within(name, frozen))
     cast_trainable_fp32(model, fa)
     return model
 
 # %% ../../nbs/41_model.adapters.ipynb #0b35b27f
-def find_all_linear_modules(model) -> list[str]:
-    "Names (last part) of every linear layer except the output head (and a value head)."
-    head = model.get_output_embeddings()
-    names = {
-        n.split('.')[-1]
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and m is not head and 'v_head' not in n
-    }
+def find_all_linear_modules(model, freeze_vision_tower:bool=True) -> list[str]:
+    ("Names (last part) of every linear layer except the output head (and a value head); of a media model, outside "
+     "its projector and, with `freeze_vision_tower`, its tower.")
+    head, c = model.get_output_embeddings(), composite(model) or Composite((), (), ())
+    skip = ('v_head',) + c.projector + (c.tower if freeze_vision_tower else ())
+    names = {n.split('.')[-1] for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and m is not head and not _within(n, skip)}
     return sorted(names)
 
 def embedding_names(model) -> list[str]:
@@ -94,8 +134,19 @@ def embedding_names(model) -> list[str]:
     mods = [model.get_input_embeddings(), model.get_output_embeddings()]
     return sorted({n.split('.')[-1] for n, m in model.named_modules() if any(m is x for x in mods if x is not None)})
 
-def _targets(model, names:list[str]) -> list[str]:
-    return find_all_linear_modules(model) if names == ['all'] else names
+def peft_targets(model, fa, names:list[str]) -> list[str]:
+    ("The modules an adapter goes into: `names` (`all`: `find_all_linear_modules`); of a media model, the full names "
+     "of those modules outside its frozen parts (LLaMA-Factory's `patch_target_modules`).")
+    names = find_all_linear_modules(model, fa.freeze_vision_tower) if names == ['all'] else names
+    c = composite(model)
+    if c is None: return names
+    skip = frozen_parts(model, fa) + c.lora_conflict
+    out = [n for n, _ in model.named_modules() if any(n == t or n.endswith(f'.{t}') for t in names)]
+    out = [n for n in out if not _within(n, skip)]
+    if not out: raise ConfigError(f'{fa.finetuning_type}: none of the modules {names} lies outside the frozen parts '
+                                  f'{list(skip)} of this {model.config.model_type} model: set freeze_language_model: '
+                                  'false (or freeze_vision_tower: false), or name other modules.')
+    return out
 
 def _lora_config(model, fa):
     from peft import LoraConfig, TaskType
@@ -103,14 +154,14 @@ def _lora_config(model, fa):
     if fa.pissa_init: init = 'pissa' if fa.pissa_iter == -1 else f'pissa_niter_{fa.pissa_iter}'
     layers = trainable_layer_ids(model, fa) if fa.use_llama_pro else None
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=fa.lora_rank, lora_alpha=fa.lora_alpha,
-                      lora_dropout=fa.lora_dropout, target_modules=_targets(model, fa.lora_target),
+                      lora_dropout=fa.lora_dropout, target_modules=peft_targets(model, fa, fa.lora_target),
                       modules_to_save=fa.additional_target, use_rslora=fa.use_rslora, use_dora=fa.use_dora,
                       init_lora_weights=init, layers_to_transform=layers)
 
 def _oft_config(model, fa):
     from peft import OFTConfig, TaskType
     kw = dict(r=fa.oft_rank, oft_block_size=0) if fa.oft_rank else dict(r=0, oft_block_size=fa.oft_block_size)
-    return OFTConfig(task_type=TaskType.CAUSAL_LM, target_modules=_targets(model, fa.oft_target),
+    return OFTConfig(task_type=TaskType.CAUSAL_LM, target_modules=peft_targets(model, fa, fa.oft_target),
                      modules_to_save=fa.additional_target, module_dropout=fa.module_dropout,
                      layers_to_transform=trainable_layer_ids(model, fa) if fa.use_llama_pro else None, **kw)
 
@@ -149,4 +200,9 @@ def init_adapter(model, model_args, finetuning_args, is_trainable:bool):
     if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ('lora', 'oft'):
         raise ConfigError(f"adapter_name_or_path needs finetuning_type lora or oft, not "
                           f"'{finetuning_args.finetuning_type}'.")
-    return ADAPTERS[finetuning_args.finetuning_type](model, model_args, finetuning_args, is_trainable)
+    model = ADAPTERS[finetuning_args.finetuning_type](model, model_args, finetuning_args, is_trainable)
+    if is_trainable and composite(model) and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f'finetuning_type {finetuning_args.finetuning_type}: nothing of this media model trains with '
+                          f'frozen parts {list(frozen_parts(model, finetuning_args))}: set freeze_language_model, '
+                          'freeze_vision_tower or freeze_multi_modal_projector to false.')
+    return model

@@ -42,7 +42,7 @@ AUTO_CLASSES = (AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelFor
 
 def auto_class(config):
     ("The transformers auto class for a config: image-text-to-text for vision-language models, seq2seq for "
-     "encoder-decoders, else causal LM.")
+     "encoder-decoders and Qwen2-Audio, else causal LM.")
     # `in` the lazy mapping compares names; its `.keys()` would import every model family's modules (1.6 s)
     return next((c for c in AUTO_CLASSES if type(config) in c._model_mapping), AutoModelForCausalLM)
 

@@ -30,17 +30,18 @@ def rope_parameters(config, rope_type:str, target_len:int) -> dict|None:
 
 def patch_config(config, model_args, is_trainable:bool, cutoff_len:int|None=None):
     "Apply RoPE scaling and the MoE router-loss settings to `config` in place; returns it."
+    text = config.get_text_config()   # a media model keeps its language model's settings in `text_config`
     if model_args.rope_scaling:
         p = rope_parameters(
-            config, model_args.rope_scaling, model_args.model_max_length or cutoff_len or config.max_position_embeddings
+            text, model_args.rope_scaling, model_args.model_max_length or cutoff_len or text.max_position_embeddings
         )
         if p:
-            config.rope_parameters = p
-            config.max_position_embeddings = int(
-                p['factor'] * p.get('original_max_position_embeddings', config.max_position_embeddings)
+            text.rope_parameters = p
+            text.max_position_embeddings = int(
+                p['factor'] * p.get('original_max_position_embeddings', text.max_position_embeddings)
             )
             log.info(
-                f"RoPE scaling {p['rope_type']} with factor {p['factor']}: context {config.max_position_embeddings}."
+                f"RoPE scaling {p['rope_type']} with factor {p['factor']}: context {text.max_position_embeddings}."
             )
     if hasattr(config, 'router_aux_loss_coef'):
         if model_args.moe_aux_loss_coef is not None: config.router_aux_loss_coef = model_args.moe_aux_loss_coef

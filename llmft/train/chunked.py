@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from accelerate.utils import extract_model_from_parallel
 from ..core import IGNORE_INDEX
+from ..data.collators import model_inputs
 from .losses import dft_weights, eaft_weights, ld_weights, reference_kl, token_logps
 from .refs import reference
 
@@ -187,11 +188,10 @@ def model_logps(model,                 # a causal LM (PEFT, value head and DDP w
 def batch_logps(model, inputs:dict, prefix:str='', chunked:bool=True, padding_free:bool=True,
                 ld_alpha:float|None=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ("Summed label log-probs, trained-token counts and mean logit over the trained tokens, per row of `inputs[prefix "
-     "+ ...]`; `chunked`: without the full logits, `padding_free`: rows repacked (`train.chunked`); `ld_alpha`: "
-     "LD-DPO's weights.")
+     "+ ...]` (with the batch's media: `data.collators.model_inputs`); `chunked`: without the full logits, "
+     "`padding_free`: rows repacked (`train.chunked`); `ld_alpha`: LD-DPO's weights.")
     logps, mask, means = model_logps(model, inputs[prefix + 'labels'], chunked, padding_free,
-                                     input_ids=inputs[prefix + 'input_ids'],
-                                     attention_mask=inputs[prefix + 'attention_mask'])
+                                     **model_inputs(inputs, prefix))
     n = mask.sum(-1).clamp(min=1)
     if ld_alpha is not None: logps = logps * ld_weights(mask, ld_alpha)
     return logps.sum(-1), n, means.sum(-1) / n

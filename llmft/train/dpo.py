@@ -78,14 +78,16 @@ class DPOTrainer(PreferenceMixin, Trainer):
 def run_dpo(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Preference optimisation (DPO, hinge, IPO, ORPO, SimPO) of the model on chosen / rejected pairs."
     model_args, data_args, training_args, finetuning_args, _ = args
-    tokenizer, template, ds = prepare(args)
+    prep = prepare(args)
+    tokenizer, template, ds = prep
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
     ref_model = (
         create_ref_model(tokenizer, model_args, finetuning_args, training_args)
         if finetuning_args.use_ref_model
         else None
     )
-    collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+                                processor=prep.processor, plugin=prep.plugin)
     training_args.remove_unused_columns = False   # the pairwise columns are not the model's inputs
     if finetuning_args.precompute_ref_log_probs and finetuning_args.use_ref_model:
         how = logps_options(finetuning_args)
@@ -93,7 +95,7 @@ def run_dpo(args:RunArgs, callbacks:list|None=None) -> RunResult:
         ds = with_reference(ds, model, ref_model, collator, fn, training_args)
     trainer = DPOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          finetuning_args=finetuning_args, ref_model=ref_model,
-                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks, prep.processor),
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)

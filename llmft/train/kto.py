@@ -49,10 +49,12 @@ class KTOTrainer(PreferenceMixin, Trainer):
 def run_kto(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "KTO of the model on answers tagged desirable or undesirable."
     model_args, data_args, training_args, finetuning_args, _ = args
-    tokenizer, template, ds = prepare(args)
+    prep = prepare(args)
+    tokenizer, template, ds = prep
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, training_args)
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)
-    collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    collator = KTOCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+                           processor=prep.processor, plugin=prep.plugin)
     training_args.remove_unused_columns = False   # the KL rows and tags are not the model's inputs
     if finetuning_args.precompute_ref_log_probs:
         how = logps_options(finetuning_args)
@@ -60,7 +62,7 @@ def run_kto(args:RunArgs, callbacks:list|None=None) -> RunResult:
         ds = with_reference(ds, model, ref_model, collator, fn, training_args)
     trainer = KTOTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
                          finetuning_args=finetuning_args, ref_model=ref_model,
-                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         callbacks=stage_callbacks(finetuning_args, training_args, callbacks, prep.processor),
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))
     save_template(training_args, template, tokenizer, model_args)
     result = RunResult(training_args.output_dir, trainer=trainer)

@@ -20,8 +20,8 @@ from ..model.loader import load_model
 from .losses import last_token_scores
 from .optim import create_custom_optimizer
 from .refs import create_ref_model, create_reward_model, reference
-from .workflow import (RunResult, StageMetricsMixin, generation_kwargs, save_template, save_with_value_head,
-                                  stage_callbacks, train_and_save)
+from .workflow import (RunResult, StageMetricsMixin, check_text_only_stage, generation_kwargs,
+                                  save_template, save_with_value_head, stage_callbacks, train_and_save)
 from ..core import ConfigError, ModelError
 
 # %% auto #0
@@ -256,6 +256,7 @@ def run_ppo(args:RunArgs, callbacks:list|None=None) -> RunResult:
     ("PPO of a value-head policy against `reward_model` (full, LoRA adapter or HTTP API), with a KL penalty to the "
      "reference.")
     model_args, data_args, training_args, finetuning_args, generating_args = args
+    check_text_only_stage(args)   # a dataset with media is refused by name
     tokenizer, template, ds = prepare(args)
     model = load_model(tokenizer, model_args, finetuning_args, True, training_args, add_valuehead=True)
     ref_model = create_ref_model(tokenizer, model_args, finetuning_args, training_args)

@@ -16,8 +16,9 @@ from ..model.loader import load_model
 from .chunked import chunked_ok, headless, lm_head_of
 from .losses import last_token_scores, pairwise_loss
 from .optim import create_custom_optimizer
-from .workflow import (RunResult, StageMetricsMixin, load_with_value_head, save_with_value_head,
-                                  evaluate_into, record, save_template, stage_callbacks, train_and_save)
+from .workflow import (RunResult, StageMetricsMixin, check_text_only_stage, load_with_value_head,
+                                  save_with_value_head, evaluate_into, record, save_template, stage_callbacks,
+                                  train_and_save)
 
 # %% auto #0
 __all__ = ['pair_accuracy', 'RewardTrainer', 'save_scores', 'run_rm']
@@ -77,6 +78,7 @@ def save_scores(path, predictions) -> Path:
 def run_rm(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Train a reward model (causal LM + value head) on preference pairs; evaluate accuracy; write scores on predict."
     model_args, data_args, training_args, finetuning_args, _ = args
+    check_text_only_stage(args)   # a dataset with media is refused by name
     tokenizer, template, ds = prepare(args)
     model = load_model(
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, add_valuehead=True

@@ -48,22 +48,25 @@ def run_sft(args:RunArgs, callbacks:list|None=None) -> RunResult:
     "Supervised fine-tuning of `model_args.model_name_or_path` on `data_args.dataset`; evaluate and predict when asked."
     model_args, data_args, training_args, finetuning_args, generating_args = args
     generate = training_args.predict_with_generate
-    tokenizer, template, ds = prepare(args)
+    prep = prepare(args)
+    tokenizer, template, ds = prep
     model = load_model(
         tokenizer, model_args, finetuning_args, training_args.do_train, training_args, cutoff_len=data_args.cutoff_len
     )
     collator = SFTCollator(tokenizer.pad_token_id, padding_side='left' if generate else 'right',
                            block_diag=data_args.neat_packing,
                            pad_to_multiple_of=8 if torch.cuda.is_available() else None,
-                           dtype=compute_dtype(training_args))
+                           dtype=compute_dtype(training_args), processor=prep.processor, plugin=prep.plugin)
+    if prep.processor is not None: training_args.remove_unused_columns = False   # the media columns reach the collator
     metrics = {}
     if generate: metrics = {'compute_metrics': ComputeSimilarity(tokenizer)}
     elif finetuning_args.compute_accuracy:
         metrics = {'compute_metrics': ComputeAccuracy(), 'preprocess_logits_for_metrics': eval_logit_processor}
     f = finetuning_args
     ref = create_ref_model(tokenizer, model_args, f, training_args) if f.sft_loss == 'asft' else None
+    cbs = stage_callbacks(finetuning_args, training_args, callbacks, prep.processor)
     trainer = SFTTrainer(model=model, args=training_args, data_collator=collator, processing_class=tokenizer, **ds,
-                         **metrics, callbacks=stage_callbacks(finetuning_args, training_args, callbacks),
+                         **metrics, callbacks=cbs,
                          use_chunked_loss=f.use_chunked_loss, padding_free=f.padding_free, sft_loss=f.sft_loss,
                          loss_alpha=f.eaft_alpha if f.sft_loss == 'eaft' else f.asft_alpha, ref_model=ref,
                          optimizers=(create_custom_optimizer(model, training_args, finetuning_args), None))

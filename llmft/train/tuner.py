@@ -92,7 +92,8 @@ def check_data(cfg:dict|str|Path|list[str]|None=None,  # a recipe, as `run_exp` 
         raw = prep.rows()
         if raw is not None:
             reports[0].findings.append(
-                truncation_finding(*conversation_lengths(template, tokenizer, raw[:]), args.data.cutoff_len)
+                truncation_finding(*conversation_lengths(template, tokenizer, raw[:], mm_processor=prep.processor),
+                                   args.data.cutoff_len)
             )
     for name, d in evals.items():   # rows left out of the eval data go in the first eval report
         if d is not None: reports += check_dataset(d, template, tokenizer, shape, args.data, name, lo.pop('eval', None))

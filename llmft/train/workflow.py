@@ -8,6 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..core import ConfigError, ModelError, get_logger
 from ..hparams.model import ModelArguments
 from ..hparams.finetune import FinetuningArguments
@@ -18,10 +20,10 @@ from .trackers import tracker_callbacks
 from .plots import plot_loss
 
 # %% auto #0
-__all__ = ['log', 'STALE', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'save_with_value_head',
-           'load_with_value_head', 'drop_stale_weights', 'generation_kwargs', 'train_and_save', 'evaluate_into',
-           'fsdp_on_cpu', 'fsdp_full_state_dict', 'save_final_model', 'init_optimizer_state', 'fsdp1_resume_fix',
-           'StageMetricsMixin', 'PreferenceMixin']
+__all__ = ['log', 'TEXT_ONLY_STAGES', 'STALE', 'RunResult', 'record', 'stage_callbacks', 'save_template', 'SaveProcessorCallback',
+           'check_text_only_stage', 'save_with_value_head', 'load_with_value_head', 'drop_stale_weights',
+           'generation_kwargs', 'train_and_save', 'evaluate_into', 'fsdp_on_cpu', 'fsdp_full_state_dict',
+           'save_final_model', 'init_optimizer_state', 'fsdp1_resume_fix', 'StageMetricsMixin', 'PreferenceMixin']
 
 # %% ../../nbs/54b_train.workflow.ipynb #8083b8b6
 log = get_logger(__name__)
@@ -41,11 +43,16 @@ def record(trainer, split:str, metrics:dict, result:RunResult):
     trainer.save_metrics(split, metrics)
     result.metrics[split] = metrics
 
-def stage_callbacks(finetuning_args, training_args, extra:list|None=None) -> list:
+def stage_callbacks(finetuning_args, training_args, extra:list|None=None,
+                    processor=None, # a media model's processor (`Prepared.processor`): saved beside the tokenizer
+                   ) -> list:
     ("The callbacks every stage trains with: the log, whole checkpoints, graceful interrupt (and PiSSA conversion, "
-     "early stopping when asked). Every stage calls it right before building its Trainer: FSDP on CPU is set up here.")
+     "early stopping when asked, the processor's files). Every stage calls it right before building its Trainer: FSDP "
+     "on CPU is set up here.")
     fsdp_on_cpu(training_args)
-    cbs = [LogCallback(), CheckpointCallback(), InterruptCallback()]
+    # the processor's files go into a checkpoint before `CheckpointCallback` marks it complete
+    cbs = [LogCallback(), *([SaveProcessorCallback(processor)] if processor is not None else []), CheckpointCallback(),
+           InterruptCallback()]
     if finetuning_args.pissa_convert and training_args.do_train: cbs.append(PissaConvertCallback())
     cbs += tracker_callbacks(training_args, finetuning_args)
     if finetuning_args.use_badam:   # badam's own callback: input gradients for the checkpointed blocks it trains
@@ -65,6 +72,39 @@ def save_template(training_args, template, tokenizer, model_args:ModelArguments|
     tokenizer.chat_template = to_jinja(template, tokenizer)
     if not training_args.should_save: return
     RunDir(training_args.output_dir).write_template(template_record(template, tokenizer))
+
+# %% ../../nbs/54b_train.workflow.ipynb #9ddeff93
+class SaveProcessorCallback(TrainerCallback):
+    "Save a media model's processor into each checkpoint and, at the end of training, into the run folder."
+    def __init__(self, processor): self.processor = processor
+
+    def save(self, out):
+        "The processor's files (with the tokenizer's chat template) into `out`."
+        tok = getattr(self.processor, 'tokenizer', None)
+        if tok is not None and tok.chat_template: self.processor.chat_template = tok.chat_template
+        self.processor.save_pretrained(str(out))
+
+    def on_save(self, args, state, control, **kw):
+        if args.should_save: self.save(Path(args.output_dir) / f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}')
+
+    def on_train_end(self, args, state, control, **kw):
+        if args.should_save: self.save(args.output_dir)
+
+# %% ../../nbs/54b_train.workflow.ipynb #d43f31c3
+TEXT_ONLY_STAGES = ('rm', 'ppo')   # stages that do not carry media into training
+
+def check_text_only_stage(args):
+    "Refuse, for a stage of `TEXT_ONLY_STAGES`, a dataset whose registry entry maps images, videos or audios."
+    from llmft.data.registry import get_dataset_list
+    from llmft.data.loader import maps_media
+    d, stage = args.data, args.finetuning.stage
+    if stage not in TEXT_ONLY_STAGES: return
+    for attr in get_dataset_list(d.dataset, d.dataset_dir) + get_dataset_list(d.eval_dataset, d.dataset_dir):
+        keys = maps_media(attr)
+        if keys: raise ConfigError(
+            f"stage {stage} trains on text only, but dataset '{attr.name}' ({attr.file_name}) maps the media "
+            f"column(s) {', '.join(f'{k} -> {attr.columns[k]!r}' for k in keys)}: train on media with stage sft, dpo "
+            f'or kto, or remove the mapping from dataset_info.json to train on the text alone.')
 
 # %% ../../nbs/54b_train.workflow.ipynb #bf48c8c9
 def save_with_value_head(trainer, output_dir:str|Path|None=None):

@@ -7,12 +7,17 @@ from __future__ import annotations
 from itertools import chain
 import numpy as np
 import pyarrow as pa
+from fastcore.basics import patch
 from ...core import IGNORE_INDEX
+from ..converters import MEDIA_KEYS
 from ..fastbpe import encode_texts
+from ..media import MediaError, open_image, read_audio, read_video
+from ..mm import plugin_for
 
 # %% auto #0
 __all__ = ['SCALAR_COLUMNS', 'batch_encode', 'infer_seqlen', 'DatasetProcessor', 'join_pairs', 'truncate_pair', 'fit_pair',
-           'int_lists_to_arrow', 'is_int_lists', 'to_arrow_columns']
+           'has_media', 'media_readers', 'emit_bad', 'int_lists_to_arrow', 'is_int_lists', 'to_arrow_columns',
+           'media_types']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #b19a8ec8
 def batch_encode(tokenizer, texts:list[str], add_special_tokens:bool=False) -> list[list[int]]:
@@ -37,11 +42,15 @@ def infer_seqlen(source_len:int, target_len:int, cutoff_len:int) -> tuple[int, i
 # %% ../../../nbs/27a_data.processors.base.ipynb #82a403ae
 class DatasetProcessor:
     "Base of the processors: turns canonical examples into model inputs for one data shape."
-    def __init__(self, template, tokenizer, data_args):
-        self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
+    def __init__(self, template, tokenizer, data_args,
+                 processor=None, # the model's HF processor (`data.mm.load_processor`): reads the rows' media
+                ):
+        self.template, self.tokenizer, self.data_args, self.processor = template, tokenizer, data_args, processor
         self._tail_ids: dict[str, list[int]] = {}
         # read once: a tokenizer's `eos_token_id` looks the token up on every access (0.3 s per 20k rows)
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.plugin = plugin_for(getattr(template, 'name', None))   # the family's media processing, or None
+        self.media_ids = frozenset(self.plugin.media_token_ids(tokenizer) if self.plugin else ())
 
     def encode_conversations(self, convs:list[list[dict]], systems:list[str], tools:list[str]|None=None,
                              last_only:bool=False,
@@ -114,6 +123,103 @@ def fit_pair(src:list[int], tgt:list[int], budget:int,
         sl, tl = keep, min(len(tgt), budget - keep)
     return src[:sl - keep] + src[len(src) - keep:], tgt[:tl]
 
+# %% ../../../nbs/27a_data.processors.base.ipynb #6837a454
+def has_media(batch:dict) -> bool:
+    "Whether a batch of canonical examples carries media columns (its registry entry maps images, videos or audios)."
+    return any(f'_{k}' in batch for k in MEDIA_KEYS)
+
+def media_readers(processor) -> dict:
+    "Per media key, how to read one item as the collator will (LLaMA-Factory's settings on the processor)."
+    get = lambda k, d: getattr(processor, k, d)
+    return {'images': lambda x: open_image(x),
+            'videos': lambda x: read_video(x, get('video_fps', 2.0), get('video_maxlen', 128)),
+            'audios': lambda x: read_audio(x, get('audio_sampling_rate', 16000))}
+
+@patch
+def expand_row(self:DatasetProcessor, prompt:list[dict], response:list[dict], media:dict[str, list]
+              ) -> tuple[list[dict], list[dict]]:
+    "(prompt, response) with the placeholders expanded into media tokens; a `MediaError` names the item that fails."
+    if self.plugin is None or self.processor is None:
+        raise MediaError(f"template '{self.template.name}' with no media plugin or processor cannot read media")
+    readers = media_readers(self.processor)
+    for k, items in media.items():
+        for j, x in enumerate(items):
+            try: readers[k](x)
+            except MediaError as e: raise MediaError(f"column '{k}', item {j}: {e}") from None
+    msgs = self.plugin.expand(prompt + response, media.get('images', []), media.get('videos', []),
+                              media.get('audios', []), self.processor)
+    return msgs[:len(prompt)], msgs[len(prompt):]
+
+# %% ../../../nbs/27a_data.processors.base.ipynb #76550d71
+@patch
+def expand_media(self:DatasetProcessor, batch:dict) -> tuple[dict, list[str]]:
+    ("The batch with each media row expanded (`expand_row`), the rows whose media cannot be read left out; and why "
+     "each was left out, naming where it comes from. A batch without media passes unchanged.")
+    if not has_media(batch): return batch, []
+    n = len(batch['_prompt'])
+    cols = {k: batch.get(f'_{k}') or [None] * n for k in MEDIA_KEYS}
+    where = batch.get('_where') or [None] * n
+    keep, bad, prompts, responses = [], [], [], []
+    for i in range(n):
+        media = {k: cols[k][i] for k in MEDIA_KEYS if cols[k][i]}
+        p, r = batch['_prompt'][i], batch['_response'][i]
+        if media:
+            try: p, r = self.expand_row(p, r, media)
+            except MediaError as e:
+                bad.append(f'{where[i] or f"row {i} of its batch"}: {e}')
+                continue
+        keep.append(i)
+        prompts.append(p)
+        responses.append(r)
+    out = {k: v if len(keep) == n else [v[i] for i in keep] for k, v in batch.items()}
+    out['_prompt'], out['_response'] = prompts, responses
+    return out, bad
+
+# %% ../../../nbs/27a_data.processors.base.ipynb #f0523aa7
+_EMPTY = {'kto_tags': False, 'prompt': '', 'solution': ''}   # what a left-out row holds in a column (else below)
+
+def _fill(key:str):
+    "What a left-out row holds in column `key` of a processor's output: no ids, no media."
+    if key in _EMPTY: return _EMPTY[key]
+    return [] if key.endswith(('input_ids', 'attention_mask', 'labels', 'position_ids')) else None
+
+@patch
+def media_tokens(self:DatasetProcessor, prompts:list[list[dict]]) -> list[int]:
+    "How many media tokens each (expanded) prompt holds, counted on its ids."
+    ids = batch_encode(self.tokenizer, ['\n'.join(m['content'] for m in p) for p in prompts])
+    return [sum(t in self.media_ids for t in x) for x in ids]
+
+@patch
+def add_media(self:DatasetProcessor, out:dict, batch:dict, kept:list[int], bad:list[str]) -> dict:
+    ("Processor output `out` (rows `kept` of the expanded `batch`) with the media beside the ids, media tokens out of "
+     "the labels, rows whose media tokens `cutoff_len` cut left out, and a `_bad` reason per row left out.")
+    if not has_media(batch): return out
+    need = self.media_tokens([batch['_prompt'][i] for i in kept])
+    seqs = [k for k in out if k.endswith('input_ids')]
+    ok = []
+    for j, (i, n) in enumerate(zip(kept, need)):
+        have = min(sum(t in self.media_ids for t in out[k][j]) for k in seqs) if n else n
+        if have < n:
+            bad.append(f"{(batch.get('_where') or [None] * len(batch['_prompt']))[i] or f'row {i} of its batch'}: "
+                       f'cutoff_len {self.data_args.cutoff_len} cuts its media tokens ({have} of {n} kept); expected '
+                       'a cutoff_len that holds them all')
+            continue
+        ok.append(j)
+        for k in seqs:
+            lab = k[:-len('input_ids')] + 'labels'
+            if n and lab in out:
+                out[lab][j] = [IGNORE_INDEX if t in self.media_ids else l for t, l in zip(out[k][j], out[lab][j])]
+    out = {k: v if len(ok) == len(kept) else [v[j] for j in ok] for k, v in out.items()}
+    for k in MEDIA_KEYS: out[k] = [batch[f'_{k}'][kept[j]] if f'_{k}' in batch else None for j in ok]
+    return emit_bad(out, bad)
+
+def emit_bad(out:dict, bad:list[str]) -> dict:
+    "`out` with one empty row per reason in `bad`, and the `_bad` column: '' for a row kept, else why it was left out."
+    n = len(next(iter(out.values()), []))
+    for k, v in out.items(): v += [_fill(k) for _ in bad]
+    out['_bad'] = [''] * n + bad
+    return out
+
 # %% ../../../nbs/27a_data.processors.base.ipynb #8c2c917d
 def int_lists_to_arrow(rows:list[list[int]]) -> pa.ListArray:
     "Rows of ints as an Arrow list<int32> array, built from numpy buffers rather than element by element."
@@ -130,11 +236,20 @@ def is_int_lists(v:list) -> bool:
     first = next((r for r in v if not isinstance(r, list) or r), [])
     return isinstance(first, list) and isinstance(first[0] if first else 0, int)
 
-def to_arrow_columns(out:dict[str, list]) -> pa.Table:
+def to_arrow_columns(out:dict[str, list],
+                     types:dict|None=None, # column -> Arrow type, for columns whose rows may all be None (media)
+                    ) -> pa.Table:
     ("A processor's output as an Arrow table: list-of-int columns built from numpy buffers; other columns (the text "
-     "and the data's own columns of the prompts shape) as Arrow infers them.")
-    cols = {}
+     "and the data's own columns of the prompts shape) as Arrow infers them, or as `types` says.")
+    cols, types = {}, {**SCALAR_COLUMNS, **(types or {})}
     for k, v in out.items():
-        if k in SCALAR_COLUMNS: cols[k] = pa.array(v, type=SCALAR_COLUMNS[k])
+        if k in types: cols[k] = pa.array(v, type=types[k])
         else: cols[k] = int_lists_to_arrow(v) if is_int_lists(v) else pa.array(v)
     return pa.table(cols)
+
+def media_types(features) -> dict:
+    ("The Arrow types of a processor's media columns (`images`, `videos`, `audios`, `_bad`), from the `features` of "
+     "the canonical dataset it reads; {} for a dataset without media.")
+    if not features or not any(f'_{k}' in features for k in MEDIA_KEYS): return {}
+    schema = features.arrow_schema
+    return {'_bad': pa.string(), **{k: schema.field(f'_{k}').type for k in MEDIA_KEYS if f'_{k}' in features}}

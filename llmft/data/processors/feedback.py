@@ -17,7 +17,8 @@ class FeedbackDatasetProcessor(DatasetProcessor):
     "`input_ids` / `labels` of prompt + response, `kl_*` of prompt + a mismatched response, and `kto_tags`."
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
-        n = len(batch['_prompt'])
+        batch, bad = self.expand_media(batch)
+        n, kept = len(batch['_prompt']), []
         if n < 2:
             log.warning(
                 'A feedback batch of one example pairs it with itself for the KL term; use preprocessing_batch_size'
@@ -47,7 +48,8 @@ class FeedbackDatasetProcessor(DatasetProcessor):
                 out[f'{pre}attention_mask'].append([1] * (len(src) + len(tgt)))
                 out[f'{pre}labels'].append([IGNORE_INDEX] * len(src) + tgt)
             out['kto_tags'].append(bool(batch['_kto_tag'][i]))
-        return out
+            kept.append(i)
+        return self.add_media(out, batch, kept, bad)
 
     def print_data_example(self, example:dict) -> str:
         s = super().print_data_example(example) + f"\nkto_tag: {example['kto_tags']}"

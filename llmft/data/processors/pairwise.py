@@ -15,7 +15,8 @@ class PairwiseDatasetProcessor(DatasetProcessor):
     "Prompt + chosen and prompt + rejected, as `chosen_*` and `rejected_*` ids, masks and labels."
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
-        convs = []
+        batch, bad = self.expand_media(batch)
+        convs, kept = [], []
         for p, r in zip(batch['_prompt'], batch['_response']): convs += [p + r[:1], p + r[1:2]]
         systems = [s for s in batch['_system'] for _ in (0, 1)]
         tools = [t for t in (batch.get('_tools') or [None] * len(batch['_system'])) for _ in (0, 1)]
@@ -35,7 +36,8 @@ class PairwiseDatasetProcessor(DatasetProcessor):
                 out[f'{k}_input_ids'].append(prompt + resp)
                 out[f'{k}_attention_mask'].append([1] * (sl + len(resp)))
                 out[f'{k}_labels'].append([IGNORE_INDEX] * sl + resp)
-        return out
+            kept.append(i // 2)
+        return self.add_media(out, batch, kept, bad)
 
     def print_data_example(self, example:dict) -> str:
         parts = []

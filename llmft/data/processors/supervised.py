@@ -5,7 +5,8 @@
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #35100b12
 from __future__ import annotations
 from ...core import IGNORE_INDEX
-from .base import DatasetProcessor
+from ..converters import MEDIA_KEYS
+from .base import DatasetProcessor, emit_bad
 
 # %% auto #0
 __all__ = ['SupervisedDatasetProcessor', 'greedy_knapsack', 'PackedSupervisedDatasetProcessor']
@@ -38,20 +39,23 @@ class SupervisedDatasetProcessor(DatasetProcessor):
         return input_ids, labels
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
-        "Render every turn of the batch, tokenize them in one call, then assemble and mask each example."
+        ("Render every turn of the batch (media rows expanded first), tokenize them in one call, then assemble and "
+         "mask each example.")
+        batch, bad = self.expand_media(batch)
         convs = [p + r for p, r in zip(batch['_prompt'], batch['_response'])]
-        out = {'input_ids': [], 'labels': []}
+        out, kept = {'input_ids': [], 'labels': []}, []
         last_only = self.data_args.mask_history  # only the last answer is trained: earlier thoughts are history
         tails = []
         encoded = self.encode_conversations(convs, batch['_system'], batch.get('_tools'), last_only, tails)
-        for turns, tail in zip(encoded, tails):
+        for i, (turns, tail) in enumerate(zip(encoded, tails)):
             pairs = [(turns[j], turns[j + 1], tail[j]) for j in range(0, len(turns) - 1, 2)]
             input_ids, labels = self.encode_pairs(pairs)
             # nothing to train on: dropped, counted by the pipeline
             if labels.count(IGNORE_INDEX) == len(labels): continue
             out['input_ids'].append(input_ids)
             out['labels'].append(labels)
-        return out
+            kept.append(i)
+        return self.add_media(out, batch, kept, bad)
 
 # %% ../../../nbs/27b_data.processors.supervised.ipynb #9ae71c2e
 import bisect
@@ -83,9 +87,12 @@ class PackedSupervisedDatasetProcessor(SupervisedDatasetProcessor):
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
         ex = super().preprocess_dataset(batch)
+        bad = [r for r in ex.pop('_bad', []) if r]   # rows left out come last (`base.emit_bad`)
+        media = [k for k in MEDIA_KEYS if k in ex]   # a pack holds the media of its examples, in order
         neat, n = self.data_args.neat_packing, self.data_args.cutoff_len
-        out = {'input_ids': [], 'attention_mask': [], 'position_ids': [], 'labels': []}
-        for b in greedy_knapsack([len(x) for x in ex['input_ids']], n - 1):
+        out = {'input_ids': [], 'attention_mask': [], 'position_ids': [], 'labels': [], **{k: [] for k in media}}
+        for b in greedy_knapsack([len(x) for x in ex['input_ids'][:len(ex['input_ids']) - len(bad)]], n - 1):
+            for k in media: out[k].append([x for i in b for x in ex[k][i] or []] or None)
             ids, mask, pos, labels = [], [], [], []
             for seg, i in enumerate(b, 1):
                 k = len(ex['input_ids'][i])
@@ -102,4 +109,4 @@ class PackedSupervisedDatasetProcessor(SupervisedDatasetProcessor):
             out['attention_mask'].append(mask)
             out['position_ids'].append(pos)
             out['labels'].append(labels)
-        return out
+        return emit_bad(out, bad) if media else out

@@ -29,12 +29,14 @@ class UnsupervisedDatasetProcessor(DatasetProcessor):
         return out
 
     def preprocess_dataset(self, batch:dict[str, list]) -> dict[str, list]:
-        out = {'input_ids': [], 'attention_mask': [], 'labels': []}
-        for _, src, tgt in self.encode_prompts(batch):
+        batch, bad = self.expand_media(batch)
+        out, kept = {'input_ids': [], 'attention_mask': [], 'labels': []}, []
+        for i, src, tgt in self.encode_prompts(batch):
             out['input_ids'].append(src)
             out['attention_mask'].append([1] * len(src))
             out['labels'].append(tgt)
-        return out
+            kept.append(i)
+        return self.add_media(out, batch, kept, bad)
 
 # %% ../../../nbs/27d_data.processors.unsupervised.ipynb #ab9869eb
 class PromptDatasetProcessor(UnsupervisedDatasetProcessor):
