@@ -79,7 +79,8 @@ def compare_rows(lf_rows: list, rows: list) -> str:
     for i, (a, b) in enumerate(zip(lf_rows, rows)):
         for k in sorted(set(a) | set(b)):
             if k in a and k in b and a[k] != b[k]: return f'row {i} {k}'
-            if (k in a) != (k in b) and (a.get(k) or b.get(k)): return f"row {i} {k} only in {'LF' if k in a else 'llmft'}"
+            if (k in a) != (k in b) and (a.get(k) or b.get(k)):
+                return f"row {i} {k} only in {'LF' if k in a else 'llmft'}"
     return ''
 
 
@@ -126,7 +127,7 @@ def main(argv=None):
             rcs = list(ex.map(lambda s: run_side(*s, work), [(a.lf_python, 'lf'), (sys.executable, 'llmft')]))
         if any(rcs): sys.exit(f'a side failed: see {work}/lf.log and {work}/llmft.log')
     results, reference = {}, {}
-    print(f"| case | rows | tensors compared | verdict |\n|---|---|---|---|")
+    print('| case | rows | tensors compared | verdict |\n|---|---|---|---|')
     for c in cases:
         lf, ours = load_side(work, 'lf', c['id']), load_side(work, 'llmft', c['id'])
         r = results[c['id']] = compare_case(lf, ours, c['id'])
@@ -138,7 +139,8 @@ def main(argv=None):
         REFERENCE.write_text(json.dumps(reference, indent=None, separators=(',', ':')) + '\n')
         print(f'wrote {REFERENCE.relative_to(ROOT)}')
     bad = [k for k, r in results.items() if r['status'] not in ('same', 'deliberate')]
-    print(f"{len(results) - len(bad)} of {len(results)} cases identical or a listed difference" + (f"; differ: {', '.join(bad)}" if bad else ''))
+    differ = f"; differ: {', '.join(bad)}" if bad else ''
+    print(f'{len(results) - len(bad)} of {len(results)} cases identical or a listed difference{differ}')
     return 1 if bad else 0
 
 

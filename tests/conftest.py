@@ -51,16 +51,23 @@ def free_port() -> int:
 
 def start_api(words, log_path, env=None, timeout=180):
     "`llmft api WORDS` in its own process on a free port, once it listens: (base url, process, log path)."
-    import socket, subprocess, time
+    import subprocess
     port = free_port()
     env = {**os.environ, 'API_PORT': str(port), 'PYTHONUNBUFFERED': '1', **(env or {})}
     p = subprocess.Popen([str(Path(sys.executable).parent / 'llmft'), 'api', *map(str, words)], env=env,
                          stdout=open(log_path, 'w'), stderr=subprocess.STDOUT)
+    wait_listening(p, port, log_path, timeout)
+    return f'http://127.0.0.1:{port}/v1', p, Path(log_path)
+
+
+def wait_listening(p, port, log_path, timeout=90):
+    "Wait until process `p` listens on `port` of 127.0.0.1; fail with the end of its log if it ends or takes too long."
+    import socket, time
     deadline = time.time() + timeout
     while True:
         try:
             socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            return f'http://127.0.0.1:{port}/v1', p, Path(log_path)
+            return
         except OSError:
             assert p.poll() is None and time.time() < deadline, Path(log_path).read_text()[-3000:]
             time.sleep(0.5)

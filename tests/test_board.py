@@ -5,9 +5,9 @@ check the data; build a run in the Train tab and launch it, see its curve and "f
 beside its base model; export it (the reload check) and evaluate it. A screenshot of each tab is kept in
 `tests/artifacts/board-<tab>.png` (the docs show copies). The token rule of `--host` is checked over HTTP."""
 import pytest
-import http.client, json, os, re, shutil, socket, subprocess, sys, time
+import http.client, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_listening
 
 pytestmark = pytest.mark.slow   # Voila, five `llmft` processes and Chromium
 
@@ -22,14 +22,7 @@ def serve(folder:Path, *words, data=str(ROOT / 'data')):
     log = open(folder / 'board.log', 'w')
     p = subprocess.Popen([LLMFT, 'board', '--port', str(port), '--data', data, *words], cwd=folder,
                          stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
-    deadline = time.time() + 90
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            break
-        except OSError:
-            assert p.poll() is None and time.time() < deadline, (folder / 'board.log').read_text()[-3000:]
-            time.sleep(0.5)
+    wait_listening(p, port, folder / 'board.log')
     url = re.search(r'http://\S+', (folder / 'board.log').read_text()).group(0)
     return p, port, url
 

@@ -10,6 +10,9 @@ from conftest import ROOT
 from llmft.core import DataError, IGNORE_INDEX
 from llmft.data.checks import check_dataset
 from llmft.data.collators import KTOCollator, PairwiseCollator, SFTCollator
+from llmft.data.loader import LeftOut, to_canonical
+from llmft.data.mm import Qwen2VLPlugin
+from llmft.data.registry import parse_entry
 from llmft.data.media import read_audio
 from llmft.data.pipeline import MEDIA_FILE, prepare
 from llmft.hparams.parser import get_train_args
@@ -132,14 +135,15 @@ def test_malformed_rows_named_counted_and_refused_when_strict(tmp_path, monkeypa
     assert len(lo) == 4 and all(r.count == 1 for r in lo), reasons
     expect = ["column 'images', item 0: file 'pics/missing.png' not found; expected an existing file (path relative "
               f'to media_dir {d})',
-              "column 'images', item 0: URL 'https://example.com/cat.png' and the run is offline (HF_HUB_OFFLINE / "
-              'HF_DATASETS_OFFLINE); expected a local file: download it into media_dir and give its path',
+              "column 'images', item 0: URL 'https://example.com/cat.png': web addresses in datasets are not "
+              'downloaded; download the file into media_dir and give its path',
               '2 <image> in the text for 1 image; expected one <image> per image (or none: then they are put before '
               'the first user message)']
     assert all(any(e == r for r in reasons) for e in expect), reasons
-    broken = next(r for r in lo if 'broken.png' in r.reason)
-    assert broken.reason.startswith("Dataset 'bad' (bad.json): row 4: column 'images', item 0: image ")
+    broken = next(r for r in lo if 'broken.png' in r.reason)   # found while tokenizing: recorded as conversion's are
+    assert broken.reason.startswith("column 'images', item 0: image ")
     assert 'broken.png cannot be read' in broken.reason and 'expected an image file' in broken.reason
+    assert (broken.dataset, broken.total, broken.rows) == ('bad', 6, [4])
     assert [r.rows for r in lo if 'missing' in r.reason] == [[1]]
     rep = check_dataset(ds, prep.template, prep.tokenizer, 'supervised', prep.args.data, left_out=lo)[0]
     assert rep.verdict == 'WARN' and rep.left_out() == 4
@@ -217,3 +221,97 @@ def test_streamed_media_rows(tmp_path):
     assert len(rows) == 2 and all(len(r['images']) == 1 for r in rows)   # the bad rows left out as they stream
     batch = SFTCollator(prep.tokenizer.pad_token_id, processor=prep.processor, plugin=prep.plugin)(rows)
     assert batch['pixel_values'].shape[0] == 2
+
+
+def test_qwen25_video_second_per_grid_ts_list_is_not_cast(tmp_path, monkeypatch):
+    prep = prepare(recipe(tmp_path, 'qwen2_vl', dataset='mllm_video_demo', max_samples=2))
+    names = [*prep.processor.model_input_names, 'second_per_grid_ts']   # as Qwen2.5-VL's processor lists it
+    monkeypatch.setattr(type(prep.processor), 'model_input_names', property(lambda self: names))
+    batch = SFTCollator(prep.tokenizer.pad_token_id, processor=prep.processor, plugin=prep.plugin,
+                        dtype=torch.bfloat16)([*prep.dataset['train_dataset']])
+    assert isinstance(batch['second_per_grid_ts'], list) and len(batch['second_per_grid_ts']) == 2
+    assert all(x > 0 for x in batch['second_per_grid_ts'])
+    assert batch['pixel_values_videos'].dtype == torch.bfloat16 and batch['input_ids'].dtype == torch.long
+
+
+def one_entry_dir(tmp_path, rows, columns=None) -> Path:
+    "A dataset folder `d` with `rows` as 'd' (sharegpt; `columns` beyond messages) and a media folder `pics`."
+    d = tmp_path / 'one'
+    write_media(d / 'pics')
+    (d / 'd.json').write_text(json.dumps(rows))
+    entry = {'file_name': 'd.json', 'formatting': 'sharegpt', 'columns': {'messages': 'messages', **(columns or {})},
+             'tags': {'role_tag': 'role', 'content_tag': 'content', 'user_tag': 'user', 'assistant_tag': 'assistant'}}
+    (d / 'dataset_info.json').write_text(json.dumps({'d': entry}))
+    return d
+
+
+def q(text, **media):
+    return {'messages': [{'role': 'user', 'content': text}, {'role': 'assistant', 'content': 'A.'}], **media}
+
+
+def test_a_file_created_after_a_run_is_read_without_overwrite_cache(tmp_path):
+    d = one_entry_dir(tmp_path, [q('<image>Here?', pics=['pics/image_0.png']), q('<image>Later?', pics=['pics/late.png'])],
+                      {'images': 'pics'})
+    kw = dict(dataset='d', dataset_dir=str(d), max_samples=None, overwrite_cache=False)
+    first = prepare(recipe(tmp_path, **kw)).dataset
+    assert len(first['train_dataset']) == 1 and "file 'pics/late.png' not found" in first.left_out['train'][0].reason
+    shutil.copy(d / 'pics' / 'image_0.png', d / 'pics' / 'late.png')
+    again = prepare(recipe(tmp_path, **kw)).dataset   # `datasets`' cache of the conversion must not keep it out
+    assert len(again['train_dataset']) == 2 and again.left_out['train'] == []
+
+
+def test_bad_rows_of_tokenization_count_with_their_dataset(tmp_path):
+    rows = [q('<image>Good?', pics=['pics/image_0.png']), q('<image>Missing?', pics=['pics/missing.png']),
+            q('<image>Broken?', pics=['pics/broken.png']), q('<image>Huge?', pics=['pics/huge.png']),
+            q('<image>Fine?', pics=['pics/image_1.jpg'])]
+    d = one_entry_dir(tmp_path, rows, {'images': 'pics'})
+    (d / 'pics' / 'broken.png').write_bytes(b'not a picture')
+    Image.new('L', (14000, 14000)).save(d / 'pics' / 'huge.png')   # small on disk: a decompression bomb to Pillow
+    prep = prepare(recipe(tmp_path, dataset='d', dataset_dir=str(d), max_samples=None, max_left_out=0.5))
+    lo = prep.dataset.left_out['train']
+    assert len(prep.dataset['train_dataset']) == 2
+    assert [(r.dataset, r.total, r.rows, r.count) for r in lo] == [('d', 5, [1], 1), ('d', 5, [2], 1), ('d', 5, [3], 1)]
+    huge = lo[2].reason
+    assert huge.startswith("column 'pics', item 0: image ") and 'huge.png has more pixels than Pillow opens' in huge
+    assert 'MAX_IMAGE_PIXELS' in huge and lo[1].reason.startswith("column 'pics', item 0: image ")   # its own column
+    rep = check_dataset(prep.dataset['train_dataset'], prep.template, prep.tokenizer, 'supervised', prep.args.data,
+                        left_out=lo)[0]
+    assert rep.verdict == 'WARN' and rep.left_out() == 3   # 3 of 5 from one pool: over max_left_out 0.5
+
+
+def test_web_addresses_refused_online_too(tmp_path, monkeypatch):
+    for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE'): monkeypatch.delenv(k, raising=False)
+    from datasets import Dataset
+    attr = parse_entry('web', {'file_name': 'web.json', 'formatting': 'sharegpt',
+                               'columns': {'messages': 'messages', 'images': 'images'},
+                               'tags': {'role_tag': 'role', 'content_tag': 'content', 'user_tag': 'user',
+                                        'assistant_tag': 'assistant'}})
+    ds = Dataset.from_list([q('<image>Cat?', images=['https://example.com/cat.png']),
+                            q('<image>Here?', images=[str(write_media(tmp_path)['images'][0])])])
+    lo = []
+    out = to_canonical(ds, attr, left_out=lo)
+    assert len(out) == 1 and lo == [LeftOut('web', "column 'images', item 0: URL 'https://example.com/cat.png': web "
+                                            'addresses in datasets are not downloaded; download the file into '
+                                            'media_dir and give its path', 1, 2, [0])]
+
+
+def test_a_tag_in_a_text_row_is_a_bad_row_on_a_media_template(tmp_path):
+    d = one_entry_dir(tmp_path, [q('What is <image> for?'), q('Plain text.'), q('Plain too.')])
+    prep = prepare(recipe(tmp_path, dataset='d', dataset_dir=str(d), max_samples=None))
+    ds, lo = prep.dataset['train_dataset'], prep.dataset.left_out['train']
+    image = prep.tokenizer.convert_tokens_to_ids('<image>')
+    assert len(ds) == 2 and not any(image in r for r in ds['input_ids'])
+    assert [(r.dataset, r.rows) for r in lo] == [('d', [0])]
+    assert lo[0].reason.startswith('1 <image> in the text for 0 images; expected one <image> per image')
+
+
+def test_kto_kl_rows_read_the_media_once(tmp_path, monkeypatch):
+    prep = prepare(recipe(tmp_path, 'qwen2_vl', stage='kto', dataset='mllm_kto_demo', max_samples=2))
+    calls = []
+    inner = Qwen2VLPlugin.mm_inputs
+    monkeypatch.setattr(Qwen2VLPlugin, 'mm_inputs', lambda self, *a: calls.append(1) or inner(self, *a))
+    b = KTOCollator(prep.tokenizer.pad_token_id, processor=prep.processor, plugin=prep.plugin)(
+        [*prep.dataset['train_dataset']])
+    pad = prep.tokenizer.convert_tokens_to_ids('<|image_pad|>')
+    assert len(calls) == 1
+    assert b['kl_mm_token_type_ids'].eq(1).tolist() == b['kl_input_ids'].eq(pad).tolist()

@@ -1,13 +1,14 @@
 """Chat and the OpenAI-compatible API with media, on the tiny LLaVA-1.5, Qwen2-VL, Gemma 3 and Qwen2-Audio fixtures:
 a greedy answer to an image (a video, an audio clip) is the answer `model.generate` gives with the same processor
 tensors, whatever the company it is decoded in; a real `llmft api` server answers a data-URL image with that text
-(streamed too) and reads a file under SAFE_MEDIA_PATH; a web address on this offline machine is a 400 naming its part;
-a text model refuses media."""
+(streamed too) and reads a file under SAFE_MEDIA_PATH (nothing else: one 403 for a missing, outside or non-media file);
+a web address on this offline machine is a 400 naming its part, a decompression bomb a 400; a text model refuses
+media; a tag with no media behind it is refused."""
 import base64, io, json
 from pathlib import Path
 import pytest
 import torch
-from conftest import start_api, stop_api
+from conftest import start_api, stop_api, wait_listening
 
 Q = 'What is in the picture?'
 
@@ -96,8 +97,10 @@ def test_media_a_model_does_not_take_are_refused_by_name(vlm):
         text.chat(msgs, images=[make_image()])
     with pytest.raises(DataError, match=rf'audios given, but this model \({family}\) takes images'):
         cm.chat(msgs, audios=[b'RIFF'])
-    with pytest.raises(DataError, match='2 <image> placeholders'):
+    with pytest.raises(DataError, match='messages: 2 <image> in the text for 1 image;'):
         cm.chat([{'role': 'user', 'content': '<image><image>' + Q}], images=[make_image()])
+    with pytest.raises(DataError, match='messages: 1 <image> in the text for 0 images;'):   # a tag with no pixels
+        cm.chat([{'role': 'user', 'content': 'Is <image> a tag?'}])
 
 
 @pytest.fixture(scope='module')
@@ -144,6 +147,50 @@ def test_the_api_answers_an_image_as_chat_does(vlm_server):
     assert bad.status_code == 400 and 'an audio clip sent to a model that takes images and videos only' in bad.text
 
 
+def png_header(w:int, h:int) -> bytes:
+    "A PNG that declares `w` x `h` pixels (a decompression bomb's header: Pillow refuses it before decoding)."
+    import struct, zlib
+    chunk = lambda kind, data: struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+
+
+def test_the_api_refuses_bombs_probes_and_stray_tags(vlm_server):
+    "A decompression bomb is a 400 naming its part and Pillow's limit; a missing file, a file outside SAFE_MEDIA_PATH "
+    "and a file that is no image get one 403 text; a tag with no media behind it is a 400 naming the counts."
+    import httpx
+    url, folder = vlm_server
+    (folder / 'notes.txt').write_text('api_key=...')
+    post = lambda content: httpx.post(f'{url}/chat/completions', timeout=60,
+                                      json={'model': 'vlm', 'messages': [{'role': 'user', 'content': content}]})
+    image = lambda u: [{'type': 'text', 'text': Q}, {'type': 'image_url', 'image_url': {'url': u}}]
+    bomb = post(image('data:image/png;base64,' + base64.b64encode(png_header(30_000, 30_000)).decode()))
+    err = bomb.json()['error']
+    assert bomb.status_code == 400 and err['param'] == 'messages[0].content[1]', bomb.text
+    assert 'PIL.Image.MAX_IMAGE_PIXELS = ' in err['message'], err
+    paths = [str(folder / 'nope.png'), 'notes.txt', '/etc/hostname', '../' + folder.name]
+    got = [post(image(p)) for p in paths]
+    assert [r.status_code for r in got] == [403] * 4, [r.text for r in got]
+    texts = {r.json()['error']['message'].replace(p, 'P') for r, p in zip(got, paths)}
+    assert len(texts) == 1 and 'P is not an image file this server may read' in texts.pop()
+    stray = post([{'type': 'text', 'text': 'What is <image>?'}])
+    assert stray.status_code == 400 and '1 <image> in the text for 0 images' in stray.text, stray.text
+
+
+def test_video_maxlen_caps_the_frames_of_a_chat_video(tmp_path):
+    "The media settings reach chat: video_fps 8 samples the 1 s clip's 8 frames (4 time steps of 2), video_maxlen 4 "
+    "keeps 4 (2 time steps)."
+    from llmft.testing_mm import tiny_mm_path, write_media
+    from llmft.infer.chat import ChatModel
+    clip, msgs = str(write_media(tmp_path)['videos'][0]), [{'role': 'user', 'content': '<video>What moves?'}]
+    steps = {}
+    for maxlen in (128, 4):
+        cm = ChatModel(dict(model_name_or_path=str(tiny_mm_path('qwen2_vl')), template='qwen2_vl', video_fps=8.0,
+                            video_maxlen=maxlen), max_new_tokens=2)
+        steps[maxlen] = int(cm.media(cm.prompt(msgs, videos=[clip]), videos=[clip])['video_grid_thw'][0, 0])
+    assert steps == {128: 4, 4: 2}, steps
+
+
 def test_a_text_model_server_refuses_an_image(tmp_path):
     import httpx
     from llmft.testing import tiny_model
@@ -167,7 +214,7 @@ def test_a_text_model_server_refuses_an_image(tmp_path):
 def test_voila_chat_takes_an_uploaded_image_and_the_inspector_shows_media(tmp_path):
     "In Voila, in headless Chromium: a picture chosen in the chat's upload goes with the message (thumbnail, answer), "
     "the inspector shows a sample's image beside its `<image> x 16`, and no stderr block appears."
-    import shutil, socket, subprocess, sys, time
+    import shutil, subprocess, sys
     import nbformat
     from playwright.sync_api import sync_playwright
     from conftest import ROOT, free_port
@@ -194,14 +241,7 @@ display(ins)'''
                               f'--port={port}', '--Voila.ip=127.0.0.1'], cwd=tmp_path, stdout=log,
                              stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                socket.create_connection(('127.0.0.1', port), timeout=1).close()
-                break
-            except OSError:
-                assert voila.poll() is None and time.time() < deadline, (tmp_path / 'voila.log').read_text()[-3000:]
-                time.sleep(0.5)
+        wait_listening(voila, port, tmp_path / 'voila.log')
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=['--no-sandbox', '--disable-gpu',
                                                                          '--disable-dev-shm-usage'])

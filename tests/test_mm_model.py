@@ -2,7 +2,7 @@
 type train (against LLaMA-Factory 0.9.5's own numbers on the same tiny models), LoRA kept out of the tower, the
 refusal of rm / ppo on media data, and an export that merges a LoRA'd VLM and reloads with identical logits on an
 image batch."""
-import json, shutil, sys
+import json, sys
 import pytest
 import torch
 from conftest import ROOT, cli
@@ -206,9 +206,9 @@ def test_lf_qwen2vl_recipe_runs_on_the_cli(tmp_path):
     ("LLaMA-Factory's qwen2vl_lora_sft recipe (pictures and clips) through `llmft train` in a process of its own: the "
      "run and each checkpoint keep the processor beside the adapter, and the loss falls.")
     run = tmp_path / 'run'
-    p = cli('train', ROOT / 'examples/train_lora/qwen2vl_lora_sft.yaml', f"model_name_or_path={tiny_mm_path('qwen2_vl')}",
-            f'output_dir={run}', 'max_steps=6', 'logging_steps=2', 'bf16=false', 'max_samples=16', 'eval_steps=3',
-            'save_steps=3')
+    model = f"model_name_or_path={tiny_mm_path('qwen2_vl')}"
+    p = cli('train', ROOT / 'examples/train_lora/qwen2vl_lora_sft.yaml', model, f'output_dir={run}', 'max_steps=6',
+            'logging_steps=2', 'bf16=false', 'max_samples=16', 'eval_steps=3', 'save_steps=3')
     assert p.returncode == 0, p.stderr[-3000:]
     for folder in (run, run / 'checkpoint-3', run / 'checkpoint-6'):
         assert (folder / 'processor_config.json').exists() and (folder / 'adapter_model.safetensors').exists(), folder

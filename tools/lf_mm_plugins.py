@@ -34,7 +34,7 @@ TOKENS = {'llava': dict(image_token='<image>'), 'gemma3': dict(image_token='<ima
 
 
 def cases() -> list[dict]:
-    "The cases: family, processor settings, messages, media (file names under MEDIA; a list of names is a video's frames)."
+    "The cases: family, processor settings, messages, media (names under MEDIA; a list of names: a video's frames)."
     one = lambda tags, text='What is this?': [{'role': 'user', 'content': tags + text},
                                               {'role': 'assistant', 'content': 'A picture.'}]
     two = [{'role': 'user', 'content': '<image>Compare'}, {'role': 'assistant', 'content': 'Sure.'},
@@ -92,7 +92,8 @@ class Frames:
 
     def __init__(self, image_processor):
         ip = image_processor
-        self.patch_size, self.temporal_patch_size, self.merge_size = ip.patch_size, ip.temporal_patch_size, ip.merge_size
+        self.patch_size, self.temporal_patch_size = ip.patch_size, ip.temporal_patch_size
+        self.merge_size = ip.merge_size
         self.size = {'shortest_edge': ip.size['shortest_edge'], 'longest_edge': ip.size['longest_edge']}
         self.seen = []
 
@@ -105,7 +106,8 @@ class Frames:
             self.seen.append([{'size': list(f.size), **fingerprint(np.asarray(f, dtype=np.float32))} for f in frames])
             h, w = smart_resize(frames[0].height, frames[0].width, self.patch_size * self.merge_size,
                                 self.size['shortest_edge'], self.size['longest_edge'])
-            grids.append([math.ceil(len(frames) / self.temporal_patch_size), h // self.patch_size, w // self.patch_size])
+            t = math.ceil(len(frames) / self.temporal_patch_size)
+            grids.append([t, h // self.patch_size, w // self.patch_size])
         return BatchFeature({'video_grid_thw': torch.tensor(grids)})
 
 
@@ -159,7 +161,7 @@ def resampled() -> dict:
 
 
 def without_torchvision():
-    "LLaMA-Factory imports `smart_resize` from transformers' torchvision image processor module: give it the Pillow one's."
+    "LLaMA-Factory imports `smart_resize` from transformers' torchvision image processor module: give it Pillow's."
     import types
     from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil
     shim = types.ModuleType('transformers.models.qwen2_vl.image_processing_qwen2_vl')

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fastcore.basics import patch
 import numpy as np
-from ..core import UserError
 from ..data.checks import conversation_lengths
-from ..data.mm import load_processor, plugin_for
+from ..data.mm import load_processor
+from ..data.processors.base import DatasetProcessor, join_pairs
 from ..data.processors.supervised import greedy_knapsack
 
 # %% auto #0
@@ -24,7 +24,7 @@ def padding_efficiency(lengths, batch_size:int, cutoff_len:int, packing:bool=Fal
     padded = sum(len(rows[i:i + batch_size]) * rows[i:i + batch_size].max() for i in range(0, len(rows), batch_size))
     return float(rows.sum() / padded) if padded else 0.0
 
-# %% ../../nbs/93_dash.stats.ipynb #ed2a6680
+# %% ../../nbs/93_dash.stats.ipynb #e50b0bca
 MEDIA_KINDS = ('images', 'videos', 'audios')
 
 def media_counts(rows:dict) -> dict[str, np.ndarray]:
@@ -32,22 +32,20 @@ def media_counts(rows:dict) -> dict[str, np.ndarray]:
     n = len(rows['_prompt'])
     return {k: np.array([len(x or ()) for x in rows.get(f'_{k}') or [None] * n], dtype=int) for k in MEDIA_KINDS}
 
-def expand_media(rows:dict, plugin, processor) -> tuple[dict, np.ndarray]:
-    "(rows with each media placeholder expanded to the family's tokens, the media tokens of each row)."
-    n, tokens = len(rows['_prompt']), [t for t in (plugin.image_token, plugin.video_token, plugin.audio_token) if t]
-    prompts, responses, counts = [], [], []
-    for i in range(n):
-        p, r = rows['_prompt'][i], rows['_response'][i] or []
-        media = [(rows.get(f'_{k}') or [None] * n)[i] or [] for k in MEDIA_KINDS]
-        expanded = None
-        if any(media):
-            try: expanded = plugin.expand(p + r, *media, processor)
-            except UserError: pass   # unreadable media: the row keeps its placeholders; the data check reports it
-        msgs = expanded or p + r
-        prompts.append(msgs[:len(p)])
-        responses.append(msgs[len(p):])
-        counts.append(sum(m['content'].count(t) for m in expanded for t in tokens) if expanded else 0)
-    return {**rows, '_prompt': prompts, '_response': responses}, np.array(counts, dtype=int)
+def expand_media(template, tokenizer, rows:dict, processor) -> tuple[dict, np.ndarray, list[str]]:
+    ("(the rows training keeps, media rows expanded as training expands them; the media tokens of each kept row, "
+     "counted by id; why each row left out was left out).")
+    proc = DatasetProcessor(template, tokenizer, None, processor)
+    kept, bad = proc.expand_media(rows)
+    n = len(kept['_prompt'])
+    has = sum(media_counts(kept).values()) > 0
+    at = np.flatnonzero(has)
+    convs = [kept['_prompt'][i] + kept['_response'][i][:1] for i in at]
+    tools = [kept['_tools'][i] for i in at] if '_tools' in kept else None
+    tokens = np.zeros(n, dtype=int)
+    for i, turns in zip(at, proc.encode_conversations(convs, [kept['_system'][i] for i in at], tools)):
+        tokens[i] = np.isin(sum(join_pairs(turns), []), list(proc.media_ids)).sum()
+    return kept, tokens, bad
 
 # %% ../../nbs/93_dash.stats.ipynb #c30f68bb
 @dataclass
@@ -59,6 +57,7 @@ class DatasetStats:
     batch_size: int
     media: dict|None = None               # media rows: per kind (images, videos, audios), the items of each row
     media_tokens: np.ndarray|None = None  # media rows: the media tokens of each sample (expanded by the family)
+    left_out: int = 0                     # media rows left out: their media cannot be read (as training leaves them)
 
     @property
     def total(self) -> np.ndarray: return self.prompt + self.response
@@ -81,7 +80,7 @@ class DatasetStats:
         per_row = sum(self.media.values())
         return {**out, 'rows with media': int((per_row > 0).sum()),
                 'media per row': {k: q(v) for k, v in self.media.items() if v.any()},
-                'media tokens': q(self.media_tokens)}
+                'media tokens': q(self.media_tokens), 'rows left out (unreadable media)': self.left_out}
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -122,11 +121,10 @@ def dataset_stats(cfg=None, **overrides) -> DatasetStats:
     from llmft.hparams.parser import parse_recipe
     a = parse_recipe(cfg, defaults={'do_train': True}, **overrides).args
     prep = prepare(a, tokenize=False)   # tokenizer, template and shape: the lengths come from the rows
-    rows, media, tokens = prep.rows()[:], None, None
-    counts = media_counts(rows)
-    if any(v.any() for v in counts.values()):
+    rows, media, tokens, bad = prep.rows()[:], None, None, []
+    if any(v.any() for v in media_counts(rows).values()):
         processor = getattr(prep, 'processor', None) or load_processor(a.model, prep.tokenizer)
-        rows, tokens = expand_media(rows, plugin_for(prep.template), processor)
-        media = counts
-    p, r = conversation_lengths(prep.template, prep.tokenizer, rows)
-    return DatasetStats(p, r, a.data.cutoff_len, a.training.per_device_train_batch_size, media, tokens)
+        rows, tokens, bad = expand_media(prep.template, prep.tokenizer, rows, processor)
+        media = media_counts(rows)
+    p, r = conversation_lengths(prep.template, prep.tokenizer, rows)   # rows expanded already
+    return DatasetStats(p, r, a.data.cutoff_len, a.training.per_device_train_batch_size, media, tokens, len(bad))

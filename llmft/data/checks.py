@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from ..core import IGNORE_INDEX
 from .converters import MEDIA_KEYS
-from .media import MediaError
 from .mm import plugin_for
 from .processors.base import DatasetProcessor, join_pairs
 
@@ -391,17 +390,17 @@ def left_out_findings(records:list, max_fraction:float=0.0) -> list[Finding]:
 
 # %% ../../nbs/28a_data.checks.ipynb #67103606
 def _expanded(proc, examples:dict, s:int, e:int) -> list[list[dict]]:
-    "Rows `s:e` as prompt + first response, media rows expanded where they can be read (else as they are)."
+    ("Rows `s:e` as prompt + first response, media rows expanded as the processors expand them (`try_expand`): a row "
+     "whose media cannot be read is counted as it is (the pipeline leaves it out and says why).")
     if proc.processor is None or not any(examples.get(f'_{k}') for k in MEDIA_KEYS):   # text: as fast as before
         return [p + r[:1] for p, r in zip(examples['_prompt'][s:e], examples['_response'][s:e])]
     media = {k: examples.get(f'_{k}') or [None] * len(examples['_prompt']) for k in MEDIA_KEYS}
+    where = examples.get('_where') or [None] * len(examples['_prompt'])
     out = []
     for i in range(s, min(e, len(examples['_prompt']))):
         p, r = examples['_prompt'][i], examples['_response'][i][:1]
         items = {k: media[k][i] for k in MEDIA_KEYS if media[k][i]}
-        if items:
-            try: p, r = proc.expand_row(p, r, items)
-            except MediaError: pass   # counted as it is; the pipeline leaves the row out and says why
+        if items: p, r, _ = proc.try_expand(p, r, items, where[i])
         out.append(p + r)
     return out
 

@@ -79,7 +79,8 @@ def _rows(v) -> list[list[int]]: return v.tolist() if isinstance(v, torch.Tensor
 @patch
 def add_media(self:PaddingCollator, out:dict, rows:list[dict], prefix:str='', tensors:bool=True) -> dict:
     ("The padded batch `out` with the media tensors of its `rows` (the features, each with its `images`, `videos`, "
-     "`audios`, in the order of the batch); `tensors` False: the per-token ones only (a KTO batch's KL rows).")
+     "`audios`, in the order of the batch); `tensors` False: the per-token ones only, from the ids, without reading "
+     "the media again (a KTO batch's KL rows, which show the media of its rows).")
     if self.plugin is None: return out
     ids = out[prefix + 'input_ids']
     media = {k: [r.get(k) or [] for r in rows] for k in MEDIA_KEYS}
@@ -89,7 +90,8 @@ def add_media(self:PaddingCollator, out:dict, rows:list[dict], prefix:str='', te
     flat = [[x for r in media[k] for x in r] for k in MEDIA_KEYS]
     lens = [[len(r) for r in media[k]] for k in MEDIA_KEYS]
     batch_ids = [r[prefix + 'input_ids'] for r in rows]
-    mm = dict(self.plugin.batch_inputs(*flat, *lens, batch_ids, self.processor))
+    if tensors: mm = dict(self.plugin.batch_inputs(*flat, *lens, batch_ids, self.processor))
+    else: mm = self.plugin.token_types(batch_ids, self.processor)
     for k in [k for k in PER_TOKEN if k in mm]:
         out[prefix + k] = pad_rows(_rows(mm.pop(k)), 0, ids.shape[1], self.padding_side)
     if tensors: out.update(mm)
@@ -119,7 +121,7 @@ class SFTCollator(PaddingCollator):
         out = self.add_media(self.pad(features), features)
         if self.block_diag: out['attention_mask'] = segments_to_4d(out['attention_mask'], self.dtype)
         for k, v in out.items():   # pixel values and audio features in the model's dtype, as LLaMA-Factory casts them
-            if torch.is_floating_point(v): out[k] = v.to(self.dtype)
+            if isinstance(v, torch.Tensor) and torch.is_floating_point(v): out[k] = v.to(self.dtype)   # not lists
         return out
 
 # %% ../../nbs/28_data.collators.ipynb #a8df6f1d

@@ -12,9 +12,9 @@ from .cells import parse_calls, parse_tools
 
 # %% auto #0
 __all__ = ['USER', 'ASSISTANT', 'SYSTEM', 'FUNCTION', 'OBSERVATION', 'CANONICAL', 'CONVERTERS', 'SHAPE_RULES', 'MEDIA_KEYS',
-           'PLACEHOLDERS', 'MEDIA_WORDS', 'MEDIA_COLUMNS', 'cell_where', 'tools_cell', 'check_calls', 'convert_alpaca',
-           'convert_sharegpt', 'check_shape', 'is_offline', 'media_list', 'resolve_path', 'store_media', 'resolve_item',
-           'row_media', 'convert_media']
+           'PLACEHOLDERS', 'MEDIA_WORDS', 'MEDIA_COLUMNS', 'OFFLINE_FLAGS', 'PNG_MODES', 'cell_where', 'tools_cell',
+           'check_calls', 'convert_alpaca', 'convert_sharegpt', 'check_shape', 'is_offline', 'media_list',
+           'resolve_path', 'store_media', 'resolve_item', 'row_media', 'where_record', 'convert_media']
 
 # %% ../../nbs/21_data.converters.ipynb #73702a80
 USER, ASSISTANT, SYSTEM, FUNCTION, OBSERVATION = 'user', 'assistant', 'system', 'function', 'observation'
@@ -194,22 +194,23 @@ MEDIA_WORDS = {'images': 'image', 'videos': 'video', 'audios': 'audio'}
 # what `convert_media` adds to the canonical example
 MEDIA_COLUMNS = ('_images', '_videos', '_audios', '_where')
 
+OFFLINE_FLAGS = ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE')
+
 def is_offline() -> bool:
-    "Whether the run is offline: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set."
-    on = ('1', 'true', 'yes', 'on')
-    return any(os.environ.get(k, '').lower() in on for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
+    "Whether downloads are off here: HF_HUB_OFFLINE, HF_DATASETS_OFFLINE or TRANSFORMERS_OFFLINE set (read now)."
+    return any(os.environ.get(k, '').lower() in ('1', 'true', 'yes', 'on') for k in OFFLINE_FLAGS)
 
 def media_list(v) -> list:
     "A media cell as a list of items: [] for none, one item as a list of one (LLaMA-Factory's `_find_medias`)."
     if v is None: return []
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
-def resolve_path(s:str, media_dir, offline:bool) -> tuple[str, str]:
-    "(a path made absolute, '') or (s, what is wrong): relative paths are read in `media_dir`, then where the run is."
+def resolve_path(s:str, media_dir) -> tuple[str, str]:
+    ("(a path made absolute, '') or (s, what is wrong): relative paths are read in `media_dir`, then where the run is; "
+     "web addresses are refused, online or not (nothing downloads them).")
     if s.startswith(('http://', 'https://')):
-        if not offline: return s, ''
-        return s, (f"URL '{s}' and the run is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); expected a local "
-                   'file: download it into media_dir and give its path')
+        return s, (f"URL '{s}': web addresses in datasets are not downloaded; download the file into media_dir and "
+                   'give its path')
     if s.startswith('data:'): return s, ''
     found = next((p for p in (os.path.join(media_dir or '', s), s) if os.path.isfile(p)), None)
     if found: return os.path.abspath(found), ''
@@ -225,20 +226,23 @@ def store_media(data:bytes, suffix:str='') -> str:
         os.replace(tmp, path)
     return str(path)
 
-def resolve_item(item, media_dir, offline:bool) -> tuple[str|list, str]:
+PNG_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'P', 'RGB', 'RGBA')   # the PIL modes a PNG stores as they are
+
+def resolve_item(item, media_dir) -> tuple[str|list, str]:
     ("(the item as a path, '' or what is wrong): a path or URL, a `{path, bytes}` dict, bytes, a PIL image (bytes "
      "and pictures are stored in the cache), or a video's list of frames.")
-    if isinstance(item, str): return resolve_path(item, media_dir, offline)
+    if isinstance(item, str): return resolve_path(item, media_dir)
     if isinstance(item, dict) and item.get('bytes'): item = item['bytes']
     elif isinstance(item, dict) and isinstance(item.get('path'), str):
-        return resolve_path(item['path'], media_dir, offline)
+        return resolve_path(item['path'], media_dir)
     if isinstance(item, (bytes, bytearray)): return store_media(bytes(item)), ''
     if hasattr(item, 'save') and hasattr(item, 'mode'):   # a PIL image, as `datasets` decodes an Image column
         buf = BytesIO()
+        if item.mode not in PNG_MODES: item = item.convert('RGBA' if 'A' in item.mode else 'RGB')   # CMYK, YCbCr, ...
         item.save(buf, format='PNG')
         return store_media(buf.getvalue(), '.png'), ''
     if isinstance(item, (list, tuple)) and all(not isinstance(f, (int, float)) for f in item):   # a video's frames
-        out = [resolve_item(f, media_dir, offline) for f in item]
+        out = [resolve_item(f, media_dir) for f in item]
         return [f for f, _ in out], next((f'frame {j}: {b}' for j, (_, b) in enumerate(out) if b), '')
     return item, (f'{type(item).__name__} {str(item):.40}: not a media item; expected a path, a URL, bytes, an image '
                   'or a {"path", "bytes"} dict')
@@ -262,14 +266,21 @@ def row_media(prompt:list[dict], response:list[dict], media:dict[str, list], ran
                             f'{w} (or none: then they are put before the first user message)')
     return prompt, ''
 
+def where_record(attr:DatasetAttr, row:int, total:int|None) -> str:
+    ("Where a media row comes from, for what tokenization finds wrong with it: JSON of its dataset, file, row, the "
+     "dataset's row count and its media columns as the data names them.")
+    cols = {k: attr.columns[k] for k in MEDIA_KEYS if attr.columns.get(k)}
+    return json.dumps({'dataset': attr.name, 'file': attr.file_name, 'row': row, 'total': total, 'columns': cols})
+
 def convert_media(out:dict, batch:dict, attr:DatasetAttr,
                   rows:list[int]|None=None, # the batch's row numbers in the dataset, for errors (default 0, 1, ...)
                   media_dir=None, # folder of relative media paths (DataArguments.media_dir; default dataset_dir)
+                  total:int|None=None, # the dataset's row count (None: a stream), for the rows tokenization leaves out
                  ) -> dict:
     ("Add `_images`, `_videos`, `_audios` to converted rows `out` from the mapped columns of `batch` (paths resolved, "
-     "placeholders checked; a row with a missing file, an offline URL or a mismatch gets its `_skip` reason) and, for "
-     "rows with media, `_where`: the dataset, its file and the row, for errors found while tokenizing.")
-    n, offline = len(out['_prompt']), is_offline()
+     "placeholders checked, in text rows too; a row with a missing file, a URL or a mismatch gets its `_skip` reason) "
+     "and, for rows with media, `_where` (`where_record`).")
+    n = len(out['_prompt'])
     rows = list(range(n)) if rows is None else rows
     out['_where'] = [None] * n
     cols = {k: _col(batch, attr, k, n) for k in MEDIA_KEYS}
@@ -277,7 +288,7 @@ def convert_media(out:dict, batch:dict, attr:DatasetAttr,
     for i in range(n):
         media, bad = {}, ''
         for k in MEDIA_KEYS:
-            items = [resolve_item(x, media_dir, offline) for x in media_list(cols[k][i])]
+            items = [resolve_item(x, media_dir) for x in media_list(cols[k][i])]
             media[k] = [x for x, _ in items]
             j = next((j for j, (_, b) in enumerate(items) if b), None)
             if j is not None and not bad: bad = f"column '{attr.columns[k]}', item {j}: {items[j][1]}"
@@ -288,5 +299,5 @@ def convert_media(out:dict, batch:dict, attr:DatasetAttr,
         if out['_skip'][i]: out['_prompt'][i], out['_response'][i] = [], []
         else:
             for k in MEDIA_KEYS: out[f'_{k}'][i] = media[k] or None
-        if any(media.values()): out['_where'][i] = f"Dataset '{attr.name}' ({attr.file_name}): row {rows[i]}"
+        if any(media.values()): out['_where'][i] = where_record(attr, rows[i], total)
     return out

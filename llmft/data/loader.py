@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22_data.loader.ipynb #ed8a3cc0
 from __future__ import annotations
-import json, os, re
+import json, re
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -12,23 +12,18 @@ from datasets import (Dataset, Features, IterableDataset, List, Value, concatena
                       load_dataset)
 from ..core import DataError, get_logger
 from .registry import DatasetAttr
-from .converters import CONVERTERS, MEDIA_COLUMNS, MEDIA_KEYS, check_shape, convert_media
+from .converters import CONVERTERS, MEDIA_COLUMNS, MEDIA_KEYS, check_shape, convert_media, is_offline
 
 # %% auto #0
 __all__ = ['log', 'FILE_BUILDERS', 'REQUIRED', 'DEFAULT_COLUMNS', 'SHAPE_STAGES', 'DATA_KINDS', 'SHAPE_NEEDS', 'RESERVED',
            'CANONICAL_FEATURES', 'CONVERT_POOL_MIN', 'data_files', 'check_utf8', 'diagnose_file', 'load_raw',
-           'check_columns', 'data_kind', 'check_fit', 'LeftOut', 'left_out_records', 'mapped_columns', 'sample_rows',
-           'maps_media', 'canonical_features', 'to_canonical', 'check_media', 'align_media', 'merge_datasets',
-           'load_datasets', 'split_dataset']
+           'check_columns', 'data_kind', 'check_fit', 'LeftOut', 'reason_kind', 'left_out_records', 'mapped_columns',
+           'sample_rows', 'maps_media', 'reads_media', 'canonical_features', 'to_canonical', 'check_media',
+           'align_media', 'merge_datasets', 'load_datasets', 'split_dataset']
 
 # %% ../../nbs/22_data.loader.ipynb #e10585e3
 log = get_logger(__name__)
 FILE_BUILDERS = {'json': 'json', 'jsonl': 'json', 'csv': 'csv', 'parquet': 'parquet', 'arrow': 'arrow', 'txt': 'text'}
-
-def _offline() -> bool:
-    return os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes') or os.environ.get(
-        'HF_DATASETS_OFFLINE', '0'
-    ).lower() in ('1', 'true', 'yes')
 
 def data_files(attr:DatasetAttr, dataset_dir) -> tuple[str, list[str]]:
     "The `datasets` builder and the files of a file-based entry (a file, or every file of one type in a folder)."
@@ -100,7 +95,7 @@ def _load_hub(attr:DatasetAttr, cache_dir, streaming:bool):
     if attr.load_from != 'hf_hub_url':
         raise DataError(f"Dataset '{attr.name}': {attr.load_from} is not supported; download the data and set "
                         f"file_name in dataset_info.json.")
-    if _offline():
+    if is_offline():
         raise DataError(f"Dataset '{attr.name}' lives on the hub ({attr.load_from}: {attr.file_name}) and this run is"
                         " offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): download it to a local file and set file_name"
                         " in dataset_info.json.")
@@ -179,16 +174,21 @@ class LeftOut:
         rows = f' (e.g. rows {self.rows})' if self.rows else ''
         return f"'{self.dataset}': {self.count} of {self.total} rows left out: {self.reason}{rows}"
 
-def _kind(reason:str) -> str:
-    "A reason with what varies from row to row blanked: numbers, and the media file or URL it names."
-    return re.sub(r'\d+', '#', re.sub(r"(file|URL) '[^']*'", r"\1 '?'", reason))
+def reason_kind(reason:str) -> str:
+    "A reason with what varies from row to row blanked: numbers, and the media file, URL or path it names."
+    return re.sub(r'\d+', '#', re.sub(r"\S*[/\\]\S*", '?', re.sub(r"(file|URL) '[^']*'", r"\1 '?'", reason)))
 
-def left_out_records(name:str, reasons:list[str], bad:list[int]) -> list[LeftOut]:
+def left_out_records(name:str, reasons:list[str], bad:list[int],
+                     total:int|None=None, # the dataset's rows (default: `len(reasons)`)
+                     rows:list[int]|None=None, # the dataset's row number of each of `reasons` (default: its index)
+                    ) -> list[LeftOut]:
     ("One `LeftOut` per kind of reason (numbers and media file names in it ignored: `turn 3: ...` and `turn 5: ...` "
      "are one kind).")
     by = {}
-    for i in bad: by.setdefault(_kind(reasons[i]), []).append(i)
-    return [LeftOut(name, reasons[ix[0]], len(ix), len(reasons), ix[:5]) for ix in by.values()]
+    for i in bad: by.setdefault(reason_kind(reasons[i]), []).append(i)
+    at = rows or range(len(reasons))
+    return [LeftOut(name, reasons[ix[0]], len(ix), total or len(reasons), [at[i] for i in ix[:5]])
+            for ix in by.values()]
 
 # %% ../../nbs/22_data.loader.ipynb #54d9f8c2
 # what the prompts shape writes itself, and what trl keeps from reward functions (or reads as images)
@@ -223,6 +223,10 @@ def maps_media(attr:DatasetAttr) -> list[str]:
     "The media keys (`images`, `videos`, `audios`) a registry entry maps to columns."
     return [k for k in MEDIA_KEYS if attr.columns.get(k)]
 
+def reads_media(support:dict|None) -> bool:
+    "Whether a run reads some medium (`check_media`'s `support`: media key -> why not, or None where it reads it)."
+    return support is not None and any(v is None for v in support.values())
+
 _MESSAGES = List({'role': Value('string'), 'content': Value('string')})
 CANONICAL_FEATURES = {'_prompt': _MESSAGES, '_response': _MESSAGES, '_system': Value('string'),
                       '_tools': Value('string'), '_kto_tag': Value('bool'), '_skip': Value('string'),
@@ -251,16 +255,20 @@ def to_canonical(ds, attr:DatasetAttr, shape:str='supervised', max_samples:int|N
     ("Convert rows to canonical examples; rows that cannot be used are counted, reported with index and reason, and "
      "left out.")
     check_columns(ds, attr, shape)
-    convert, media = CONVERTERS[attr.formatting], bool(maps_media(attr))
-    def conv(b, rows):   # rows: the batch's row numbers, for errors
-        out = convert(b, attr, rows)
-        return check_shape(convert_media(out, b, attr, rows, media_dir) if media else out, shape)
-    if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, conv, max_samples, media_support)
+    # media rows, and text rows where the run reads media (a placeholder there without its medium is a bad row)
+    convert, media = CONVERTERS[attr.formatting], bool(maps_media(attr)) or reads_media(media_support)
+    def converter(total:int|None):   # rows: the batch's row numbers, for errors; total: the dataset's (None: a stream)
+        return lambda b, rows: check_shape(
+            convert_media(convert(b, attr, rows), b, attr, rows, media_dir, total) if media else convert(b, attr, rows),
+            shape)
+    if isinstance(ds, IterableDataset): return _to_canonical_stream(ds, attr, converter(None), max_samples,
+                                                                    media_support)
     ds = sample_rows(ds, attr, max_samples, seed)
     features = canonical_features(ds, attr, shape) if media else None
-    out = ds.map(conv, batched=True, with_indices=True, remove_columns=mapped_columns(ds, attr, shape),
-                 num_proc=num_proc, load_from_cache_file=load_from_cache_file, desc=f'Converting {attr.name}',
-                 features=features)
+    # the rows kept depend on files on disk, which `datasets`' cache key misses: media entries convert anew
+    out = ds.map(converter(len(ds)), batched=True, with_indices=True, remove_columns=mapped_columns(ds, attr, shape),
+                 num_proc=num_proc, load_from_cache_file=load_from_cache_file and not maps_media(attr),
+                 desc=f'Converting {attr.name}', features=features)
     check_media(out, attr, media_support)
     reasons = out['_skip']
     bad = [i for i, r in enumerate(reasons) if r]

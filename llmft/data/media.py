@@ -8,15 +8,15 @@ import hashlib, importlib, math, os
 from io import BytesIO
 import numpy as np
 from ..core import DataError
+from .converters import PLACEHOLDERS
 
 # %% auto #0
-__all__ = ['IMAGE_PLACEHOLDER', 'VIDEO_PLACEHOLDER', 'AUDIO_PLACEHOLDER', 'PLACEHOLDERS', 'MediaError', 'need', 'describe',
-           'open_image', 'regularize_image', 'regularize_images', 'sample_indices', 'read_video', 'resample',
-           'read_audio', 'media_fingerprint']
+__all__ = ['IMAGE_PLACEHOLDER', 'VIDEO_PLACEHOLDER', 'AUDIO_PLACEHOLDER', 'MediaError', 'need', 'describe', 'open_image',
+           'regularize_image', 'regularize_images', 'sample_indices', 'read_video', 'resample', 'read_audio',
+           'media_fingerprint']
 
 # %% ../../nbs/26k_data.media.ipynb #fc7bd02e
-IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, AUDIO_PLACEHOLDER = '<image>', '<video>', '<audio>'
-PLACEHOLDERS = {'images': IMAGE_PLACEHOLDER, 'videos': VIDEO_PLACEHOLDER, 'audios': AUDIO_PLACEHOLDER}  # column -> tag
+IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, AUDIO_PLACEHOLDER = (PLACEHOLDERS[k] for k in ('images', 'videos', 'audios'))
 
 class MediaError(DataError):
     "An image, video or audio item that cannot be read or used: names the item, the cause and what is expected."
@@ -66,9 +66,17 @@ def open_image(x,           # a path, bytes, a PIL image, a file object or a `{"
     try:
         image = Image.open(src)
         image.load()
+    except Image.DecompressionBombError:   # not an OSError: Pillow's guard against huge pictures
+        limit = Image.MAX_IMAGE_PIXELS
+        raise MediaError(f'{_where(where)}image {describe(x)} has more pixels than Pillow opens (twice '
+                         f'PIL.Image.MAX_IMAGE_PIXELS = {limit}); expected a smaller picture (or raise that limit '
+                         'where you trust the data).') from None
+    except Image.UnidentifiedImageError:   # its text names a buffer by its address: said in words instead
+        raise MediaError(f'{_where(where)}image {describe(x)} cannot be read (no image format Pillow knows); '
+                         'expected an image file Pillow opens (png, jpg, webp, ...).') from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise MediaError(f'{_where(where)}image {describe(x)} cannot be read ({type(e).__name__}: {e}); expected an '
-                         'image file Pillow opens (png, jpg, webp, ...).') from None
+        raise MediaError(f'{_where(where)}image {describe(x)} cannot be read ({e}); expected an image file Pillow '
+                         'opens (png, jpg, webp, ...).') from None
     return image
 
 # %% ../../nbs/26k_data.media.ipynb #77ecbea4
@@ -119,9 +127,12 @@ def _decode_video(x, video_fps:float, video_maxlen:int, where:str) -> tuple[list
             if seconds is None and total: seconds = container.duration / av.time_base if container.duration else 0.0
             keep = set(sample_indices(total, seconds or 0.0, video_fps, video_maxlen))
             container.seek(0)
-            frames = [f.to_image() for i, f in enumerate(container.decode(stream)) if i in keep]
+            frames, last = [], max(keep)
+            for i, f in enumerate(container.decode(stream)):   # up to the last frame kept, not the whole stream
+                if i in keep: frames.append(f.to_image())
+                if i >= last: break
     except (av.FFmpegError, OSError) as e:
-        raise MediaError(f'{_where(where)}video {describe(x)} cannot be decoded ({type(e).__name__}: {e}); expected '
+        raise MediaError(f'{_where(where)}video {describe(x)} cannot be decoded ({e}); expected '
                          'a video file PyAV decodes (mp4, webm, avi, ...).') from None
     if not frames: raise MediaError(f'{_where(where)}video {describe(x)}: no frame decoded; expected frames.')
     if stream.duration is None: return frames, video_fps, len(frames) / video_fps
@@ -174,7 +185,7 @@ def _decode_audio(x, where:str) -> tuple[np.ndarray, int]:
             parts = [g.to_ndarray() for f in container.decode(stream) for g in to_float.resample(f)]
             parts += [g.to_ndarray() for g in to_float.resample(None)]
     except (av.FFmpegError, OSError) as e:
-        raise MediaError(f'{_where(where)}audio {describe(x)} cannot be decoded ({type(e).__name__}: {e}); expected '
+        raise MediaError(f'{_where(where)}audio {describe(x)} cannot be decoded ({e}); expected '
                          'an audio file PyAV decodes (wav, mp3, flac, ...).') from None
     if not parts: raise MediaError(f'{_where(where)}audio {describe(x)}: no sample decoded; expected sound.')
     return np.concatenate(parts, axis=1), stream.rate

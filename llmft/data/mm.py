@@ -77,7 +77,11 @@ class MMPlugin:
                      audlens:list[int], batch_ids:list[list[int]], processor) -> dict:
         "The media tensors of a batch (LLaMA-Factory's `get_mm_inputs`); media lists are flat, `*lens` count per row."
         self.check(images, videos, audios, processor)
-        return self.mm_inputs(images, videos, audios, processor)
+        return {**self.mm_inputs(images, videos, audios, processor), **self.token_types(batch_ids, processor)}
+
+    def token_types(self, batch_ids:list[list[int]], processor) -> dict:
+        "The per-token outputs of `batch_inputs` (which tokens are media), from the ids alone: none for most families."
+        return {}
 
     def media_token_ids(self, tokenizer) -> list[int]:
         "The ids of the tokens the expansion writes for media (masked from labels); tokens not in the vocabulary: none."
@@ -319,11 +323,9 @@ class Qwen2VLPlugin(MMPlugin):
         "The tokens of one image or video: `token` once per merged patch of `grid`, between the vision marks."
         return self.vision_bos_token + token * int(grid.prod() // merge) + self.vision_eos_token
 
-    def batch_inputs(self, images, videos, audios, imglens, vidlens, audlens, batch_ids, processor):
-        out = super().batch_inputs(images, videos, audios, imglens, vidlens, audlens, batch_ids, processor)
+    def token_types(self, batch_ids, processor):
         kinds = {processor.image_token_id: 1, processor.video_token_id: 2}
-        out['mm_token_type_ids'] = [[kinds.get(i, 0) for i in ids] for ids in batch_ids]
-        return out
+        return {'mm_token_type_ids': [[kinds.get(i, 0) for i in ids] for ids in batch_ids]}
 
 register_plugin(Qwen2VLPlugin('qwen2_vl', image_token='<|image_pad|>', video_token='<|video_pad|>'),
                 templates=('qwen2_vl', 'mimo_vl', 'keye_vl'))
@@ -346,9 +348,11 @@ class Gemma3Plugin(MMPlugin):
     def batch_inputs(self, images, videos, audios, imglens, vidlens, audlens, batch_ids, processor):
         out = super().batch_inputs(images, videos, audios, imglens, vidlens, audlens, batch_ids, processor)
         out.pop('num_crops', None)
-        soft = processor.tokenizer.convert_tokens_to_ids(self.image_token)
-        out['token_type_ids'] = [[int(i == soft) for i in ids] for ids in batch_ids]
         return out
+
+    def token_types(self, batch_ids, processor):
+        soft = processor.tokenizer.convert_tokens_to_ids(self.image_token)
+        return {'token_type_ids': [[int(i == soft) for i in ids] for ids in batch_ids]}
 
 register_plugin(Gemma3Plugin('gemma3', image_token='<image_soft_token>'), templates=('gemma3',))
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/29_data.pipeline.ipynb #f96b5a28
 from __future__ import annotations
-import hashlib, json, logging, os, re, shutil, tempfile
+import hashlib, json, logging, os, shutil, tempfile
 from dataclasses import asdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,13 +17,13 @@ from ..hparams.checks import RunArgs
 from ..rundir import RunDir
 from .registry import get_dataset_list
 from .tokenizer import load_tokenizer
-from .loader import LeftOut, data_files, load_datasets, maps_media, split_dataset
+from .loader import LeftOut, data_files, left_out_records, load_datasets, maps_media, split_dataset
 from .template import template_record
 from .templates import get_template_and_fix_tokenizer
 from .converters import CANONICAL, MEDIA_COLUMNS, MEDIA_KEYS
 from .media import media_fingerprint
 from .mm import MM_SETTINGS, TEMPLATE_PLUGINS, load_processor, plugin_for
-from .processors.base import media_types, to_arrow_columns
+from .processors.base import bad_text, media_types, to_arrow_columns
 from .processors.pretrain import PretrainDatasetProcessor
 from .processors.supervised import PackedSupervisedDatasetProcessor, SupervisedDatasetProcessor
 from .processors.unsupervised import PromptDatasetProcessor, UnsupervisedDatasetProcessor
@@ -78,30 +78,35 @@ def media_paths(ds) -> list:
     flat = lambda x: [y for v in x for y in flat(v)] if isinstance(x, list) else [x]
     return [p for c in cols for row in ds[c] if row for p in flat(row)]
 
-def _kind(reason:str) -> str:
-    "A media row's reason with what varies (the row, its file) blanked: the rows left out for one cause go together."
-    return re.sub(r'\d+', '#', re.sub(r"\S*[/\\]\S*", '?', reason.split(': ', 2)[-1]))
-
 def _stream_rows(out:dict, name:str) -> dict:
     "A streamed batch of processed rows without those the processor left out (`_bad`), each logged with its reason."
     bad = out.pop('_bad', None) or []
-    for r in filter(None, bad): log.warning(f'{name}: left out a row whose media cannot be used: {r}')
+    for r in filter(None, bad): log.warning(f'{name}: left out a row whose media cannot be used: {bad_text(r)}')
     if not any(bad): return out
     keep = [i for i, r in enumerate(bad) if not r]
     return {k: [v[i] for i in keep] for k, v in out.items()}
 
 def drop_bad(out, name:str, left_out:list|None=None, total:int|None=None):
     ("Tokenized rows without the rows the processor left out (`_bad`: media it could not read, media tokens cut), "
-     "logged and recorded by cause; and how many were left out.")
+     "logged and recorded by dataset and cause, as conversion records its own (its row numbers and row count); and "
+     "how many were left out.")
     reasons = out['_bad']
     bad = [i for i, r in enumerate(reasons) if r]
     out = out.remove_columns('_bad')
     if not bad: return out, 0
-    by = {}
-    for i in bad: by.setdefault(_kind(reasons[i]), []).append(reasons[i])
-    for rs in by.values():
-        log.warning(f"{name}: left out {len(rs)} of {len(reasons)} rows whose media cannot be used, e.g. {rs[0]}")
-        if left_out is not None: left_out.append(LeftOut(name, rs[0], len(rs), total or len(reasons)))
+    by = {}   # dataset (the split's name where the row does not say) -> its rows' `_bad` records
+    for i in bad:
+        d = json.loads(reasons[i])
+        by.setdefault(d.get('dataset') or name, []).append(d)
+    for ds, rs in by.items():
+        known = all('row' in r for r in rs)
+        recs = left_out_records(ds, [r['reason'] for r in rs], range(len(rs)),
+                                rs[0].get('total') or total or len(reasons), [r.get('row') for r in rs])
+        for rec in recs:
+            if not known: rec.rows = []
+            log.warning(f"{name}: left out {rec.count} of {rec.total} rows of '{ds}' whose media cannot be used, e.g. "
+                        f'{rec.reason}{f" (rows {rec.rows})" if rec.rows else ""}')
+        if left_out is not None: left_out += recs
     return out.select([i for i, r in enumerate(reasons) if not r]), len(bad)
 
 # %% ../../nbs/29_data.pipeline.ipynb #531f833e

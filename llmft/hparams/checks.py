@@ -17,14 +17,15 @@ from .rlhf import ONLINE_STAGES
 from .train import TrainingArguments, GeneratingArguments
 
 # %% auto #0
-__all__ = ['log', 'SFT_ONLY', 'LAUNCH_ID_ENV', 'LAUNCH_MARK', 'CHECKS', 'RANGES', 'RANGE_NOTES', 'RANGE_UNLESS', 'RunArgs',
-           'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset', 'check_eval_has_data',
-           'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates', 'check_sft_only_options',
-           'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter', 'quantization_device_error',
-           'check_ppo', 'check_stage_finetuning', 'check_online_rl_stage', 'vllm_device_error',
-           'resolve_rollout_sampling', 'check_optimizer', 'check_sft_loss', 'resolve_early_stopping',
-           'resolve_trackers', 'own_restart', 'unmark_launch', 'mark_launch', 'resolve_output_dir', 'run_checks',
-           'check_deepspeed', 'in_range', 'range_words', 'numeric_kinds', 'check_ranges']
+__all__ = ['log', 'SFT_ONLY', 'UNCARRIED_MEDIA_KEYS', 'LAUNCH_ID_ENV', 'LAUNCH_MARK', 'CHECKS', 'RANGES', 'RANGE_NOTES',
+           'RANGE_UNLESS', 'RunArgs', 'check_has_task', 'check_streaming_needs_max_steps', 'check_train_has_dataset',
+           'check_eval_has_data', 'check_generate_only_sft', 'resolve_shuffling', 'check_sft_predict_generates',
+           'check_sft_only_options', 'resolve_packing', 'resolve_neat_packing', 'check_quantization_needs_adapter',
+           'quantization_device_error', 'check_ppo', 'check_stage_finetuning', 'check_online_rl_stage',
+           'vllm_device_error', 'resolve_rollout_sampling', 'check_optimizer', 'check_sft_loss',
+           'check_uncarried_media_keys', 'resolve_early_stopping', 'resolve_trackers', 'own_restart', 'unmark_launch',
+           'mark_launch', 'resolve_output_dir', 'run_checks', 'check_deepspeed', 'in_range', 'range_words',
+           'numeric_kinds', 'check_ranges']
 
 # %% ../../nbs/14_hparams.checks.ipynb #62465388
 log = get_logger(__name__)
@@ -238,6 +239,16 @@ def check_sft_loss(a:RunArgs):
     f = a.finetuning
     if f.sft_loss != 'ce' and f.stage != 'sft':
         raise ConfigError(f"use_{f.sft_loss}_loss weights the sft loss: it applies to stage sft, not '{f.stage}'.")
+
+# %% ../../nbs/14_hparams.checks.ipynb #a7756d3b
+UNCARRIED_MEDIA_KEYS = {'use_audio_in_video': 'Qwen2.5-Omni', 'crop_to_patches': 'InternVL'}  # key -> its family
+
+@check('run', model=' '.join(UNCARRIED_MEDIA_KEYS))
+def check_uncarried_media_keys(a:RunArgs):
+    "LLaMA-Factory's media keys of families llmft does not carry yet: accepted, and a warning when set."
+    for key, family in UNCARRIED_MEDIA_KEYS.items():
+        if getattr(a.model, key, False):
+            log.warning(f'{key} is set, but it is for {family}, a family llmft does not carry yet: it has no effect.')
 
 # %% ../../nbs/14_hparams.checks.ipynb #1e76d626
 @check('run', finetuning='early_stopping_steps', training='eval_strategy metric_for_best_model greater_is_better')

@@ -5,20 +5,21 @@
 # %% ../../nbs/77_infer.api.ipynb #670fc8eb
 from __future__ import annotations
 import asyncio, base64, binascii, concurrent.futures, ipaddress, json, os, re, socket, threading, time, uuid
-import urllib.parse, urllib.request
+import http.client, urllib.parse, urllib.request
 from pathlib import Path
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ..core import ConfigError, UserError, get_logger
 from ..data.tools import FunctionCall, get_tool_format
-from ..data.media import PLACEHOLDERS, open_image
+from ..data.converters import PLACEHOLDERS
+from ..data.media import MediaError, need, open_image
 from .batcher import QueueFull
 from .engine import split_answer, visible
 
 # %% auto #0
-__all__ = ['log', 'ROLES', 'MEDIA_PARTS', 'MAX_MEDIA_BYTES', 'BadRequest', 'error_json', 'local_media', 'web_media', 'media_part',
-           'to_messages', 'gen_settings', 'completion', 'call_prefix', 'before_call', 'stream_events', 'model_context',
-           'context_limit', 'chat_response', 'score_response']
+__all__ = ['log', 'ROLES', 'MEDIA_PARTS', 'MAX_MEDIA_BYTES', 'BadRequest', 'error_json', 'local_media', 'checked_address',
+           'fetch_at', 'web_media', 'media_part', 'to_messages', 'gen_settings', 'completion', 'call_prefix',
+           'before_call', 'stream_events', 'model_context', 'context_limit', 'chat_response', 'score_response']
 
 # %% ../../nbs/77_infer.api.ipynb #e1e2f1d8
 log = get_logger(__name__)
@@ -36,9 +37,9 @@ def error_json(message:str, param:str|None=None, status:int=400, kind:str='inval
 
 ROLES = {'system': 'system', 'user': 'user', 'assistant': 'assistant', 'tool': 'observation', 'function': 'observation'}
 
-# %% ../../nbs/77_infer.api.ipynb #959b13df
+# %% ../../nbs/77_infer.api.ipynb #56898a27
 MEDIA_PARTS = {'image_url': 'images', 'video_url': 'videos', 'audio_url': 'audios', 'input_audio': 'audios'}
-MAX_MEDIA_BYTES = 64 * 2**20   # the most a web address may send
+MAX_MEDIA_BYTES = 64 * 2**20   # the most one media item may hold: a download, a local file, a data: URL's bytes
 _DATA_URL = re.compile(r'data:(\w+)/([\w.+-]+);base64,(.*)', re.S)
 _NOUN = {'images': 'an image', 'videos': 'a video', 'audios': 'an audio clip'}
 
@@ -48,42 +49,112 @@ def _offline() -> bool:
     "Whether downloads are off here (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE or TRANSFORMERS_OFFLINE set)."
     return any(_on(k, '0') for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE'))
 
+def _too_big(size:int, what:str, at:str):
+    if size > MAX_MEDIA_BYTES:
+        raise BadRequest(f'{at}: {what} holds over {MAX_MEDIA_BYTES / 2**20:g} MiB; expected at most that per media '
+                         'item.', at)
+
 def _b64(data, at:str) -> bytes:
-    try: return base64.b64decode(''.join(str(data).split()), validate=True) if data else b''
+    text = ''.join(str(data).split()) if data else ''
+    _too_big(len(text) * 3 // 4, 'the base64 data', at)   # checked before it is decoded
+    try: return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError): raise BadRequest(f'{at}: the base64 data does not decode.', at) from None
 
-def local_media(path:str, at:str) -> str:
-    "A local file a request names: read only while ALLOW_LOCAL_FILES is on and under SAFE_MEDIA_PATH."
-    if not _on('ALLOW_LOCAL_FILES', '1'):
-        raise BadRequest(f'{at}: this server reads no local files (ALLOW_LOCAL_FILES=0); send the media inline as a '
-                         'data: URL (base64).', at, 403)
-    root, real = Path(os.environ.get('SAFE_MEDIA_PATH') or os.getcwd()).resolve(), Path(path).expanduser().resolve()
-    if not real.is_relative_to(root):
-        raise BadRequest(f'{at}: {path} lies outside the folder this server reads media from (SAFE_MEDIA_PATH, '
-                         'default its working directory).', at, 403)
-    if not real.is_file():
-        raise BadRequest(f'{at}: no such file: {path}; expected a data: URL, a file path or a web address.', at)
-    return str(real)
+def _image(src, at:str):
+    "An image decoded now, so a broken one is its part's 400; past Pillow's pixel limit, a 400 naming that limit."
+    Image = need('PIL.Image')
+    try: return open_image(src)
+    except (UserError, Image.DecompressionBombError) as e:
+        if not isinstance(e, Image.DecompressionBombError) and 'MAX_IMAGE_PIXELS' not in str(e): raise   # not a bomb
+        raise BadRequest(f'{at}: the image has more pixels than this server decodes (Pillow\'s limit, '
+                         f'PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); send a smaller image.', at) from None
+
+# %% ../../nbs/77_infer.api.ipynb #a5762d58
+_FILE = {'images': 'an image', 'videos': 'a video', 'audios': 'an audio'}
+
+def _probe(path:str, kind:str, at:str):
+    "The item a local file gives: an image decoded, or the path of a file with a video / audio stream PyAV finds."
+    if kind == 'images': return _image(path, at)
+    av = need('av')
+    try:
+        with av.open(path) as c: found = any(s.type == kind[:-1] for s in c.streams)
+    except (av.FFmpegError, OSError, ValueError): found = False
+    if not found: raise MediaError(f'{path}: no {kind[:-1]} stream')
+    return path
+
+def local_media(path:str, at:str, kind:str='images'):
+    ("A local file a request names, read only under `SAFE_MEDIA_PATH` (relative paths there) and while "
+     "`ALLOW_LOCAL_FILES` is on; a missing file, one elsewhere and one that is not such media get the same 403.")
+    root = os.environ.get('SAFE_MEDIA_PATH')
+    if not root or not _on('ALLOW_LOCAL_FILES', '1'):
+        raise BadRequest(f'{at}: this server reads no local files (SAFE_MEDIA_PATH is not set or ALLOW_LOCAL_FILES '
+                         'is off); send the media inline as a data: URL (base64).', at, 403)
+    root = Path(root).resolve()
+    real = (root / Path(path).expanduser()).resolve()
+    refused = BadRequest(f'{at}: {path} is not {_FILE[kind]} file this server may read (it reads media '
+                         'files under SAFE_MEDIA_PATH only); send the media inline as a data: URL (base64).', at, 403)
+    if not real.is_relative_to(root) or not real.is_file(): raise refused
+    _too_big(real.stat().st_size, path, at)
+    try: return _probe(str(real), kind, at)
+    except UserError: raise refused from None
+
+# %% ../../nbs/77_infer.api.ipynb #fb45eaa8
+def checked_address(url:str, at:str) -> str:
+    "The address to fetch `url` from: every address its host resolves to must be public (else a 403); the first."
+    u = urllib.parse.urlparse(url)
+    try:
+        if not u.hostname: raise ValueError('no host')
+        infos = socket.getaddrinfo(u.hostname, u.port or {'http': 80, 'https': 443}[u.scheme], type=socket.SOCK_STREAM)
+        ips = [ipaddress.ip_address(i[4][0].split('%')[0]) for i in infos]
+    except (OSError, ValueError, UnicodeError, KeyError) as e:
+        raise BadRequest(f'{at}: the host of {url} does not resolve ({e}).', at) from None
+    ips = [getattr(ip, 'ipv4_mapped', None) or ip for ip in ips]   # ::ffff:127.0.0.1 is 127.0.0.1
+    if not ips or not all(ip.is_global for ip in ips):
+        raise BadRequest(f'{at}: {url} is on a private or reserved address: refused.', at, 403)
+    return str(ips[0])
+
+def _pinned(cls, ip:str):
+    "A factory of `cls` connections (http.client) that connect to `ip` whatever the host (TLS still checks the name)."
+    def make(host, **kw):
+        conn = cls(host, **kw)
+        conn._create_connection = lambda address, *a, **k: socket.create_connection((ip, address[1]), *a, **k)
+        return conn
+    return make
+
+class _PinnedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, ip:str):
+        super().__init__()
+        self.ip = ip
+    def http_open(self, req): return self.do_open(_pinned(http.client.HTTPConnection, self.ip), req)
+
+class _PinnedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, ip:str):
+        super().__init__()
+        self.ip = ip
+    def https_open(self, req):
+        return self.do_open(_pinned(http.client.HTTPSConnection, self.ip), req, context=self._context)
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args): return None   # a redirect could lead to a private address: it is an error
+
+def fetch_at(url:str, ip:str, at:str) -> bytes:
+    "The bytes at `url`, read from the checked address `ip` (no proxy, no redirect), at most `MAX_MEDIA_BYTES`."
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect, _PinnedHTTP(ip),
+                                         _PinnedHTTPS(ip))
+    try:
+        with opener.open(url, timeout=10) as r: raw = r.read(MAX_MEDIA_BYTES + 1)
+    except OSError as e: raise BadRequest(f'{at}: {url} could not be read ({e}).', at) from None
+    _too_big(len(raw), url, at)
+    return raw
 
 def web_media(url:str, at:str) -> bytes:
     "The bytes at a web address: refused offline, on a private or reserved address, or past `MAX_MEDIA_BYTES`."
     if _offline():
         raise BadRequest(f'{at}: {url} is a web address and this server is offline (HF_HUB_OFFLINE / '
                          'HF_DATASETS_OFFLINE); send the media inline as a data: URL (base64) or as a file path.', at)
-    try: ip = ipaddress.ip_address(socket.getaddrinfo(urllib.parse.urlparse(url).hostname, None)[0][4][0])
-    except (OSError, ValueError, UnicodeError) as e:
-        raise BadRequest(f'{at}: the host of {url} does not resolve ({e}).', at) from None
-    if not ip.is_global: raise BadRequest(f'{at}: {url} is on a private or reserved address: refused.', at, 403)
-    try:
-        with urllib.request.build_opener(_NoRedirect).open(url, timeout=10) as r: raw = r.read(MAX_MEDIA_BYTES + 1)
-    except OSError as e: raise BadRequest(f'{at}: {url} could not be read ({e}).', at) from None
-    if len(raw) > MAX_MEDIA_BYTES: raise BadRequest(f'{at}: {url} sends over {MAX_MEDIA_BYTES >> 20} MiB.', at)
-    return raw
+    return fetch_at(url, checked_address(url, at), at)
 
-# %% ../../nbs/77_infer.api.ipynb #8350912e
+# %% ../../nbs/77_infer.api.ipynb #84d7591a
 def media_part(part:dict, at:str) -> tuple[str, object]:
     "(kind, item) of one media part: an image decoded (PIL), a video or audio as its bytes or a local path."
     typ = part['type']
@@ -94,11 +165,11 @@ def media_part(part:dict, at:str) -> tuple[str, object]:
         raise BadRequest(f'{at}.{typ}.url must be a data: URL (base64), a file path or a web address.', at)
     m = _DATA_URL.fullmatch(url)
     if m and m[1] + 's' != kind: raise BadRequest(f'{at}: a data:{m[1]}/ URL where {_NOUN[kind]} is expected.', at)
-    if m: src = _b64(m[3], at)
-    elif url.startswith(('http://', 'https://')): src = web_media(url, at)
-    else: src = local_media(url.removeprefix('file://'), at)
+    if not m and not url.startswith(('http://', 'https://')):
+        return kind, local_media(url.removeprefix('file://'), at, kind)
+    src = _b64(m[3], at) if m else web_media(url, at)
     if kind != 'images': return kind, src
-    try: return kind, open_image(src)    # decoded now: a broken image is this part's 400
+    try: return kind, _image(src, at)
     except UserError as e: raise BadRequest(f'{at}: {e}', at) from None
 
 def _take(part:dict, at:str, media:dict) -> str:

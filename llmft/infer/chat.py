@@ -76,7 +76,8 @@ class ChatModel:
         "The prompt ids of a conversation that ends with a user message: exactly as training rendered it."
         sys_msg, msgs = check_messages(messages)
         media = check_media(self.engine, images, videos, audios)   # media a model does not take: refused
-        if media: msgs = media_messages(self.engine, msgs, **media)
+        if media or getattr(self.engine, 'plugin', None) is not None:   # tags checked even without media
+            msgs = media_messages(self.engine, msgs, **media)
         t = self.template if enable_thinking is None else replace(self.template, enable_thinking=enable_thinking)
         tools = json.dumps(tools, ensure_ascii=False) if isinstance(tools, (list, dict)) else tools
         return t.encode_oneturn(self.tokenizer, msgs + [{'role': 'assistant', 'content': ''}], system or sys_msg,

@@ -10,7 +10,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 import inspect
 from ..core import ConfigError, DataError, get_logger
-from ..data.media import PLACEHOLDERS
+from ..data.converters import row_media
 from ..data.mm import TEMPLATE_PLUGINS, plugin_for
 from ..data.template import stop_ids
 from .batcher import Batcher, Job, _core, processors
@@ -67,13 +67,12 @@ def check_media(engine, images=None, videos=None, audios=None) -> dict:
     return given
 
 def media_messages(engine, messages:list[dict], images=(), videos=(), audios=()) -> list[dict]:
-    "`messages` with the media placeholders expanded to the family's tokens; missing ones first in the first message."
-    msgs = [dict(m) for m in messages]
-    for kind, items in zip(MEDIA_TOKENS, (images, videos, audios)):
-        tag = PLACEHOLDERS[kind]
-        if items and not any(tag in (m.get('content') or '') for m in msgs):
-            msgs[0]['content'] = tag * len(items) + (msgs[0].get('content') or '')   # LLaMA-Factory's chat does so
-    return engine.plugin.expand(msgs, list(images), list(videos), list(audios), engine.processor)
+    ("`messages` with the media placeholders expanded to the family's tokens, by training's rule "
+     "(`data.converters.row_media`): one tag per item, or none at all and then all put first; else a `DataError`.")
+    media = {'images': list(images), 'videos': list(videos), 'audios': list(audios)}
+    msgs, why = row_media([{**m, 'content': m.get('content') or ''} for m in messages], [], media)
+    if why: raise DataError(f'messages: {why}.')
+    return engine.plugin.expand(msgs, media['images'], media['videos'], media['audios'], engine.processor)
 
 def media_inputs(engine, prompt:list[int], images=(), videos=(), audios=()) -> dict:
     "The model's media inputs for one prompt (the family's `batch_inputs`): on its device, floats in its dtype."

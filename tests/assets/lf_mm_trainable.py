@@ -53,7 +53,8 @@ def main(pairs):
         family, path = pair.split('=', 1)
         for name, kw in SETTINGS.items():
             config, model = load(path)
-            model = init_adapter(config, model, ModelArguments(model_name_or_path=path), FinetuningArguments(**kw), True)
+            margs = ModelArguments(model_name_or_path=path)
+            model = init_adapter(config, model, margs, FinetuningArguments(**kw), True)
             out.setdefault(family, {})[name] = by_part(model, COMPOSITE_MODELS[config.model_type])
     dest = Path(__file__).parent / 'lf_mm_trainable.json'
     dest.write_text(json.dumps(out, indent=1, sort_keys=True) + '\n')

@@ -4,6 +4,7 @@
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #9f16bc31
 from __future__ import annotations
+import json
 from itertools import chain
 import numpy as np
 import pyarrow as pa
@@ -16,8 +17,8 @@ from ..mm import plugin_for
 
 # %% auto #0
 __all__ = ['SCALAR_COLUMNS', 'batch_encode', 'infer_seqlen', 'DatasetProcessor', 'join_pairs', 'truncate_pair', 'fit_pair',
-           'has_media', 'media_readers', 'emit_bad', 'int_lists_to_arrow', 'is_int_lists', 'to_arrow_columns',
-           'media_types']
+           'has_media', 'media_readers', 'bad_record', 'bad_text', 'emit_bad', 'int_lists_to_arrow', 'is_int_lists',
+           'to_arrow_columns', 'media_types']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #b19a8ec8
 def batch_encode(tokenizer, texts:list[str], add_special_tokens:bool=False) -> list[list[int]]:
@@ -136,25 +137,46 @@ def media_readers(processor) -> dict:
             'audios': lambda x: read_audio(x, get('audio_sampling_rate', 16000))}
 
 @patch
-def expand_row(self:DatasetProcessor, prompt:list[dict], response:list[dict], media:dict[str, list]
+def expand_row(self:DatasetProcessor, prompt:list[dict], response:list[dict], media:dict[str, list],
+               columns:dict|None=None, # media key -> the dataset's column, for the message (`where_record`)
               ) -> tuple[list[dict], list[dict]]:
-    "(prompt, response) with the placeholders expanded into media tokens; a `MediaError` names the item that fails."
+    ("(prompt, response) with the placeholders expanded into media tokens; a `MediaError` names the item that fails "
+     "(a `ModelError`: the processor lacks a part the family needs, a fault of the run, not of the row).")
     if self.plugin is None or self.processor is None:
         raise MediaError(f"template '{self.template.name}' with no media plugin or processor cannot read media")
     readers = media_readers(self.processor)
     for k, items in media.items():
         for j, x in enumerate(items):
             try: readers[k](x)
-            except MediaError as e: raise MediaError(f"column '{k}', item {j}: {e}") from None
+            except MediaError as e: raise MediaError(f"column '{(columns or {}).get(k, k)}', item {j}: {e}") from None
     msgs = self.plugin.expand(prompt + response, media.get('images', []), media.get('videos', []),
                               media.get('audios', []), self.processor)
     return msgs[:len(prompt)], msgs[len(prompt):]
+
+@patch
+def try_expand(self:DatasetProcessor, prompt:list[dict], response:list[dict], media:dict[str, list],
+               where:str|None=None, # the row's `_where` (`converters.where_record`)
+              ) -> tuple[list[dict], list[dict], str]:
+    ("`expand_row`'s (prompt, response) and '', or the row unchanged and why its media cannot be used: what the "
+     "processors leave out and the data checker counts as it is.")
+    try: return (*self.expand_row(prompt, response, media, where and json.loads(where).get('columns')), '')
+    except MediaError as e: return prompt, response, str(e)
+
+def bad_record(where:str|None, # the row's `_where` (`converters.where_record`), or None
+               reason:str) -> str:
+    "A `_bad` entry: JSON of where the row comes from (dataset, file, row, total) and why it was left out."
+    return json.dumps({**(json.loads(where) if where else {}), 'reason': reason})
+
+def bad_text(entry:str) -> str:
+    "A `_bad` entry in words: the dataset, its file and the row, then the reason."
+    d = json.loads(entry)
+    return f"Dataset '{d['dataset']}' ({d['file']}): row {d['row']}: {d['reason']}" if d.get('dataset') else d['reason']
 
 # %% ../../../nbs/27a_data.processors.base.ipynb #76550d71
 @patch
 def expand_media(self:DatasetProcessor, batch:dict) -> tuple[dict, list[str]]:
     ("The batch with each media row expanded (`expand_row`), the rows whose media cannot be read left out; and why "
-     "each was left out, naming where it comes from. A batch without media passes unchanged.")
+     "each was left out (`bad_record`). A batch without media passes unchanged.")
     if not has_media(batch): return batch, []
     n = len(batch['_prompt'])
     cols = {k: batch.get(f'_{k}') or [None] * n for k in MEDIA_KEYS}
@@ -164,9 +186,9 @@ def expand_media(self:DatasetProcessor, batch:dict) -> tuple[dict, list[str]]:
         media = {k: cols[k][i] for k in MEDIA_KEYS if cols[k][i]}
         p, r = batch['_prompt'][i], batch['_response'][i]
         if media:
-            try: p, r = self.expand_row(p, r, media)
-            except MediaError as e:
-                bad.append(f'{where[i] or f"row {i} of its batch"}: {e}')
+            p, r, why = self.try_expand(p, r, media, where[i])
+            if why:
+                bad.append(bad_record(where[i], why))
                 continue
         keep.append(i)
         prompts.append(p)
@@ -200,9 +222,9 @@ def add_media(self:DatasetProcessor, out:dict, batch:dict, kept:list[int], bad:l
     for j, (i, n) in enumerate(zip(kept, need)):
         have = min(sum(t in self.media_ids for t in out[k][j]) for k in seqs) if n else n
         if have < n:
-            bad.append(f"{(batch.get('_where') or [None] * len(batch['_prompt']))[i] or f'row {i} of its batch'}: "
-                       f'cutoff_len {self.data_args.cutoff_len} cuts its media tokens ({have} of {n} kept); expected '
-                       'a cutoff_len that holds them all')
+            bad.append(bad_record((batch.get('_where') or [None] * len(batch['_prompt']))[i],
+                                  f'cutoff_len {self.data_args.cutoff_len} cuts its media tokens ({have} of {n} kept); '
+                                  'expected a cutoff_len that holds them all'))
             continue
         ok.append(j)
         for k in seqs:
