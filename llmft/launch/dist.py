@@ -138,10 +138,9 @@ def run_torchrun(cmd:list[str]) -> int:
         try:
             run(get_args_parser().parse_args(cmd[3:]))
             return 0
-        except ChildFailedError as e:
-            failed = e
-            print(file=sys.stderr)   # a worker's progress bar may have left its line open: the verdict gets its own
+        except ChildFailedError as e: failed = e
         records = worker_records(path)
+    print(file=sys.stderr)   # a worker's progress bar may have left its line open: the verdict gets a line of its own
     if (err := launch_error(records, {r: f.exitcode for r, f in failed.failures.items()}, run_folder())): raise err
     rank, failure = failed.get_first_failure()
     print(f'llmft: worker {rank} failed with exit status {failure.exitcode} (its output is above).', file=sys.stderr)
